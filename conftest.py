@@ -1,0 +1,6 @@
+"""Make ``import symgraph`` resolve to this checkout (also from git worktrees)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,133 @@
+"""symgraph: a symbolic graph compiler for NumPy-style tensor programs.
+
+Build a graph with symbolic tensors, differentiate it symbol to symbol with ``grad``, and
+``compile`` it into a callable on NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from . import nn
+from .compile import CompiledFunction, compile
+from .errors import CompileError, GradientError, ShapeError
+from .formula import elementwise
+from .grad import Lop, Rop, grad, hessian, jacobian, stop_gradient
+from .graph.basic import Constant, SharedVariable, Variable
+from .graph.types import TensorType
+from .ops import (
+    abs,
+    add,
+    arange,
+    argmax,
+    argmin,
+    broadcast_to,
+    cast,
+    ceil,
+    clip,
+    concatenate,
+    cos,
+    divide,
+    dot,
+    elu,
+    eq,
+    erf,
+    exp,
+    expand_dims,
+    expm1,
+    flatten,
+    floor,
+    ge,
+    gelu,
+    gt,
+    inc_subtensor,
+    le,
+    leaky_relu,
+    log,
+    log1p,
+    logsumexp,
+    lt,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    mul,
+    neq,
+    one_hot,
+    outer,
+    power,
+    prod,
+    relu,
+    reshape,
+    shape,
+    sigmoid,
+    sign,
+    sin,
+    softplus,
+    sqrt,
+    square,
+    squeeze,
+    stack,
+    std,
+    sub,
+    sum,
+    take,
+    tanh,
+    transpose,
+    var,
+    where,
+)
+from .ops.random import RandomStream
+from .printing import debugprint, to_dot
+from .verify import verify_grad
+
+__version__ = "0.1.0"
+
+
+def tensor(name: str | None = None, shape=(None,), dtype: str = "float32") -> Variable:  # noqa: F811
+    """A symbolic input; each dim of ``shape`` is an int (static) or ``None``."""
+    return Variable(TensorType(dtype, tuple(shape)), name=name)
+
+
+def scalar(name: str | None = None, dtype: str = "float32") -> Variable:
+    """A rank-0 symbolic input."""
+    return tensor(name, (), dtype)
+
+
+def vector(name: str | None = None, dtype: str = "float32") -> Variable:
+    """A rank-1 symbolic input of unknown length."""
+    return tensor(name, (None,), dtype)
+
+
+def matrix(name: str | None = None, dtype: str = "float32") -> Variable:
+    """A rank-2 symbolic input of unknown shape."""
+    return tensor(name, (None, None), dtype)
+
+
+def tensor3(name: str | None = None, dtype: str = "float32") -> Variable:
+    """A rank-3 symbolic input of unknown shape."""
+    return tensor(name, (None,) * 3, dtype)
+
+
+def tensor4(name: str | None = None, dtype: str = "float32") -> Variable:
+    """A rank-4 symbolic input of unknown shape (e.g. NCHW images)."""
+    return tensor(name, (None,) * 4, dtype)
+
+
+def constant(value, name: str | None = None, dtype=None) -> Constant:
+    """A constant folded into the graph (Python floats default to float32)."""
+    return Constant(value, dtype=dtype, name=name)
+
+
+def shared(value, name: str | None = None, dtype=None) -> SharedVariable:
+    """Persistent state such as model parameters; read with ``get_value``, set with ``set_value``."""
+    return SharedVariable(value, name=name, dtype=dtype)
+
+
+def zeros_like(x) -> Variable:
+    """Zeros with the shape and dtype of ``x``."""
+    from .ops.shape import zeros_like as _z
+    return _z(x)
+
+
+__all__ = [n for n in dir() if not n.startswith("_")]

@@ -1,0 +1,257 @@
+"""``sg.compile``: inputs, outputs, updates and givens -> a rewritten graph -> a backend program
+wrapped in a ``CompiledFunction`` that checks arguments and applies updates atomically."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import CompileError
+from .graph.basic import Constant, SharedVariable, Variable, as_variable
+from .graph.fgraph import FunctionGraph, clone_replace, graph_inputs
+from .graph.types import format_shape
+
+BACKENDS = {"reference": "symgraph.backends.reference",
+            "llvm": "symgraph.backends.llvm",
+            "cuda": "symgraph.backends.cuda"}
+DEFAULT_BACKEND = "llvm"
+
+
+class InputSpec:
+    """How one positional argument is checked and converted."""
+
+    __slots__ = ("var", "name", "dtype", "ndim", "shape", "np_dtype")
+
+    def __init__(self, var: Variable, position: int):
+        self.var = var
+        self.name = var.name or f"input {position}"
+        self.dtype = var.dtype
+        self.np_dtype = np.dtype(var.dtype)
+        self.ndim = var.ndim
+        self.shape = var.shape
+
+    def convert(self, value) -> np.ndarray:
+        what = f"argument {self.name!r}"
+        if isinstance(value, np.ndarray):
+            arr = value
+        elif isinstance(value, (bool, int, float, np.generic)):
+            arr = np.asarray(value)
+            if isinstance(value, bool) or arr.dtype.kind == "b":
+                ok = True
+            elif arr.dtype.kind in "iu":
+                ok = self.np_dtype.kind in "iuf"
+            else:
+                ok = self.np_dtype.kind == "f"
+            if not ok:
+                raise TypeError(f"{what}: cannot use {value!r} for a {self.dtype} input")
+            if isinstance(value, np.generic) and not np.can_cast(arr.dtype, self.np_dtype, "safe"):
+                raise TypeError(f"{what}: expected {self.dtype}, got a {arr.dtype} scalar, "
+                                "which does not cast safely")
+            return np.asarray(value, dtype=self.np_dtype)
+        else:
+            try:
+                arr = np.asarray(value)
+            except Exception as e:  # pragma: no cover - NumPy error text is clear enough
+                raise TypeError(f"{what}: cannot convert {type(value).__name__} to an array") from e
+            if arr.dtype.kind == "f" and self.np_dtype.kind == "f":
+                arr = arr.astype(self.np_dtype)  # Python float lists are weakly typed
+            elif arr.dtype.kind in "iub" and self.np_dtype.kind == "f":
+                arr = arr.astype(self.np_dtype)
+        if arr.dtype != self.np_dtype:
+            if not np.can_cast(arr.dtype, self.np_dtype, "safe"):
+                raise TypeError(f"{what}: expected {self.dtype}, got {arr.dtype} (shape "
+                                f"{arr.shape}), which does not cast safely; convert it with "
+                                f".astype({self.dtype!r}) if that is what you want")
+            arr = arr.astype(self.np_dtype)
+        if arr.ndim != self.ndim:
+            raise ValueError(f"{what}: expected a rank-{self.ndim} array of shape "
+                             f"{format_shape(self.shape)}, got shape {arr.shape}")
+        for axis, (want, got) in enumerate(zip(self.shape, arr.shape)):
+            if want is not None and want != got:
+                raise ValueError(f"{what}: dimension {axis} must be {want} (declared shape "
+                                 f"{format_shape(self.shape)}), got shape {arr.shape}")
+        return arr
+
+
+def _as_list(x) -> tuple[list, bool]:
+    if isinstance(x, (list, tuple)):
+        return list(x), False
+    return [x], True
+
+
+def build_fgraph(inputs, outputs, updates=None, givens=None):
+    """Validate the arguments of ``compile`` and build the FunctionGraph it will rewrite.
+
+    Returns ``(fgraph, input_vars, shared_vars, n_outputs, update_targets, single)``; the
+    FunctionGraph's outputs are the user outputs followed by the update values, and its
+    inputs the declared inputs followed by the shared variables.
+    """
+    inputs = list(inputs)
+    seen = set()
+    for i, v in enumerate(inputs):
+        if not isinstance(v, Variable):
+            raise TypeError(f"compile: inputs[{i}] is a {type(v).__name__}, not a symbolic variable")
+        if isinstance(v, SharedVariable):
+            raise TypeError(f"compile: inputs[{i}] ({v.label()}) is a shared variable; shared "
+                            "variables are implicit inputs, leave them out of the input list")
+        if isinstance(v, Constant) or v.owner is not None:
+            raise TypeError(f"compile: inputs[{i}] ({v.label()}) is not a graph input "
+                            "(it is computed from other values)")
+        if id(v) in seen:
+            raise ValueError(f"compile: inputs[{i}] ({v.label()}) is listed twice")
+        seen.add(id(v))
+    outs, single = _as_list(outputs if outputs is not None else [])
+    outs = [as_variable(o) for o in outs]
+    pairs = list(updates.items()) if isinstance(updates, dict) else list(updates or [])
+    targets, values = [], []
+    for k, (target, value) in enumerate(pairs):
+        if not isinstance(target, SharedVariable):
+            raise TypeError(f"compile: updates[{k}] targets {target!r}, which is not a shared variable")
+        if any(t is target for t in targets):
+            raise ValueError(f"compile: shared variable {target.label()!r} is updated twice")
+        value = as_variable(value)
+        if value.ndim != target.ndim:
+            raise ValueError(f"compile: update of {target.label()!r} has shape "
+                             f"{format_shape(value.shape)} but the variable has shape {target.shape}")
+        for _a, (w, g) in enumerate(zip(target.shape, value.shape)):
+            if g is not None and w != g:
+                raise ValueError(f"compile: update of {target.label()!r} has shape "
+                                 f"{format_shape(value.shape)} but the variable has shape {target.shape}")
+        if value.dtype != target.dtype:
+            if not np.can_cast(value.dtype, target.dtype, "same_kind"):
+                raise TypeError(f"compile: update of {target.label()!r} ({target.dtype}) has dtype "
+                                f"{value.dtype}")
+            from .ops.elemwise import cast
+            value = cast(value, target.dtype)
+        targets.append(target)
+        values.append(value)
+    # random streams and similar state advance by default on every call
+    for root in graph_inputs(outs + values):
+        default = getattr(root, "default_update", None)
+        if default is not None and not any(t is root for t in targets):
+            targets.append(root)
+            values.append(default)
+    all_outputs = outs + values
+    if givens:
+        items = list(givens.items()) if isinstance(givens, dict) else list(givens)
+        mapping = {}
+        for old, new in items:
+            new = as_variable(new)
+            if old.ndim != new.ndim:
+                raise TypeError(f"givens: {old.label()} has rank {old.ndim}, replacement has {new.ndim}")
+            if old.dtype != new.dtype:
+                from .ops.elemwise import cast
+                new = cast(new, old.dtype)
+            mapping[old] = new
+        all_outputs = clone_replace(all_outputs, mapping)
+    shared = [v for v in graph_inputs(all_outputs) if isinstance(v, SharedVariable)]
+    fgraph = FunctionGraph(inputs + shared, all_outputs)
+    missing = fgraph.free_inputs()
+    if missing:
+        names = ", ".join(f"{v.label()} ({v.type})" for v in missing)
+        raise CompileError(f"compile: the outputs depend on {names}, which is not among the inputs; "
+                           "add it to the input list or provide it with givens")
+    return fgraph, inputs, shared, len(outs), targets, single
+
+
+def compile(inputs: Sequence[Variable], outputs=None, updates=None, givens=None,
+            backend: str = DEFAULT_BACKEND, trust_input: bool = False, threads: int | None = None,
+            profile: bool = False, rewrite: bool = True) -> CompiledFunction:
+    """Compile a graph into a callable on NumPy arrays.  See API.md for the contract."""
+    if backend not in BACKENDS:
+        raise ValueError(f"compile: unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    return CompiledFunction(inputs, outputs, updates, givens, backend, trust_input, threads,
+                            profile, rewrite)
+
+
+class CompiledFunction:
+    """A compiled graph: call it with NumPy arrays; inspect ``kernels``, ``source()``, ``asm()``."""
+
+    def __init__(self, inputs, outputs, updates, givens, backend, trust_input, threads, profile,
+                 rewrite=True):
+        self._args = (list(inputs), outputs, updates, givens, backend, trust_input, threads,
+                      profile, rewrite)
+        fgraph, self.inputs, self.shared, self.n_outputs, self.update_targets, self.single = \
+            build_fgraph(inputs, outputs, updates, givens)
+        self.backend = backend
+        self.trust_input = trust_input
+        self.profile = profile
+        self.rewrite_log: list = []
+        self.nodes_before_rewrite = len(fgraph.nodes)
+        if rewrite:
+            from .rewrite import rewrite_graph
+            self.rewrite_log = rewrite_graph(fgraph, backend=backend)
+        self.fgraph = fgraph
+        self.specs = [InputSpec(v, i) for i, v in enumerate(self.inputs)]
+        self._lock = threading.Lock()
+        module = importlib.import_module(BACKENDS[backend])
+        options = {"threads": threads, "profile": profile, "trust_input": trust_input}
+        self.program = module.build(fgraph, self.inputs + self.shared, options)
+
+    # --- calling ------------------------------------------------------------------------
+    def _convert(self, args) -> list[np.ndarray]:
+        if len(args) != len(self.specs):
+            names = ", ".join(s.name for s in self.specs)
+            raise TypeError(f"compiled function takes {len(self.specs)} argument"
+                            f"{'s' if len(self.specs) != 1 else ''} ({names}), got {len(args)}")
+        if self.trust_input:
+            return list(args)
+        return [spec.convert(a) for spec, a in zip(self.specs, args)]
+
+    def __call__(self, *args):
+        values = self._convert(args)
+        if self.update_targets:
+            with self._lock:
+                results = self.program(values + [s._value for s in self.shared])
+                self._apply_updates(results[self.n_outputs:])
+        else:
+            results = self.program(values + [s._value for s in self.shared])
+        outs = [self._own(r) for r in results[:self.n_outputs]]
+        return outs[0] if self.single else outs
+
+    @staticmethod
+    def _own(r):
+        r = np.asarray(r)
+        return r if r.flags.owndata and r.flags.writeable else np.array(r, copy=True)
+
+    def _apply_updates(self, new_values) -> None:
+        checked = []
+        for target, value in zip(self.update_targets, new_values):
+            value = np.asarray(value)
+            if value.shape != target.shape:
+                raise ValueError(f"update of shared variable {target.label()!r} computed shape "
+                                 f"{value.shape}, but the variable has shape {target.shape}; "
+                                 "no shared variable was changed")
+            checked.append((target, value))
+        for target, value in checked:  # all or nothing
+            target._assign(np.array(value, dtype=target.dtype, copy=True))
+
+    # --- inspection ---------------------------------------------------------------------
+    @property
+    def kernels(self):
+        return self.program.kernels
+
+    def source(self) -> str:
+        return self.program.source()
+
+    def asm(self) -> str:
+        return self.program.asm()
+
+    def stats(self) -> list[dict]:
+        if not self.profile:
+            raise RuntimeError("compile with profile=True to record per-kernel statistics")
+        return [{"kernel": k.name, **k.stats} for k in self.kernels]
+
+    def __repr__(self) -> str:
+        names = ", ".join(s.name for s in self.specs)
+        return f"<CompiledFunction({names}) backend={self.backend} nodes={len(self.fgraph.nodes)}>"
+
+    # --- pickling: rebuild from the original graph (shared values travel with it) --------
+    def __getstate__(self):
+        return {"args": self._args}
+
+    def __setstate__(self, state):
+        self.__init__(*state["args"])

@@ -1,0 +1,24 @@
+"""Exception types raised by symgraph."""
+
+from __future__ import annotations
+
+
+class ShapeError(ValueError):
+    """Shapes that cannot work together (raised while building a graph or at call time)."""
+
+
+class GradientError(ValueError):
+    """A symbolic gradient disagrees with finite differences, or cannot be formed."""
+
+    def __init__(self, message: str, *, input_index: int | None = None,
+                 worst_index: tuple | None = None, analytic: float | None = None,
+                 numeric: float | None = None):
+        super().__init__(message)
+        self.input_index = input_index
+        self.worst_index = worst_index
+        self.analytic = analytic
+        self.numeric = numeric
+
+
+class CompileError(RuntimeError):
+    """A graph could not be compiled (missing toolchain, unsupported op, bad arguments)."""

@@ -1,0 +1,254 @@
+"""Symbol-to-symbol differentiation: the gradient is built as ordinary graph nodes.
+
+Reverse accumulation over the toposorted graph: every node's output gradient is the sum of
+the messages from all its consumers, and each op's ``L_op`` turns that into messages for its
+inputs.  The gradient graph therefore grows linearly with the forward graph, and can itself
+be differentiated, rewritten, fused and compiled.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import GradientError
+from .graph.basic import Apply, Constant, Op, Variable, as_variable, format_trace
+from .graph.fgraph import clone_replace, toposort
+from .graph.types import TensorType, format_shape, is_float
+from .ops import elemwise as E
+from .ops.shape import zeros_like
+
+
+class StopGradient(Op):
+    """Identity in the forward pass; blocks gradients (removed by the rewriter)."""
+
+    def make_node(self, x) -> Apply:
+        x = as_variable(x)
+        return Apply(self, [x], [x.type])
+
+    def perform(self, node, inputs):
+        return [inputs[0]]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        return [None]
+
+    def R_op(self, node, inputs, eval_points):
+        return [None]
+
+
+def stop_gradient(x) -> Variable:
+    """``x`` unchanged, but treated as a constant by ``grad``."""
+    return StopGradient()(x)
+
+
+def _check_wrt(wrt) -> tuple[list[Variable], bool]:
+    single = isinstance(wrt, Variable)
+    wrt_list = [wrt] if single else list(wrt)
+    for i, w in enumerate(wrt_list):
+        if not isinstance(w, Variable):
+            raise TypeError(f"grad: wrt[{i}] is {type(w).__name__}, not a symbolic variable "
+                            "(pass the sg.tensor / sg.shared objects the graph was built from)")
+        if isinstance(w, Constant):
+            raise TypeError(f"grad: wrt[{i}] is a constant ({w.label()}); gradients are taken "
+                            "with respect to inputs, shared variables or intermediate results")
+    return wrt_list, single
+
+
+def _sum(terms: list[Variable]) -> Variable:
+    total = terms[0]
+    for t in terms[1:]:
+        total = E.add(total, t)
+    return total
+
+
+def _backprop(seeds: dict[Variable, Variable], wrt: Sequence[Variable]) -> dict[int, list[Variable]]:
+    """Reverse accumulation from ``seeds`` (variable -> its gradient) down to ``wrt``."""
+    roots = list(seeds)
+    order = toposort(roots)
+    wrt_ids = {id(w) for w in wrt}
+    # variables that depend on some wrt: only those need gradients
+    relevant: set[int] = set(wrt_ids)
+    for node in order:
+        if any(id(i) in relevant for i in node.inputs):
+            relevant.update(id(o) for o in node.outputs)
+    contributions: dict[int, list[Variable]] = {}
+    for var, g in seeds.items():
+        contributions.setdefault(id(var), []).append(g)
+    for node in reversed(order):
+        out_grads = [contributions.get(id(o)) for o in node.outputs]
+        if all(g is None for g in out_grads):
+            continue
+        if not any(id(i) in relevant for i in node.inputs):
+            continue
+        summed = [(_sum(g) if g else None) for g in out_grads]
+        if any(g is None for g in summed):
+            summed = [g if g is not None else zeros_like(o) for g, o in zip(summed, node.outputs)]
+        in_grads = node.op.L_op(node, node.inputs, node.outputs, summed)
+        if len(in_grads) != len(node.inputs):
+            raise GradientError(f"{node.op}.L_op returned {len(in_grads)} gradients for "
+                                f"{len(node.inputs)} inputs")
+        for inp, g in zip(node.inputs, in_grads):
+            if g is None or id(inp) not in relevant:
+                continue
+            if g.ndim != inp.ndim:
+                raise GradientError(f"{node.op}.L_op returned a gradient of rank {g.ndim} for an "
+                                    f"input of rank {inp.ndim}" + format_trace(node.trace))
+            if g.dtype != inp.dtype and is_float(inp.dtype):
+                g = E.cast(g, inp.dtype)
+            contributions.setdefault(id(inp), []).append(g)
+    return contributions
+
+
+def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"):
+    """Symbolic gradient of a scalar ``cost`` with respect to ``wrt`` (a variable or a list).
+
+    ``known_grads`` maps variables to gradients to start from (then ``cost`` may be None).
+    ``disconnected``: ``"raise"``, ``"warn"`` or ``"ignore"`` when ``cost`` does not depend on
+    a ``wrt``; warn and ignore return zeros.
+    """
+    if disconnected not in ("raise", "warn", "ignore"):
+        raise ValueError(f"disconnected must be 'raise', 'warn' or 'ignore', got {disconnected!r}")
+    wrt_list, single = _check_wrt(wrt)
+    seeds: dict[Variable, Variable] = {}
+    if cost is not None:
+        cost = as_variable(cost)
+        if cost.ndim != 0:
+            raise ValueError(f"grad: cost must be a scalar, got a tensor of shape "
+                             f"{format_shape(cost.shape)} ({cost.type}); reduce it first "
+                             "(e.g. .sum() or .mean()), or use sg.jacobian / sg.Lop")
+        if not is_float(cost.dtype):
+            raise TypeError(f"grad: cost must be a float scalar, got {cost.type}")
+        seeds[cost] = Constant(np.ones((), cost.dtype))
+    for var, g in (known_grads or {}).items():
+        g = as_variable(g)
+        if g.ndim != var.ndim:
+            raise ValueError(f"known_grads: gradient of rank {g.ndim} given for {var} of rank {var.ndim}")
+        seeds[var] = E.cast(g, var.dtype) if g.dtype != var.dtype else g
+    if not seeds:
+        raise ValueError("grad: give a cost or known_grads")
+    contributions = _backprop(seeds, wrt_list)
+    results = []
+    for i, w in enumerate(wrt_list):
+        terms = contributions.get(id(w))
+        if not terms:
+            if disconnected == "raise" and is_float(w.dtype):
+                raise GradientError(f"grad: the cost does not depend on wrt[{i}] ({w.label()}: "
+                                    f"{w.type}); pass disconnected='ignore' or 'warn' to get zeros",
+                                    input_index=i)
+            if disconnected == "warn":
+                warnings.warn(f"grad: the cost does not depend on {w.label()}; its gradient is zero",
+                              stacklevel=2)
+            results.append(zeros_like(w))
+            continue
+        g = _sum(terms)
+        if g.dtype != w.dtype:
+            g = E.cast(g, w.dtype)
+        results.append(g)
+    return results[0] if single else results
+
+
+def Lop(f, wrt, eval_points):
+    """Vector-Jacobian product ``v^T (d f / d wrt)`` for outputs ``f`` and vectors ``eval_points``."""
+    fs = [f] if isinstance(f, Variable) else list(f)
+    vs = [eval_points] if isinstance(eval_points, (Variable, np.ndarray)) else list(eval_points)
+    if len(fs) != len(vs):
+        raise ValueError(f"Lop: {len(fs)} outputs but {len(vs)} eval points")
+    known = {}
+    for fi, vi in zip(fs, vs):
+        vi = as_variable(vi)
+        if vi.ndim != fi.ndim:
+            raise ValueError(f"Lop: eval point of rank {vi.ndim} for an output of rank {fi.ndim}")
+        known[fi] = vi
+    return grad(None, wrt, known_grads=known, disconnected="ignore")
+
+
+def Rop(f, wrt, eval_points):
+    """Jacobian-vector product ``(d f / d wrt) v``, forward mode.
+
+    Uses each op's ``R_op``; ops without one fall back to the double-Lop trick on that node.
+    """
+    single_f = isinstance(f, Variable)
+    fs = [f] if single_f else list(f)
+    wrt_list = [wrt] if isinstance(wrt, Variable) else list(wrt)
+    vs = [eval_points] if isinstance(eval_points, (Variable, np.ndarray)) else list(eval_points)
+    if len(wrt_list) != len(vs):
+        raise ValueError(f"Rop: {len(wrt_list)} wrt but {len(vs)} eval points")
+    tangent: dict[int, Variable] = {}
+    for w, v in zip(wrt_list, vs):
+        v = as_variable(v)
+        if v.ndim != w.ndim:
+            raise ValueError(f"Rop: eval point of rank {v.ndim} for {w.label()} of rank {w.ndim}")
+        tangent[id(w)] = E.cast(v, w.dtype) if v.dtype != w.dtype else v
+    for node in toposort(fs):
+        points = [tangent.get(id(i)) for i in node.inputs]
+        if all(p is None for p in points):
+            continue
+        rop = getattr(node.op, "R_op", None)
+        outs = rop(node, node.inputs, points) if rop is not None else None
+        if outs is None:
+            outs = _rop_by_double_lop(node, points)
+        for o, t in zip(node.outputs, outs):
+            if t is not None:
+                tangent[id(o)] = E.cast(t, o.dtype) if t.dtype != o.dtype and is_float(o.dtype) else t
+    results = [tangent.get(id(fi)) if id(fi) in tangent else zeros_like(fi) for fi in fs]
+    return results[0] if single_f else results
+
+
+def _rop_by_double_lop(node, points):
+    """J v for one node: differentiate ``<J^T u, v>`` with respect to a dummy ``u``."""
+    outs = []
+    for k, out in enumerate(node.outputs):
+        u = Variable(TensorType(out.type.dtype, out.type.shape), name="u")
+        grads_in = [zeros_like(o) if j != k else u for j, o in enumerate(node.outputs)]
+        lops = node.op.L_op(node, node.inputs, node.outputs, grads_in)
+        terms = [E.mul(lop, v) for lop, v in zip(lops, points) if lop is not None and v is not None]
+        if not terms:
+            outs.append(None)
+            continue
+        from .ops.reduce import sum as sum_
+        inner = sum_(_sum([sum_(t) for t in terms]))
+        jv = grad(inner, u, disconnected="ignore")
+        (jv,) = clone_replace([jv], {u: zeros_like(out)})
+        outs.append(jv)
+    return outs
+
+
+def jacobian(expr, wrt):
+    """The full Jacobian ``d expr / d wrt`` as a symbolic tensor of shape ``expr.shape + wrt.shape``.
+
+    ``expr`` must have a static size (one reverse sweep per element).
+    """
+    from .ops.indexing import getitem
+    from .ops.shape import flatten, reshape, stack
+    expr = as_variable(expr)
+    wrt_list, single = _check_wrt(wrt)
+    if expr.size is None:
+        raise ValueError(f"jacobian: the size of {expr.type} must be static")
+    flat = flatten(expr) if expr.ndim != 1 else expr
+    results = []
+    for w in wrt_list:
+        if expr.ndim == 0:
+            results.append(grad(expr, w, disconnected="ignore"))
+            continue
+        rows = [grad(getitem(flat, i), w, disconnected="ignore") for i in range(expr.size)]
+        jac = stack(rows, axis=0)
+        if w.type.fully_static:
+            jac = reshape(jac, tuple(expr.shape) + tuple(w.shape))
+        elif expr.ndim != 1:
+            raise ValueError("jacobian: multi-dimensional expressions need a wrt of static shape")
+        results.append(jac)
+    return results[0] if single else results
+
+
+def hessian(cost, wrt):
+    """The Hessian of a scalar ``cost``: ``jacobian(grad(cost, wrt), wrt)``."""
+    wrt_list, single = _check_wrt(wrt)
+    results = []
+    for w in wrt_list:
+        if w.size is None:
+            raise ValueError(f"hessian: the shape of {w.label()} must be static ({w.type})")
+        g = grad(cost, w, disconnected="ignore")
+        results.append(jacobian(g, w))
+    return results[0] if single else results

@@ -1,0 +1,317 @@
+"""Variables, apply nodes and ops: the nodes of a symgraph graph.
+
+A graph is bipartite: ``Variable`` -> ``Apply`` (an ``Op`` applied to input variables) ->
+output ``Variable``s.  Variables never change once built; rewrites work on a
+``FunctionGraph`` that owns a graph and swaps variables in it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .types import TensorType, as_dtype
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ids = itertools.count()
+
+
+def user_trace() -> tuple[str, int, str] | None:
+    """The first stack frame outside symgraph: the user's line that is building a node."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(_PACKAGE_DIR) and not filename.startswith("<frozen"):
+            return (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        frame = frame.f_back
+    return None
+
+
+def format_trace(trace) -> str:
+    if not trace:
+        return ""
+    filename, line, func = trace
+    text = ""
+    try:
+        import linecache
+        text = linecache.getline(filename, line).strip()
+    except Exception:  # pragma: no cover - linecache never matters for correctness
+        pass
+    where = f"{filename}:{line} in {func}"
+    return f"\n  built at {where}" + (f"\n    {text}" if text else "")
+
+
+class Variable:
+    """A symbolic tensor value: a type, and the apply node that computes it (if any)."""
+
+    __array_priority__ = 1000  # make ``ndarray + Variable`` call our __radd__
+
+    def __init__(self, type: TensorType, owner: Apply | None = None, index: int = 0,
+                 name: str | None = None):
+        self.type = type
+        self.owner = owner
+        self.index = index
+        self.name = name
+        self.id = next(_ids)
+        self.trace = user_trace() if owner is None else None
+
+    # --- static information -------------------------------------------------------------
+    @property
+    def dtype(self) -> str:
+        return self.type.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.type.ndim
+
+    @property
+    def shape(self) -> tuple:
+        return self.type.shape
+
+    @property
+    def size(self):
+        if self.type.fully_static:
+            return int(np.prod(self.type.shape, dtype=np.int64))
+        return None
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a rank-0 symbolic value")
+        if self.shape[0] is None:
+            raise TypeError(f"len() of {self}: the first dimension is unknown until call time")
+        return self.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self):
+        raise TypeError(f"the truth value of symbolic {self} is unknown until it is computed; "
+                        "use sg.where / comparisons inside the graph")
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.owner is not None:
+            return f"{self.owner.op}.out{self.index}" if len(self.owner.outputs) > 1 else str(self.owner.op)
+        return f"<{self.type}>"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.label()}: {self.type})"
+
+    def clone(self) -> Variable:
+        """A fresh root variable of the same type and name (no owner)."""
+        v = type(self).__new__(type(self))
+        v.__dict__.update(self.__dict__)
+        v.owner, v.index, v.id = None, 0, next(_ids)
+        return v
+
+
+class Constant(Variable):
+    """A value fixed when the graph is built; folded into the generated code."""
+
+    def __init__(self, value, dtype=None, name: str | None = None):
+        arr = np.array(value, dtype=dtype)
+        if arr.dtype == object:
+            raise TypeError(f"cannot make a constant from {value!r}")
+        if dtype is None and arr.dtype == np.float64 and not isinstance(value, np.ndarray):
+            # Python floats and lists of floats default to float32, like every other input.
+            arr = arr.astype(np.float32)
+        if dtype is None and arr.dtype == np.int64 and not isinstance(value, (np.ndarray, np.generic)):
+            arr = arr.astype(np.int64)
+        arr = arr.astype(as_dtype(arr.dtype), copy=False)
+        arr.setflags(write=False)
+        super().__init__(TensorType(arr.dtype.name, arr.shape), name=name)
+        self.value = arr
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.value.size <= 4:
+            return np.array2string(self.value, separator=",", precision=6).replace("\n", "")
+        return f"constant{self.type}"
+
+    def signature(self) -> tuple:
+        return (self.type, self.value.tobytes())
+
+
+class SharedVariable(Variable):
+    """Persistent state (model parameters) that lives across calls of compiled functions."""
+
+    def __init__(self, value, name: str | None = None, dtype=None):
+        arr = np.array(value, dtype=dtype, copy=True)
+        if dtype is None and arr.dtype == np.float64 and not isinstance(value, np.ndarray):
+            arr = arr.astype(np.float32)
+        arr = np.array(arr.astype(as_dtype(arr.dtype), copy=False), order="C")
+        super().__init__(TensorType(arr.dtype.name, arr.shape), name=name)
+        self._value = arr
+        self._lock = threading.Lock()
+        self._version = 0
+        self.device_state: dict[str, Any] = {}
+
+    def get_value(self) -> np.ndarray:
+        """A copy of the current value."""
+        return self._value.copy()
+
+    def set_value(self, value) -> None:
+        """Replace the value; dtype must cast safely and the shape must stay the same."""
+        arr = np.asarray(value)
+        if not np.can_cast(arr.dtype, self.dtype, "same_kind") and arr.size:
+            raise TypeError(f"shared variable {self.label()!r}: cannot store a {arr.dtype} "
+                            f"array in a {self.dtype} variable")
+        if arr.shape != self.shape:
+            raise ValueError(f"shared variable {self.label()!r}: shape must stay {self.shape}, "
+                             f"got {arr.shape}")
+        self._assign(np.array(arr, dtype=self.dtype, copy=True))
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_lock")
+        state["device_state"] = {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _assign(self, arr: np.ndarray) -> None:
+        with self._lock:
+            self._value = np.array(arr, order="C", copy=None)
+            self._version += 1
+            self.device_state.clear()
+
+
+class Apply:
+    """One application of an op to input variables, producing output variables."""
+
+    def __init__(self, op: Op, inputs: Sequence[Variable], output_types: Sequence[TensorType],
+                 trace=None):
+        self.op = op
+        self.inputs = list(inputs)
+        self.outputs = [Variable(t, owner=self, index=i) for i, t in enumerate(output_types)]
+        self.trace = trace if trace is not None else user_trace()
+
+    @property
+    def out(self) -> Variable:
+        return self.outputs[0]
+
+    def __repr__(self) -> str:
+        return f"Apply({self.op}, {[i.label() for i in self.inputs]})"
+
+    def clone_with_new_inputs(self, inputs: Sequence[Variable]) -> Apply:
+        node = self.op.make_node(*inputs)
+        node.trace = self.trace
+        return node
+
+
+class Op:
+    """Base class of every operation.
+
+    Subclasses set ``__props__`` (names of the attributes that define the op, for equality and
+    hashing, so identical nodes merge) and implement:
+
+    * ``make_node(*inputs) -> Apply``: check inputs and infer output types (shape errors here);
+    * ``perform(node, inputs) -> list[np.ndarray]``: the NumPy reference;
+    * ``L_op(node, inputs, outputs, output_grads)``: vector-Jacobian product as graph nodes;
+    * ``R_op(node, inputs, eval_points)``: Jacobian-vector product (optional).
+    """
+
+    __props__: tuple[str, ...] = ()
+    nondeterministic = False  # random ops must not be merged or constant-folded
+
+    def _props(self) -> tuple:
+        return tuple(getattr(self, p) for p in self.__props__)
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self._props() == other._props()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._props()))
+
+    def __str__(self) -> str:
+        return type(self).__name__
+
+    __repr__ = __str__
+
+    def __call__(self, *inputs, **kwargs):
+        node = self.make_node(*inputs, **kwargs)
+        return node.outputs[0] if len(node.outputs) == 1 else node.outputs
+
+    def make_node(self, *inputs) -> Apply:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def perform(self, node: Apply, inputs: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover
+        raise NotImplementedError(f"{self} has no reference implementation")
+
+    def L_op(self, node: Apply, inputs, outputs, output_grads):
+        from ..errors import GradientError
+        raise GradientError(f"{self} is not differentiable")
+
+    R_op = None  # ops that define it override with a method
+
+
+def as_variable(x, dtype=None) -> Variable:
+    """Wrap NumPy arrays and Python numbers as constants; pass variables through."""
+    if isinstance(x, Variable):
+        return x
+    if isinstance(x, (list, tuple)) and any(isinstance(e, Variable) for e in x):
+        from ..ops.shape import stack
+        return stack([as_variable(e, dtype) for e in x])
+    return Constant(x, dtype=dtype)
+
+
+def is_python_scalar(x) -> bool:
+    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+
+
+# --- operators and methods on symbolic values ---------------------------------------------
+# They call into symgraph.ops, imported lazily because the ops import this module.
+
+def _ops():
+    from .. import ops
+    return ops
+
+
+def _binop(name: str, reflected: bool = False):
+    def method(self, other):
+        fn = getattr(_ops(), name)
+        return fn(other, self) if reflected else fn(self, other)
+    method.__name__ = f"__{'r' if reflected else ''}{name}__"
+    return method
+
+
+for _name, _fn in [("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "true_divide"),
+                   ("floordiv", "floor_divide"), ("mod", "mod"), ("pow", "power"),
+                   ("matmul", "matmul"), ("and", "logical_and"), ("or", "logical_or")]:
+    setattr(Variable, f"__{_name}__", _binop(_fn))
+    setattr(Variable, f"__r{_name}__", _binop(_fn, reflected=True))
+for _name, _fn in [("lt", "lt"), ("le", "le"), ("gt", "gt"), ("ge", "ge")]:
+    setattr(Variable, f"__{_name}__", _binop(_fn))
+
+Variable.__neg__ = lambda self: _ops().neg(self)
+Variable.__pos__ = lambda self: self
+Variable.__abs__ = lambda self: _ops().abs(self)
+Variable.__invert__ = lambda self: _ops().logical_not(self)
+Variable.__getitem__ = lambda self, key: _ops().getitem(self, key)
+# ``==`` and ``!=`` are elementwise, as in NumPy; hashing stays identity-based, so variables
+# still work as dict keys (dicts compare by hash and identity first).  Inside symgraph, never
+# test ``var in list``: use identity (``any(v is w ...)``) or ids.
+Variable.__eq__ = lambda self, other: _ops().eq(self, other)
+Variable.__ne__ = lambda self, other: _ops().neq(self, other)
+Variable.__hash__ = object.__hash__
+Variable.T = property(lambda self: _ops().transpose(self))
+Variable.transpose = lambda self, *axes: _ops().transpose(
+    self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None))
+Variable.reshape = lambda self, *shape: _ops().reshape(
+    self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list, Variable)) else shape)
+Variable.astype = lambda self, dtype: _ops().cast(self, dtype)
+Variable.flatten = lambda self, ndim=1: _ops().flatten(self, ndim)
+for _name in ("sum", "mean", "max", "min", "prod", "argmax", "argmin", "var", "std"):
+    setattr(Variable, _name, (lambda n: lambda self, axis=None, keepdims=False:
+                              getattr(_ops(), n)(self, axis=axis, keepdims=keepdims))(_name))
+Variable.dot = lambda self, other: _ops().dot(self, other)

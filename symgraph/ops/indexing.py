@@ -1,0 +1,232 @@
+"""Indexing: ints, slices, ``None``, ``...`` and integer-array (gather) indices, plus ``take``
+and ``one_hot``.  The gradient scatters back with accumulation, so repeated indices add up."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..graph.basic import Apply, Constant, Op, Variable, as_variable
+from ..graph.types import TensorType, format_shape, is_int
+from . import elemwise as E
+
+# An index spec is a hashable tuple; each entry is one of
+#   ("i", k)            a Python int
+#   ("s", start, stop, step)
+#   ("n",)              None / np.newaxis
+#   ("a", j)            the j-th advanced (integer tensor) index input
+
+
+def _parse(key, ndim: int):
+    """Split a NumPy-style key into a spec and the list of integer-array indices."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    arrays: list[Variable] = []
+    spec: list[tuple] = []
+    n_ell = sum(1 for k in key if k is Ellipsis)
+    if n_ell > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    consumed = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if consumed > ndim:
+        raise IndexError(f"too many indices: tensor is {ndim}-dimensional, but {consumed} were indexed")
+    for k in key:
+        if k is Ellipsis:
+            spec.extend([("s", None, None, None)] * (ndim - consumed))
+        elif k is None:
+            spec.append(("n",))
+        elif isinstance(k, slice):
+            for part in (k.start, k.stop, k.step):
+                if part is not None and not isinstance(part, (int, np.integer)):
+                    raise TypeError("slice bounds must be Python ints (symbolic slice bounds are "
+                                    f"not supported), got {part!r}")
+            if k.step == 0:
+                raise ValueError("slice step cannot be zero")
+            spec.append(("s", _i(k.start), _i(k.stop), _i(k.step)))
+        elif isinstance(k, (bool, np.bool_)):
+            raise IndexError("boolean scalar indices are not supported")
+        elif isinstance(k, (int, np.integer)):
+            spec.append(("i", int(k)))
+        else:
+            v = as_variable(k)
+            if not is_int(v.dtype):
+                raise IndexError(f"arrays used as indices must be integers, got {v.type} "
+                                 "(boolean masks are not supported; use sg.where)")
+            spec.append(("a", len(arrays)))
+            arrays.append(v)
+    return tuple(spec), arrays
+
+
+def _i(v):
+    return None if v is None else int(v)
+
+
+def _key(spec, arrays):
+    out = []
+    for e in spec:
+        if e[0] == "i":
+            out.append(e[1])
+        elif e[0] == "s":
+            out.append(slice(e[1], e[2], e[3]))
+        elif e[0] == "n":
+            out.append(None)
+        else:
+            out.append(np.asarray(arrays[e[1]]))
+    return tuple(out)
+
+
+def _infer_shape(spec, x_shape, idx_shapes):
+    """Static output shape: run NumPy's indexing on zero-strided dummies twice, with two
+    different sizes standing in for unknown dims; dims that agree are static."""
+    results = []
+    for sentinel in (1009, 1013):
+        xs = tuple(sentinel if d is None else d for d in x_shape)
+        dummy = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape=xs, strides=(0,) * len(xs))
+        arrays = [np.zeros(tuple(sentinel if d is None else d for d in s), np.int64) for s in idx_shapes]
+        try:
+            results.append(dummy[_key(spec, arrays)].shape)
+        except (IndexError, ValueError):
+            results = None
+            break
+    if results is None:
+        xs = tuple(1 if d is None else d for d in x_shape)
+        dummy = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape=xs, strides=(0,) * len(xs))
+        arrays = [np.zeros(tuple(1 if d is None else d for d in s), np.int64) for s in idx_shapes]
+        return (None,) * dummy[_key(spec, arrays)].ndim
+    a, b = results
+    return tuple(d1 if d1 == d2 else None for d1, d2 in zip(a, b))
+
+
+class Subtensor(Op):
+    """``x[key]`` with a static key (ints, slices, None) and integer-array indices as inputs."""
+
+    __props__ = ("spec",)
+
+    def __init__(self, spec: tuple):
+        self.spec = spec
+
+    def __str__(self):
+        parts = []
+        for e in self.spec:
+            if e[0] == "i":
+                parts.append(str(e[1]))
+            elif e[0] == "s":
+                parts.append(":".join("" if v is None else str(v) for v in e[1:3]) +
+                             ("" if e[3] is None else f":{e[3]}"))
+            elif e[0] == "n":
+                parts.append("None")
+            else:
+                parts.append(f"idx{e[1]}")
+        return f"Subtensor[{', '.join(parts)}]"
+
+    @property
+    def advanced(self) -> bool:
+        return any(e[0] == "a" for e in self.spec)
+
+    def make_node(self, x, *indices) -> Apply:
+        x = as_variable(x)
+        indices = [as_variable(i) for i in indices]
+        axis = 0
+        for e in self.spec:
+            if e[0] == "n":
+                continue
+            if e[0] == "i":
+                d = x.shape[axis]
+                if d is not None and not -d <= e[1] < d:
+                    raise IndexError(f"index {e[1]} is out of bounds for axis {axis} with size {d} "
+                                     f"(tensor shape {format_shape(x.shape)})")
+            if e[0] == "a" and isinstance(indices[e[1]], Constant):
+                d, vals = x.shape[axis], indices[e[1]].value
+                if d is not None and vals.size and (vals.max() >= d or vals.min() < -d):
+                    raise IndexError(f"index array has values out of bounds for axis {axis} "
+                                     f"with size {d}")
+            axis += 1
+        shape = _infer_shape(self.spec, x.shape, [i.shape for i in indices])
+        return Apply(self, [x, *indices], [TensorType(x.dtype, shape)])
+
+    def perform(self, node, inputs):
+        x, arrays = inputs[0], inputs[1:]
+        return [np.array(x[_key(self.spec, arrays)], order="C")]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        x, indices = inputs[0], inputs[1:]
+        from .shape import zeros_like
+        return [IndexAdd(self.spec)(zeros_like(x), output_grads[0], *indices)] + [None] * len(indices)
+
+    def R_op(self, node, inputs, eval_points):
+        return [None if eval_points[0] is None else self(eval_points[0], *inputs[1:])]
+
+
+class IndexAdd(Op):
+    """``out = x.copy(); out[key] += y`` with repeated indices accumulating (``np.add.at``)."""
+
+    __props__ = ("spec",)
+
+    def __init__(self, spec: tuple):
+        self.spec = spec
+
+    def make_node(self, x, y, *indices) -> Apply:
+        x, y = as_variable(x), as_variable(y)
+        y = E.cast(y, x.dtype)
+        return Apply(self, [x, y, *indices], [TensorType(x.dtype, x.shape)])
+
+    def perform(self, node, inputs):
+        x, y, arrays = inputs[0], inputs[1], inputs[2:]
+        out = np.array(x, copy=True)
+        key = _key(self.spec, arrays)
+        if any(e[0] == "a" for e in self.spec):
+            np.add.at(out, key, y)
+        else:
+            out[key] += y
+        return [out]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        (g,) = output_grads
+        indices = inputs[2:]
+        return [g, Subtensor(self.spec)(g, *indices)] + [None] * len(indices)
+
+    def R_op(self, node, inputs, eval_points):
+        vx, vy = eval_points[0], eval_points[1]
+        if vx is None and vy is None:
+            return [None]
+        from .shape import zeros_like
+        vx = vx if vx is not None else zeros_like(inputs[0])
+        vy = vy if vy is not None else zeros_like(inputs[1])
+        return [self(vx, vy, *inputs[2:])]
+
+
+def getitem(x, key) -> Variable:
+    """``x[key]`` with NumPy semantics for ints, slices, None, ``...`` and int arrays."""
+    x = as_variable(x)
+    spec, arrays = _parse(key, x.ndim)
+    if all(e == ("s", None, None, None) for e in spec) and len(spec) == x.ndim:
+        return x
+    return Subtensor(spec)(x, *arrays)
+
+
+def inc_subtensor(x, key, y) -> Variable:
+    """A copy of ``x`` with ``y`` added at ``x[key]`` (repeated indices accumulate)."""
+    x = as_variable(x)
+    spec, arrays = _parse(key, x.ndim)
+    return IndexAdd(spec)(x, y, *arrays)
+
+
+def take(x, indices, axis: int | None = None) -> Variable:
+    """NumPy ``take``: gather ``indices`` along ``axis`` (of the flattened tensor when None)."""
+    x = as_variable(x)
+    if axis is None:
+        from .shape import flatten
+        return getitem(flatten(x), as_variable(indices, dtype="int64"))
+    if not -x.ndim <= axis < x.ndim:
+        raise ShapeError(f"take: axis {axis} is out of bounds for {x.type}")
+    axis %= x.ndim
+    idx = as_variable(indices, dtype="int64") if not isinstance(indices, Variable) else indices
+    return getitem(x, (slice(None),) * axis + (idx,))
+
+
+def one_hot(labels, n: int, dtype: str = "float32") -> Variable:
+    """``one_hot(labels, n)[..., k] = (labels == k)`` as ``dtype``."""
+    labels = as_variable(labels)
+    if not is_int(labels.dtype):
+        raise TypeError(f"one_hot: labels must be integers, got {labels.type}")
+    from .shape import expand_dims
+    return E.cast(E.eq(expand_dims(labels, -1), Constant(np.arange(n, dtype=labels.dtype))), dtype)

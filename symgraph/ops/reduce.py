@@ -1,0 +1,235 @@
+"""Reductions: sum, prod, max, min, argmax/argmin, and mean/var/std/logsumexp built on them."""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..graph.basic import Apply, Constant, Op, Variable, as_variable
+from ..graph.types import TensorType, as_dtype, is_float
+from . import elemwise as E
+
+_NUMPY = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min,
+          "any": np.any, "all": np.all}
+
+
+def normalize_axes(axis, ndim: int, what: str) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < builtins.max(ndim, 1):
+            raise ShapeError(f"{what}: axis {a} is out of bounds for a tensor of rank {ndim}")
+        out.append(int(a) % builtins.max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{what}: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def reduced_shape(shape, axes, keepdims) -> tuple:
+    if keepdims:
+        return tuple(1 if a in axes else d for a, d in enumerate(shape))
+    return tuple(d for a, d in enumerate(shape) if a not in axes)
+
+
+class Reduce(Op):
+    """``kind`` (sum / prod / max / min / any / all) over ``axes``."""
+
+    __props__ = ("kind", "axes", "keepdims")
+
+    def __init__(self, kind: str, axes: tuple[int, ...], keepdims: bool = False):
+        self.kind, self.axes, self.keepdims = kind, tuple(axes), bool(keepdims)
+
+    def __str__(self):
+        return f"{self.kind.capitalize()}{{axes={list(self.axes)}{', keepdims' if self.keepdims else ''}}}"
+
+    def out_dtype(self, dtype: str) -> str:
+        if self.kind in ("any", "all"):
+            return "bool"
+        if self.kind in ("sum", "prod"):
+            return as_dtype(_NUMPY[self.kind](np.zeros(1, dtype)).dtype)
+        return dtype
+
+    def make_node(self, x) -> Apply:
+        x = as_variable(x)
+        for a in self.axes:
+            if a >= builtins.max(x.ndim, 1):
+                raise ShapeError(f"{self}: axis {a} is out of bounds for {x.type}")
+        if self.kind in ("max", "min"):
+            for a in self.axes:
+                if x.shape[a] == 0:
+                    raise ShapeError(f"{self.kind}: zero-size axis {a} has no identity "
+                                     f"(shape {x.shape})")
+        return Apply(self, [x], [TensorType(self.out_dtype(x.dtype),
+                                            reduced_shape(x.shape, self.axes, self.keepdims))])
+
+    def perform(self, node, inputs):
+        (x,) = inputs
+        out = _NUMPY[self.kind](x, axis=self.axes, keepdims=self.keepdims)
+        return [np.asarray(out, dtype=node.outputs[0].dtype)]
+
+    def _keep(self, v: Variable, x: Variable) -> Variable:
+        """Reinsert the reduced axes of ``v`` as size-1 axes so it broadcasts against ``x``."""
+        if self.keepdims or not self.axes:
+            return v
+        from .shape import expand_dims
+        return expand_dims(v, self.axes)
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        (x,), (out,), (g,) = inputs, outputs, output_grads
+        if not is_float(x.dtype) or self.kind in ("any", "all"):
+            return [None]
+        g = E.cast(self._keep(g, x), x.dtype)
+        if self.kind == "sum":
+            return [E.fill(x, g)]
+        out_k = self._keep(out, x)
+        if self.kind in ("max", "min"):
+            # ties share the gradient equally
+            hit = E.cast(E.eq(x, out_k), x.dtype)
+            count = Reduce("sum", self.axes, keepdims=True)(hit)
+            return [E.mul(hit, E.true_divide(g, count))]
+        # prod: exact also when some entries are zero
+        zero = E.eq(x, 0)
+        nzeros = Reduce("sum", self.axes, keepdims=True)(E.cast(zero, x.dtype))
+        prod_nonzero = Reduce("prod", self.axes, keepdims=True)(E.where(zero, 1, x))
+        other = E.where(zero, E.where(E.eq(nzeros, 1), prod_nonzero, 0), E.true_divide(out_k, x))
+        return [E.mul(g, other)]
+
+    def R_op(self, node, inputs, eval_points):
+        (v,) = eval_points
+        if v is None:
+            return [None]
+        if self.kind == "sum":
+            return [self(v)]
+        ones = E.fill(node.outputs[0], Constant(np.ones((), node.outputs[0].dtype)))
+        (grad,) = self.L_op(node, inputs, node.outputs, [ones])
+        return [Reduce("sum", self.axes, self.keepdims)(E.mul(grad, v))]
+
+
+class Argmax(Op):
+    """Index of the max (``kind='argmax'``) or min along one axis (or of the flattened tensor)."""
+
+    __props__ = ("kind", "axis", "keepdims")
+
+    def __init__(self, kind: str, axis: int | None, keepdims: bool = False):
+        self.kind, self.axis, self.keepdims = kind, axis, keepdims
+
+    def make_node(self, x) -> Apply:
+        x = as_variable(x)
+        if self.axis is None:
+            shape = (1,) * x.ndim if self.keepdims else ()
+        else:
+            shape = reduced_shape(x.shape, (self.axis,), self.keepdims)
+        return Apply(self, [x], [TensorType("int64", shape)])
+
+    def perform(self, node, inputs):
+        fn = np.argmax if self.kind == "argmax" else np.argmin
+        return [np.asarray(fn(inputs[0], axis=self.axis, keepdims=self.keepdims), dtype=np.int64)]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        return [None]
+
+
+def _reduce(kind):
+    def fn(x, axis=None, keepdims=False):
+        x = as_variable(x)
+        op = Reduce(kind, normalize_axes(axis, x.ndim, kind), keepdims)
+        if not op.axes and op.out_dtype(x.dtype) == x.dtype:
+            return x
+        return op(x)
+    fn.__name__ = kind
+    fn.__doc__ = f"``{kind}`` over ``axis`` (all axes when None), NumPy semantics."
+    return fn
+
+
+sum = _reduce("sum")  # noqa: A001 - NumPy's name
+prod = _reduce("prod")
+max = _reduce("max")  # noqa: A001
+min = _reduce("min")  # noqa: A001
+any = _reduce("any")  # noqa: A001
+all = _reduce("all")  # noqa: A001
+
+
+def _count(x: Variable, axes) -> Variable | int:
+    """Number of elements reduced over ``axes``: an int when static, else a symbolic scalar."""
+    static = 1
+    unknown = []
+    for a in axes:
+        if x.shape[a] is None:
+            unknown.append(a)
+        else:
+            static *= x.shape[a]
+    if not unknown:
+        return static
+    from .indexing import getitem
+    from .shape import Shape
+    shp = Shape()(x)
+    n = getitem(shp, unknown[0])
+    for a in unknown[1:]:
+        n = E.mul(n, getitem(shp, a))
+    return E.mul(n, static) if static != 1 else n
+
+
+def all_static(dims) -> bool:
+    return builtins.all(d is not None for d in dims)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Arithmetic mean over ``axis``; integer inputs give float64 like NumPy."""
+    x = as_variable(x)
+    axes = normalize_axes(axis, x.ndim, "mean")
+    total = sum(x if is_float(x.dtype) else E.cast(x, "float64"), axis=axes, keepdims=keepdims)
+    n = _count(x, axes)
+    if isinstance(n, int):
+        return E.true_divide(total, float(n)) if n != 1 else total
+    return E.true_divide(total, E.cast(n, total.dtype))
+
+
+def var(x, axis=None, keepdims=False, ddof: int = 0):
+    """Variance (two-pass: mean first, then mean squared deviation)."""
+    x = as_variable(x)
+    axes = normalize_axes(axis, x.ndim, "var")
+    xf = x if is_float(x.dtype) else E.cast(x, "float64")
+    centered = E.sub(xf, mean(xf, axis=axes, keepdims=True))
+    total = sum(E.square(centered), axis=axes, keepdims=keepdims)
+    n = _count(x, axes)
+    if isinstance(n, int):
+        return E.true_divide(total, float(n - ddof))
+    return E.true_divide(total, E.cast(E.sub(n, ddof), total.dtype))
+
+
+def std(x, axis=None, keepdims=False, ddof: int = 0):
+    """Standard deviation: ``sqrt(var)``."""
+    return E.sqrt(var(x, axis=axis, keepdims=keepdims, ddof=ddof))
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """``log(sum(exp(x)))`` computed stably (the max is shifted out)."""
+    x = as_variable(x)
+    axes = normalize_axes(axis, x.ndim, "logsumexp")
+    from ..grad import stop_gradient
+    m = stop_gradient(max(x, axis=axes, keepdims=True))
+    m_safe = E.where(E.apply_scalar("eq", E.abs_(m), float("inf")), 0, m)
+    s = sum(E.exp(E.sub(x, m_safe)), axis=axes, keepdims=True)
+    out = E.add(E.log(s), m_safe)
+    if not keepdims:
+        from .shape import squeeze
+        out = squeeze(out, axes) if axes else out
+    return out
+
+
+def argmax(x, axis=None, keepdims=False):
+    """Index of the largest value along ``axis`` (of the flattened tensor when None)."""
+    x = as_variable(x)
+    ax = None if axis is None else normalize_axes(axis, x.ndim, "argmax")[0]
+    return Argmax("argmax", ax, keepdims)(x)
+
+
+def argmin(x, axis=None, keepdims=False):
+    """Index of the smallest value along ``axis``."""
+    x = as_variable(x)
+    ax = None if axis is None else normalize_axes(axis, x.ndim, "argmin")[0]
+    return Argmax("argmin", ax, keepdims)(x)

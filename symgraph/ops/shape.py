@@ -1,0 +1,481 @@
+"""Shape ops: shape, reshape, dimshuffle (transpose / expand_dims / squeeze), broadcast_to,
+concatenate / stack, and ``sum_to`` which reduces a gradient back to an input's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..graph.basic import Apply, Constant, Op, Variable, as_variable
+from ..graph.types import TensorType, broadcast_shapes, format_shape, is_int
+
+# --- symbolic shapes ----------------------------------------------------------------------
+
+class Shape(Op):
+    """The runtime shape of a tensor as an int64 vector."""
+
+    def make_node(self, x) -> Apply:
+        x = as_variable(x)
+        return Apply(self, [x], [TensorType("int64", (x.ndim,))])
+
+    def perform(self, node, inputs):
+        return [np.array(np.shape(inputs[0]), dtype=np.int64)]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        return [None]
+
+
+class MakeVector(Op):
+    """Stack int scalars into an int64 vector (symbolic shapes such as ``(n, -1)``)."""
+
+    def make_node(self, *parts) -> Apply:
+        parts = [as_variable(p, dtype="int64") for p in parts]
+        for p in parts:
+            if p.ndim != 0 or not is_int(p.dtype):
+                raise TypeError(f"shape entries must be int scalars, got {p.type}")
+        return Apply(self, parts, [TensorType("int64", (len(parts),))])
+
+    def perform(self, node, inputs):
+        return [np.array([int(p) for p in inputs], dtype=np.int64)]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        return [None] * len(inputs)
+
+
+def shape(x) -> Variable:
+    """The symbolic shape of ``x`` (an int64 vector); a constant when fully static."""
+    x = as_variable(x)
+    if x.type.fully_static:
+        return Constant(np.array(x.shape, dtype=np.int64))
+    return Shape()(x)
+
+
+def static_shape_value(vec: Variable) -> tuple | None:
+    """What is known at build time about an int64 shape vector: a tuple with ``None`` holes."""
+    if isinstance(vec, Constant):
+        return tuple(int(v) for v in vec.value.reshape(-1))
+    if vec.owner is not None and isinstance(vec.owner.op, Shape):
+        return vec.owner.inputs[0].shape
+    if vec.owner is not None and isinstance(vec.owner.op, MakeVector):
+        return tuple(int(p.value) if isinstance(p, Constant) else None for p in vec.owner.inputs)
+    if vec.ndim == 1 and vec.shape[0] is not None:
+        return (None,) * vec.shape[0]
+    return None
+
+
+def as_shape_vector(shape_like) -> Variable:
+    """Accept a tuple of ints / int scalars, or an int vector variable."""
+    if isinstance(shape_like, Variable):
+        if shape_like.ndim != 1 or not is_int(shape_like.dtype):
+            raise TypeError(f"a shape must be an int vector, got {shape_like.type}")
+        return shape_like if shape_like.dtype == "int64" else _cast_int64(shape_like)
+    if isinstance(shape_like, (int, np.integer)):
+        shape_like = (shape_like,)
+    parts = list(shape_like)
+    if all(isinstance(p, (int, np.integer)) for p in parts):
+        return Constant(np.array(parts, dtype=np.int64))
+    return MakeVector()(*parts)
+
+
+def _cast_int64(v):
+    from .elemwise import cast
+    return cast(v, "int64")
+
+
+# --- reshape ------------------------------------------------------------------------------
+
+class Reshape(Op):
+    """Reshape to a (possibly symbolic) shape vector, one entry may be -1."""
+
+    __props__ = ("ndim",)
+
+    def __init__(self, ndim: int):
+        self.ndim = ndim
+
+    def make_node(self, x, shape_vec) -> Apply:
+        x = as_variable(x)
+        known = static_shape_value(shape_vec)
+        out = [None] * self.ndim
+        if known is not None:
+            if known.count(-1) > 1:
+                raise ShapeError(f"reshape: at most one -1 allowed in {known}")
+            out = [d if d is None or d >= 0 else None for d in known]
+            total = x.size
+            if -1 in known and total is not None and all(d is not None for d in known):
+                rest = int(np.prod([d for d in known if d != -1], dtype=np.int64))
+                if rest == 0 or total % rest:
+                    raise ShapeError(f"reshape: cannot reshape {format_shape(x.shape)} "
+                                     f"into {tuple(known)}")
+                out[known.index(-1)] = total // rest
+            if total is not None and all(d is not None and d >= 0 for d in known):
+                if int(np.prod(known, dtype=np.int64)) != total:
+                    raise ShapeError(f"reshape: cannot reshape array of shape "
+                                     f"{format_shape(x.shape)} ({total} elements) into "
+                                     f"{tuple(known)}")
+        return Apply(self, [x, shape_vec], [TensorType(x.dtype, tuple(out))])
+
+    def perform(self, node, inputs):
+        x, shp = inputs
+        try:
+            return [np.reshape(x, tuple(int(d) for d in shp))]
+        except ValueError as e:
+            raise ShapeError(f"reshape: cannot reshape array of shape {x.shape} into "
+                             f"{tuple(int(d) for d in shp)}") from e
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        return [reshape(output_grads[0], shape(inputs[0])), None]
+
+    def R_op(self, node, inputs, eval_points):
+        if eval_points[0] is None:
+            return [None]
+        return [Reshape(self.ndim)(eval_points[0], inputs[1])]
+
+
+def reshape(x, newshape) -> Variable:
+    """Reshape ``x``; ``newshape`` is a tuple (ints, -1, int scalars) or an int vector."""
+    x = as_variable(x)
+    vec = as_shape_vector(newshape)
+    if vec.shape[0] is None:
+        raise ShapeError("reshape: the length of the new shape must be known")
+    known = static_shape_value(vec)
+    if known is not None and known == x.shape and all(d is not None for d in known):
+        return x
+    return Reshape(vec.shape[0])(x, vec)
+
+
+def flatten(x, ndim: int = 1) -> Variable:
+    """Keep the first ``ndim - 1`` axes and flatten the rest into one."""
+    x = as_variable(x)
+    if ndim < 1 or ndim > max(x.ndim, 1):
+        raise ValueError(f"flatten: ndim must be in [1, {max(x.ndim, 1)}], got {ndim}")
+    if ndim == 1:
+        return reshape(x, (-1,))
+    lead = x.shape[:ndim - 1]
+    if all(d is not None for d in lead):
+        return reshape(x, tuple(lead) + (-1,))
+    s = shape(x)
+    from .indexing import getitem
+    return reshape(x, tuple(getitem(s, i) for i in range(ndim - 1)) + (-1,))
+
+
+# --- dimshuffle: transpose, expand_dims, squeeze -------------------------------------------
+
+class DimShuffle(Op):
+    """Permute axes, drop size-1 axes and insert new ones; ``order`` uses ``'x'`` for new axes.
+
+    ``DimShuffle((1, 0))`` is a transpose; ``(0, 'x', 1)`` inserts an axis; leaving out an axis
+    of size 1 drops it.
+    """
+
+    __props__ = ("order", "in_ndim")
+
+    def __init__(self, order: Sequence, in_ndim: int):
+        self.order = tuple(order)
+        self.in_ndim = in_ndim
+        kept = [o for o in self.order if o != "x"]
+        if sorted(set(kept)) != sorted(kept) or any(not 0 <= o < in_ndim for o in kept):
+            raise ValueError(f"invalid dimshuffle order {self.order} for rank {in_ndim}")
+        self.dropped = tuple(a for a in range(in_ndim) if a not in kept)
+
+    def __str__(self):
+        if self.is_transpose():
+            return f"Transpose{{{','.join(map(str, self.order))}}}"
+        return f"DimShuffle{{{','.join(map(str, self.order))}}}"
+
+    def is_transpose(self) -> bool:
+        return "x" not in self.order and len(self.order) == self.in_ndim
+
+    def make_node(self, x) -> Apply:
+        x = as_variable(x)
+        if x.ndim != self.in_ndim:
+            raise ShapeError(f"{self}: expected rank {self.in_ndim}, got {x.type}")
+        for a in self.dropped:
+            if x.shape[a] not in (1, None):
+                raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]} "
+                                 f"(shape {format_shape(x.shape)})")
+        out = tuple(1 if o == "x" else x.shape[o] for o in self.order)
+        return Apply(self, [x], [TensorType(x.dtype, out)])
+
+    def perform(self, node, inputs):
+        (x,) = inputs
+        for a in self.dropped:
+            if x.shape[a] != 1:
+                raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]} (shape {x.shape})")
+        kept = [o for o in self.order if o != "x"]
+        y = np.transpose(x, kept + list(self.dropped)) if x.ndim else x
+        y = y.reshape(y.shape[:len(kept)])
+        new_shape = []
+        it = iter(y.shape)
+        for o in self.order:
+            new_shape.append(1 if o == "x" else next(it))
+        return [y.reshape(new_shape)]
+
+    def inverse(self) -> DimShuffle:
+        kept = [o for o in self.order if o != "x"]
+        order: list = []
+        for a in range(self.in_ndim):
+            order.append(kept.index(a) if a in kept else "x")
+        # positions in the output: map kept-position to output-position
+        out_pos = [i for i, o in enumerate(self.order) if o != "x"]
+        order = [out_pos[p] if p != "x" else "x" for p in order]
+        return DimShuffle(order, len(self.order))
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        return [self.inverse()(output_grads[0])]
+
+    def R_op(self, node, inputs, eval_points):
+        return [None if eval_points[0] is None else self(eval_points[0])]
+
+
+def _norm_axis(axis: int, ndim: int, what: str) -> int:
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"{what}: axis {axis} is out of bounds for rank {ndim}")
+    return axis % ndim
+
+
+def transpose(x, axes: Sequence[int] | None = None) -> Variable:
+    """Permute axes (reverse them when ``axes`` is None)."""
+    x = as_variable(x)
+    if axes is None:
+        axes = tuple(reversed(range(x.ndim)))
+    axes = tuple(_norm_axis(a, x.ndim, "transpose") for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ShapeError(f"transpose: axes {axes} are not a permutation of rank {x.ndim}")
+    if axes == tuple(range(x.ndim)):
+        return x
+    return DimShuffle(axes, x.ndim)(x)
+
+
+def expand_dims(x, axis) -> Variable:
+    """Insert size-1 axes at ``axis`` (an int or a tuple), as NumPy does."""
+    x = as_variable(x)
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out_ndim = x.ndim + len(axes)
+    axes = sorted(_norm_axis(a, out_ndim, "expand_dims") for a in axes)
+    order: list = []
+    it = iter(range(x.ndim))
+    for i in range(out_ndim):
+        order.append("x" if i in axes else next(it))
+    return DimShuffle(order, x.ndim)(x)
+
+
+def squeeze(x, axis=None) -> Variable:
+    """Drop size-1 axes (all statically known ones when ``axis`` is None)."""
+    x = as_variable(x)
+    if axis is None:
+        axes = [a for a, d in enumerate(x.shape) if d == 1]
+    else:
+        axes = [_norm_axis(a, x.ndim, "squeeze") for a in ((axis,) if isinstance(axis, int) else axis)]
+    for a in axes:
+        if x.shape[a] not in (1, None):
+            raise ShapeError(f"squeeze: cannot remove axis {a} of size {x.shape[a]} "
+                             f"(shape {format_shape(x.shape)})")
+    if not axes:
+        return x
+    return DimShuffle([a for a in range(x.ndim) if a not in axes], x.ndim)(x)
+
+
+# --- broadcasting -------------------------------------------------------------------------
+
+class BroadcastTo(Op):
+    """Broadcast to a (possibly symbolic) shape, NumPy rules."""
+
+    __props__ = ("ndim",)
+
+    def __init__(self, ndim: int):
+        self.ndim = ndim
+
+    def make_node(self, x, shape_vec) -> Apply:
+        x = as_variable(x)
+        known = static_shape_value(shape_vec) or (None,) * self.ndim
+        if x.ndim > self.ndim:
+            raise ShapeError(f"broadcast_to: cannot broadcast {format_shape(x.shape)} to rank {self.ndim}")
+        out = broadcast_shapes(x.shape, known, what="broadcast_to")
+        for _a, (o, k) in enumerate(zip(out, known)):
+            if k is not None and o != k:
+                raise ShapeError(f"broadcast_to: cannot broadcast {format_shape(x.shape)} to {known}")
+        return Apply(self, [x, shape_vec], [TensorType(x.dtype, tuple(known))])
+
+    def perform(self, node, inputs):
+        x, shp = inputs
+        return [np.broadcast_to(x, tuple(int(d) for d in shp)).copy()]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        return [sum_to(output_grads[0], inputs[0]), None]
+
+    def R_op(self, node, inputs, eval_points):
+        return [None if eval_points[0] is None else self(eval_points[0], inputs[1])]
+
+
+def broadcast_to(x, newshape) -> Variable:
+    """Broadcast ``x`` to ``newshape`` (a tuple or a symbolic shape vector)."""
+    x = as_variable(x)
+    vec = as_shape_vector(newshape)
+    return BroadcastTo(vec.shape[0])(x, vec)
+
+
+class SumToShape(Op):
+    """Sum a gradient over the axes along which its input was broadcast (runtime shapes)."""
+
+    __props__ = ("ndim",)
+
+    def __init__(self, ndim: int):
+        self.ndim = ndim
+
+    def make_node(self, g, shape_vec) -> Apply:
+        known = static_shape_value(shape_vec) or (None,) * self.ndim
+        return Apply(self, [g, shape_vec], [TensorType(g.dtype, tuple(known))])
+
+    def perform(self, node, inputs):
+        g, shp = inputs
+        return [sum_to_numpy(g, tuple(int(d) for d in shp))]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        from .elemwise import fill
+        return [fill(inputs[0], output_grads[0]), None]
+
+    def R_op(self, node, inputs, eval_points):
+        return [None if eval_points[0] is None else self(eval_points[0], inputs[1])]
+
+
+def sum_to_numpy(g: np.ndarray, shape: tuple) -> np.ndarray:
+    lead = g.ndim - len(shape)
+    if lead:
+        g = g.sum(axis=tuple(range(lead)))
+    axes = tuple(a for a, (d, t) in enumerate(zip(g.shape, shape)) if t == 1 and d != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return np.array(g.reshape(shape), order="C")
+
+
+def sum_to(g: Variable, like: Variable) -> Variable:
+    """Reduce ``g`` (shaped like a broadcast result) to the shape of ``like``."""
+    from .reduce import sum as sum_
+    lead = g.ndim - like.ndim
+    if lead > 0:
+        g = sum_(g, axis=tuple(range(lead)))
+    if g.shape == like.shape and all(d is not None for d in like.shape):
+        return g
+    axes, ambiguous = [], False
+    for a, (d, t) in enumerate(zip(g.shape, like.shape)):
+        if t == 1 and d != 1:
+            axes.append(a)
+        elif t is None and d != t:
+            ambiguous = True  # the input may turn out to be 1 at call time
+        elif t is None and d is None:
+            ambiguous = True
+    if axes:
+        g = sum_(g, axis=tuple(axes), keepdims=True)
+    if ambiguous:
+        return SumToShape(like.ndim)(g, shape(like))
+    return g
+
+
+# --- joining ------------------------------------------------------------------------------
+
+class Concatenate(Op):
+    """Join tensors along an existing axis."""
+
+    __props__ = ("axis",)
+
+    def __init__(self, axis: int):
+        self.axis = axis
+
+    def make_node(self, *xs) -> Apply:
+        xs = [as_variable(x) for x in xs]
+        if not xs:
+            raise ValueError("concatenate needs at least one tensor")
+        nd = xs[0].ndim
+        if nd == 0:
+            raise ShapeError("concatenate: zero-dimensional tensors cannot be concatenated")
+        from ..graph.types import result_dtype
+        dtype = result_dtype(*[x.dtype for x in xs])
+        out = list(xs[0].shape)
+        for x in xs[1:]:
+            if x.ndim != nd:
+                raise ShapeError(f"concatenate: all inputs need rank {nd}; got shapes "
+                                 f"{', '.join(format_shape(v.shape) for v in xs)}")
+            for a in range(nd):
+                if a == self.axis:
+                    continue
+                if out[a] is not None and x.shape[a] is not None and out[a] != x.shape[a]:
+                    raise ShapeError(f"concatenate along axis {self.axis}: dimension {a} differs "
+                                     f"in shapes {', '.join(format_shape(v.shape) for v in xs)}")
+                out[a] = out[a] if out[a] is not None else x.shape[a]
+        sizes = [x.shape[self.axis] for x in xs]
+        out[self.axis] = sum(sizes) if all(s is not None for s in sizes) else None
+        from .elemwise import cast
+        xs = [cast(x, dtype) for x in xs]
+        return Apply(self, xs, [TensorType(dtype, tuple(out))])
+
+    def perform(self, node, inputs):
+        return [np.concatenate(inputs, axis=self.axis)]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        parts = Split(self.axis, len(inputs))(output_grads[0], *inputs)
+        return list(parts) if isinstance(parts, list) else [parts]
+
+    def R_op(self, node, inputs, eval_points):
+        return [self(*[v if v is not None else zeros_like(x) for x, v in zip(inputs, eval_points)])]
+
+
+class Split(Op):
+    """Cut ``x`` along ``axis`` into pieces as long as the ``likes`` are (concatenate's VJP)."""
+
+    __props__ = ("axis", "n")
+
+    def __init__(self, axis: int, n: int):
+        self.axis, self.n = axis, n
+
+    def make_node(self, x, *likes) -> Apply:
+        outs = []
+        for like in likes:
+            shp = list(x.shape)
+            shp[self.axis] = like.shape[self.axis]
+            outs.append(TensorType(x.dtype, tuple(shp)))
+        return Apply(self, [x, *likes], outs)
+
+    def perform(self, node, inputs):
+        x, likes = inputs[0], inputs[1:]
+        bounds = np.cumsum([np.shape(v)[self.axis] for v in likes])[:-1]
+        return [np.ascontiguousarray(p) for p in np.split(x, bounds, axis=self.axis)]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        grads = [g if g is not None else zeros_like(o) for g, o in zip(output_grads, outputs)]
+        return [Concatenate(self.axis)(*grads)] + [None] * self.n
+
+
+def zeros_like(x: Variable) -> Variable:
+    """Zeros of the shape and dtype of ``x``."""
+    from .elemwise import fill
+    return fill(x, Constant(np.zeros((), dtype=x.dtype)))
+
+
+def concatenate(xs: Sequence, axis: int = 0) -> Variable:
+    """Join tensors along ``axis`` (NumPy ``concatenate``)."""
+    xs = [as_variable(x) for x in xs]
+    if not xs:
+        raise ValueError("concatenate needs at least one tensor")
+    axis = _norm_axis(axis, max(xs[0].ndim, 1), "concatenate")
+    if len(xs) == 1:
+        return xs[0]
+    return Concatenate(axis)(*xs)
+
+
+def stack(xs: Sequence, axis: int = 0) -> Variable:
+    """Join tensors along a new axis (NumPy ``stack``)."""
+    xs = [as_variable(x) for x in xs]
+    if not xs:
+        raise ValueError("stack needs at least one tensor")
+    nd = xs[0].ndim
+    axis = _norm_axis(axis, nd + 1, "stack")
+    for x in xs:
+        if x.ndim != nd:
+            raise ShapeError(f"stack: all inputs need the same shape; got "
+                             f"{', '.join(format_shape(v.shape) for v in xs)}")
+    if all(x.ndim == 0 and is_int(x.dtype) for x in xs):
+        return MakeVector()(*xs)
+    parts = [expand_dims(x, axis) for x in xs]
+    return parts[0] if len(parts) == 1 else Concatenate(axis)(*parts)
