@@ -101,6 +101,13 @@ def _backprop(seeds: dict[Variable, Variable], wrt: Sequence[Variable]) -> dict[
     return contributions
 
 
+def _stabilize_before_backprop(cost: Variable, wrt: list[Variable]) -> Variable:
+    """Hook: the rewriter's stabilize group on (a private copy of) the cost graph, so that the
+    gradient of e.g. log(softmax(z)) is built from log_softmax and stays finite."""
+    from .rewrite.stabilize import stabilize_cost
+    return stabilize_cost(cost, wrt)
+
+
 def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"):
     """Symbolic gradient of a scalar ``cost`` with respect to ``wrt`` (a variable or a list).
 
@@ -114,6 +121,8 @@ def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"
     seeds: dict[Variable, Variable] = {}
     if cost is not None:
         cost = as_variable(cost)
+        if not known_grads and cost.ndim == 0:
+            cost = _stabilize_before_backprop(cost, wrt_list)
         if cost.ndim != 0:
             raise ValueError(f"grad: cost must be a scalar, got a tensor of shape "
                              f"{format_shape(cost.shape)} ({cost.type}); reduce it first "

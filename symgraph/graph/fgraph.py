@@ -90,7 +90,26 @@ class FunctionGraph:
             self.clients.setdefault(out, [])
 
     def _import(self, var: Variable) -> None:
-        for node in toposort([var]):
+        """Import the nodes computing ``var`` that are new to this graph (stops at known ones,
+        so a rewrite's replacement costs O(new nodes), not O(graph))."""
+        if var.owner is None or var.owner in self.nodes:
+            return
+        order: list[Apply] = []
+        seen: set[int] = set()
+        stack = [(var.owner, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in seen or node in self.nodes:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            for inp in node.inputs:
+                if inp.owner is not None and inp.owner not in self.nodes:
+                    stack.append((inp.owner, False))
+        for node in order:
             self._import_node(node)
 
     def _prune(self, var: Variable) -> None:

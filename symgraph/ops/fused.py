@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import scalar as S
+from .elemwise import S  # symgraph.scalar the module (sg.scalar is also a function)
 from ..graph.basic import Apply, Op, as_variable
 from ..graph.types import TensorType, broadcast_shapes
 from .elemwise import _slot_dtypes

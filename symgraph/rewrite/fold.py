@@ -1,0 +1,40 @@
+"""Constant folding: a node whose inputs are all constants becomes a constant computed by the
+op's reference ``perform``; ``Shape`` of a statically shaped tensor becomes a constant."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph.basic import Apply, Constant
+from ..ops.shape import Shape
+from .engine import RewriteContext, local_rewrite
+
+MAX_FOLD_ELEMENTS = 1_000_000  # larger results stay computed at run time
+
+
+@local_rewrite("fold", "canonicalize", "specialize")
+def constant_fold(node: Apply, ctx: RewriteContext):
+    """op(constants...) -> Constant (skips random draws and results over 1e6 elements)."""
+    if node.op.nondeterministic or not node.inputs:
+        return None
+    if not all(isinstance(i, Constant) for i in node.inputs):
+        return None
+    for out in node.outputs:
+        if out.type.fully_static and int(np.prod(out.type.shape, dtype=np.int64)) > MAX_FOLD_ELEMENTS:
+            return None
+    try:
+        values = node.op.perform(node, [i.value for i in node.inputs])
+    except Exception:  # an error is reported at run time, with the user's line
+        return None
+    if any(np.size(v) > MAX_FOLD_ELEMENTS for v in values):
+        return None
+    return [Constant(np.asarray(v), dtype=o.dtype) for v, o in zip(values, node.outputs)]
+
+
+@local_rewrite("fold", "canonicalize", tracks=(Shape,))
+def shape_of_static(node: Apply, ctx: RewriteContext):
+    """Shape(x) with a fully static type -> a constant vector."""
+    x = node.inputs[0]
+    if x.type.fully_static:
+        return Constant(np.array(x.shape, dtype=np.int64))
+    return None

@@ -1,0 +1,128 @@
+"""Fusion: elementwise chains become one Elemwise, elementwise producers of a reduction become
+a ``FusedReduce``, and bias / activation after a matmul become its ``MatMulEpilogue``.
+
+Duplication policy: an elementwise producer is inlined into a consumer's kernel when every
+user of its result is in that kernel, or when it is cheap (at most 3 scalar operations and
+none of exp / log / tanh / sigmoid / softplus / erf / sin / cos / pow / sqrt / division) and
+then recomputed in each kernel that reads it.  An expensive result read by several kernels is
+stored once.  A cheap producer that reads a matmul result is not duplicated either, so that it
+can become that matmul's epilogue.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from ..ops.elemwise import S  # the scalar IR module (symgraph.scalar is also a function name)
+from ..graph.basic import Apply
+from ..ops.elemwise import Elemwise
+from ..ops.fused import FusedReduce, MatMulEpilogue
+from ..ops.linalg import MatMul
+from ..ops.reduce import Reduce
+from . import scalar_rules as R
+from .elemwise_util import compose, is_cheap, make_elemwise, tidy
+from .engine import RewriteContext, global_pass
+
+
+def _reads_matmul(node: Apply) -> bool:
+    return any(v.owner is not None and isinstance(v.owner.op, MatMul) for v in node.inputs)
+
+
+def _grow_region(root: Apply, ctx: RewriteContext, index: dict[int, int]) -> list[Apply]:
+    """Elemwise producers to inline into ``root``, in topological order."""
+    fg = ctx.fgraph
+    inside = {id(root)}
+    region: list[Apply] = []
+    heap: list[tuple[int, int, Apply]] = []
+    visited: set[int] = set()
+    epilogue = ctx.capabilities.get("matmul_epilogue", False)
+
+    def push(node: Apply) -> None:
+        for v in node.inputs:
+            p = v.owner
+            if p is not None and isinstance(p.op, Elemwise) and id(p) not in visited \
+                    and p in fg.nodes:
+                visited.add(id(p))
+                heapq.heappush(heap, (-index.get(id(p), -1), id(p), p))
+
+    push(root)
+    while heap:
+        _, _, p = heapq.heappop(heap)
+        clients = fg.clients.get(p.outputs[0], [])
+        all_inside = all(c != "output" and id(c) in inside for c, _ in clients)
+        cheap = is_cheap(p.op.expr) and not (epilogue and _reads_matmul(p))
+        if all_inside or cheap:
+            inside.add(id(p))
+            region.append(p)
+            push(p)
+    region.sort(key=lambda n: index.get(id(n), -1))
+    return region
+
+
+@global_pass("fuse", name="fuse_elemwise")
+def fuse_elemwise(ctx: RewriteContext) -> None:
+    """Each maximal region of elementwise nodes becomes one Elemwise with a bigger DAG."""
+    fg = ctx.fgraph
+    order = fg.toposort()
+    index = {id(n): i for i, n in enumerate(order)}
+    for root in reversed(order):
+        if root not in fg.nodes or not isinstance(root.op, Elemwise):
+            continue
+        region = _grow_region(root, ctx, index)
+        if not region:
+            continue
+        expr, leaves = compose(root, region)
+        expr, _ = R.rewrite_expr(expr, R.CANONICAL)
+        expr, leaves, _ = tidy(expr, leaves, root.outputs[0], ctx.shapes)
+        ctx.commit(root, [make_elemwise(expr, leaves)], "fuse_elemwise")
+
+
+@global_pass("fuse", name="fuse_matmul_epilogue")
+def fuse_matmul_epilogue(ctx: RewriteContext) -> None:
+    """Elemwise(a @ b, extras...) -> MatMulEpilogue, where the backend can run it."""
+    if not ctx.capabilities.get("matmul_epilogue", False):
+        return
+    fg = ctx.fgraph
+    for node in fg.toposort():
+        if node not in fg.nodes or not isinstance(node.op, Elemwise):
+            continue
+        out = node.outputs[0]
+        for prod in dict.fromkeys(node.inputs):
+            p = prod.owner
+            if p is None or not isinstance(p.op, MatMul) or ctx.is_output(prod):
+                continue
+            if any(c is not node for c, _ in fg.clients.get(prod, [])):
+                continue
+            extras = [v for v in dict.fromkeys(node.inputs) if v is not prod]
+            if out.ndim != prod.ndim or any(e.ndim > prod.ndim for e in extras):
+                continue
+            if not ctx.shapes.same(out, prod) or out.dtype != node.op.expr.dtype:
+                continue
+            slot = {id(prod): 0} | {id(e): k + 1 for k, e in enumerate(extras)}
+            mapping = {i: S.inp(slot[id(v)], v.dtype) for i, v in enumerate(node.inputs)}
+            (expr,) = S.substitute([node.op.expr], mapping)
+            new = MatMulEpilogue(expr, 1 + len(extras))(p.inputs[0], p.inputs[1], *extras)
+            ctx.commit(node, [new], "fuse_matmul_epilogue")
+            break
+
+
+@global_pass("fuse", name="fuse_reduce")
+def fuse_reduce(ctx: RewriteContext) -> None:
+    """Reduce(Elemwise(...)) -> FusedReduce: the elementwise body runs inside the reduction."""
+    if not ctx.capabilities.get("fused_reduce", True):
+        return
+    fg = ctx.fgraph
+    for node in fg.toposort():
+        if node not in fg.nodes or not isinstance(node.op, Reduce):
+            continue
+        v = node.inputs[0]
+        p = v.owner
+        if p is None or not isinstance(p.op, Elemwise) or ctx.is_output(v):
+            continue
+        if len(fg.clients.get(v, [])) > 1 and not is_cheap(p.op.expr):
+            continue
+        op = node.op
+        if Reduce(op.kind, op.axes).out_dtype(p.op.expr.dtype) != node.outputs[0].dtype:
+            continue
+        new = FusedReduce(op.kind, op.axes, op.keepdims, p.op.expr, p.op.nin)(*p.inputs)
+        ctx.commit(node, [new], "fuse_reduce")
