@@ -50,10 +50,22 @@ def elemwise_simplify(node: Apply, ctx: RewriteContext):
             if v.dtype == out.dtype and ctx.shapes.same(v, out):
                 return v
         return None
+    ctx.note(fired)
     return rebuild(node, new_expr, inputs, ctx, keep_name=not fired and op.partials is None)
 
 
 _AFFINE = {"add", "sub", "mul", "neg"}
+
+
+@local_rewrite("fuse", tracks=(Elemwise,))
+def elemwise_identity(node: Apply, ctx: RewriteContext):
+    """An Elemwise computing one of its inputs unchanged (same dtype and shape) -> that input."""
+    expr, out = node.op.expr, node.outputs[0]
+    if expr.op == "input":
+        v = node.inputs[expr.value]
+        if v.dtype == out.dtype and ctx.shapes.same(v, out):
+            return v
+    return None
 
 
 @local_rewrite("canonicalize", tracks=(Elemwise,))

@@ -123,6 +123,11 @@ class RewriteContext:
     protected: set = field(default_factory=set)  # ids of variables that must stay in the graph
     _shapes: object = None
     _pushed: list = field(default_factory=list)
+    _detail: list = field(default_factory=list)
+
+    def note(self, rules) -> None:
+        """Name the finer rules (e.g. scalar rules) behind the next replacement, for the log."""
+        self._detail = [r for r in dict.fromkeys(rules)]
 
     @property
     def shapes(self):
@@ -156,6 +161,9 @@ class RewriteContext:
             owner.trace = node.trace
             new_nodes.append(owner)
             stack.extend(owner.inputs)
+        if self._detail:
+            name = f"{name}/{'+'.join(self._detail)}"
+            self._detail = []
         for old, new in pairs:
             if new.type.dtype != old.type.dtype or new.type.ndim != old.type.ndim:
                 raise TypeError(f"rewrite {name!r} changed type {old.type} -> {new.type}")
@@ -215,6 +223,7 @@ def run_local(ctx: RewriteContext, rewrites: Sequence[LocalRewrite], max_factor:
                           stacklevel=2)
             return
         for rw in candidates(type(node.op)):
+            ctx._detail = []
             result = rw.fn(node, ctx)
             if result is None:
                 continue

@@ -12,7 +12,7 @@ from .engine import RewriteContext, local_rewrite
 MAX_FOLD_ELEMENTS = 1_000_000  # larger results stay computed at run time
 
 
-@local_rewrite("fold", "canonicalize", "specialize")
+@local_rewrite("fold", "canonicalize", "specialize", "fuse")
 def constant_fold(node: Apply, ctx: RewriteContext):
     """op(constants...) -> Constant (skips random draws and results over 1e6 elements)."""
     if node.op.nondeterministic or not node.inputs:

@@ -17,4 +17,5 @@ def elemwise_specialize(node: Apply, ctx: RewriteContext):
     expr, fired = R.rewrite_expr(node.op.expr, R.SPECIALIZE)
     if not fired:
         return None
+    ctx.note(fired)
     return make_elemwise(expr, node.inputs)

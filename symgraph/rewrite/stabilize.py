@@ -89,6 +89,7 @@ def scalar_stabilize(node: Apply, ctx: RewriteContext):
     if not any(f in R.STABILIZE for f in fired):
         return None
     new_expr, keep, _ = tidy(new_expr, leaves, node.outputs[0], ctx.shapes)
+    ctx.note(f for f in fired if f in R.STABILIZE)
     return make_elemwise(new_expr, keep)
 
 
@@ -179,9 +180,12 @@ def dense_cross_entropy(node: Apply, ctx: RewriteContext):
             continue
         z = lo.inputs[0]
         last = z.ndim - 1
-        if (last not in op.axes or t.ndim != z.ndim or t.dtype != z.dtype
-                or prod.dtype != z.dtype or not ctx.shapes.same(prod, z)):
+        if last not in op.axes or t.ndim != z.ndim or t.dtype != z.dtype or prod.dtype != z.dtype:
             continue
+        if not ctx.shapes.same(prod, z):
+            # the targets might broadcast the logits to more rows: make that explicit
+            from ..ops.shape import broadcast_to, shape
+            z = broadcast_to(z, shape(prod))
         per_row = E.neg(SoftmaxCrossEntropy(sparse=False)(z, t))
         rest = tuple(x for x in op.axes if x != last)
         out = Reduce("sum", rest, op.keepdims)(per_row) if rest else per_row
