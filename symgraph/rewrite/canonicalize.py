@@ -70,22 +70,26 @@ def elemwise_identity(node: Apply, ctx: RewriteContext):
 
 @local_rewrite("canonicalize", tracks=(Elemwise,))
 def elemwise_affine_chain(node: Apply, ctx: RewriteContext):
-    """(x * 2) * 3 over two nodes -> x * 6: affine producers used only here are merged in."""
-    if node.op.expr.op not in _AFFINE or not any(a.op == "const" for a in node.op.expr.args):
+    """Chains of one-op add / sub / mul / neg nodes: (x * 2) * 3 -> x * 6, -(-x) -> x.
+
+    A producer is merged in only when it is used by this node alone and the merge lets a
+    canonical rule fire (constants gathered, negations cancelled)."""
+    if node.op.expr.op not in _AFFINE or S.count_ops([node.op.expr]) != 1:
         return None
     region = []
-    for v in node.inputs:
+    for v in dict.fromkeys(node.inputs):
         p = v.owner
         if (p is not None and isinstance(p.op, Elemwise) and p.op.expr.op in _AFFINE
                 and len(ctx.clients(v)) == 1 and not ctx.is_output(v)
-                and S.count_ops([p.op.expr]) == 1 and any(a.op == "const" for a in p.op.expr.args)):
+                and S.count_ops([p.op.expr]) == 1):
             region.append(p)
     if not region:
         return None
     expr, leaves = compose(node, region)
     new_expr, fired = R.rewrite_expr(expr, R.CANONICAL)
-    if "gather_constants" not in fired:
+    if not {"gather_constants", "neg_neg", "sub_neg"} & set(fired):
         return None
+    ctx.note(fired)
     return rebuild(node, new_expr, leaves, ctx)
 
 
