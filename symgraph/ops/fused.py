@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .elemwise import S  # symgraph.scalar the module (sg.scalar is also a function)
 from ..graph.basic import Apply, Op, as_variable
 from ..graph.types import TensorType, broadcast_shapes
-from .elemwise import _slot_dtypes
+from .elemwise import (
+    S,  # symgraph.scalar the module (sg.scalar is also a function)
+    _slot_dtypes,
+)
 from .reduce import _NUMPY, Reduce, reduced_shape
+
+
+def _short_text(expr: S.SExpr, limit: int = 24) -> str:
+    """The expression as text, or its size when it is too big to read (keeps printing cheap)."""
+    n = S.count_ops([expr])
+    return S.to_text(expr) if n <= limit else f"<{n} scalar ops>"
 
 
 class FusedReduce(Op):
@@ -29,7 +37,11 @@ class FusedReduce(Op):
         self.slot_dtypes = _slot_dtypes(expr, nin)
 
     def __str__(self):
-        return f"Fused{self.kind.capitalize()}{{axes={list(self.axes)}, {S.to_text(self.expr)}}}"
+        text = self.__dict__.get("_text")
+        if text is None:
+            text = self._text = (f"Fused{self.kind.capitalize()}{{axes={list(self.axes)}, "
+                                 f"{_short_text(self.expr)}}}")
+        return text
 
     def make_node(self, *inputs) -> Apply:
         inputs = [as_variable(x) for x in inputs]
@@ -57,7 +69,10 @@ class MatMulEpilogue(Op):
         self.expr, self.nin = expr, nin  # nin counts the product and the extras
 
     def __str__(self):
-        return f"MatMulEpilogue{{{S.to_text(self.expr)}}}"
+        text = self.__dict__.get("_text")
+        if text is None:
+            text = self._text = f"MatMulEpilogue{{{_short_text(self.expr)}}}"
+        return text
 
     def make_node(self, a, b, *extras) -> Apply:
         from .linalg import MatMul

@@ -8,14 +8,16 @@ sums, leading broadcast axes of scalars, affine chains split over nodes, StopGra
 
 from __future__ import annotations
 
-from ..ops.elemwise import S  # the scalar IR module (symgraph.scalar is also a function name)
 from ..grad import StopGradient
 from ..graph.basic import Apply
-from ..ops.elemwise import Elemwise
+from ..ops.elemwise import (
+    Elemwise,
+    S,  # the scalar IR module (symgraph.scalar is also a function name)
+)
 from ..ops.reduce import Reduce
 from ..ops.shape import BroadcastTo, DimShuffle, Reshape, SumToShape
 from . import scalar_rules as R
-from .elemwise_util import compose, kernel_name, make_elemwise, tidy
+from .elemwise_util import compose, info, kernel_name, make_elemwise, tidy
 from .engine import RewriteContext, local_rewrite
 
 
@@ -74,14 +76,14 @@ def elemwise_affine_chain(node: Apply, ctx: RewriteContext):
 
     A producer is merged in only when it is used by this node alone and the merge lets a
     canonical rule fire (constants gathered, negations cancelled)."""
-    if node.op.expr.op not in _AFFINE or S.count_ops([node.op.expr]) != 1:
+    if node.op.expr.op not in _AFFINE or info(node.op.expr).n_ops != 1:
         return None
     region = []
     for v in dict.fromkeys(node.inputs):
         p = v.owner
         if (p is not None and isinstance(p.op, Elemwise) and p.op.expr.op in _AFFINE
                 and len(ctx.clients(v)) == 1 and not ctx.is_output(v)
-                and S.count_ops([p.op.expr]) == 1):
+                and info(p.op.expr).n_ops == 1):
             region.append(p)
     if not region:
         return None

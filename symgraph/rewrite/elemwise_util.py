@@ -4,30 +4,53 @@ tidying the inputs of an ``Elemwise`` node."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from ..ops.elemwise import S  # the scalar IR module (symgraph.scalar is also a function name)
 from ..graph.basic import Apply, Constant, Variable
-from ..ops.elemwise import Elemwise
+from ..ops.elemwise import (
+    Elemwise,
+    S,  # the scalar IR module (symgraph.scalar is also a function name)
+)
 
 EXPENSIVE = {"exp", "log", "log1p", "expm1", "tanh", "sigmoid", "softplus", "erf", "sin", "cos",
              "pow", "sqrt", "truediv", "floordiv", "mod"}
 
 
+@dataclass(frozen=True)
+class ExprInfo:
+    """Facts about an interned DAG, computed once: primitives used (in order), op count."""
+
+    ops: tuple[str, ...]
+    n_ops: int
+
+
+_INFO: dict[S.SExpr, ExprInfo] = {}
+
+
+def info(expr: S.SExpr) -> ExprInfo:
+    hit = _INFO.get(expr)
+    if hit is None:
+        nodes = S.topo([expr])
+        ops = tuple(dict.fromkeys(n.op for n in nodes if n.op in S.PRIMITIVES))
+        hit = ExprInfo(ops, sum(1 for n in nodes if n.op not in ("input", "const")))
+        if len(_INFO) > 50_000:
+            _INFO.clear()
+        _INFO[expr] = hit
+    return hit
+
+
 def kernel_name(expr: S.SExpr, fallback: str | None = None) -> str:
     """A stable, readable name: the primitive for one-op DAGs, else ``fused_<ops>``."""
-    ops = []
-    for n in S.topo([expr]):
-        if n.op in S.PRIMITIVES and n.op not in ops:
-            ops.append(n.op)
-    if len(ops) <= 1 and S.count_ops([expr]) <= 1:
+    ops = list(info(expr).ops)
+    if len(ops) <= 1 and info(expr).n_ops <= 1:
         return fallback or (ops[0] if ops else ("cast" if expr.op == "cast" else "identity"))
     return "fused_" + "_".join(ops[:4]) + ("_etc" if len(ops) > 4 else "")
 
 
 def is_cheap(expr: S.SExpr, limit: int = 3) -> bool:
     """Cheap enough to recompute in several kernels rather than store once."""
-    nodes = [n for n in S.topo([expr]) if n.op not in ("input", "const")]
-    return len(nodes) <= limit and not any(n.op in EXPENSIVE for n in nodes)
+    i = info(expr)
+    return i.n_ops <= limit and not any(op in EXPENSIVE for op in i.ops)
 
 
 def make_elemwise(expr: S.SExpr, inputs: Sequence[Variable], name: str | None = None) -> Variable:
@@ -70,6 +93,9 @@ def tidy(expr: S.SExpr, inputs: Sequence[Variable], out: Variable, shapes
     ``out`` is the variable the result replaces (its shape must be kept); ``shapes`` a
     ``ShapeInfo``.  Returns the new DAG, its inputs and whether anything changed.
     """
+    if not any(isinstance(v, Constant) for v in inputs) and \
+            len({id(v) for v in inputs}) == len(inputs) and len(used_slots(expr)) == len(inputs):
+        return expr, list(inputs), False  # the common case, decided without rebuilding
     changed = False
     mapping: dict[int, S.SExpr] = {}
     keep: list[Variable] = []
@@ -89,7 +115,7 @@ def tidy(expr: S.SExpr, inputs: Sequence[Variable], out: Variable, shapes
         mapping[i] = S.inp(k, v.dtype)
     if changed or len(keep) != len(inputs):
         (expr,) = S.substitute([expr], mapping)
-    used = set(S.inputs_of(expr))
+    used = used_slots(expr)
     unused = [k for k in range(len(keep)) if k not in used]
     if unused:
         from .shapes import broadcast
@@ -109,6 +135,19 @@ def tidy(expr: S.SExpr, inputs: Sequence[Variable], out: Variable, shapes
             keep = new_keep
             changed = True
     return expr, keep, changed
+
+
+_USED: dict[S.SExpr, frozenset] = {}
+
+
+def used_slots(expr: S.SExpr) -> frozenset:
+    """Input slots an expression reads (memoised per interned DAG)."""
+    hit = _USED.get(expr)
+    if hit is None:
+        if len(_USED) > 50_000:
+            _USED.clear()
+        hit = _USED[expr] = frozenset(S.inputs_of(expr))
+    return hit
 
 
 def _small_const(v: Variable) -> bool:

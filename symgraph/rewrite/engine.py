@@ -21,7 +21,6 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from ..graph.basic import Apply, Variable
 from ..graph.fgraph import FunctionGraph, toposort
@@ -30,13 +29,51 @@ GROUPS: tuple[str, ...] = ("merge", "fold", "canonicalize", "stabilize", "specia
                            "memory")
 
 
-class RewriteRecord(NamedTuple):
-    """One entry of ``f.rewrite_log``: which rewrite replaced what by what."""
+class RewriteRecord:
+    """One entry of ``f.rewrite_log``: which rewrite replaced what by what.
 
-    rewrite: str
-    group: str
-    replaced: str
-    by: str
+    ``rewrite`` is the rewrite's name (``name/rule`` when finer scalar rules fired), ``group``
+    its group, ``replaced`` and ``by`` describe the old and new variables (built on first use:
+    describing every replacement of a big graph eagerly would cost more than rewriting it).
+    It unpacks like a tuple ``(rewrite, group, replaced, by)``.
+    """
+
+    __slots__ = ("rewrite", "group", "_old", "_new", "_text")
+
+    def __init__(self, rewrite: str, group: str, old, new):
+        self.rewrite, self.group, self._old, self._new, self._text = rewrite, group, old, new, None
+
+    def _describe(self) -> tuple[str, str]:
+        if self._text is None:
+            self._text = tuple(o if isinstance(o, str) else _describe(o) for o in (self._old, self._new))
+            self._old = self._new = None
+        return self._text
+
+    @property
+    def replaced(self) -> str:
+        return self._describe()[0]
+
+    @property
+    def by(self) -> str:
+        return self._describe()[1]
+
+    def __iter__(self):
+        return iter((self.rewrite, self.group, self.replaced, self.by))
+
+    def __getitem__(self, i):
+        return tuple(self)[i]
+
+    def __len__(self) -> int:
+        return 4
+
+    def __eq__(self, other) -> bool:
+        return tuple(self) == tuple(other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return (f"RewriteRecord(rewrite={self.rewrite!r}, group={self.group!r}, "
+                f"replaced={self.replaced!r}, by={self.by!r})")
 
 
 @dataclass
@@ -124,6 +161,16 @@ class RewriteContext:
     _shapes: object = None
     _pushed: list = field(default_factory=list)
     _detail: list = field(default_factory=list)
+    version: int = 0  # bumped by every replacement
+    _order: tuple = (None, -1)
+
+    def toposort(self) -> list[Apply]:
+        """``fgraph.toposort()``, cached while the graph does not change."""
+        order, version = self._order
+        if version != self.version:
+            order = self.fgraph.toposort()
+            self._order = (order, self.version)
+        return order
 
     def note(self, rules) -> None:
         """Name the finer rules (e.g. scalar rules) behind the next replacement, for the log."""
@@ -167,7 +214,8 @@ class RewriteContext:
         for old, new in pairs:
             if new.type.dtype != old.type.dtype or new.type.ndim != old.type.ndim:
                 raise TypeError(f"rewrite {name!r} changed type {old.type} -> {new.type}")
-            self.log.append(RewriteRecord(name, self.group, _describe(old), _describe(new)))
+            self.log.append(RewriteRecord(name, self.group, old, new))
+            self.version += 1
             fg.replace(old, new, reason=name)
         self._pushed.extend(new_nodes)
         for _, new in pairs:
@@ -192,7 +240,7 @@ def remove_dead(fgraph: FunctionGraph) -> None:
                 uses.remove((node, i))
 
 
-def run_local(ctx: RewriteContext, rewrites: Sequence[LocalRewrite], max_factor: int = 50) -> None:
+def run_local(ctx: RewriteContext, rewrites: Sequence[LocalRewrite], max_factor: int = 10) -> None:
     """Apply ``rewrites`` to a fixed point with a worklist."""
     if not rewrites:
         return
@@ -207,7 +255,7 @@ def run_local(ctx: RewriteContext, rewrites: Sequence[LocalRewrite], max_factor:
             dispatch[op_type] = found
         return found
 
-    order = fg.toposort()
+    order = ctx.toposort()
     queue: deque[Apply] = deque(order)
     queued: set[int] = {id(n) for n in order}
     budget = max_factor * (len(order) + 10)
@@ -256,11 +304,17 @@ def privatize(fgraph: FunctionGraph) -> None:
     """
     memo: dict[int, Variable] = {}
     for node in toposort(fgraph.outputs):
-        inputs = [memo.get(id(i), i) for i in node.inputs]
-        new = Apply(node.op, inputs, [o.type for o in node.outputs], trace=node.trace)
-        for old, out in zip(node.outputs, new.outputs):
-            out.name = old.name
+        new = object.__new__(Apply)  # a plain copy: types were inferred when it was built
+        new.__dict__.update(node.__dict__)
+        new.inputs = [memo.get(id(i), i) for i in node.inputs]
+        outs = []
+        for old in node.outputs:
+            out = object.__new__(type(old))
+            out.__dict__.update(old.__dict__)
+            out.owner = new
             memo[id(old)] = out
+            outs.append(out)
+        new.outputs = outs
     outputs = [memo.get(id(o), o) for o in fgraph.outputs]
     listeners = fgraph.listeners
     fgraph.__init__(fgraph.inputs, outputs)
@@ -275,8 +329,9 @@ def run_groups(fgraph: FunctionGraph, groups: Sequence[str], backend: str = "ref
     ctx = RewriteContext(fgraph, backend, backend_capabilities(backend),
                          protected={id(v) for v in protected})
     for group in groups:
+        n_log = len(ctx.log)
         run_group(ctx, group)
-        if group in ("fold", "canonicalize", "stabilize", "specialize"):
+        if group in ("fold", "canonicalize", "stabilize", "specialize") and len(ctx.log) > n_log:
             ctx.group = "merge"
             GLOBAL["merge"].fn(ctx)
     remove_dead(fgraph)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import heapq
 
-from ..ops.elemwise import S  # the scalar IR module (symgraph.scalar is also a function name)
 from ..graph.basic import Apply
-from ..ops.elemwise import Elemwise
+from ..ops.elemwise import (
+    Elemwise,
+    S,  # the scalar IR module (symgraph.scalar is also a function name)
+)
 from ..ops.fused import FusedReduce, MatMulEpilogue
 from ..ops.linalg import MatMul
 from ..ops.reduce import Reduce
@@ -63,7 +65,7 @@ def _grow_region(root: Apply, ctx: RewriteContext, index: dict[int, int]) -> lis
 def fuse_elemwise(ctx: RewriteContext) -> None:
     """Each maximal region of elementwise nodes becomes one Elemwise with a bigger DAG."""
     fg = ctx.fgraph
-    order = fg.toposort()
+    order = ctx.toposort()
     index = {id(n): i for i, n in enumerate(order)}
     for root in reversed(order):
         if root not in fg.nodes or not isinstance(root.op, Elemwise):
@@ -83,7 +85,7 @@ def fuse_matmul_epilogue(ctx: RewriteContext) -> None:
     if not ctx.capabilities.get("matmul_epilogue", False):
         return
     fg = ctx.fgraph
-    for node in fg.toposort():
+    for node in ctx.toposort():
         if node not in fg.nodes or not isinstance(node.op, Elemwise):
             continue
         out = node.outputs[0]
@@ -112,7 +114,7 @@ def fuse_reduce(ctx: RewriteContext) -> None:
     if not ctx.capabilities.get("fused_reduce", True):
         return
     fg = ctx.fgraph
-    for node in fg.toposort():
+    for node in ctx.toposort():
         if node not in fg.nodes or not isinstance(node.op, Reduce):
             continue
         v = node.inputs[0]

@@ -54,9 +54,9 @@ class MemoryPlan:
                 f"{len(self.inplace)} in-place nodes")
 
 
-def plan_memory(fgraph, shapes) -> MemoryPlan:
+def plan_memory(fgraph, shapes, order: list[Apply] | None = None) -> MemoryPlan:
     """Liveness over the toposort, then greedy reuse of freed buffers of the same kind."""
-    order = fgraph.toposort()
+    order = list(order) if order is not None else fgraph.toposort()
     end = len(order)
     plan = MemoryPlan(order=order)
     last_use: dict[int, int] = {}
@@ -148,4 +148,4 @@ def _inplace_slot(node: Apply, step: int, group, group_last, views, shapes) -> i
 @global_pass("memory", name="plan_memory")
 def memory_planning(ctx: RewriteContext) -> None:
     """Store the plan as ``fgraph.memory_plan``."""
-    ctx.fgraph.memory_plan = plan_memory(ctx.fgraph, ctx.shapes)
+    ctx.fgraph.memory_plan = plan_memory(ctx.fgraph, ctx.shapes, ctx.toposort())

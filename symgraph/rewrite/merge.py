@@ -13,15 +13,16 @@ def merge(ctx: RewriteContext) -> None:
     fg = ctx.fgraph
     constants: dict[tuple, Constant] = {}
     seen: dict[tuple, object] = {}
-    for node in fg.toposort():
+    for node in ctx.toposort():
         if node not in fg.nodes:
             continue
         for inp in list(node.inputs):
             if isinstance(inp, Constant) and not isinstance(inp, SharedVariable):
                 canon = constants.setdefault(inp.signature(), inp)
                 if canon is not inp:
-                    ctx.log.append(RewriteRecord("merge_constants", ctx.group, inp.label(), "equal constant"))
+                    ctx.log.append(RewriteRecord("merge_constants", ctx.group, inp, canon))
                     fg.replace(inp, canon, reason="merge_constants")
+                    ctx.version += 1
         if node.op.nondeterministic:
             continue
         try:

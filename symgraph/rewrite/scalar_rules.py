@@ -12,14 +12,30 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..ops.elemwise import S  # the scalar IR module (symgraph.scalar is also a function name)
 from ..graph.types import is_float
+from ..ops.elemwise import S  # the scalar IR module (symgraph.scalar is also a function name)
 
 Rule = Callable[[S.SExpr], "S.SExpr | None"]
 
 
+_CACHE: dict[tuple[S.SExpr, int], tuple[S.SExpr, list[str]]] = {}
+
+
 def rewrite_expr(root: S.SExpr, rules: dict[str, Rule]) -> tuple[S.SExpr, list[str]]:
-    """Rebuild ``root`` applying ``rules`` at every node to a fixed point."""
+    """Rebuild ``root`` applying ``rules`` at every node to a fixed point (memoised: DAGs are
+    interned, so the many nodes of a graph that share an expression share the work)."""
+    key = (root, id(rules))
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit[0], list(hit[1])
+    result = _rewrite_expr(root, rules)
+    if len(_CACHE) > 50_000:
+        _CACHE.clear()
+    _CACHE[key] = result
+    return result[0], list(result[1])
+
+
+def _rewrite_expr(root: S.SExpr, rules: dict[str, Rule]) -> tuple[S.SExpr, list[str]]:
     fired: list[str] = []
     memo: dict[int, S.SExpr] = {}
     for node in S.topo([root]):

@@ -14,6 +14,13 @@ the memo (keyed by variable identity) stays valid while a graph is rewritten.
 from __future__ import annotations
 
 from ..graph.basic import Constant, Variable
+from ..ops.elemwise import Elemwise
+from ..ops.fused import FusedReduce, MatMulEpilogue
+from ..ops.indexing import Subtensor
+from ..ops.linalg import MatMul
+from ..ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy
+from ..ops.reduce import Reduce
+from ..ops.shape import BroadcastTo, DimShuffle, MakeVector, Reshape, Shape, SumToShape
 
 Dim = object
 
@@ -58,7 +65,6 @@ class ShapeInfo:
         node = v.owner
         if node is None:
             return []
-        from ..ops.shape import BroadcastTo, Reshape, Shape, SumToShape
         deps = [i for i in node.inputs if i.ndim <= 8]
         if isinstance(node.op, (Reshape, BroadcastTo, SumToShape)):
             vec = node.inputs[1]
@@ -68,8 +74,6 @@ class ShapeInfo:
 
     def vector_value(self, vec: Variable) -> tuple | None:
         """Symbolic value of an int64 shape vector (entries int or symbols), if known."""
-        from ..ops.indexing import Subtensor
-        from ..ops.shape import MakeVector, Shape
         if isinstance(vec, Constant):
             return tuple(int(x) for x in vec.value.reshape(-1))
         node = vec.owner
@@ -93,12 +97,6 @@ class ShapeInfo:
         return None
 
     def _compute(self, v: Variable) -> tuple:
-        from ..ops.elemwise import Elemwise
-        from ..ops.fused import FusedReduce, MatMulEpilogue
-        from ..ops.linalg import MatMul
-        from ..ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy
-        from ..ops.reduce import Reduce
-        from ..ops.shape import BroadcastTo, DimShuffle, Reshape, SumToShape
         static = v.type.shape
         node = v.owner
         fresh = tuple(d if d is not None else ("node", id(v), a) for a, d in enumerate(static))

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops.elemwise import S  # the scalar IR module (symgraph.scalar is also a function name)
 from ..graph.basic import Apply, Constant, Variable
 from ..graph.fgraph import FunctionGraph
 from ..ops import elemwise as E
-from ..ops.elemwise import Elemwise
+from ..ops.elemwise import (
+    Elemwise,
+    S,  # the scalar IR module (symgraph.scalar is also a function name)
+)
 from ..ops.indexing import Subtensor
 from ..ops.nn import ARange, LogSoftmax, Softmax, SoftmaxCrossEntropy
 from ..ops.reduce import Reduce
 from ..ops.shape import Shape, expand_dims, squeeze
 from . import scalar_rules as R
-from .elemwise_util import compose, make_elemwise, tidy
+from .elemwise_util import compose, info, make_elemwise, tidy
 from .engine import RewriteContext, local_rewrite
 
 _RELEVANT = {"add", "sub", "neg", "sigmoid", "exp", "log", "log1p", "softplus"}
@@ -42,7 +44,7 @@ def _small_producers(node: Apply, ctx: RewriteContext, depth: int = 3) -> list[A
             for v in n.inputs:
                 p = v.owner
                 if (p is None or id(p) in seen or not isinstance(p.op, Elemwise)
-                        or p.op.expr.op not in _RELEVANT or S.count_ops([p.op.expr]) > 3):
+                        or p.op.expr.op not in _RELEVANT or info(p.op.expr).n_ops > 3):
                     continue
                 seen.add(id(p))
                 found.append(p)
@@ -77,8 +79,7 @@ def local_toposort(nodes: list[Apply]) -> list[Apply]:
 def scalar_stabilize(node: Apply, ctx: RewriteContext):
     """log1p / expm1 / log-sigmoid / log(1-sigmoid) / BCE-on-probabilities forms."""
     expr = node.op.expr
-    ops = {n.op for n in S.topo([expr])}
-    if not ops & {"log", "log1p", "sub", "add", "maximum"}:
+    if not set(info(expr).ops) & {"log", "log1p", "sub", "add", "maximum"}:
         return None
     region = _small_producers(node, ctx)
     if region:
@@ -96,6 +97,8 @@ def scalar_stabilize(node: Apply, ctx: RewriteContext):
 @local_rewrite("stabilize", tracks=(Elemwise,))
 def log_softmax(node: Apply, ctx: RewriteContext):
     """log(softmax(z)) -> log_softmax(z), also inside a bigger elementwise expression."""
+    if "log" not in info(node.op.expr).ops:
+        return None
     hits = {}
     for n in S.topo([node.op.expr]):
         if n.op == "log" and n.args[0].op == "input":
@@ -219,7 +222,9 @@ def naive_logsumexp(node: Apply, ctx: RewriteContext):
     except ValueError:
         return None
     m_safe = E.where(E.apply_scalar("eq", E.abs_(m), float("inf")), 0, m)
-    total = Reduce("sum", axes, True)(E.exp(E.sub(x, m_safe)))
+    # exp(x - m) as one node, so that this pattern cannot match its own result
+    shifted = S.apply("exp", S.apply("sub", S.inp(0, x.dtype), S.inp(1, x.dtype)))
+    total = Reduce("sum", axes, True)(make_elemwise(shifted, [x, m_safe]))
     out = E.add(E.log(total), m_safe)
     return out if keep or not axes else squeeze(out, axes)
 

@@ -62,7 +62,7 @@ def test_no_two_live_buffers_share_storage():
             by_storage.setdefault(plan.storage_of(o), []).append(plan.interval(o))
     for intervals in by_storage.values():
         intervals.sort()
-        for (a0, a1), (b0, b1) in zip(intervals, intervals[1:]):
+        for (_, a1), (b0, _) in zip(intervals, intervals[1:]):
             assert a1 <= b0  # an in-place successor starts where its input ends
 
 

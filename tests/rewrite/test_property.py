@@ -11,7 +11,7 @@ UNARY = {
     "square": sg.square, "neg": lambda v: -v, "log_abs": lambda v: sg.log(abs(v) + 1.0),
     "sin": sg.sin, "relu": sg.relu, "gelu": sg.gelu, "softplus": sg.softplus,
     "scale": lambda v: v * 0.5 + 1.0, "times_one": lambda v: (v * 1.0 - 0.0) / 1.0,
-    "double_neg": lambda v: -(-v), "log1p_form": lambda v: sg.log(1.0 + sg.sigmoid(v)),
+    "double_neg": lambda v: sg.ops.neg(sg.ops.neg(v)), "log1p_form": lambda v: sg.log(1.0 + sg.sigmoid(v)),
 }
 BINARY = {"add": lambda a, b: a + b, "mul": lambda a, b: a * b, "sub": lambda a, b: a - b,
           "max": sg.maximum}
