@@ -14,11 +14,11 @@ import math
 
 import numpy as np
 
-from ._scalar import S
 from ..errors import CompileError
 from ..graph.basic import Apply
 from ..graph.fgraph import FunctionGraph
 from ..graph.types import is_float
+from ._scalar import S
 from .kernel_ir import (
     Assign,
     For,
