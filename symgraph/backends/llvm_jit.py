@@ -82,19 +82,25 @@ def set_blas_threads(n: int) -> None:
     _state["blas_threads"] = n
 
 
+def new_target_machine(aot: bool = False):
+    """A host target machine (MCJIT defaults, or PIC / default code model for export)."""
+    binding = llvm()
+    target = binding.Target.from_triple(binding.get_process_triple())
+    kw = dict(cpu=binding.get_host_cpu_name(), features=binding.get_host_cpu_features().flatten(),
+              opt=3)
+    if aot:
+        kw.update(reloc="pic", codemodel="default")
+    else:
+        kw.update(jit=True)
+    return target.create_target_machine(**kw)
+
+
 def target_machine(aot: bool = False):
-    """The host target machine (MCJIT defaults, or PIC / default code model for export)."""
+    """The shared target machine used to optimise and emit (never handed to an engine,
+    which would take ownership of it)."""
     key = "tm_aot" if aot else "tm"
     if key not in _state:
-        binding = llvm()
-        target = binding.Target.from_triple(binding.get_process_triple())
-        kw = dict(cpu=binding.get_host_cpu_name(), features=binding.get_host_cpu_features().flatten(),
-                  opt=3)
-        if aot:
-            kw.update(reloc="pic", codemodel="default")
-        else:
-            kw.update(jit=True)
-        _state[key] = target.create_target_machine(**kw)
+        _state[key] = new_target_machine(aot)
     return _state[key]
 
 
@@ -159,7 +165,8 @@ class Loaded:
     def __init__(self, obj: bytes, entry: str):
         binding = llvm()
         libraries()
-        self.engine = binding.create_mcjit_compiler(binding.parse_assembly(""), target_machine())
+        # the engine owns its target machine, so it gets a fresh one
+        self.engine = binding.create_mcjit_compiler(binding.parse_assembly(""), new_target_machine())
         self.engine.add_object_file(binding.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
         self.address = self.engine.get_function_address(entry)

@@ -87,10 +87,13 @@ class ModuleBuilder:
         return fn
 
     def intrinsic(self, name: str, types: list[ir.Type]) -> ir.Function:
-        key = f"{name}.{types[0]}"
+        """``llvm.<name>.<type>`` taking one argument (two for maximum, minimum, maxnum, pow)."""
+        t = types[0]
+        key = f"{name}.{t}"
         fn = self._decls.get(key)
         if fn is None:
-            fn = self.module.declare_intrinsic(name, types)
+            nargs = 2 if name.split(".")[-1] in ("maximum", "minimum", "maxnum", "minnum", "pow") else 1
+            fn = self.module.declare_intrinsic(name, types, fnty=ir.FunctionType(t, [t] * nargs))
             self._decls[key] = fn
         return fn
 
