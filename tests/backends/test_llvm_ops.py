@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_llvm_helpers import compare, rand
 
 import symgraph as sg
-
-from test_llvm_helpers import compare, rand
 
 
 @pytest.fixture(autouse=True)
