@@ -146,6 +146,7 @@ def optimize(ir_text: str, aot: bool = False):
     pto = binding.create_pipeline_tuning_options(speed_level=3)
     pto.loop_vectorization = True
     pto.slp_vectorization = True
+    pto.loop_unrolling = False  # full unrolling of static loops costs 5x compile time for little
     pb = binding.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(ref, pb)
     return ref
@@ -179,3 +180,16 @@ class Loaded:
     def set_threads(self, n: int) -> None:
         if self.nthreads is not None:
             self.nthreads.value = int(n)
+
+
+def object_args_supported() -> bool:
+    """Whether a NumPy array's data pointer sits at ``OBJECT_DATA_OFFSET`` in the object, so
+    generated code can take array objects (``id(arr)``) instead of extracted pointers."""
+    if "objargs" not in _state:
+        from ..codegen.llvm_render import OBJECT_DATA_OFFSET
+        ok = ctypes.sizeof(ctypes.c_void_p) == 8
+        for a in (np.zeros(3), np.zeros((), np.float32), np.empty((2, 0)), np.arange(5)[1:]):
+            ok = ok and ctypes.c_void_p.from_address(id(a) + OBJECT_DATA_OFFSET).value == \
+                a.__array_interface__["data"][0]
+        _state["objargs"] = bool(ok)
+    return _state["objargs"]

@@ -32,6 +32,7 @@ _REG = {"float32": F32, "float64": F64, "int64": I64, "int32": I32, "int16": I16
         "uint8": I8, "bool": I1}
 _MEM = dict(_REG, bool=I8)
 _UNSIGNED = {"uint8", "bool"}
+OBJECT_DATA_OFFSET = 16  # offsetof(PyArrayObject, data) on 64-bit CPython
 PARALLEL_MIN_WORK = 1 << 15  # elements; smaller kernels run on the calling thread
 
 # math functions: name -> (float32 libm name, float64 libm name) used until kernels/llvm/math.ll
@@ -66,8 +67,11 @@ class ModuleBuilder:
     """Renders one ``Program`` into an LLVM module with entry point ``entry_name``."""
 
     def __init__(self, prog: Program, entry_name: str = "symgraph_entry", gomp: bool = True,
-                 math_functions: set[str] | None = None):
+                 math_functions: set[str] | None = None, object_args: bool = False):
         self.prog = prog
+        # object_args: the input/output entries of ``args`` are NumPy array objects whose data
+        # pointer sits at OBJECT_DATA_OFFSET (the runtime checks this layout at start-up)
+        self.object_args = object_args
         self.entry_name = entry_name
         self.gomp = gomp
         self.math_functions = math_functions or set()  # names provided by kernels/llvm/math.ll
@@ -161,11 +165,17 @@ class ModuleBuilder:
         def arg(i):
             return b.load(b.gep(fn.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
 
+        def array_arg(i):
+            p = arg(i)
+            if not self.object_args:
+                return p
+            return b.load(b.gep(p, [ir.Constant(I64, OBJECT_DATA_OFFSET)], source_etype=I8), typ=PTR)
+
         ptr: dict[int, ir.Value] = {}
         for st in prog.inputs:
-            ptr[st.sid] = arg(st.slot)
+            ptr[st.sid] = array_arg(st.slot)
         for st in prog.outputs:
-            ptr[st.sid] = arg(ni + st.slot)
+            ptr[st.sid] = array_arg(ni + st.slot)
         arena = arg(ni + no)
         for st in prog.storages:
             if st.kind == "temp":
