@@ -191,12 +191,11 @@ class ModuleBuilder:
             if k.parallel and self.gomp and k.work >= PARALLEL_MIN_WORK and extent > 1:
                 tr = self._omp_trampoline(k, kfn, len(params))
                 with b.goto_entry_block():
-                    ctx = b.alloca(ir.ArrayType(PTR, max(len(params), 1)), name=f"ctx.{k.name}")
+                    ctx = b.alloca(PTR, size=ir.Constant(I64, max(len(params), 1)), name=f"ctx.{k.name}")
                 with b.if_else(b.icmp_signed(">", nthreads, ir.Constant(I32, 1))) as (par, ser):
                     with par:
                         for i, a in enumerate(args):
-                            b.store(a, b.gep(ctx, [ir.Constant(I64, 0), ir.Constant(I64, i)],
-                                             source_etype=ctx.allocated_type))
+                            b.store(a, b.gep(ctx, [ir.Constant(I64, i)], source_etype=PTR))
                         gp = self.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
                         b.call(gp, [tr, ctx, nthreads, ir.Constant(I32, 0)])
                     with ser:
