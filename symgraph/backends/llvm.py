@@ -124,8 +124,16 @@ class Specialization:
     def kernels(self) -> list[KernelInfo]:
         from ..codegen.kernel_ir import kernel_text
         _, sources = self._render()
-        return [KernelInfo(k.name, sources.get(k.name, ""), k.inputs, k.outputs, k.ops, kernel_text(k))
-                for k in self.prog.kernels]
+        infos = [KernelInfo(k.name, sources.get(k.name, ""), k.inputs, k.outputs, k.ops, kernel_text(k))
+                 for k in self.prog.kernels]
+        addr = self.loaded.profile_addr
+        if addr:
+            n = len(infos)
+            counts = (ctypes.c_int64 * (2 * n)).from_address(addr)
+            cps = llvm_jit.cycles_per_second()
+            for i, info in enumerate(infos):
+                info.stats = {"calls": int(counts[2 * i + 1]), "seconds": counts[2 * i] / cps}
+        return infos
 
     def asm(self) -> str:
         ref = llvm_jit.optimize(self._render()[0])
@@ -141,6 +149,7 @@ class LLVMProgram:
         self.fgraph = fgraph
         self.roots = roots
         self.threads = int(options.get("threads") or default_threads())
+        self.profile = bool(options.get("profile"))
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         self.specs: dict[tuple, Specialization] = {}
@@ -213,7 +222,7 @@ class LLVMProgram:
     def _builder(self, prog):
         from ..codegen.llvm_render import ModuleBuilder
         return ModuleBuilder(prog, ENTRY, gomp=self.gomp, math_functions=llvm_jit.math_module()[1],
-                             object_args=self.object_args)
+                             object_args=self.object_args, profile=self.profile)
 
     def specialize(self, shapes: list[tuple]) -> Specialization:
         """Compile (or load from cache) the code for one tuple of input shapes."""
@@ -223,7 +232,8 @@ class LLVMProgram:
             if key in self.specs:
                 return self.specs[key]
             prog = lower(self.fgraph, self.roots, list(key))
-            digest = program_digest(prog, f"gomp={self.gomp}|objargs={self.object_args}")
+            digest = program_digest(prog, f"gomp={self.gomp}|objargs={self.object_args}|"
+                                          f"profile={self.profile}")
             obj = llvm_cache.load(digest)
             if obj is None:
                 mb = self._builder(prog)

@@ -53,6 +53,10 @@ def libraries() -> dict:
             if path:
                 binding.load_library_permanently(path)
         gomp = ctypes.util.find_library("gomp")
+        if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+            # idle OpenMP workers spin for a short time only, so they do not steal the cores
+            # OpenBLAS's own threads need during the GEMMs that follow (read when libgomp loads)
+            os.environ["GOMP_SPINCOUNT"] = "20000"
         if gomp and os.environ.get("SYMGRAPH_NO_OPENMP") is None:
             try:
                 binding.load_library_permanently(gomp)
@@ -176,6 +180,8 @@ class Loaded:
         self.cfunc = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self.address)
         addr = self.engine.get_global_value_address("sg_num_threads")
         self.nthreads = ctypes.c_int32.from_address(addr) if addr else None
+        addr = self.engine.get_global_value_address("sg_profile")
+        self.profile_addr = addr or None
 
     def set_threads(self, n: int) -> None:
         if self.nthreads is not None:
@@ -193,3 +199,20 @@ def object_args_supported() -> bool:
                 a.__array_interface__["data"][0]
         _state["objargs"] = bool(ok)
     return _state["objargs"]
+
+
+def cycles_per_second() -> float:
+    """Calibrate ``llvm.readcyclecounter`` against ``time.perf_counter`` (once)."""
+    if "cps" not in _state:
+        import time
+        text = ("declare i64 @llvm.readcyclecounter()\n"
+                "define i64 @sg_clock() {\n  %t = call i64 @llvm.readcyclecounter()\n  ret i64 %t\n}\n")
+        ref = optimize(text)
+        loaded = Loaded(emit_object(ref), "sg_clock")
+        fn = ctypes.CFUNCTYPE(ctypes.c_int64)(loaded.address)
+        t0, c0 = time.perf_counter(), fn()
+        time.sleep(0.05)
+        t1, c1 = time.perf_counter(), fn()
+        _state["cps"] = (c1 - c0) / (t1 - t0)
+        _state["clock_engine"] = loaded
+    return _state["cps"]

@@ -67,8 +67,11 @@ class ModuleBuilder:
     """Renders one ``Program`` into an LLVM module with entry point ``entry_name``."""
 
     def __init__(self, prog: Program, entry_name: str = "symgraph_entry", gomp: bool = True,
-                 math_functions: set[str] | None = None, object_args: bool = False):
+                 math_functions: set[str] | None = None, object_args: bool = False,
+                 profile: bool = False):
         self.prog = prog
+        # profile: count calls and cycles (llvm.readcyclecounter) per kernel in @sg_profile
+        self.profile = profile
         # object_args: the input/output entries of ``args`` are NumPy array objects whose data
         # pointer sits at OBJECT_DATA_OFFSET (the runtime checks this layout at start-up)
         self.object_args = object_args
@@ -184,7 +187,15 @@ class ModuleBuilder:
             elif st.kind == "const":
                 ptr[st.sid] = self.const_global(st)
         nthreads = b.load(self.nthreads, typ=I32)
-        for k, kfn, params in self.kernel_fns:
+        counters = None
+        if self.profile:
+            cty = ir.ArrayType(I64, 2 * max(len(self.kernel_fns), 1))
+            counters = ir.GlobalVariable(self.module, cty, "sg_profile")
+            counters.initializer = ir.Constant(cty, None)
+            clock = self.declare("llvm.readcyclecounter", I64, [])
+        for kidx, (k, kfn, params) in enumerate(self.kernel_fns):
+            if counters is not None:
+                t0 = b.call(clock, [])
             args = [ptr[st.sid] for st in params]
             extent = k.body[0].extent if k.parallel else 0
             full = args + [ir.Constant(I64, 0), ir.Constant(I64, extent)]
@@ -202,6 +213,11 @@ class ModuleBuilder:
                         b.call(kfn, full)
             else:
                 b.call(kfn, full)
+            if counters is not None:
+                dt = b.sub(b.call(clock, []), t0)
+                for slot, inc in ((2 * kidx, dt), (2 * kidx + 1, ir.Constant(I64, 1))):
+                    cp = b.gep(counters, [ir.Constant(I32, 0), ir.Constant(I32, slot)])
+                    b.store(b.add(b.load(cp, typ=I64), inc), cp)
         b.ret_void()
 
     # --- text with comments ----------------------------------------------------------------
