@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import scalar as S
 from ..graph.basic import Apply, Op, as_variable
 from ..graph.types import TensorType, broadcast_shapes
+from . import elemwise as _elemwise
 from .elemwise import _slot_dtypes
 from .reduce import _NUMPY, Reduce, reduced_shape
+
+S = _elemwise.S  # symgraph.scalar (the package attribute ``scalar`` is sg.scalar())
 
 
 class FusedReduce(Op):
