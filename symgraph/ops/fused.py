@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .elemwise import S  # symgraph.scalar the module (sg.scalar is also a function)
 from ..graph.basic import Apply, Op, as_variable
 from ..graph.types import TensorType, broadcast_shapes
-from . import elemwise as _elemwise
 from .elemwise import _slot_dtypes
 from .reduce import _NUMPY, Reduce, reduced_shape
-
-S = _elemwise.S  # symgraph.scalar (the package attribute ``scalar`` is sg.scalar())
 
 
 class FusedReduce(Op):
