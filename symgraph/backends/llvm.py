@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import struct
 import threading
 from dataclasses import dataclass, field
 
@@ -63,6 +64,8 @@ class Specialization:
         ni, no = len(prog.inputs), len(prog.outputs)
         self.ni, self.no = ni, no
         self.args = (ctypes.c_void_p * (ni + no + 1))()
+        self.args_addr = ctypes.addressof(self.args)  # passing the int is faster than the array
+        self.pack = struct.Struct(f"{ni + no}Q").pack_into  # fills the pointer slots in one call
         self.arena = np.empty(max(prog.arena_size, 1) + 64, dtype=np.uint8)
         base = self.arena.ctypes.data
         self.args[ni + no] = base + (-base) % 64
@@ -84,8 +87,10 @@ class Specialization:
         args[len(keep)] = self.args[len(keep)]
         cfunc = self.cfunc
 
+        addr = ctypes.addressof(args)
+
         def call():
-            return cfunc(args), keep
+            return cfunc(addr), keep
         return call
 
     def duplicated_updates(self, n_out: int) -> set[int]:
@@ -107,14 +112,8 @@ class Specialization:
         outs = [np.empty(s, d) for s, d in self.out_specs]
         if self.object_args:  # the native code reads each array's data pointer itself
             with self.lock:  # the arena and the pointer array belong to this specialisation
-                i = 0
-                for v in values:
-                    args[i] = id(v)
-                    i += 1
-                for o in outs:
-                    args[i] = id(o)
-                    i += 1
-                status = self.cfunc(args)
+                self.pack(args, 0, *map(id, values), *map(id, outs))
+                status = self.cfunc(self.args_addr)
             if status:
                 return self.run([np.ascontiguousarray(v) for v in values])
         else:
@@ -127,7 +126,7 @@ class Specialization:
                 for o in outs:
                     args[i] = o.ctypes.data
                     i += 1
-                self.cfunc(args)
+                self.cfunc(self.args_addr)
         return [outs[m] for m in self.output_map]
 
     # inspection (rendered again on demand when the code came from the disk cache)
