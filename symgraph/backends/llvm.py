@@ -90,7 +90,7 @@ class Specialization:
         addr = ctypes.addressof(args)
 
         def call():
-            return cfunc(addr), keep
+            return cfunc(addr), keep, args
         return call
 
     def duplicated_updates(self, n_out: int) -> set[int]:
