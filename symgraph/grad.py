@@ -45,6 +45,9 @@ def stop_gradient(x) -> Variable:
 
 def _check_wrt(wrt) -> tuple[list[Variable], bool]:
     single = isinstance(wrt, Variable)
+    if not single and not isinstance(wrt, (list, tuple)):
+        raise TypeError(f"grad: wrt is {type(wrt).__name__}, not a symbolic variable or a list "
+                        "of them (pass the sg.tensor / sg.shared objects the graph was built from)")
     wrt_list = [wrt] if single else list(wrt)
     for i, w in enumerate(wrt_list):
         if not isinstance(w, Variable):
@@ -101,6 +104,14 @@ def _backprop(seeds: dict[Variable, Variable], wrt: Sequence[Variable]) -> dict[
     return contributions
 
 
+def _ancestors(outputs: Sequence[Variable]) -> set[int]:
+    """Ids of every variable that ``outputs`` are computed from (themselves included)."""
+    ids = {id(o) for o in outputs}
+    for node in toposort(outputs):
+        ids.update(id(i) for i in node.inputs)
+    return ids
+
+
 def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"):
     """Symbolic gradient of a scalar ``cost`` with respect to ``wrt`` (a variable or a list).
 
@@ -129,10 +140,16 @@ def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"
     if not seeds:
         raise ValueError("grad: give a cost or known_grads")
     contributions = _backprop(seeds, wrt_list)
+    connected = _ancestors(list(seeds))
     results = []
     for i, w in enumerate(wrt_list):
         terms = contributions.get(id(w))
         if not terms:
+            # a path through piecewise-constant or integer ops (floor, argmax, comparisons)
+            # carries no message but is connected: its gradient is a plain zero
+            if id(w) in connected:
+                results.append(zeros_like(w))
+                continue
             if disconnected == "raise" and is_float(w.dtype):
                 raise GradientError(f"grad: the cost does not depend on wrt[{i}] ({w.label()}: "
                                     f"{w.type}); pass disconnected='ignore' or 'warn' to get zeros",
