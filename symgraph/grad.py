@@ -18,7 +18,7 @@ from .graph.basic import Apply, Constant, Op, Variable, as_variable, format_trac
 from .graph.fgraph import clone_replace, toposort
 from .graph.types import TensorType, format_shape, is_float
 from .ops import elemwise as E
-from .ops.shape import zeros_like
+from .ops.shape import SumToShape, shape, zeros_like
 
 
 class StopGradient(Op):
@@ -162,6 +162,9 @@ def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"
         g = _sum(terms)
         if g.dtype != w.dtype:
             g = E.cast(g, w.dtype)
+        if any(dg is None and dw is not None for dg, dw in zip(g.shape, w.shape)):
+            # the value already has w's shape; this restores the static dims inference lost
+            g = SumToShape(w.ndim)(g, shape(w))
         results.append(g)
     return results[0] if single else results
 
