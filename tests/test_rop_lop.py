@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
 import symgraph as sg
+from symgraph.graph.basic import Apply, Op, as_variable
 from symgraph.ops.nn import SoftmaxCrossEntropy
 
 RNG = np.random.default_rng(11)
@@ -70,10 +73,9 @@ ROP_CASES = {
     "conv2d": (lambda x, w: sg.nn.conv2d(x, w, stride=2, padding=1), [(2, 2, 5, 5), (3, 2, 3, 3)]),
     "avg_pool": (lambda x: sg.nn.avg_pool2d(x, 2), [(2, 2, 4, 4)]),
     "mlp": (lambda x, w: sg.nn.softmax(sg.tanh(x @ w)), [(3, 4), (4, 5)]),
-    # SoftmaxCrossEntropy defines no R_op: the double-Lop fallback computes its JVP
-    "cross_entropy_prob_fallback": (lambda z, t: SoftmaxCrossEntropy(False)(z, sg.nn.softmax(t)),
-                                    [(3, 4), (3, 4)]),
-    "cross_entropy_int_fallback": (lambda z: sg.nn.cross_entropy(z, np.array([1, 0, 3])), [(3, 4)]),
+    "cross_entropy_prob": (lambda z, t: SoftmaxCrossEntropy(False)(z, sg.nn.softmax(t)),
+                           [(3, 4), (3, 4)]),
+    "cross_entropy_int": (lambda z: sg.nn.cross_entropy(z, np.array([1, 0, 3])), [(3, 4)]),
     # the gradient graph (Split, IndexAdd, Conv2dGrad* ops) differentiated forward again
     "gradient_graph": (lambda a, w: sg.grad((sg.concatenate([a, a * a])[np.array([0, 0, 3])] ** 2).sum()
                                             + (sg.nn.conv2d(sg.reshape(a, (1, 1, 3, 4)), w) ** 2).sum(), a),
@@ -90,17 +92,43 @@ def test_rop_matches_finite_differences(name):
 def test_rop_max_pooling():
     check_rop(lambda x: sg.nn.max_pool2d(x, 2), [distinct(2, 2, 4, 6)])
     check_rop(lambda x: sg.nn.max_pool2d(x, 3, 1), [distinct(1, 2, 5, 5)])
-    # second order through the pooling gradient ops (MaxPool2dGrad has no R_op: fallback)
+    # second order through the pooling gradient ops (MaxPool2dGrad, MaxPoolSelect)
     check_rop(lambda x: sg.grad((sg.nn.max_pool2d(x, 2, 1) ** 2).sum(), x), [distinct(1, 1, 4, 4)])
+    check_rop(lambda x: sg.grad((sg.nn.avg_pool2d(x, 2, 1) ** 2).sum(), x), [distinct(1, 1, 4, 4)])
 
 
-def test_double_lop_fallback_is_what_runs():
-    assert SoftmaxCrossEntropy.R_op is None  # the fallback in check_rop above is real
-    z, v = f64("z", (3, 4)), f64("v", (3, 4))
-    jvp = sg.Rop(SoftmaxCrossEntropy(False)(z, sg.nn.softmax(z)), z, v)
-    # the fallback differentiates a dummy cotangent away: no free variable remains
-    f = compile_ref([z, v], jvp)
-    assert f(RNG.standard_normal((3, 4)), np.zeros((3, 4))).shape == (3,)
+class ProductAndSine(Op):
+    """Two outputs, ``(a * b, sin(a))``, with an L_op and deliberately no R_op."""
+
+    def make_node(self, a, b) -> Apply:
+        a, b = as_variable(a), as_variable(b)
+        return Apply(self, [a, b], [a.type, a.type])
+
+    def perform(self, node, inputs):
+        a, b = inputs
+        return [a * b, np.sin(a)]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        (a, b), (g1, g2) = inputs, output_grads
+        return [sg.add(sg.mul(g1, b), sg.mul(g2, sg.cos(a))), sg.mul(g1, a)]
+
+
+def test_double_lop_fallback_for_an_op_without_r_op(monkeypatch):
+    grad_module = importlib.import_module("symgraph.grad")  # the module, not sg.grad
+    calls = []
+    real = grad_module._rop_by_double_lop
+    monkeypatch.setattr(grad_module, "_rop_by_double_lop",
+                        lambda node, points: calls.append(node.op) or real(node, points))
+    assert ProductAndSine.R_op is None
+    for k in range(2):
+        check_rop(lambda a, b, k=k: sg.exp(ProductAndSine()(sg.tanh(a), b)[k]), [
+            RNG.standard_normal((3, 4)), RNG.standard_normal((3, 4))])
+    assert len(calls) == 2 and all(isinstance(op, ProductAndSine) for op in calls)
+    # the dummy cotangent is substituted away: the result only needs the real inputs
+    a, b, va = f64("a", (2,)), f64("b", (2,)), f64("va", (2,))
+    jvp = sg.Rop(ProductAndSine()(a, b)[0], a, va)
+    got = compile_ref([a, b, va], jvp)(np.array([1.0, 2.0]), np.array([3.0, -1.0]), np.array([0.5, 2.0]))
+    np.testing.assert_allclose(got, [1.5, -2.0])
 
 
 def test_rop_of_grad_is_a_hessian_vector_product():
@@ -218,3 +246,17 @@ def test_hessian_analytic_and_finite_differences():
     np.testing.assert_allclose(got.reshape(4, 4), got.reshape(4, 4).T, atol=1e-12)
     with pytest.raises(ValueError, match="static"):
         sg.hessian(f64("u", (None,)).sum(), f64("u2", (None,)))
+
+
+def test_common_ops_define_their_r_op_directly(monkeypatch):
+    grad_module = importlib.import_module("symgraph.grad")
+
+    def no_fallback(node, points):
+        raise AssertionError(f"{node.op} fell back to the double-Lop trick")
+
+    monkeypatch.setattr(grad_module, "_rop_by_double_lop", no_fallback)
+    for fn, shapes in ROP_CASES.values():
+        xs = [f64(f"x{i}", s) for i, s in enumerate(shapes)]
+        sg.Rop(fn(*xs), xs, [f64(f"v{i}", s) for i, s in enumerate(shapes)])
+    x, v = f64("x", (1, 1, 4, 4)), f64("v", (1, 1, 4, 4))
+    sg.Rop(sg.grad((sg.nn.max_pool2d(x, 2, 1) ** 2).sum() + (sg.nn.avg_pool2d(x, 2) ** 2).sum(), x), x, v)
