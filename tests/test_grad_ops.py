@@ -11,35 +11,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import symgraph as sg
 
 RNG = np.random.default_rng(20261123)
 
 
-def normal(*shape):
-    return RNG.standard_normal(shape)
+def normal(*shape, rng=RNG):
+    return rng.standard_normal(shape)
 
 
-def positive(*shape):
-    return RNG.uniform(0.5, 2.0, shape)
+def positive(*shape, rng=RNG):
+    return rng.uniform(0.5, 2.0, shape)
 
 
-def away_from_zero(*shape):
+def away_from_zero(*shape, rng=RNG):
     """Normal values pushed at least 0.3 away from 0 (the kink of relu / abs / sign)."""
-    x = RNG.standard_normal(shape)
+    x = rng.standard_normal(shape)
     return x + 0.3 * np.where(x >= 0, 1.0, -1.0)
 
 
-def distinct(*shape):
+def distinct(*shape, rng=RNG):
     """A random permutation of well-separated values: no ties for max / min / pooling."""
     n = int(np.prod(shape))
-    return (RNG.permutation(n) * 0.37 - n * 0.15).reshape(shape)
-
-
-def run(fn, values):
-    f = sg.compile([], fn(*[sg.constant(v) for v in values]), backend="reference")
-    return f()
+    return (rng.permutation(n) * 0.37 - n * 0.15).reshape(shape)
 
 
 mish = sg.elementwise(lambda x: x * sympy.tanh(sympy.log(1 + sympy.exp(x))), name="mish")
@@ -110,6 +107,26 @@ def test_unary_second_derivative(name):
 def test_binary_broadcasting(name, shapes):
     fn, ga, gb = BINARY[name]
     sg.verify_grad(fn, [ga(*shapes[0]), gb(*shapes[1])])
+
+
+@st.composite
+def broadcast_pair(draw):
+    """Two shapes that broadcast: size-1 and missing leading dims on either side."""
+    full = draw(st.lists(st.integers(2, 3), min_size=1, max_size=3))
+    shapes = []
+    for _ in range(2):
+        drop = draw(st.integers(0, len(full) - 1))
+        dims = [1 if draw(st.booleans()) else d for d in full[drop:]]
+        shapes.append(tuple(dims))
+    return shapes
+
+
+@settings(max_examples=25, deadline=None)
+@given(shapes=broadcast_pair(), name=st.sampled_from(sorted(BINARY)), seed=st.integers(0, 2 ** 16))
+def test_binary_random_broadcasting(shapes, name, seed):
+    fn, ga, gb = BINARY[name]
+    rng = np.random.default_rng(seed)
+    sg.verify_grad(fn, [ga(*shapes[0], rng=rng), gb(*shapes[1], rng=rng)])
 
 
 @pytest.mark.parametrize("name", sorted(BINARY))
