@@ -105,10 +105,22 @@ def _backprop(seeds: dict[Variable, Variable], wrt: Sequence[Variable]) -> dict[
 
 
 def _ancestors(outputs: Sequence[Variable]) -> set[int]:
-    """Ids of every variable that ``outputs`` are computed from (themselves included)."""
+    """Ids of the variables whose *values* ``outputs`` are computed from (themselves included).
+
+    Inputs that only lend their shape (``Shape``, the ``like`` slot of ``fill`` /
+    ``zeros_like``) do not count: a cost that depends on a tensor's shape alone is
+    disconnected from it.
+    """
+    from .ops.shape import Shape
+    from .scalar import inputs_of
     ids = {id(o) for o in outputs}
-    for node in toposort(outputs):
-        ids.update(id(i) for i in node.inputs)
+    for node in reversed(toposort(outputs)):
+        if not any(id(o) in ids for o in node.outputs) or isinstance(node.op, Shape):
+            continue
+        used = range(len(node.inputs))
+        if isinstance(node.op, E.Elemwise) and node.op.partials is None:
+            used = inputs_of(node.op.expr)
+        ids.update(id(node.inputs[i]) for i in used)
     return ids
 
 

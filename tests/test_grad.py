@@ -242,6 +242,17 @@ def test_disconnected_modes():
         sg.grad(cost, x, disconnected="maybe")
 
 
+def test_depending_on_a_shape_only_is_disconnected():
+    w, x = f64("w", (None, 3)), f64("x", (3,))
+    by_shape = (x * 2.0).sum() / sg.cast(sg.shape(w)[0], "float64")
+    via_zeros_like = sg.zeros_like(w).sum() + x.sum()
+    for cost in (by_shape, via_zeros_like):
+        with pytest.raises(sg.GradientError, match="does not depend"):
+            sg.grad(cost, w)
+        g = sg.grad(cost, w, disconnected="ignore")
+        np.testing.assert_array_equal(compile_ref([w, x], g)(np.ones((2, 3)), np.ones(3)), np.zeros((2, 3)))
+
+
 def test_stop_gradient_gives_zeros_not_an_error():
     x = f64("x", (3,))
     g = sg.grad((sg.stop_gradient(x) * x).sum() + sg.stop_gradient(x).sum(), x)
