@@ -441,3 +441,16 @@ def test_piecewise_constant_mixed_with_smooth_paths():
     expected = np.floor(xv) + (xv > 0)
     expected[0, 1] += 1
     np.testing.assert_allclose(got, expected)
+
+
+def test_gradients_flow_through_random_parameters():
+    mu, sd = sg.tensor("mu", (), "float64"), sg.tensor("sd", (), "float64")
+    rng = sg.RandomStream(1)
+    z = rng.normal((5,), mu, sd, dtype="float64")
+    u = rng.uniform((4,), mu, mu + sd, dtype="float64")
+    g_mu, g_sd = sg.grad(z.sum() + (u ** 2).sum(), [mu, sd])
+    zv, uv, got_mu, got_sd = sg.compile([mu, sd], [z, u, g_mu, g_sd], backend="reference")(1.0, 2.0)
+    # reparameterised: z = mu + sd * eps, u = mu + sd * r with the same draws
+    eps, r = (zv - 1.0) / 2.0, (uv - 1.0) / 2.0
+    assert got_mu == pytest.approx(5 + (2 * uv).sum())
+    assert got_sd == pytest.approx(eps.sum() + (2 * uv * r).sum())
