@@ -66,6 +66,26 @@ def _sum(terms: list[Variable]) -> Variable:
     return total
 
 
+def _ancestors(outputs: Sequence[Variable]) -> set[int]:
+    """Ids of the variables whose *values* ``outputs`` are computed from (themselves included).
+
+    Inputs that only lend their shape (``Shape``, the ``like`` slot of ``fill`` /
+    ``zeros_like``) do not count: a cost that depends on a tensor's shape alone is
+    disconnected from it.
+    """
+    from .ops.shape import Shape
+    from .scalar import inputs_of
+    ids = {id(o) for o in outputs}
+    for node in reversed(toposort(outputs)):
+        if not any(id(o) in ids for o in node.outputs) or isinstance(node.op, Shape):
+            continue
+        used = range(len(node.inputs))
+        if isinstance(node.op, E.Elemwise) and node.op.partials is None:
+            used = inputs_of(node.op.expr)
+        ids.update(id(node.inputs[i]) for i in used)
+    return ids
+
+
 def _backprop(seeds: dict[Variable, Variable], wrt: Sequence[Variable]) -> dict[int, list[Variable]]:
     """Reverse accumulation from ``seeds`` (variable -> its gradient) down to ``wrt``."""
     roots = list(seeds)
@@ -102,26 +122,6 @@ def _backprop(seeds: dict[Variable, Variable], wrt: Sequence[Variable]) -> dict[
                 g = E.cast(g, inp.dtype)
             contributions.setdefault(id(inp), []).append(g)
     return contributions
-
-
-def _ancestors(outputs: Sequence[Variable]) -> set[int]:
-    """Ids of the variables whose *values* ``outputs`` are computed from (themselves included).
-
-    Inputs that only lend their shape (``Shape``, the ``like`` slot of ``fill`` /
-    ``zeros_like``) do not count: a cost that depends on a tensor's shape alone is
-    disconnected from it.
-    """
-    from .ops.shape import Shape
-    from .scalar import inputs_of
-    ids = {id(o) for o in outputs}
-    for node in reversed(toposort(outputs)):
-        if not any(id(o) in ids for o in node.outputs) or isinstance(node.op, Shape):
-            continue
-        used = range(len(node.inputs))
-        if isinstance(node.op, E.Elemwise) and node.op.partials is None:
-            used = inputs_of(node.op.expr)
-        ids.update(id(node.inputs[i]) for i in used)
-    return ids
 
 
 def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"):
