@@ -277,6 +277,7 @@ SHAPE_OPS = {
     "method_reshape": (lambda x: x.reshape((6, 4)), (2, 3, 4)),
     "transpose": (lambda x: sg.transpose(x, (2, 0, 1)), (2, 3, 4)),
     "T": (lambda x: x.T, (2, 3, 4)),
+    "method_transpose": (lambda x: x.transpose(1, 0, 2), (2, 3, 4)),
     "broadcast_to": (lambda x: sg.broadcast_to(x, (2, 3, 4)), (3, 1)),
     "squeeze": (lambda x: sg.squeeze(x, 1), (3, 1, 4)),
     "squeeze_all": (lambda x: sg.squeeze(x), (1, 3, 1)),
