@@ -76,3 +76,11 @@ def test_misuse_is_reported():
         sg.verify_grad(lambda a: np.ones(3), [np.ones(3)])
     with pytest.raises(ValueError, match="static shape"):
         sg.verify_grad(lambda a: a[sg.arange(sg.argmax(a) + 1)], [np.ones(3)])
+
+
+def test_worst_element_found_in_a_large_input():
+    bad = SquareWithBadGradient((47, 93), 0.3)
+    x = RNG.standard_normal((60, 100))  # 6000 elements: located by bisection
+    with pytest.raises(sg.GradientError) as info:
+        sg.verify_grad(lambda a: bad(a) * 0.5, [x])
+    assert info.value.worst_index == (47, 93)
