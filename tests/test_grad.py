@@ -365,8 +365,8 @@ def _load_xor():
 
 def test_xor_example_learns_xor(capsys):
     xor = _load_xor()
-    losses, probs = xor.train(backend="reference", steps=200)
+    losses, probs = xor.train(backend="reference", steps=150)
     assert losses[-1] < 0.05 < losses[0]
     assert np.array_equal(probs > 0.5, xor.Y > 0.5)
-    assert xor.main(["--backend", "reference", "--steps", "200"]) == 0
+    assert xor.main(["--backend", "reference", "--steps", "100"]) == 0
     assert "learned XOR" in capsys.readouterr().out
