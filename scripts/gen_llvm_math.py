@@ -312,6 +312,7 @@ def make_consts(t: Ty) -> Consts:
 
 
 TANH_SMALL = 0.55
+SINCOS_LIMIT = {32: 6.5e6, 64: 3.5e15}  # |x| * 2/pi stays below 2^(mant-1)
 ERF_SMALL = 1.0
 ERF_BIG = {32: 4.0, 64: 6.0}  # erf(x) rounds to 1 beyond these
 
@@ -440,7 +441,9 @@ def sincos_core(F: Fn, C: Consts, x, cos: bool):
     odd = F._new(f"trunc {t.ity} {q} to i1")
     v = F.sel(odd, cp, sp)
     sign = F.iop("shl", F.iop("and", q, "2"), str(t.bits - 2))
-    return F.to_fp(F.iop("xor", F.to_int(v), sign))
+    res = F.to_fp(F.iop("xor", F.to_int(v), sign))
+    # beyond SINCOS_LIMIT the rounding trick for n fails: answer nan rather than a wrong value
+    return F.sel(F.fcmp("ogt", F.fabs(x), SINCOS_LIMIT[t.bits]), F.k(NAN), res)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,7 +455,9 @@ def fn_exp(F, C, x):
 
 
 def fn_expm1(F, C, x):
-    return expm1_core(F, C, x)
+    r = expm1_core(F, C, x)
+    # expm1(x) rounds to x below this; also keeps denormals and the sign of zero exact
+    return F.sel(F.fcmp("olt", F.fabs(x), 2.0 ** -(F.t.mant + 4)), x, r)
 
 
 def fn_log(F, C, x):

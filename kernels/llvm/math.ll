@@ -339,7 +339,10 @@ entry:
   %t30 = fsub float %t28, 0x3FE0000000000000
   %t31 = fadd contract float %t29, %t30
   %t32 = fmul contract float %t31, 0x4000000000000000
-  ret float %t32
+  %t33 = call float @llvm.fabs.f32(float %x)
+  %t34 = fcmp olt float %t33, 0x3E40000000000000
+  %t35 = select i1 %t34, float %x, float %t32
+  ret float %t35
 }
 
 define linkonce_odr double @sg_expm1(double %x) #0 {
@@ -389,7 +392,10 @@ entry:
   %t42 = fsub double %t40, 0x3FE0000000000000
   %t43 = fadd contract double %t41, %t42
   %t44 = fmul contract double %t43, 0x4000000000000000
-  ret double %t44
+  %t45 = call double @llvm.fabs.f64(double %x)
+  %t46 = fcmp olt double %t45, 0x3C70000000000000
+  %t47 = select i1 %t46, double %x, double %t44
+  ret double %t47
 }
 
 define linkonce_odr float @sg_tanhf(float %x) #0 {
@@ -1067,7 +1073,10 @@ entry:
   %t42 = bitcast float %t39 to i32
   %t43 = xor i32 %t42, %t41
   %t44 = bitcast i32 %t43 to float
-  ret float %t44
+  %t45 = call float @llvm.fabs.f32(float %x)
+  %t46 = fcmp ogt float %t45, 0x4158CBA800000000
+  %t47 = select i1 %t46, float 0x7FF8000000000000, float %t44
+  ret float %t47
 }
 
 define linkonce_odr double @sg_sin(double %x) #0 {
@@ -1129,7 +1138,10 @@ entry:
   %t54 = bitcast double %t51 to i64
   %t55 = xor i64 %t54, %t53
   %t56 = bitcast i64 %t55 to double
-  ret double %t56
+  %t57 = call double @llvm.fabs.f64(double %x)
+  %t58 = fcmp ogt double %t57, 0x4328DE76816D8000
+  %t59 = select i1 %t58, double 0x7FF8000000000000, double %t56
+  ret double %t59
 }
 
 define linkonce_odr float @sg_cosf(float %x) #0 {
@@ -1180,7 +1192,10 @@ entry:
   %t43 = bitcast float %t40 to i32
   %t44 = xor i32 %t43, %t42
   %t45 = bitcast i32 %t44 to float
-  ret float %t45
+  %t46 = call float @llvm.fabs.f32(float %x)
+  %t47 = fcmp ogt float %t46, 0x4158CBA800000000
+  %t48 = select i1 %t47, float 0x7FF8000000000000, float %t45
+  ret float %t48
 }
 
 define linkonce_odr double @sg_cos(double %x) #0 {
@@ -1243,7 +1258,10 @@ entry:
   %t55 = bitcast double %t52 to i64
   %t56 = xor i64 %t55, %t54
   %t57 = bitcast i64 %t56 to double
-  ret double %t57
+  %t58 = call double @llvm.fabs.f64(double %x)
+  %t59 = fcmp ogt double %t58, 0x4328DE76816D8000
+  %t60 = select i1 %t59, double 0x7FF8000000000000, double %t57
+  ret double %t60
 }
 
 define linkonce_odr float @sg_powf(float %x, float %y) #0 {
