@@ -147,13 +147,15 @@ def measure(loops: MathLoops, points: int, size: int, seed: int = 0) -> list[dic
 
 def markdown(rows: list[dict]) -> str:
     e32, e64 = 2.0**-23, 2.0**-52
-    head = ("| function | f32 max rel err (ulp) | f64 max rel err vs NumPy f64 (ulp) | f64 vs long double (ulp) "
-            "| f32 Gelem/s sg / NumPy | f64 Gelem/s sg / NumPy |\n|---|---|---|---|---|---|")
+    head = ("| function | f32 max rel err (ulp) | f64 max rel err vs NumPy f64 (ulp) "
+            "| f64 vs long double (ulp) | f32 Gelem/s sg / NumPy | f64 Gelem/s sg / NumPy |\n"
+            "|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         ld = f"{r['err_ld'] / e64:.2f}" if "err_ld" in r else "n/a"
         lines.append(
-            f"| {r['fn']} | {r['errf']:.2e} ({r['errf'] / e32:.2f}) | {r['errd']:.2e} ({r['errd'] / e64:.2f}) "
+            f"| {r['fn']} | {r['errf']:.2e} ({r['errf'] / e32:.2f}) "
+            f"| {r['errd']:.2e} ({r['errd'] / e64:.2f}) "
             f"| {ld} | {r['sgf']:.2f} / {r['npf']:.2f} ({r['sgf'] / r['npf']:.1f}x) "
             f"| {r['sgd']:.2f} / {r['npd']:.2f} ({r['sgd'] / r['npd']:.1f}x) |")
     return "\n".join(lines)

@@ -129,7 +129,7 @@ class Ty:
         fv = self.rnd(v)
         if fv != fv:
             return "0x7FF8000000000000"
-        return "0x%016X" % struct.unpack("<Q", struct.pack("<d", fv))[0]
+        return "0x{:016X}".format(struct.unpack("<Q", struct.pack("<d", fv))[0])
 
     def magic(self) -> float:
         return 1.5 * 2.0**self.mant
@@ -331,22 +331,24 @@ def ln2_parts(t: Ty):
     return hi, lo
 
 
-def em_core(F: Fn, C: Consts, x):
-    """(r + r^2 Q(r) = expm1(r), n as int) for x already clamped."""
+def em_core(F: Fn, C: Consts, x, extra=None):
+    """(r + r^2 Q(r) = expm1(r), n as int) for x already clamped; extra is a small addend of x."""
     hi, lo = ln2_parts(F.t)
     nf, ni = F.rint_reduce(x, 1 / mp.log(2))
     r = F.sub(F.sub(x, F.mul(nf, F.k(hi))), F.mul(nf, F.k(lo)))
+    if extra is not None:
+        r = F.add(r, extra, "")
     q = F.horner(r, C.expq)
     em = F.add(r, F.mul(F.mul(r, r), q))
     return em, ni
 
 
-def exp_core(F: Fn, C: Consts, x, clamp=True):
+def exp_core(F: Fn, C: Consts, x, clamp=True, extra=None):
     F.comment("exp: n = rint(x/ln2), r = x - n*ln2 (Cody-Waite), e^r = 1 + r + r^2 Q(r), * 2^n")
     if clamp:
         hi, lo = exp_clamp(F.t)
         x = F.max_(F.min_(x, hi), lo)
-    em, ni = em_core(F, C, x)
+    em, ni = em_core(F, C, x, extra)
     p = F.add(F.k(1.0), em)
     n1 = F.iop("ashr", ni, "1")
     n2 = F.iop("sub", ni, n1)
@@ -473,10 +475,10 @@ def fn_log1p(F, C, x):
 
 
 def fn_tanh(F, C, x):
-    F.comment("|x| < %g: x + x^3 P(x^2); else sign(x) (1 - 2/(e^(2|x|) + 1))" % TANH_SMALL)
+    F.comment(f"|x| < {TANH_SMALL:g}: x + x^3 P(x^2); else sign(x) (1 - 2/(e^(2|x|) + 1))")
     a = F.fabs(x)
     z = F.mul(x, x)
-    small = F.add(x, F.mul(F.mul(x, z), F.horner(z, C.tanhp)))
+    small = F.copysign(F.add(x, F.mul(F.mul(x, z), F.horner(z, C.tanhp))), x)  # keeps tanh(-0) = -0
     ac = F.min_(a, 10.0 if F.t.bits == 32 else 20.0)
     e = exp_core(F, C, F.add(ac, ac), clamp=False)
     big = F.sub(F.k(1.0), F.div(F.k(2.0), F.add(e, F.k(1.0), "")), "")
@@ -500,7 +502,7 @@ def fn_softplus(F, C, x):
 
 
 def fn_erf(F, C, x):
-    F.comment("|x| < %g: x P(x^2); else sign(x) (1 - e^(-x^2) R(1/(1+|x|)))" % ERF_SMALL)
+    F.comment(f"|x| < {ERF_SMALL:g}: x P(x^2); else sign(x) (1 - e^(-x^2) R(1/(1+|x|)))")
     a = F.fabs(x)
     z = F.mul(x, x)
     small = F.mul(x, F.horner(z, C.erfp))
@@ -513,7 +515,7 @@ def fn_erf(F, C, x):
 
 
 def fn_sin(F, C, x):
-    return sincos_core(F, C, x, cos=False)
+    return F.sel(F.fcmp("oeq", x, 0.0), x, sincos_core(F, C, x, cos=False))  # sin(-0) = -0
 
 
 def fn_cos(F, C, x):
@@ -561,11 +563,61 @@ def fn_pow(F: Fn, C: Consts, x, y, C64: Consts):
         F.t = F32
         r = F._new(f"fptrunc double {rd} to float")
         return pow_specials(F, x, y, r)
-    F.comment("pow: exp(y log|x|)")
+    F.comment("pow: exp(y log|x|) with log|x| and the product carried as hi + lo (no FMA needed)")
     ax = F.fabs(x)
-    ld = log_full(F, C, ax)
-    r = exp_core(F, C, F.mul(y, ld, ""))
+    hi, lo = log_hilo(F, C, ax)
+    zhi = F.mul(y, hi, "")
+    zlo = F.add(two_prod_err(F, y, hi, zhi), F.mul(y, lo, ""), "")
+    # no correction where z is inf/nan/huge or the split overflowed (|y| near the largest double)
+    ok = F.band(F.fcmp("olt", F.fabs(zhi), 1000.0), F.fcmp("olt", F.fabs(zlo), 1.0))
+    zlo = F.sel(ok, zlo, F.k(0.0))
+    r = exp_core(F, C, zhi, extra=zlo)
     return pow_specials(F, x, y, r)
+
+
+def two_sum(F: Fn, a, b):
+    """(s, e) with s + e == a + b exactly (Knuth); no contraction allowed."""
+    s = F.add(a, b, "")
+    bb = F.sub(s, a, "")
+    e = F.add(F.sub(a, F.sub(s, bb, ""), ""), F.sub(b, bb, ""), "")
+    return s, e
+
+
+def split(F: Fn, a):
+    c = F.mul(a, F.k(2.0**27 + 1), "")
+    ah = F.sub(c, F.sub(c, a, ""), "")
+    return ah, F.sub(a, ah, "")
+
+
+def two_prod_err(F: Fn, a, b, p):
+    """The rounding error a*b - p of p = fl(a*b) (Dekker, Veltkamp split; |a|, |b| < 2^995)."""
+    ah, al = split(F, a)
+    bh, bl = split(F, b)
+    e = F.add(F.sub(F.mul(ah, bh, ""), p, ""), F.mul(ah, bl, ""), "")
+    e = F.add(e, F.mul(al, bh, ""), "")
+    return F.add(e, F.mul(al, bl, ""), "")
+
+
+def log_hilo(F: Fn, C: Consts, x):
+    """log(x) as hi + lo with |lo| <= ulp(hi), for x > 0 (special values: see log_full)."""
+    hi2, lo2 = ln2_parts(F.t)
+    dk, f, _, _ = log_parts(F, C, x, denormals=True)
+    ff = F.mul(f, f, "")
+    ff_lo = two_prod_err(F, f, f, ff)
+    hfsq = F.mul(ff, F.k(0.5), "")
+    s = F.div(f, F.add(F.k(2.0), f, ""))
+    z = F.mul(s, s)
+    R = F.mul(z, F.horner(z, C.logr))
+    s_term = F.mul(s, F.add(hfsq, R))
+    s1, e1 = two_sum(F, F.mul(dk, F.k(hi2), ""), f)
+    s2, e2 = two_sum(F, s1, F.neg(hfsq))
+    lo = F.add(F.add(e1, e2, ""), F.sub(s_term, F.mul(ff_lo, F.k(0.5), ""), ""), "")
+    lo = F.add(lo, F.mul(dk, F.k(lo2), ""), "")
+    hi = F.add(s2, lo, "")
+    lo = F.sub(lo, F.sub(hi, s2, ""), "")
+    log_special = log_full(F, C, x)
+    fin = F.band(F.fcmp("ogt", x, 0.0), F.fcmp("olt", x, INF))
+    return F.sel(fin, hi, log_special), F.sel(fin, lo, F.k(0.0))
 
 
 def emit_function(name: str, t: Ty, nargs: int, body) -> tuple[str, set[str]]:
