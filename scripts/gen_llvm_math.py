@@ -625,7 +625,7 @@ def emit_function(name: str, t: Ty, nargs: int, body) -> tuple[str, set[str]]:
     args = ["%x", "%y"][:nargs]
     res = body(F, *args)
     sig = ", ".join(f"{t.name} {a}" for a in args)
-    text = [f"define linkonce_odr {t.name} @{name}({sig}) #0 {{", "entry:"]
+    text = [f"define linkonce_odr {t.name} @{name}({sig}) {ATTRS} {{", "entry:"]
     text += F.lines
     text += [f"  ret {t.name} {res}", "}", ""]
     return "\n".join(text), F.intrinsics
@@ -654,8 +654,7 @@ def generate() -> str:
             f"sg_pow{t.suffix}", t, 2, lambda F, x, y, C=C: fn_pow(F, C, x, y, consts[64]))
         parts.append(text)
         decls |= intr
-    parts += sorted(decls)
-    parts += ["", f"attributes #0 = {{ {ATTRS} }}", ""]
+    parts += sorted(decls) + [""]
     return "\n".join(parts)
 
 

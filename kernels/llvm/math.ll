@@ -4,7 +4,7 @@
 ; (select, no branches, no libm calls), alwaysinline + memory(none): a loop calling
 ; them vectorises after inlining. Accuracy: docs/math-accuracy.md.
 
-define linkonce_odr float @sg_expf(float %x) #0 {
+define linkonce_odr float @sg_expf(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; exp: n = rint(x/ln2), r = x - n*ln2 (Cody-Waite), e^r = 1 + r + r^2 Q(r), * 2^n
   %t1 = fcmp ogt float %x, 0x4056400000000000
@@ -45,7 +45,7 @@ entry:
   ret float %t35
 }
 
-define linkonce_odr double @sg_exp(double %x) #0 {
+define linkonce_odr double @sg_exp(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; exp: n = rint(x/ln2), r = x - n*ln2 (Cody-Waite), e^r = 1 + r + r^2 Q(r), * 2^n
   %t1 = fcmp ogt double %x, 0x4086300000000000
@@ -98,7 +98,7 @@ entry:
   ret double %t47
 }
 
-define linkonce_odr float @sg_logf(float %x) #0 {
+define linkonce_odr float @sg_logf(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; log: x = m 2^k with m in [sqrt(1/2), sqrt(2)), log(m) = log1p(f) via s = f/(2+f)
   %t1 = fcmp olt float %x, 0x3810000000000000
@@ -145,7 +145,7 @@ entry:
   ret float %t41
 }
 
-define linkonce_odr double @sg_log(double %x) #0 {
+define linkonce_odr double @sg_log(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; log: x = m 2^k with m in [sqrt(1/2), sqrt(2)), log(m) = log1p(f) via s = f/(2+f)
   %t1 = fcmp olt double %x, 0x0010000000000000
@@ -198,7 +198,7 @@ entry:
   ret double %t47
 }
 
-define linkonce_odr float @sg_log1pf(float %x) #0 {
+define linkonce_odr float @sg_log1pf(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; log1p(x) = log(u) + (x - (u - 1))/u with u = 1 + x
   %t1 = fadd float 0x3FF0000000000000, %x
@@ -248,7 +248,7 @@ entry:
   ret float %t43
 }
 
-define linkonce_odr double @sg_log1p(double %x) #0 {
+define linkonce_odr double @sg_log1p(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; log1p(x) = log(u) + (x - (u - 1))/u with u = 1 + x
   %t1 = fadd double 0x3FF0000000000000, %x
@@ -304,7 +304,7 @@ entry:
   ret double %t49
 }
 
-define linkonce_odr float @sg_expm1f(float %x) #0 {
+define linkonce_odr float @sg_expm1f(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; expm1 = 2^n expm1(r) + 2^n - 1 = 2 (t*em + (t - 1/2)), t = 2^(n-1)
   %t1 = fcmp ogt float %x, 0x4056400000000000
@@ -345,7 +345,7 @@ entry:
   ret float %t35
 }
 
-define linkonce_odr double @sg_expm1(double %x) #0 {
+define linkonce_odr double @sg_expm1(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; expm1 = 2^n expm1(r) + 2^n - 1 = 2 (t*em + (t - 1/2)), t = 2^(n-1)
   %t1 = fcmp ogt double %x, 0x4086300000000000
@@ -398,7 +398,7 @@ entry:
   ret double %t47
 }
 
-define linkonce_odr float @sg_tanhf(float %x) #0 {
+define linkonce_odr float @sg_tanhf(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; |x| < 0.55: x + x^3 P(x^2); else sign(x) (1 - 2/(e^(2|x|) + 1))
   %t1 = call float @llvm.fabs.f32(float %x)
@@ -459,7 +459,7 @@ entry:
   ret float %t54
 }
 
-define linkonce_odr double @sg_tanh(double %x) #0 {
+define linkonce_odr double @sg_tanh(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; |x| < 0.55: x + x^3 P(x^2); else sign(x) (1 - 2/(e^(2|x|) + 1))
   %t1 = call double @llvm.fabs.f64(double %x)
@@ -544,7 +544,7 @@ entry:
   ret double %t78
 }
 
-define linkonce_odr float @sg_sigmoidf(float %x) #0 {
+define linkonce_odr float @sg_sigmoidf(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; t = e^-|x|: 1/(1+t) for x >= 0, t/(1+t) below (no overflow, no nan)
   %t1 = call float @llvm.fabs.f32(float %x)
@@ -593,7 +593,7 @@ entry:
   ret float %t42
 }
 
-define linkonce_odr double @sg_sigmoid(double %x) #0 {
+define linkonce_odr double @sg_sigmoid(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; t = e^-|x|: 1/(1+t) for x >= 0, t/(1+t) below (no overflow, no nan)
   %t1 = call double @llvm.fabs.f64(double %x)
@@ -654,7 +654,7 @@ entry:
   ret double %t54
 }
 
-define linkonce_odr float @sg_erff(float %x) #0 {
+define linkonce_odr float @sg_erff(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; |x| < 1: x P(x^2); else sign(x) (1 - e^(-x^2) R(1/(1+|x|)))
   %t1 = call float @llvm.fabs.f32(float %x)
@@ -728,7 +728,7 @@ entry:
   ret float %t67
 }
 
-define linkonce_odr double @sg_erf(double %x) #0 {
+define linkonce_odr double @sg_erf(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; |x| < 1: x P(x^2); else sign(x) (1 - e^(-x^2) R(1/(1+|x|)))
   %t1 = call double @llvm.fabs.f64(double %x)
@@ -842,7 +842,7 @@ entry:
   ret double %t107
 }
 
-define linkonce_odr float @sg_softplusf(float %x) #0 {
+define linkonce_odr float @sg_softplusf(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; softplus = max(x, 0) + log1p(e^-|x|)
   %t1 = call float @llvm.fabs.f32(float %x)
@@ -926,7 +926,7 @@ entry:
   ret float %t75
 }
 
-define linkonce_odr double @sg_softplus(double %x) #0 {
+define linkonce_odr double @sg_softplus(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; softplus = max(x, 0) + log1p(e^-|x|)
   %t1 = call double @llvm.fabs.f64(double %x)
@@ -1028,7 +1028,7 @@ entry:
   ret double %t93
 }
 
-define linkonce_odr float @sg_sinf(float %x) #0 {
+define linkonce_odr float @sg_sinf(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   %t1 = fcmp oeq float %x, 0x0000000000000000
   ; n = rint(x*2/pi), r = x - n*pi/2 (4-part Cody-Waite), quadrant picks +-sin/cos(r)
@@ -1083,7 +1083,7 @@ entry:
   ret float %t49
 }
 
-define linkonce_odr double @sg_sin(double %x) #0 {
+define linkonce_odr double @sg_sin(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   %t1 = fcmp oeq double %x, 0x0000000000000000
   ; n = rint(x*2/pi), r = x - n*pi/2 (4-part Cody-Waite), quadrant picks +-sin/cos(r)
@@ -1150,7 +1150,7 @@ entry:
   ret double %t61
 }
 
-define linkonce_odr float @sg_cosf(float %x) #0 {
+define linkonce_odr float @sg_cosf(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; n = rint(x*2/pi), r = x - n*pi/2 (4-part Cody-Waite), quadrant picks +-sin/cos(r)
   %t1 = fmul contract float %x, 0x3FE45F3060000000
@@ -1204,7 +1204,7 @@ entry:
   ret float %t48
 }
 
-define linkonce_odr double @sg_cos(double %x) #0 {
+define linkonce_odr double @sg_cos(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; n = rint(x*2/pi), r = x - n*pi/2 (4-part Cody-Waite), quadrant picks +-sin/cos(r)
   %t1 = fmul contract double %x, 0x3FE45F306DC9C883
@@ -1270,7 +1270,7 @@ entry:
   ret double %t60
 }
 
-define linkonce_odr float @sg_powf(float %x, float %y) #0 {
+define linkonce_odr float @sg_powf(float %x, float %y) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; powf: exp(y log|x|) evaluated in double, rounded once to float
   %t1 = call float @llvm.fabs.f32(float %x)
@@ -1411,7 +1411,7 @@ entry:
   ret float %t132
 }
 
-define linkonce_odr double @sg_pow(double %x, double %y) #0 {
+define linkonce_odr double @sg_pow(double %x, double %y) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
   ; pow: exp(y log|x|) with log|x| and the product carried as hi + lo (no FMA needed)
   %t1 = call double @llvm.fabs.f64(double %x)
@@ -1678,5 +1678,3 @@ declare double @llvm.copysign.f64(double, double)
 declare double @llvm.fabs.f64(double)
 declare float @llvm.copysign.f32(float, float)
 declare float @llvm.fabs.f32(float)
-
-attributes #0 = { alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable }

@@ -8,6 +8,8 @@ call them, and after the O3 pipeline no call is left and loops calling them vect
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from functools import lru_cache
 
 from symgraph.resources import read_kernel
@@ -19,9 +21,37 @@ BINARY_FUNCTIONS: tuple[str, ...] = ("pow",)
 
 
 @lru_cache(maxsize=1)
-def math_ir() -> str:
-    """The LLVM IR text of all helpers (definitions, intrinsic declarations, attributes)."""
+def _full_text() -> str:
     return read_kernel("llvm/math.ll")
+
+
+@lru_cache(maxsize=1)
+def _definitions() -> dict[str, str]:
+    """{symbol: its ``define ... }`` block}."""
+    found = re.findall(r"^(define [^@]*@(\w+)\(.*?^}\n)", _full_text(), re.S | re.M)
+    return {name: block for block, name in found}
+
+
+def intrinsic_declarations() -> list[str]:
+    """The ``declare`` lines of the LLVM intrinsics the helpers call (fabs, copysign)."""
+    return [line for line in _full_text().splitlines() if line.startswith("declare ")]
+
+
+def math_ir(functions: Iterable[str] | None = None, declarations: bool = True) -> str:
+    """LLVM IR text defining the helpers named in ``functions`` (IR symbols such as 'sg_expf';
+    all of them when None), followed by the intrinsic declarations unless ``declarations`` is
+    False (for pasting into a module that declares them itself).
+
+    Every helper is self-contained (shared pieces are inlined in the text, attributes are written
+    on each ``define``), so a module can take just the ones it calls: parsing and optimising all
+    22 costs about 15 ms per module."""
+    blocks = _definitions()
+    names = list(blocks) if functions is None else list(dict.fromkeys(functions))
+    missing = [f for f in names if f not in blocks]
+    if missing:
+        raise KeyError(f"no LLVM math helper named {missing}")
+    decls = "".join(d + "\n" for d in intrinsic_declarations()) if declarations else ""
+    return "".join(blocks[f] + "\n" for f in names) + decls
 
 
 def function_name(fn: str, dtype: str) -> str:
@@ -78,7 +108,8 @@ class MathLoops:
                          for f in UNARY_FUNCTIONS + BINARY_FUNCTIONS]
         self._spec = {function_name(f, d): (1 if f in UNARY_FUNCTIONS else 2) for f, d in functions}
         self._dtype = {function_name(f, d): d for f, d in functions}
-        text = math_ir() + "\n" + "".join(loop_ir(n, self._dtype[n], k) for n, k in self._spec.items())
+        text = math_ir(self._spec) + "\n" + "".join(
+            loop_ir(n, self._dtype[n], k) for n, k in self._spec.items())
         target = llvm.Target.from_triple(llvm.get_process_triple())
         self.target_machine = target.create_target_machine(
             cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3, jit=True)
