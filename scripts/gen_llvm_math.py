@@ -52,6 +52,36 @@ def fit(f, a, b, deg, basis=lambda t: t, weight=lambda t: 1, iters=4):
     return [c[k] for k in range(deg + 1)]
 
 
+def ratfit(f, a, b, m, k, iters=12):
+    """(P, Q) with Q[0] = 1 and P(t)/Q(t) ~ f(t) on [a, b], near-minimax in relative error
+    (Loeb's linearisation with Lawson reweighting)."""
+    n = 8 * (m + k + 2) + 60
+    a, b = mp.mpf(a), mp.mpf(b)
+    ts = [a + (b - a) * (1 - mp.cos(mp.pi * (i + mp.mpf(0.5)) / n)) / 2 for i in range(n)]
+    fs = [f(t) for t in ts]
+    qprev = [mp.mpf(1)] * n
+    lw = [mp.mpf(1)] * n
+    P = Q = None
+    for _ in range(iters):
+        A = mp.matrix(n, m + 1 + k)
+        B = mp.matrix(n, 1)
+        for i, t in enumerate(ts):
+            w = mp.sqrt(lw[i]) / (abs(fs[i]) * qprev[i])
+            for j in range(m + 1):
+                A[i, j] = w * t**j
+            for j in range(1, k + 1):
+                A[i, m + j] = -w * fs[i] * t**j
+            B[i] = w * fs[i]
+        c = mp.qr_solve(A, B)[0]
+        P = [c[j] for j in range(m + 1)]
+        Q = [mp.mpf(1)] + [c[m + j] for j in range(1, k + 1)]
+        qprev = [abs(sum(q * t**j for j, q in enumerate(Q))) for t in ts]
+        errs = [abs(sum(p * t**j for j, p in enumerate(P)) / qprev[i] / fs[i] - 1) for i, t in enumerate(ts)]
+        tot = sum(lw[i] * errs[i] for i in range(n))
+        lw = [lw[i] * errs[i] / tot * n for i in range(n)]
+    return P, Q
+
+
 def check(name, f, a, b, coeffs, basis=lambda t: t, weight=lambda t: 1):
     """Print the weighted error of the rounded polynomial on a dense grid."""
     worst = mp.mpf(0)
@@ -69,6 +99,10 @@ def _s(z):
 
 def q_exp(r):  # (e^r - 1 - r) / r^2
     return (mp.exp(r) - 1 - r) / r**2 if r else mp.mpf(1) / 2
+
+
+def g_tanh(z):  # tanh(x)/x with z = x^2
+    return mp.tanh(_s(z)) / _s(z) if z else mp.mpf(1)
 
 
 def r_log(z):  # (2 atanh(s)/s - 2) / z with z = s^2
@@ -276,6 +310,8 @@ class Fn:
 
 @dataclass
 class Consts:
+    tanh_p: list
+    tanh_q: list
     expq: list
     logr: list
     tanhp: list
@@ -301,6 +337,14 @@ def make_consts(t: Ty) -> Consts:
     }
     out = {}
     print(f"{t.name}:", file=sys.stderr)
+    out["tanh_p"] = out["tanh_q"] = []
+    if not dbl:  # float tanh is rational (double tanh uses the exp form)
+        P, Q = ratfit(g_tanh, 0, TANH_RATIONAL_CLAMP**2, 5, 4)
+        out["tanh_p"], out["tanh_q"] = [t.rnd(c) for c in P], [t.rnd(c) for c in Q]
+        worst = max(abs(sum(mp.mpf(c) * z**j for j, c in enumerate(out["tanh_p"]))
+                        / sum(mp.mpf(c) * z**j for j, c in enumerate(out["tanh_q"])) / g_tanh(z) - 1)
+                    for z in (TANH_RATIONAL_CLAMP**2 * mp.mpf(i) / 2000 for i in range(2001)))
+        print(f"  tanh P/Q       degree 5/4  error {mp.nstr(worst, 3)}", file=sys.stderr)
     for key, (f, a, b, deg, basis, weight) in specs.items():
         kw = {"weight": weight}
         if basis is not None:
@@ -312,6 +356,7 @@ def make_consts(t: Ty) -> Consts:
 
 
 TANH_SMALL = 0.55
+TANH_RATIONAL_CLAMP = 9.02  # float tanh rounds to +-1 beyond 9.01
 SINCOS_LIMIT = {32: 6.5e6, 64: 3.5e15}  # |x| * 2/pi stays below 2^(mant-1)
 ERF_SMALL = 1.0
 ERF_BIG = {32: 4.0, 64: 6.0}  # erf(x) rounds to 1 beyond these
@@ -475,6 +520,21 @@ def fn_log1p(F, C, x):
 
 
 def fn_tanh(F, C, x):
+    if F.t.bits == 32:
+        return tanh_rational(F, C, x)
+    return tanh_exp(F, C, x)
+
+
+def tanh_rational(F, C, x):
+    F.comment(f"tanhf = x P(x^2) / Q(x^2), x clamped to +-{TANH_RATIONAL_CLAMP:g} (one division, no exp)")
+    xc = F.max_(F.min_(x, TANH_RATIONAL_CLAMP), -TANH_RATIONAL_CLAMP)
+    z = F.mul(xc, xc)
+    p = F.mul(xc, F.horner(z, C.tanh_p))
+    r = F.div(p, F.horner(z, C.tanh_q))
+    return F.max_(F.min_(r, 1.0), -1.0)  # P/Q may exceed 1 by an ulp near the clamp
+
+
+def tanh_exp(F, C, x):
     F.comment(f"|x| < {TANH_SMALL:g}: x + x^3 P(x^2); else sign(x) (1 - 2/(e^(2|x|) + 1))")
     a = F.fabs(x)
     z = F.mul(x, x)

@@ -400,63 +400,37 @@ entry:
 
 define linkonce_odr float @sg_tanhf(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
-  ; |x| < 0.55: x + x^3 P(x^2); else sign(x) (1 - 2/(e^(2|x|) + 1))
-  %t1 = call float @llvm.fabs.f32(float %x)
-  %t2 = fmul contract float %x, %x
-  %t3 = fmul contract float %x, %t2
-  %t4 = fmul contract float 0xBF7B12E7A0000000, %t2
-  %t5 = fadd contract float %t4, 0x3F95D21080000000
-  %t6 = fmul contract float %t5, %t2
-  %t7 = fadd contract float %t6, 0xBFAB9A02C0000000
-  %t8 = fmul contract float %t7, %t2
-  %t9 = fadd contract float %t8, 0x3FC110FEA0000000
-  %t10 = fmul contract float %t9, %t2
-  %t11 = fadd contract float %t10, 0xBFD5555540000000
-  %t12 = fmul contract float %t3, %t11
-  %t13 = fadd contract float %x, %t12
-  %t14 = call float @llvm.copysign.f32(float %t13, float %x)
-  %t15 = fcmp ogt float %t1, 0x4024000000000000
-  %t16 = select i1 %t15, float 0x4024000000000000, float %t1
-  %t17 = fadd contract float %t16, %t16
-  ; exp: n = rint(x/ln2), r = x - n*ln2 (Cody-Waite), e^r = 1 + r + r^2 Q(r), * 2^n
-  %t18 = fmul contract float %t17, 0x3FF7154760000000
-  %t19 = fadd contract float %t18, 0x4168000000000000
-  %t20 = fsub float %t19, 0x4168000000000000
-  %t21 = bitcast float %t19 to i32
-  %t22 = sub i32 %t21, 1262485504
-  %t23 = fmul contract float %t20, 0x3FE62E4000000000
-  %t24 = fsub contract float %t17, %t23
-  %t25 = fmul contract float %t20, 0x3EB7F7D1C0000000
-  %t26 = fsub contract float %t24, %t25
-  %t27 = fmul contract float 0x3F56C64F20000000, %t26
-  %t28 = fadd contract float %t27, 0x3F8120B220000000
-  %t29 = fmul contract float %t28, %t26
-  %t30 = fadd contract float %t29, 0x3FA5555BE0000000
-  %t31 = fmul contract float %t30, %t26
-  %t32 = fadd contract float %t31, 0x3FC5554DE0000000
-  %t33 = fmul contract float %t32, %t26
-  %t34 = fadd contract float %t33, 0x3FE0000000000000
-  %t35 = fmul contract float %t26, %t26
-  %t36 = fmul contract float %t35, %t34
-  %t37 = fadd contract float %t26, %t36
-  %t38 = fadd contract float 0x3FF0000000000000, %t37
-  %t39 = ashr i32 %t22, 1
-  %t40 = sub i32 %t22, %t39
-  %t41 = add i32 %t39, 127
-  %t42 = shl i32 %t41, 23
-  %t43 = bitcast i32 %t42 to float
-  %t44 = fmul contract float %t38, %t43
-  %t45 = add i32 %t40, 127
-  %t46 = shl i32 %t45, 23
-  %t47 = bitcast i32 %t46 to float
-  %t48 = fmul contract float %t44, %t47
-  %t49 = fadd float %t48, 0x3FF0000000000000
-  %t50 = fdiv float 0x4000000000000000, %t49
-  %t51 = fsub float 0x3FF0000000000000, %t50
-  %t52 = call float @llvm.copysign.f32(float %t51, float %x)
-  %t53 = fcmp olt float %t1, 0x3FE19999A0000000
-  %t54 = select i1 %t53, float %t14, float %t52
-  ret float %t54
+  ; tanhf = x P(x^2) / Q(x^2), x clamped to +-9.02 (one division, no exp)
+  %t1 = fcmp ogt float %x, 0x40220A3D80000000
+  %t2 = select i1 %t1, float 0x40220A3D80000000, float %x
+  %t3 = fcmp olt float %t2, 0xC0220A3D80000000
+  %t4 = select i1 %t3, float 0xC0220A3D80000000, float %t2
+  %t5 = fmul contract float %t4, %t4
+  %t6 = fmul contract float 0xBDAADA4CA0000000, %t5
+  %t7 = fadd contract float %t6, 0x3E606D3C60000000
+  %t8 = fmul contract float %t7, %t5
+  %t9 = fadd contract float %t8, 0x3EFD5FB1A0000000
+  %t10 = fmul contract float %t9, %t5
+  %t11 = fadd contract float %t10, 0x3F6FB115E0000000
+  %t12 = fmul contract float %t11, %t5
+  %t13 = fadd contract float %t12, 0x3FC182B660000000
+  %t14 = fmul contract float %t13, %t5
+  %t15 = fadd contract float %t14, 0x3FF0000000000000
+  %t16 = fmul contract float %t4, %t15
+  %t17 = fmul contract float 0x3EB59ACC00000000, %t5
+  %t18 = fadd contract float %t17, 0x3F39D0C600000000
+  %t19 = fmul contract float %t18, %t5
+  %t20 = fadd contract float %t19, 0x3F9BE69E20000000
+  %t21 = fmul contract float %t20, %t5
+  %t22 = fadd contract float %t21, 0x3FDE16B080000000
+  %t23 = fmul contract float %t22, %t5
+  %t24 = fadd contract float %t23, 0x3FF0000000000000
+  %t25 = fdiv float %t16, %t24
+  %t26 = fcmp ogt float %t25, 0x3FF0000000000000
+  %t27 = select i1 %t26, float 0x3FF0000000000000, float %t25
+  %t28 = fcmp olt float %t27, 0xBFF0000000000000
+  %t29 = select i1 %t28, float 0xBFF0000000000000, float %t27
+  ret float %t29
 }
 
 define linkonce_odr double @sg_tanh(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
