@@ -105,6 +105,10 @@ def g_tanh(z):  # tanh(x)/x with z = x^2
     return mp.tanh(_s(z)) / _s(z) if z else mp.mpf(1)
 
 
+def g_erf(z):  # erf(x)/x with z = x^2
+    return mp.erf(_s(z)) / _s(z) if z else 2 / mp.sqrt(mp.pi)
+
+
 def r_log(z):  # (2 atanh(s)/s - 2) / z with z = s^2
     return (2 * mp.atanh(_s(z)) / _s(z) - 2) / z if z else mp.mpf(2) / 3
 
@@ -312,6 +316,8 @@ class Fn:
 class Consts:
     tanh_p: list
     tanh_q: list
+    erf_p: list
+    erf_q: list
     expq: list
     logr: list
     tanhp: list
@@ -337,14 +343,17 @@ def make_consts(t: Ty) -> Consts:
     }
     out = {}
     print(f"{t.name}:", file=sys.stderr)
-    out["tanh_p"] = out["tanh_q"] = []
-    if not dbl:  # float tanh is rational (double tanh uses the exp form)
-        P, Q = ratfit(g_tanh, 0, TANH_RATIONAL_CLAMP**2, 5, 4)
-        out["tanh_p"], out["tanh_q"] = [t.rnd(c) for c in P], [t.rnd(c) for c in Q]
-        worst = max(abs(sum(mp.mpf(c) * z**j for j, c in enumerate(out["tanh_p"]))
-                        / sum(mp.mpf(c) * z**j for j, c in enumerate(out["tanh_q"])) / g_tanh(z) - 1)
-                    for z in (TANH_RATIONAL_CLAMP**2 * mp.mpf(i) / 2000 for i in range(2001)))
-        print(f"  tanh P/Q       degree 5/4  error {mp.nstr(worst, 3)}", file=sys.stderr)
+    out["tanh_p"] = out["tanh_q"] = out["erf_p"] = out["erf_q"] = []
+    if not dbl:  # float tanh and erf are rational (double uses the exp forms)
+        rational = (("tanh", g_tanh, TANH_RATIONAL_CLAMP, 5, 4), ("erf", g_erf, ERF_BIG[32], 6, 5))
+        for key, f, top, m, k in rational:
+            P, Q = ratfit(f, 0, top**2, m, k)
+            P, Q = [t.rnd(c) for c in P], [t.rnd(c) for c in Q]
+            out[key + "_p"], out[key + "_q"] = P, Q
+            worst = max(abs(sum(mp.mpf(c) * z**j for j, c in enumerate(P))
+                            / sum(mp.mpf(c) * z**j for j, c in enumerate(Q)) / f(z) - 1)
+                        for z in (top**2 * mp.mpf(i) / 2000 for i in range(2001)))
+            print(f"  {key + ' P/Q':<14} degree {m}/{k}  error {mp.nstr(worst, 3)}", file=sys.stderr)
     for key, (f, a, b, deg, basis, weight) in specs.items():
         kw = {"weight": weight}
         if basis is not None:
@@ -562,6 +571,16 @@ def fn_softplus(F, C, x):
 
 
 def fn_erf(F, C, x):
+    if F.t.bits == 32:
+        F.comment(f"erff = x P(x^2) / Q(x^2), x clamped to +-{ERF_BIG[32]:g} (one division, no exp)")
+        xc = F.max_(F.min_(x, ERF_BIG[32]), -ERF_BIG[32])
+        z = F.mul(xc, xc)
+        r = F.div(F.mul(xc, F.horner(z, C.erf_p)), F.horner(z, C.erf_q))
+        return F.max_(F.min_(r, 1.0), -1.0)
+    return erf_exp(F, C, x)
+
+
+def erf_exp(F, C, x):
     F.comment(f"|x| < {ERF_SMALL:g}: x P(x^2); else sign(x) (1 - e^(-x^2) R(1/(1+|x|)))")
     a = F.fabs(x)
     z = F.mul(x, x)

@@ -630,76 +630,41 @@ entry:
 
 define linkonce_odr float @sg_erff(float %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
 entry:
-  ; |x| < 1: x P(x^2); else sign(x) (1 - e^(-x^2) R(1/(1+|x|)))
-  %t1 = call float @llvm.fabs.f32(float %x)
-  %t2 = fmul contract float %x, %x
-  %t3 = fmul contract float 0x3F149631C0000000, %t2
-  %t4 = fadd contract float %t3, 0xBF4A3F4500000000
-  %t5 = fmul contract float %t4, %t2
-  %t6 = fadd contract float %t5, 0x3F75405500000000
-  %t7 = fmul contract float %t6, %t2
-  %t8 = fadd contract float %t7, 0xBF9B7F9000000000
-  %t9 = fmul contract float %t8, %t2
-  %t10 = fadd contract float %t9, 0x3FBCE2CF60000000
-  %t11 = fmul contract float %t10, %t2
-  %t12 = fadd contract float %t11, 0xBFD81273E0000000
-  %t13 = fmul contract float %t12, %t2
-  %t14 = fadd contract float %t13, 0x3FF20DD740000000
-  %t15 = fmul contract float %x, %t14
-  %t16 = fcmp ogt float %t1, 0x4010000000000000
-  %t17 = select i1 %t16, float 0x4010000000000000, float %t1
-  %t18 = fadd float 0x3FF0000000000000, %t17
-  %t19 = fdiv float 0x3FF0000000000000, %t18
-  %t20 = fmul float %t17, %t17
-  %t21 = fneg float %t20
-  ; exp: n = rint(x/ln2), r = x - n*ln2 (Cody-Waite), e^r = 1 + r + r^2 Q(r), * 2^n
-  %t22 = fmul contract float %t21, 0x3FF7154760000000
-  %t23 = fadd contract float %t22, 0x4168000000000000
-  %t24 = fsub float %t23, 0x4168000000000000
-  %t25 = bitcast float %t23 to i32
-  %t26 = sub i32 %t25, 1262485504
-  %t27 = fmul contract float %t24, 0x3FE62E4000000000
-  %t28 = fsub contract float %t21, %t27
-  %t29 = fmul contract float %t24, 0x3EB7F7D1C0000000
-  %t30 = fsub contract float %t28, %t29
-  %t31 = fmul contract float 0x3F56C64F20000000, %t30
-  %t32 = fadd contract float %t31, 0x3F8120B220000000
-  %t33 = fmul contract float %t32, %t30
-  %t34 = fadd contract float %t33, 0x3FA5555BE0000000
-  %t35 = fmul contract float %t34, %t30
-  %t36 = fadd contract float %t35, 0x3FC5554DE0000000
-  %t37 = fmul contract float %t36, %t30
-  %t38 = fadd contract float %t37, 0x3FE0000000000000
-  %t39 = fmul contract float %t30, %t30
-  %t40 = fmul contract float %t39, %t38
-  %t41 = fadd contract float %t30, %t40
-  %t42 = fadd contract float 0x3FF0000000000000, %t41
-  %t43 = ashr i32 %t26, 1
-  %t44 = sub i32 %t26, %t43
-  %t45 = add i32 %t43, 127
-  %t46 = shl i32 %t45, 23
-  %t47 = bitcast i32 %t46 to float
-  %t48 = fmul contract float %t42, %t47
-  %t49 = add i32 %t44, 127
-  %t50 = shl i32 %t49, 23
-  %t51 = bitcast i32 %t50 to float
-  %t52 = fmul contract float %t48, %t51
-  %t53 = fmul contract float 0x3FDC295280000000, %t19
-  %t54 = fadd contract float %t53, 0xBFEF289A00000000
-  %t55 = fmul contract float %t54, %t19
-  %t56 = fadd contract float %t55, 0x3FDA632F40000000
-  %t57 = fmul contract float %t56, %t19
-  %t58 = fadd contract float %t57, 0x3FE2721120000000
-  %t59 = fmul contract float %t58, %t19
-  %t60 = fadd contract float %t59, 0x3FE1CF3440000000
-  %t61 = fmul contract float %t60, %t19
-  %t62 = fadd contract float %t61, 0x3F495AD4C0000000
-  %t63 = fmul contract float %t52, %t62
-  %t64 = fsub float 0x3FF0000000000000, %t63
-  %t65 = call float @llvm.copysign.f32(float %t64, float %x)
-  %t66 = fcmp olt float %t1, 0x3FF0000000000000
-  %t67 = select i1 %t66, float %t15, float %t65
-  ret float %t67
+  ; erff = x P(x^2) / Q(x^2), x clamped to +-4 (one division, no exp)
+  %t1 = fcmp ogt float %x, 0x4010000000000000
+  %t2 = select i1 %t1, float 0x4010000000000000, float %x
+  %t3 = fcmp olt float %t2, 0xC010000000000000
+  %t4 = select i1 %t3, float 0xC010000000000000, float %t2
+  %t5 = fmul contract float %t4, %t4
+  %t6 = fmul contract float 0xBE4C4FF520000000, %t5
+  %t7 = fadd contract float %t6, 0x3ED3A21740000000
+  %t8 = fmul contract float %t7, %t5
+  %t9 = fadd contract float %t8, 0x3F38DEB940000000
+  %t10 = fmul contract float %t9, %t5
+  %t11 = fadd contract float %t10, 0x3F6F8A7660000000
+  %t12 = fmul contract float %t11, %t5
+  %t13 = fadd contract float %t12, 0x3FABCF6EE0000000
+  %t14 = fmul contract float %t13, %t5
+  %t15 = fadd contract float %t14, 0x3FC7B58CC0000000
+  %t16 = fmul contract float %t15, %t5
+  %t17 = fadd contract float %t16, 0x3FF20DD760000000
+  %t18 = fmul contract float %t4, %t17
+  %t19 = fmul contract float 0x3F1088D4C0000000, %t5
+  %t20 = fadd contract float %t19, 0x3F556C2900000000
+  %t21 = fmul contract float %t20, %t5
+  %t22 = fadd contract float %t21, 0x3F8FAAFD40000000
+  %t23 = fmul contract float %t22, %t5
+  %t24 = fadd contract float %t23, 0x3FBD2CDC80000000
+  %t25 = fmul contract float %t24, %t5
+  %t26 = fadd contract float %t25, 0x3FDFD6D580000000
+  %t27 = fmul contract float %t26, %t5
+  %t28 = fadd contract float %t27, 0x3FF0000000000000
+  %t29 = fdiv float %t18, %t28
+  %t30 = fcmp ogt float %t29, 0x3FF0000000000000
+  %t31 = select i1 %t30, float 0x3FF0000000000000, float %t29
+  %t32 = fcmp olt float %t31, 0xBFF0000000000000
+  %t33 = select i1 %t32, float 0xBFF0000000000000, float %t31
+  ret float %t33
 }
 
 define linkonce_odr double @sg_erf(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
@@ -1650,5 +1615,4 @@ entry:
 
 declare double @llvm.copysign.f64(double, double)
 declare double @llvm.fabs.f64(double)
-declare float @llvm.copysign.f32(float, float)
 declare float @llvm.fabs.f32(float)
