@@ -109,6 +109,10 @@ def g_erf(z):  # erf(x)/x with z = x^2
     return mp.erf(_s(z)) / _s(z) if z else 2 / mp.sqrt(mp.pi)
 
 
+def p_log1p(t):  # log1p(t)/t on [0, 1] (float softplus)
+    return mp.log1p(t) / t if t else mp.mpf(1)
+
+
 def r_log(z):  # (2 atanh(s)/s - 2) / z with z = s^2
     return (2 * mp.atanh(_s(z)) / _s(z) - 2) / z if z else mp.mpf(2) / 3
 
@@ -314,6 +318,7 @@ class Fn:
 
 @dataclass
 class Consts:
+    log1p01: list
     tanh_p: list
     tanh_q: list
     erf_p: list
@@ -332,6 +337,7 @@ def make_consts(t: Ty) -> Consts:
     zlog = float(((mp.sqrt(2) - 1) / (mp.sqrt(2) + 1)) ** 2) * 1.01
     zsin = float((mp.pi / 4) ** 2) * 1.01
     specs = {
+        "log1p01": (p_log1p, 0, 1, 9, None, rel(p_log1p)),
         "expq": (q_exp, -0.3466, 0.3466, 10 if dbl else 4, None, rel(q_exp)),
         "logr": (r_log, 0, zlog, 6 if dbl else 3, None, rel(r_log)),
         "tanhp": (p_tanh, 0, TANH_SMALL**2, 10 if dbl else 4, None, rel(p_tanh)),
@@ -565,7 +571,10 @@ def fn_sigmoid(F, C, x):
 def fn_softplus(F, C, x):
     F.comment("softplus = max(x, 0) + log1p(e^-|x|)")
     t = exp_core(F, C, F.neg(F.fabs(x)))
-    lp = log1p_core(F, C, t)
+    if F.t.bits == 32:  # t is in [0, 1]: log1p(t) = t P(t), no log core
+        lp = F.mul(t, F.horner(t, C.log1p01))
+    else:
+        lp = log1p_core(F, C, t)
     m = F.sel(F.fcmp("ogt", x, 0.0), x, F.k(0.0))
     return F.add(m, lp, "")
 

@@ -822,47 +822,29 @@ entry:
   %t35 = shl i32 %t34, 23
   %t36 = bitcast i32 %t35 to float
   %t37 = fmul contract float %t33, %t36
-  ; log1p(x) = log(u) + (x - (u - 1))/u with u = 1 + x
-  %t38 = fadd float 0x3FF0000000000000, %t37
-  %t39 = fsub float %t38, 0x3FF0000000000000
-  %t40 = fsub float %t37, %t39
-  %t41 = fdiv float %t40, %t38
-  ; log: x = m 2^k with m in [sqrt(1/2), sqrt(2)), log(m) = log1p(f) via s = f/(2+f)
-  %t42 = bitcast float %t38 to i32
-  %t43 = sub i32 %t42, 1060439283
-  %t44 = ashr i32 %t43, 23
-  %t45 = shl i32 %t44, 23
-  %t46 = sub i32 %t42, %t45
-  %t47 = bitcast i32 %t46 to float
-  %t48 = add i32 %t44, 1262485504
-  %t49 = bitcast i32 %t48 to float
-  %t50 = fsub float %t49, 0x4168000000000000
-  %t51 = fsub float %t47, 0x3FF0000000000000
-  %t52 = fadd float 0x4000000000000000, %t51
-  %t53 = fdiv float %t51, %t52
-  %t54 = fmul contract float %t53, %t53
-  %t55 = fmul contract float 0x3FCDE0D580000000, %t54
-  %t56 = fadd contract float %t55, 0x3FD245B1A0000000
-  %t57 = fmul contract float %t56, %t54
-  %t58 = fadd contract float %t57, 0x3FD9999EE0000000
-  %t59 = fmul contract float %t58, %t54
-  %t60 = fadd contract float %t59, 0x3FE5555560000000
-  %t61 = fmul contract float %t54, %t60
-  %t62 = fmul contract float %t51, %t51
-  %t63 = fmul contract float %t62, 0x3FE0000000000000
-  %t64 = fadd contract float %t63, %t61
-  %t65 = fmul contract float %t53, %t64
-  %t66 = fmul contract float %t50, 0x3EB7F7D1C0000000
-  %t67 = fadd contract float %t65, %t66
-  %t68 = fadd float %t67, %t41
-  %t69 = fsub float %t63, %t68
-  %t70 = fsub float %t69, %t51
-  %t71 = fmul contract float %t50, 0x3FE62E4000000000
-  %t72 = fsub contract float %t71, %t70
-  %t73 = fcmp ogt float %x, 0x0000000000000000
-  %t74 = select i1 %t73, float %x, float 0x0000000000000000
-  %t75 = fadd float %t74, %t72
-  ret float %t75
+  %t38 = fmul contract float 0xBF6A8245A0000000, %t37
+  %t39 = fadd contract float %t38, 0x3F944A60A0000000
+  %t40 = fmul contract float %t39, %t37
+  %t41 = fadd contract float %t40, 0xBFAD20CC00000000
+  %t42 = fmul contract float %t41, %t37
+  %t43 = fadd contract float %t42, 0x3FBB20A360000000
+  %t44 = fmul contract float %t43, %t37
+  %t45 = fadd contract float %t44, 0xBFC395FB60000000
+  %t46 = fmul contract float %t45, %t37
+  %t47 = fadd contract float %t46, 0x3FC92EF0A0000000
+  %t48 = fmul contract float %t47, %t37
+  %t49 = fadd contract float %t48, 0xBFCFF0E0C0000000
+  %t50 = fmul contract float %t49, %t37
+  %t51 = fadd contract float %t50, 0x3FD554C6C0000000
+  %t52 = fmul contract float %t51, %t37
+  %t53 = fadd contract float %t52, 0xBFDFFFFBE0000000
+  %t54 = fmul contract float %t53, %t37
+  %t55 = fadd contract float %t54, 0x3FF0000000000000
+  %t56 = fmul contract float %t37, %t55
+  %t57 = fcmp ogt float %x, 0x0000000000000000
+  %t58 = select i1 %t57, float %x, float 0x0000000000000000
+  %t59 = fadd float %t58, %t56
+  ret float %t59
 }
 
 define linkonce_odr double @sg_softplus(double %x) alwaysinline mustprogress nofree norecurse nosync nounwind willreturn memory(none) speculatable {
