@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mpmath as mp
@@ -318,18 +318,20 @@ class Fn:
 
 @dataclass
 class Consts:
-    log1p01: list
-    tanh_p: list
-    tanh_q: list
-    erf_p: list
-    erf_q: list
-    expq: list
-    logr: list
-    tanhp: list
-    erfp: list
-    erfc: list
+    """Rounded coefficients, low order first; a list is empty where that type does not use it."""
+
+    expq: list  # expm1(r) = r + r^2 expq(r)
+    logr: list  # log core: R(z) = z logr(z), z = s^2
     sins: list
     cosc: list
+    tanh_p: list = field(default_factory=list)  # float: tanh = x tanh_p(z)/tanh_q(z)
+    tanh_q: list = field(default_factory=list)
+    erf_p: list = field(default_factory=list)  # float: erf = x erf_p(z)/erf_q(z)
+    erf_q: list = field(default_factory=list)
+    log1p01: list = field(default_factory=list)  # float softplus: log1p(t) = t log1p01(t), t in [0,1]
+    tanhp: list = field(default_factory=list)  # double: tanh = x + x z tanhp(z) for |x| < TANH_SMALL
+    erfp: list = field(default_factory=list)  # double: erf = x erfp(z) for |x| < ERF_SMALL
+    erfc: list = field(default_factory=list)  # double: erfc(a) = e^(-a^2) erfc(1/(1+a)) beyond
 
 
 def make_consts(t: Ty) -> Consts:
@@ -337,19 +339,19 @@ def make_consts(t: Ty) -> Consts:
     zlog = float(((mp.sqrt(2) - 1) / (mp.sqrt(2) + 1)) ** 2) * 1.01
     zsin = float((mp.pi / 4) ** 2) * 1.01
     specs = {
-        "log1p01": (p_log1p, 0, 1, 9, None, rel(p_log1p)),
         "expq": (q_exp, -0.3466, 0.3466, 10 if dbl else 4, None, rel(q_exp)),
         "logr": (r_log, 0, zlog, 6 if dbl else 3, None, rel(r_log)),
-        "tanhp": (p_tanh, 0, TANH_SMALL**2, 10 if dbl else 4, None, rel(p_tanh)),
-        "erfp": (p_erf, 0, ERF_SMALL**2, 12 if dbl else 6, None, rel(p_erf)),
-        "erfc": (r_erfc, ERF_SMALL, ERF_BIG[t.bits], 13 if dbl else 5, lambda a: 1 / (1 + a),
-                 lambda a: mp.exp(-a * a)),
         "sins": (s_sin, 0, zsin, 6 if dbl else 3, None, rel(s_sin)),
         "cosc": (c_cos, 0, zsin, 6 if dbl else 3, None, rel(c_cos)),
     }
+    if dbl:
+        specs["tanhp"] = (p_tanh, 0, TANH_SMALL**2, 10, None, rel(p_tanh))
+        specs["erfp"] = (p_erf, 0, ERF_SMALL**2, 12, None, rel(p_erf))
+        specs["erfc"] = (r_erfc, ERF_SMALL, ERF_BIG[64], 13, lambda a: 1 / (1 + a), lambda a: mp.exp(-a * a))
+    else:
+        specs["log1p01"] = (p_log1p, 0, 1, 9, None, rel(p_log1p))
     out = {}
     print(f"{t.name}:", file=sys.stderr)
-    out["tanh_p"] = out["tanh_q"] = out["erf_p"] = out["erf_q"] = []
     if not dbl:  # float tanh and erf are rational (double uses the exp forms)
         rational = (("tanh", g_tanh, TANH_RATIONAL_CLAMP, 5, 4), ("erf", g_erf, ERF_BIG[32], 6, 5))
         for key, f, top, m, k in rational:
