@@ -95,7 +95,10 @@ def loop_ir(name: str, dtype: str, nargs: int) -> str:
 class MathLoops:
     """JIT-compiled loops ``out[i] = sg_fn(in[i])`` for the host CPU (O3, loop vectoriser on)."""
 
-    def __init__(self, functions: list[tuple[str, str]] | None = None):
+    def __init__(self, functions: list[tuple[str, str]] | None = None, features: str | None = None):
+        """Compile loops for ``functions`` ((fn, dtype) pairs; all when None). ``features``
+        overrides the host's CPU feature string (e.g. with '-fma' appended, to check that the
+        accuracy does not depend on fused multiply-adds)."""
         import ctypes
 
         import llvmlite.binding as llvm
@@ -112,7 +115,8 @@ class MathLoops:
             loop_ir(n, self._dtype[n], k) for n, k in self._spec.items())
         target = llvm.Target.from_triple(llvm.get_process_triple())
         self.target_machine = target.create_target_machine(
-            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3, jit=True)
+            cpu=llvm.get_host_cpu_name(), opt=3, jit=True,
+            features=llvm.get_host_cpu_features().flatten() if features is None else features)
         mod = llvm.parse_assembly(text)
         mod.triple = self.target_machine.triple
         mod.data_layout = str(self.target_machine.target_data)

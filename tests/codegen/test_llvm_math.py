@@ -181,6 +181,39 @@ def test_pow_special_cases_match_numpy(loops, dtype):
     assert not bad, f"pow(x, y) got vs numpy: {bad[:8]}"
 
 
+@pytest.fixture(scope="module")
+def loops_without_fma():
+    pairs = [(f, d) for f in ("sin", "cos", "exp", "log", "pow") for d in ("float32", "float64")]
+    return MathLoops(pairs, features=llvm.get_host_cpu_features().flatten() + ",-fma")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_accuracy_does_not_depend_on_fma(loops_without_fma, dtype):
+    """Compiled with FMA disabled (no contraction possible): exp/log/pow keep their accuracy (pow's
+    error-free transforms need no FMA); sin/cos keep it where their Cody-Waite products are exact
+    without FMA, |x| < 2^12 pi/2 (float) and 2^27 pi/2 (double) (docs/math-accuracy.md)."""
+    asm = loops_without_fma.assembly()
+    assert "vfmadd" not in asm
+    rng = np.random.default_rng(11)
+    eps = EPS32 if dtype == np.float32 else EPS64
+    dt = np.dtype(dtype).name
+    no_fma_limit = 6400.0 if dtype == np.float32 else 2.1e8
+    for fn in ("sin", "cos", "exp", "log"):
+        x = points(fn, dtype, rng)
+        if fn in ("sin", "cos"):
+            x = x[~(np.abs(x) > no_fma_limit)]
+        got = loops_without_fma(function_name(fn, dt), x)
+        with np.errstate(all="ignore"):
+            err = rel_err(got, REF[fn](x.astype(np.float64)), dtype)
+        assert err.max() <= 3 * eps, f"{fn}: x={x[np.argmax(err)]!r} rel err {err.max():.3g}"
+    x = np.exp(rng.uniform(-20, 20, N // 4)).astype(dtype)
+    y = rng.uniform(-20, 20, N // 4).astype(dtype)
+    with np.errstate(all="ignore"):
+        err = rel_err(loops_without_fma(function_name("pow", dt), x, y),
+                      np.power(x.astype(np.float64), y.astype(np.float64)), dtype)
+    assert err.max() <= 3 * eps
+
+
 def _loop_asm(asm: str, name: str) -> str:
     m = re.search(rf"^loop_{name}:(.*?)^\.Lfunc_end", asm, re.S | re.M)
     assert m, f"loop_{name} missing from the assembly"
