@@ -32,7 +32,7 @@ N = 100_000
 BOUND32 = {"exp": 1.5, "log": 1.5, "log1p": 1.5, "expm1": 2, "tanh": 3, "sigmoid": 2.5,
            "erf": 3, "softplus": 2, "sin": 2.5, "cos": 2.5, "pow": 1}
 BOUND64 = {"exp": 2, "log": 2, "log1p": 2, "expm1": 2, "tanh": 3, "sigmoid": 3, "erf": 3,
-           "softplus": 3, "sin": 2, "cos": 2, "pow": 2}
+           "softplus": 3, "sin": 2, "cos": 2, "pow": 3}
 RANGE = {"exp": (-100, 100), "log": (0, 100), "log1p": (-1, 10), "expm1": (-30, 30),
          "tanh": (-10, 10), "sigmoid": (-40, 40), "erf": (-6, 6), "softplus": (-40, 40),
          "sin": (-50, 50), "cos": (-50, 50)}
