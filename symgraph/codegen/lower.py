@@ -175,7 +175,7 @@ class Lowerer:
         text = body_text(body)
         digest = hashlib.sha1(f"{base}\n{text}".encode()).hexdigest()[:6]
         node = self.current
-        ops = [f"{node.op} -> {', '.join(o.label() for o in node.outputs)}"] if node else ["copy"]
+        ops = [f"{_op_label(node)} -> {', '.join(o.label() for o in node.outputs)}"] if node else ["copy"]
         name = f"{base}_{digest}"
         n = 2
         while name in self._names:
@@ -833,6 +833,13 @@ class Lowerer:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+def _op_label(node) -> str:
+    try:
+        return str(node.op)
+    except Exception:  # an op whose __str__ fails must not stop code generation
+        return type(node.op).__name__
+
 
 def _loops_sub(shape, axes, body, parallel):
     """Loops over the given axes of ``shape`` (variables ``i<axis>``), outermost first."""
