@@ -201,3 +201,14 @@ def test_export_c_program(tmp_path):
     got = [float(v) for v in lines[:3]]
     np.testing.assert_allclose(got, want, rtol=1e-5)
     np.testing.assert_allclose([float(v) for v in lines[3].split()], w.get_value(), rtol=1e-5)
+
+
+def test_profile_stats_count_kernel_calls():
+    x = sg.vector("x")
+    f = sg.compile([x], [sg.exp(x), x.sum()], profile=True)
+    for _ in range(3):
+        f(rand((100,)))
+    stats = f.stats()
+    assert len(stats) == len(f.kernels) >= 2
+    assert all(s["calls"] == 3 and s["seconds"] >= 0 for s in stats)
+    assert {s["kernel"] for s in stats} == {k.name for k in f.kernels}
