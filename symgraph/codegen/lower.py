@@ -359,6 +359,12 @@ class Lowerer:
 
     # --- ops: elementwise and reductions -------------------------------------------------
     def op_Elemwise(self, node, op):
+        e = op.expr
+        if e.op == "input" and e.dtype == node.outputs[0].dtype:
+            # identity / fill: a (broadcast) view of the input, no kernel
+            src = self.view(node.inputs[e.value])
+            self.env[id(node.outputs[0])] = src.broadcast(self.shape_of[id(node.outputs[0])])
+            return
         out = self.out_view(node.outputs[0])
         self.map_kernel(_expr_name(op), out, op.expr, [self.view(v) for v in node.inputs])
         self.env[id(node.outputs[0])] = out
@@ -383,6 +389,11 @@ class Lowerer:
         lead = g.ndim - len(target)
         axes = tuple(range(lead)) + tuple(lead + a for a, (d, t) in
                                           enumerate(zip(g.shape[lead:], target)) if t == 1 and d != 1)
+        if not any(g.shape[a] != 1 for a in axes):  # nothing to sum: a view
+            v = g.reshape(target)
+            if v is not None:
+                self.env[id(node.outputs[0])] = v
+                return
         out = self.out_view(node.outputs[0], _drop(g.shape, axes))
         self.reduce_kernel("sum_to", "sum", out, g.shape, axes, S.inp(0, g.dtype), [g])
         self.env[id(node.outputs[0])] = out.reshape(target)
