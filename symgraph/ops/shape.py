@@ -472,7 +472,9 @@ def stack(xs: Sequence, axis: int = 0) -> Variable:
     nd = xs[0].ndim
     axis = _norm_axis(axis, nd + 1, "stack")
     for x in xs:
-        if x.ndim != nd:
+        mismatch = x.ndim != nd or any(a is not None and b is not None and a != b
+                                       for a, b in zip(x.shape, xs[0].shape))
+        if mismatch:
             raise ShapeError(f"stack: all inputs need the same shape; got "
                              f"{', '.join(format_shape(v.shape) for v in xs)}")
     if all(x.ndim == 0 and is_int(x.dtype) for x in xs):
