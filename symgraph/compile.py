@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import CompileError
-from .graph.basic import Constant, SharedVariable, Variable, as_variable
+from .graph.basic import Constant, SharedVariable, Variable, as_variable, executing_graph
 from .graph.fgraph import FunctionGraph, clone_replace, graph_inputs
 from .graph.types import format_shape
 
@@ -203,12 +203,13 @@ class CompiledFunction:
 
     def __call__(self, *args):
         values = self._convert(args)
-        if self.update_targets:
-            with self._lock:
+        with executing_graph():
+            if self.update_targets:
+                with self._lock:
+                    results = self.program(values + [s._value for s in self.shared])
+                    self._apply_updates(results[self.n_outputs:])
+            else:
                 results = self.program(values + [s._value for s in self.shared])
-                self._apply_updates(results[self.n_outputs:])
-        else:
-            results = self.program(values + [s._value for s in self.shared])
         outs = [self._own(r) for r in results[:self.n_outputs]]
         return outs[0] if self.single else outs
 

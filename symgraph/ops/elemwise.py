@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import scalar as S
+from ..errors import ShapeError
 from ..graph.basic import Apply, Op, Variable, as_variable, is_python_scalar
 from ..graph.types import TensorType, broadcast_shapes, is_float, result_dtype
 
@@ -48,8 +49,13 @@ class Elemwise(Op):
         return Apply(self, inputs, [TensorType(self.expr.dtype, shape)])
 
     def perform(self, node, inputs):
+        shapes = [np.shape(x) for x in inputs]
+        try:
+            shape = np.broadcast_shapes(*shapes)
+        except ValueError:
+            raise ShapeError(f"{self.name}: shapes {' and '.join(map(str, shapes))} cannot be "
+                             "broadcast together") from None
         (out,) = S.evaluate([self.expr], inputs)
-        shape = np.broadcast_shapes(*[np.shape(x) for x in inputs])
         if out.shape != shape:
             out = np.broadcast_to(out, shape).copy()
         return [out]
