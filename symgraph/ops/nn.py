@@ -169,6 +169,9 @@ class SoftmaxCrossEntropy(Op):
         ls = np_log_softmax(z, -1)
         if self.sparse:
             n = z.shape[-1]
+            if t.shape != z.shape[:-1]:
+                raise ShapeError(f"cross_entropy: labels of shape {t.shape} do not match logits "
+                                 f"of shape {z.shape}")
             if t.size and (t.min() < 0 or t.max() >= n):
                 raise IndexError(f"cross_entropy: labels must be in [0, {n}), got values in "
                                  f"[{t.min()}, {t.max()}]")
