@@ -71,7 +71,8 @@ class ReferenceProgram:
             try:
                 outs = node.op.perform(node, args)
             except ShapeError as e:
-                prefix = "" if str(e).lower().startswith(str(node.op).split("{")[0].lower()) else f"{node.op}: "
+                named = str(e).lower().startswith(str(node.op).split("{")[0].lower())
+                prefix = "" if named else f"{node.op}: "
                 raise ShapeError(f"{prefix}{e}{format_trace(node.trace)}") from None
             except (ValueError, IndexError) as e:
                 shapes = ", ".join(format_shape(np.shape(a)) for a in args)

@@ -221,9 +221,15 @@ def relu(x):
     return Elemwise(S.apply("maximum", S.const(0, x.dtype), S.inp(0, x.dtype)), 1, name="relu")(x)
 
 
+def _float_arg(x) -> Variable:
+    """Integer inputs of activations with float constants compute in float64, as in NumPy."""
+    x = as_variable(x)
+    return x if is_float(x.dtype) else cast(x, "float64")
+
+
 def leaky_relu(x, alpha: float = 0.01):
     """``x`` where ``x > 0`` else ``alpha * x``."""
-    x = as_variable(x)
+    x = _float_arg(x)
     xi = S.inp(0, x.dtype)
     zero, a = S.const(0, x.dtype), S.const(alpha, x.dtype)
     return Elemwise(S.apply("where", S.apply("gt", xi, zero), xi, S.apply("mul", a, xi)), 1,
@@ -232,7 +238,7 @@ def leaky_relu(x, alpha: float = 0.01):
 
 def elu(x, alpha: float = 1.0):
     """``x`` where ``x > 0`` else ``alpha * expm1(x)``."""
-    x = as_variable(x)
+    x = _float_arg(x)
     xi = S.inp(0, x.dtype)
     neg_part = S.apply("mul", S.const(alpha, x.dtype), S.apply("expm1", xi))
     return Elemwise(S.apply("where", S.apply("gt", xi, S.const(0, x.dtype)), xi, neg_part), 1,
@@ -241,7 +247,7 @@ def elu(x, alpha: float = 1.0):
 
 def gelu(x, approximate: bool = True):
     """GELU; ``approximate=True`` is the tanh form, ``False`` the exact erf form."""
-    x = as_variable(x)
+    x = _float_arg(x)
     xi = S.inp(0, x.dtype)
     c = lambda v: S.const(v, xi.dtype)  # noqa: E731
     if approximate:
