@@ -159,6 +159,12 @@ def test_conv2d_errors():
         sg.nn.conv2d(sg.tensor("x", (2, 3, 2, 2)), sg.tensor("w", (4, 3, 3, 3)))
     with pytest.raises(sg.ShapeError, match="rank 4"):
         sg.nn.conv2d(sg.matrix("x"), sg.tensor4("w"))
+    with pytest.raises(ValueError, match="stride"):
+        sg.nn.conv2d(sg.tensor4("x"), sg.tensor4("w"), stride=0)
+    with pytest.raises(ValueError, match="padding"):
+        sg.nn.conv2d(sg.tensor4("x"), sg.tensor4("w"), padding=(1, -1))
+    with pytest.raises(ValueError, match="stride"):
+        sg.nn.max_pool2d(sg.tensor4("x"), 2, stride=(1, 0))
     x, w = sg.tensor4("x"), sg.tensor4("w")
     f = sg.compile([x, w], sg.nn.conv2d(x, w), backend="reference")
     with pytest.raises(sg.ShapeError, match="channels"):

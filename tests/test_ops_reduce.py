@@ -159,3 +159,6 @@ def test_bad_axes_raise_at_build_time():
         sg.sum(x, axis=(0, -2))
     with pytest.raises(sg.ShapeError):
         sg.argmax(x, axis=5)
+    for fn in (sg.sum, sg.max, sg.mean, sg.argmax):  # a rank-0 tensor has no axis 0
+        with pytest.raises(sg.ShapeError, match="out of bounds"):
+            fn(sg.scalar("s"), axis=0)

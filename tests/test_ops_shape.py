@@ -121,6 +121,7 @@ SHAPE_ERRORS = [
     ("squeeze", lambda: sg.squeeze(sg.tensor("x", (2, 3)), axis=1), [r"\(2, 3\)"]),
     ("transpose", lambda: sg.transpose(sg.tensor("x", (2, 3)), (0, 0)), [r"permutation"]),
     ("expand_dims", lambda: sg.expand_dims(sg.tensor("x", (2, 3)), 4), [r"out of bounds"]),
+    ("expand_dims repeated", lambda: sg.expand_dims(sg.tensor("x", (2, 3)), (0, -4)), [r"repeated"]),
 ]
 
 

@@ -193,12 +193,14 @@ class SoftmaxCrossEntropy(Op):
 
 # --- convolution ---------------------------------------------------------------------------
 
-def _pair(v, what: str) -> tuple[int, int]:
+def _pair(v, what: str, minimum: int = 1) -> tuple[int, int]:
     if isinstance(v, (int, np.integer)):
-        return (int(v), int(v))
+        v = (int(v), int(v))
     v = tuple(int(e) for e in v)
     if len(v) != 2:
         raise ValueError(f"{what} must be an int or a pair, got {v}")
+    if min(v) < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, got {v}")
     return v
 
 
@@ -220,7 +222,7 @@ class Conv2d(Op):
     __props__ = ("stride", "padding")
 
     def __init__(self, stride=(1, 1), padding=(0, 0)):
-        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding")
+        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding", minimum=0)
 
     def __str__(self):
         return f"Conv2d{{stride={self.stride}, padding={self.padding}}}"

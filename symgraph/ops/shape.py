@@ -254,6 +254,8 @@ def expand_dims(x, axis) -> Variable:
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out_ndim = x.ndim + len(axes)
     axes = sorted(_norm_axis(a, out_ndim, "expand_dims") for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"expand_dims: repeated axis in {axis}")
     order: list = []
     it = iter(range(x.ndim))
     for i in range(out_ndim):
