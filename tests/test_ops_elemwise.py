@@ -361,3 +361,48 @@ def test_static_result_shapes_and_dtypes():
     assert (sg.tensor("i", (2,), "int32") * 2).dtype == "int32"
     assert (sg.tensor("i", (2,), "int32") / 2).dtype == "float64"
     assert (sg.tensor("h", (2,), "float32") * 2.5).dtype == "float32"
+
+
+ALL_DTYPES = ["bool", "int8", "uint8", "int32", "int64", "float16", "float32", "float64"]
+
+
+@pytest.mark.parametrize("name", sorted(BINARY))
+def test_static_dtype_table_matches_numpy(name):
+    """Every dtype pair, and every dtype with a weak Python scalar, types like NumPy 2."""
+    fn, ref, _ = BINARY[name]
+
+    def numpy_dtype(*args):
+        try:
+            with np.errstate(all="ignore"):
+                return np.asarray(ref(*args)).dtype.name
+        except (TypeError, OverflowError, ValueError):
+            return "error"
+
+    def symgraph_dtype(*args):
+        try:
+            return fn(*args).dtype
+        except (TypeError, OverflowError, ValueError):
+            return "error"
+
+    for a in ALL_DTYPES:
+        sa, na = sg.tensor("a", (2,), a), np.ones(2, a)
+        for b in ALL_DTYPES:
+            sb, nb = sg.tensor("b", (2,), b), np.ones(2, b)
+            assert symgraph_dtype(sa, sb) == numpy_dtype(na, nb), (a, b)
+        for scalar in (True, 3, -1, 2.5, 300):
+            assert symgraph_dtype(sa, scalar) == numpy_dtype(na, scalar), (a, scalar)
+            assert symgraph_dtype(scalar, sa) == numpy_dtype(scalar, na), (scalar, a)
+
+
+def test_out_of_range_python_ints():
+    x = np.array([1, -5, 100], dtype=np.int8)
+    for op in (operator.lt, operator.ge, operator.eq, operator.ne):
+        assert_matches(evaluate(lambda v: op(v, 300), x), op(x, 300))
+        assert_matches(evaluate(lambda v: op(v, -2**70), x), op(x, -2**70))
+    assert_matches(evaluate(lambda v: v / 300, x), x / 300)
+    with pytest.raises(OverflowError, match="300"):
+        sg.tensor("x", (3,), "int8") + 300
+    with pytest.raises(OverflowError):
+        sg.tensor("u", (3,), "uint8") * -1
+    with pytest.raises(ValueError, match="negative integer powers"):
+        sg.tensor("i", (3,), "int32") ** -2

@@ -14,7 +14,7 @@ import numpy as np
 from .. import scalar as S
 from ..errors import ShapeError
 from ..graph.basic import Apply, Op, Variable, as_variable, is_python_scalar
-from ..graph.types import TensorType, broadcast_shapes, is_float, result_dtype
+from ..graph.types import TensorType, broadcast_shapes, is_float, is_int, result_dtype
 
 
 class Elemwise(Op):
@@ -126,8 +126,16 @@ def elemwise_from_expr(expr: S.SExpr, args: Sequence[Variable], name: str | None
 
 # --- building elementwise nodes from Python --------------------------------------------
 
-def _operands(args) -> tuple[list[Variable], list[S.SExpr]]:
-    """Variables become input slots; Python scalars become typed constants (NEP 50 weak)."""
+_COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")
+
+
+def _operands(args, exact: bool = False) -> tuple[list[Variable], list[S.SExpr]]:
+    """Variables become input slots; Python scalars become typed constants (NEP 50 weak).
+
+    As in NumPy, a Python int that does not fit the integer dtype it would take is an
+    ``OverflowError``, except in comparisons and true division (``exact``), which NumPy
+    computes without squeezing the int into the array's dtype.
+    """
     tensor_dtypes = [a.dtype for a in args if isinstance(a, Variable)]
     tensor_dtypes += [np.asarray(a).dtype for a in args
                       if not isinstance(a, Variable) and not is_python_scalar(a)]
@@ -136,6 +144,12 @@ def _operands(args) -> tuple[list[Variable], list[S.SExpr]]:
     for a in args:
         if is_python_scalar(a):
             dtype = result_dtype(*tensor_dtypes, a) if tensor_dtypes else as_default(a)
+            if isinstance(a, int) and not isinstance(a, bool) and is_int(dtype):
+                info = np.iinfo(dtype)
+                if not info.min <= a <= info.max:
+                    if not exact:
+                        raise OverflowError(f"Python integer {a} out of bounds for {dtype}")
+                    dtype = "int64" if -2**63 <= a < 2**63 else "float64"
             exprs.append(S.const(a, dtype))
             continue
         v = as_variable(a)
@@ -157,8 +171,10 @@ def as_default(value) -> str:
 
 def apply_scalar(op: str, *args, name: str | None = None):
     """``op`` applied elementwise to tensors and Python scalars."""
-    variables, exprs = _operands(args)
+    variables, exprs = _operands(args, exact=op in _COMPARISONS or op == "truediv")
     expr = S.apply(op, *exprs)
+    if op == "pow" and is_int(expr.dtype) and S.is_const(exprs[1]) and exprs[1].value < 0:
+        raise ValueError("Integers to negative integer powers are not allowed (as in NumPy)")
     if not variables:
         from ..graph.basic import Constant
         (value,) = S.evaluate([expr], [])
