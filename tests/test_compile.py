@@ -165,7 +165,7 @@ def test_profile_stats():
     stats = f.stats()
     assert stats and all(s["calls"] == 3 for s in stats)
     assert all(s["seconds"] >= 0.0 for s in stats)
-    assert any("exp" in s["kernel"] for s in stats)
+    assert [s["kernel"] for s in stats] == [k.name for k in f.kernels]
     with pytest.raises(RuntimeError, match="profile"):
         ref([x], x * 2).stats()
 
@@ -180,7 +180,7 @@ def test_kernels_and_source_on_reference():
     x = sg.vector("x")
     f = ref([x], sg.exp(x) + 1)
     assert f.kernels and all(k.name and k.source for k in f.kernels)
-    assert "exp" in f.source()
+    assert all(k.source in f.source() for k in f.kernels)
     with pytest.raises(sg.CompileError):
         f.asm()
     assert "reference" in repr(f)
