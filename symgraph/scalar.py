@@ -241,9 +241,20 @@ def evaluate(roots: Sequence[SExpr], inputs: Sequence[np.ndarray]) -> list[np.nd
 
 
 def to_text(root: SExpr, names: Sequence[str] | None = None) -> str:
-    """Readable infix form, e.g. ``tanh((in0 * 2.0) + in1)``."""
+    """Readable infix form, e.g. ``tanh((in0 * 2.0) + in1)``.
+
+    A sub-expression used more than once is written once, as ``t0``, and defined after the
+    formula (``(t0 * t0) where t0 = exp(in0)``), so the text grows linearly with the DAG
+    instead of exponentially with its depth of sharing.
+    """
+    order = topo([root])
+    uses: dict[int, int] = {}
+    for node in order:
+        for a in node.args:
+            uses[id(a)] = uses.get(id(a), 0) + 1
     cache: dict[int, str] = {}
-    for node in topo([root]):
+    bindings: list[str] = []
+    for node in order:
         if node.op == "input":
             s = names[node.value] if names else f"in{node.value}"
         elif node.op == "const":
@@ -259,8 +270,13 @@ def to_text(root: SExpr, names: Sequence[str] | None = None) -> str:
                 s = f"{prim.symbol}{args[0]}"
             else:
                 s = f"{node.op}({', '.join(args)})"
+        if uses.get(id(node), 0) > 1 and node.op not in ("input", "const") and node is not root:
+            name = f"t{len(bindings)}"
+            bindings.append(f"{name} = {s}")
+            s = name
         cache[id(node)] = s
-    return cache[id(root)]
+    text = cache[id(root)]
+    return f"{text} where {', '.join(bindings)}" if bindings else text
 
 
 def count_ops(roots: Sequence[SExpr]) -> int:

@@ -88,3 +88,16 @@ def test_labels_with_quotes_are_escaped():
     v = sg.vector('my "quoted" name')
     dot = sg.to_dot(sg.exp(v))
     assert 'my \\"quoted\\" name' in dot
+
+
+def test_shared_subexpressions_print_once():
+    """A fused formula with shared sub-expressions prints in linear, not exponential, size."""
+    from symgraph.ops.elemwise import Elemwise
+    from symgraph.scalar import apply, inp
+    e = apply("exp", inp(0, "float32"))
+    expr = apply("mul", e, e)
+    for _ in range(60):
+        expr = apply("add", expr, expr)
+    text = sg.debugprint(Elemwise(expr, 1, name="fused")(sg.vector("x")), file=False)
+    assert len(text) < 5000
+    assert "t0 = exp(in0)" in text
