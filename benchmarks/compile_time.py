@@ -97,6 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="llvm")
     ap.add_argument("--chains", type=int, nargs="*", default=[100, 1000, 5000])
     ap.add_argument("--layers", type=int, nargs="*", default=[5, 20, 50])
+    ap.add_argument("--append", metavar="PATH", help="append the table as a Markdown section to PATH")
     args = ap.parse_args(argv)
     os.environ["SYMGRAPH_CACHE_DIR"] = "off"
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
@@ -105,8 +106,12 @@ def main(argv=None) -> int:
     import symgraph as sg
     rows = [measure(sg, "chain", chain_graph, n, backend) for n in args.chains]
     rows += [measure(sg, "MLP layers", mlp_graph, n, backend) for n in args.layers]
-    print(f"symgraph backend: {backend}\n")
-    print(table(rows))
+    text = (f"Command: `python benchmarks/compile_time.py {' '.join(sys.argv[1:])}`; symgraph backend: "
+            f"**{backend}**; on-disk cache off.\n\n{table(rows)}\n")
+    print(text)
+    if args.append:
+        with open(args.append, "a") as fh:
+            fh.write("\n## Compile time\n\n" + text)
     return 0
 
 

@@ -35,6 +35,15 @@ THREAD_VARS = ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "SYMGRAPH_NUM_THREADS"]
 
 
+HOW_TO_FILE = os.path.join(ROOT, "benchmarks", "README.md")
+
+
+def how_to() -> str:
+    """The suite's description (benchmarks/README.md without its title), for the report."""
+    with open(HOW_TO_FILE) as fh:
+        return fh.read().split("\n", 2)[2]
+
+
 def resolve_backend(requested: str) -> str:
     """The symgraph backend to use; llvm falls back to reference (with a note) when missing."""
     if requested == "reference":
@@ -217,7 +226,7 @@ def main(argv=None) -> int:
     if args.write:
         os.makedirs(os.path.dirname(os.path.abspath(args.write)), exist_ok=True)
         with open(args.write, "w") as fh:
-            fh.write("# Benchmarks\n\n" + text)
+            fh.write("# Benchmarks\n\n" + how_to() + "\n## Results\n\n" + text)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rows": rows, "w5": w5_rows, "backend": backend}, fh, indent=1)
