@@ -153,8 +153,13 @@ def run_w5(python, peer, threads, args, backend) -> dict:
     return row
 
 
-def header(args, backend, thread_counts, pythons) -> str:
+def header(args, backend, thread_counts, pythons, load_before=None) -> str:
     import numpy
+    load = ""
+    if load_before is not None and hasattr(os, "getloadavg"):
+        load = (f" Load average (1 min) {load_before[0]:.1f} at the start and {os.getloadavg()[0]:.1f} "
+                "at the end of the run: other processes were sharing the cores"
+                if max(load_before[0], os.getloadavg()[0]) > 1.5 else "")
     lines = [
         f"Measured {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')} on "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
@@ -162,7 +167,7 @@ def header(args, backend, thread_counts, pythons) -> str:
         "",
         f"Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}`; symgraph backend: "
         f"**{backend}**{'' if backend == args.backend else f' (requested {args.backend}, not available)'}; "
-        f"{args.seconds} s per cell; threads {', '.join(map(str, thread_counts))}.",
+        f"{args.seconds} s per cell; threads {', '.join(map(str, thread_counts))}.{load}",
         "",
         "Each (peer, thread count) ran in its own process pinned to that many cores "
         "(`os.sched_setaffinity`) with the thread environment variables set before import. "
@@ -192,6 +197,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write the raw rows as JSON")
     args = ap.parse_args(argv)
 
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     backend = resolve_backend(args.backend)
     explicit = dict(item.split("=", 1) for item in args.peer_python)
     pythons = {}
@@ -220,7 +226,7 @@ def main(argv=None) -> int:
             w5_rows.append(row)
             print(f"{peer:24s} W5: {'failed ' + row['failed'] if 'failed' in row else 'done'}", flush=True)
     text = report.markdown(rows, w5_rows, args.threads, sizes(args.tiny),
-                           header(args, backend, args.threads, pythons))
+                           header(args, backend, args.threads, pythons, load_before))
     print()
     print(text)
     if args.write:
