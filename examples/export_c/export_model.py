@@ -35,8 +35,9 @@ def train_classifier(backend: str):
     logits = x @ w + b
     loss = sg.nn.cross_entropy(logits, y)
     step = sg.compile([x, y], loss, updates=sg.nn.sgd(loss, [w, b], lr=0.5), backend=backend)
-    for i in range(0, 1600 - BATCH, BATCH):
-        step(x_all[i:i + BATCH], y_all[i:i + BATCH])
+    for _epoch in range(3):
+        for i in range(0, 1600 - BATCH, BATCH):
+            step(x_all[i:i + BATCH], y_all[i:i + BATCH])
     predict = sg.compile([x], sg.nn.softmax(logits), backend=backend)
     return predict, x_all[1600:1600 + BATCH], y_all[1600:1600 + BATCH]
 

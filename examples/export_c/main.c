@@ -1,9 +1,10 @@
 /* Calls the symgraph function exported by export_model.py from plain C.
  *
  * digits.h (written by f.export) declares the compiled function
- *     int predict(const float *images, float *probs);
- * at its specialised shapes: images is BATCH x 64 floats, probs BATCH x 10 floats, both
- * C-contiguous; it returns 0 on success.  The trained weights live inside the library.
+ *     void predict(const float *images, float *out0);
+ * at its specialised shapes: images is BATCH x 64 floats, out0 (the probabilities) BATCH x 10
+ * floats, both C-contiguous.  The trained weights live inside the library (shared variables,
+ * with predict_get_w / predict_set_w accessors).
  *
  * Usage: main images.f32   (BATCH*64 raw float32 values, as written by export_model.py)
  */
@@ -29,11 +30,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     fclose(fh);
-    int status = predict(images, probs);
-    if (status != 0) {
-        fprintf(stderr, "predict failed with status %d\n", status);
-        return 1;
-    }
+    predict_set_num_threads(1);
+    predict(images, probs);
     for (int i = 0; i < BATCH; i++) {
         printf("probs");
         for (int j = 0; j < CLASSES; j++) printf(" %.7f", probs[i * CLASSES + j]);
