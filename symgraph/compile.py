@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import CompileError
-from .graph.basic import Constant, SharedVariable, Variable, as_variable
+from .graph.basic import Constant, SharedVariable, Variable, as_variable, executing_graph
 from .graph.fgraph import FunctionGraph, clone_replace, graph_inputs
 from .graph.types import format_shape
 
@@ -208,19 +208,31 @@ class CompiledFunction:
         if self._caller is not None:
             return self._caller(args)
         values = self._convert(args)
-        if self.update_targets:
-            with self._lock:
-                results = self.program(values + [s._value for s in self.shared])
-                self._apply_updates(results[self.n_outputs:])
-        else:
-            results = self.program(values + [s._value for s in self.shared])
-        outs = [self._own(r) for r in results[:self.n_outputs]]
+        with executing_graph():
+            if self.update_targets:
+                with self._lock:
+                    roots = values + [s._value for s in self.shared]
+                    results = self.program(roots)
+                    self._apply_updates(results[self.n_outputs:])
+            else:
+                roots = values + [s._value for s in self.shared]
+                results = self.program(roots)
+        outs = self._own(results[:self.n_outputs], roots)
         return outs[0] if self.single else outs
 
     @staticmethod
-    def _own(r):
-        r = np.asarray(r)
-        return r if r.flags.owndata and r.flags.writeable else np.array(r, copy=True)
+    def _own(results, roots) -> list[np.ndarray]:
+        """Outputs the caller may mutate: never a view of an argument, a shared variable's
+        storage, a constant, or another output."""
+        outs: list[np.ndarray] = []
+        for r in results:
+            r = np.asarray(r)
+            if (not r.flags.owndata or not r.flags.writeable
+                    or any(np.may_share_memory(r, v) for v in roots if isinstance(v, np.ndarray))
+                    or any(np.may_share_memory(r, o) for o in outs)):
+                r = np.array(r, copy=True)
+            outs.append(r)
+        return outs
 
     def _apply_updates(self, new_values) -> None:
         checked = []

@@ -59,6 +59,30 @@ def format_trace(trace) -> str:
     return f"\n  built at {where}" + (f"\n    {text}" if text else "")
 
 
+_execution = threading.local()
+
+
+class executing_graph:
+    """Marks the current thread as running a compiled graph (not building one).
+
+    Errors raised while a graph runs name the node's own creation line (the backend adds it),
+    so ``ShapeError`` must not add the caller's line there.
+    """
+
+    def __enter__(self):
+        _execution.depth = getattr(_execution, "depth", 0) + 1
+
+    def __exit__(self, *exc):
+        _execution.depth -= 1
+
+
+def construction_trace(message: str) -> str:
+    """``built at FILE:LINE`` for an error raised while the user builds a graph, else ``""``."""
+    if getattr(_execution, "depth", 0) or "built at " in message:
+        return ""
+    return format_trace(user_trace())
+
+
 class Variable:
     """A symbolic tensor value: a type, and the apply node that computes it (if any)."""
 

@@ -169,6 +169,9 @@ class SoftmaxCrossEntropy(Op):
         ls = np_log_softmax(z, -1)
         if self.sparse:
             n = z.shape[-1]
+            if t.shape != z.shape[:-1]:
+                raise ShapeError(f"cross_entropy: labels of shape {t.shape} do not match logits "
+                                 f"of shape {z.shape}")
             if t.size and (t.min() < 0 or t.max() >= n):
                 raise IndexError(f"cross_entropy: labels must be in [0, {n}), got values in "
                                  f"[{t.min()}, {t.max()}]")
@@ -207,12 +210,14 @@ class SoftmaxCrossEntropy(Op):
 
 # --- convolution ---------------------------------------------------------------------------
 
-def _pair(v, what: str) -> tuple[int, int]:
+def _pair(v, what: str, minimum: int = 1) -> tuple[int, int]:
     if isinstance(v, (int, np.integer)):
-        return (int(v), int(v))
+        v = (int(v), int(v))
     v = tuple(int(e) for e in v)
     if len(v) != 2:
         raise ValueError(f"{what} must be an int or a pair, got {v}")
+    if min(v) < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, got {v}")
     return v
 
 
@@ -234,7 +239,7 @@ class Conv2d(Op):
     __props__ = ("stride", "padding")
 
     def __init__(self, stride=(1, 1), padding=(0, 0)):
-        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding")
+        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding", minimum=0)
 
     def __str__(self):
         return f"Conv2d{{stride={self.stride}, padding={self.padding}}}"

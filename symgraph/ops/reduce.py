@@ -21,9 +21,9 @@ def normalize_axes(axis, ndim: int, what: str) -> tuple[int, ...]:
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for a in axes:
-        if not -ndim <= a < builtins.max(ndim, 1):
+        if not -ndim <= a < ndim:
             raise ShapeError(f"{what}: axis {a} is out of bounds for a tensor of rank {ndim}")
-        out.append(int(a) % builtins.max(ndim, 1))
+        out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise ShapeError(f"{what}: repeated axis in {axis}")
     return tuple(sorted(out))
