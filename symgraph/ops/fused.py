@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .elemwise import S  # symgraph.scalar the module (sg.scalar is also a function)
 from ..graph.basic import Apply, Op, as_variable
 from ..graph.types import TensorType, broadcast_shapes
-from .elemwise import _slot_dtypes
+from .elemwise import (
+    S,  # symgraph.scalar the module (sg.scalar is also a function)
+    _slot_dtypes,
+)
 from .reduce import _NUMPY, Reduce, reduced_shape
 
 
