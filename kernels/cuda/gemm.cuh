@@ -65,3 +65,16 @@ __device__ __forceinline__ void sg_gemm_tile(const T *__restrict__ A, const T *_
         }
     }
 }
+
+// C = alpha * op(A) @ op(B) + beta * C on this block's 64 x 64 tile (blockIdx.x: columns,
+// blockIdx.y: rows); C is row-major with leading dimension ldc.  C is not read when beta == 0.
+template <typename T, typename Acc>
+__device__ __forceinline__ void sg_gemm(const T *__restrict__ A, const T *__restrict__ B, T *__restrict__ C,
+                                        long long M, long long N, long long K, long long sam, long long sak,
+                                        long long sbk, long long sbn, long long ldc, Acc alpha, Acc beta) {
+    if ((long long)blockIdx.y * SG_GEMM_BM >= M || (long long)blockIdx.x * SG_GEMM_BN >= N) return;
+    sg_gemm_tile<T, Acc>(A, B, M, N, K, sam, sak, sbk, sbn, [&](long long r, long long c, Acc acc) {
+        T *p = C + r * ldc + c;
+        *p = beta == (Acc)0 ? (T)(alpha * acc) : (T)(alpha * acc + beta * (Acc)*p);
+    });
+}

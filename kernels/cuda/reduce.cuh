@@ -73,3 +73,11 @@ __device__ __forceinline__ void sg_block_argreduce(T &v, long long &idx) {
     v = vals[0];
     idx = idxs[0];
 }
+
+// accumulating stores whose indices may repeat (scatter-add, np.add.at)
+__device__ __forceinline__ void sg_atomic_add(float *p, float v) { atomicAdd(p, v); }
+__device__ __forceinline__ void sg_atomic_add(double *p, double v) { atomicAdd(p, v); }
+__device__ __forceinline__ void sg_atomic_add(int *p, int v) { atomicAdd(p, v); }
+__device__ __forceinline__ void sg_atomic_add(long long *p, long long v) {
+    atomicAdd(reinterpret_cast<unsigned long long *>(p), (unsigned long long)v);
+}

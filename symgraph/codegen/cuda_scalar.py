@@ -10,16 +10,13 @@ use their overflow-free forms.  The helpers named ``sg_*`` live in ``kernels/cud
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ..errors import CompileError
-
-# the module, not ``symgraph.scalar`` the shorthand function that shadows it in the package
-S = importlib.import_module("..scalar", __package__)
+from ._scalar import S
 
 C_TYPES = {"bool": "bool", "int8": "signed char", "int16": "short", "int32": "int",
            "int64": "long long", "uint8": "unsigned char", "float32": "float", "float64": "double"}
@@ -100,28 +97,72 @@ def _cast(text: str, src: str, dst: str) -> str:
     return f"(({c_type(dst)}){text})"
 
 
-def render(roots: Sequence[S.SExpr], reads: Callable[[int, str], str] | Sequence[str],
-           emitter: Emitter | None = None) -> tuple[list[str], list[str]]:
+class Leaves:
+    """How the kernel-IR leaves and memory reads print (``var``, ``local``, ``load``)."""
+
+    def var(self, name: str) -> str:
+        return f"v_{name}"
+
+    def local(self, name: str) -> str:
+        return f"l_{name}"
+
+    def load(self, sid: int, index: str) -> str:
+        return f"p{sid}[{index}]"
+
+
+def render(roots: Sequence[S.SExpr], reads: Callable[[int, str], str] | Sequence[str] = (),
+           emitter: Emitter | None = None, leaves: Leaves | None = None) -> tuple[list[str], list[str]]:
     """Render ``roots`` into statements; returns ``(lines, result_expressions)``.
 
     ``reads(slot, dtype)`` (or a list indexed by slot) gives the C expression of an input slot.
-    Pass an ``emitter`` to continue numbering in a kernel that renders several DAGs.
+    Pass an ``emitter`` to continue numbering in a kernel that renders several DAGs.  The
+    kernel IR's extra nodes (``var``, ``local``, ``load``, ``xor``, ``shr``, ``shl``) print
+    through ``leaves``.  Loop variables, locals and constants are inlined; every other node
+    becomes one ``const`` local, so shared sub-expressions are computed once.
     """
     em = emitter or Emitter()
+    lv = leaves or Leaves()
     start = len(em.lines)
     read = (lambda slot, dtype: reads[slot]) if not callable(reads) else reads
     value: dict[int, str] = {}
+    wraps: dict[int, bool] = {}
     for node in S.topo(list(roots)):
+        args = [value[id(a)] for a in node.args]
+        wraps[id(node)] = node.op in _BITOPS or any(wraps[id(a)] for a in node.args) or (
+            node.op == "const" and node.dtype == "int64" and not -2 ** 31 <= node.value < 2 ** 31)
         if node.op == "input":
             value[id(node)] = read(node.value, node.dtype)
         elif node.op == "const":
             value[id(node)] = literal(node.value, node.dtype)
+        elif node.op == "var":
+            value[id(node)] = lv.var(node.value)
+        elif node.op == "local":
+            value[id(node)] = lv.local(node.value)
+        elif node.op == "load":
+            value[id(node)] = em.local(node.dtype, lv.load(node.value, args[0]))
+        elif node.op in _BITOPS:
+            value[id(node)] = em.local(node.dtype, _bitop_text(node.op, node.dtype, args))
         elif node.op == "cast":
             arg = node.args[0]
-            value[id(node)] = em.local(node.dtype, _cast(value[id(arg)], arg.dtype, node.dtype))
+            value[id(node)] = em.local(node.dtype, _cast(args[0], arg.dtype, node.dtype))
+        elif wraps[id(node)] and node.op in ("add", "sub", "mul") and node.dtype in _UNSIGNED:
+            u = _UNSIGNED[node.dtype]
+            a, b = (_cast(x, n.dtype, node.dtype) for x, n in zip(args, node.args))
+            text = f"({c_type(node.dtype)})(({u}){a} {_INFIX[node.op]} ({u}){b})"
+            value[id(node)] = em.local(node.dtype, text)
         else:
-            value[id(node)] = em.local(node.dtype, _op_text(node, [value[id(a)] for a in node.args]))
+            value[id(node)] = em.local(node.dtype, _op_text(node, args))
     return em.lines[start:], [value[id(r)] for r in roots]
+
+
+_BITOPS = {"xor": "^", "shr": ">>", "shl": "<<"}
+# integer arithmetic that must wrap (the random generator) goes through the unsigned type
+_UNSIGNED = {"int64": "unsigned long long", "int32": "unsigned int"}
+
+
+def _bitop_text(op: str, dtype: str, args: list[str]) -> str:
+    u = _UNSIGNED.get(dtype, "unsigned long long")
+    return f"({c_type(dtype)})(({u}){args[0]} {_BITOPS[op]} ({u}){args[1]})"
 
 
 def _op_text(node: S.SExpr, args: list[str]) -> str:
