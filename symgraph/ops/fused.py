@@ -9,13 +9,17 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
-from .. import scalar as S
 from ..graph.basic import Apply, Op, as_variable
 from ..graph.types import TensorType, broadcast_shapes
 from .elemwise import _slot_dtypes
 from .reduce import _NUMPY, Reduce, reduced_shape
+
+# the module: once the package is imported, ``symgraph.scalar`` is the ``sg.scalar`` constructor
+S = importlib.import_module("symgraph.scalar")
 
 
 class FusedReduce(Op):
