@@ -39,7 +39,7 @@ HELPERS = ("scalar.cuh", "reduce.cuh", "gemm.cuh")
 BLOCK_MODE_MIN_EXTENT = 128
 
 
-@dataclass
+@dataclass(repr=False)
 class CudaKernel:
     """One rendered kernel and how to launch it (``f.kernels`` entries)."""
 
@@ -55,12 +55,20 @@ class CudaKernel:
     ir: Kernel | None = None
     stats: dict = field(default_factory=lambda: {"calls": 0, "seconds": 0.0})
 
+    def __repr__(self) -> str:
+        return f"<CudaKernel {self.name} ({self.mode}) grid={self.grid} block={self.block}>"
 
-@dataclass
+
+@dataclass(repr=False)
 class CudaModule:
+    """A rendered program: its kernels and the whole translation unit."""
+
     program: Program
     kernels: list[CudaKernel]
     source: str
+
+    def __repr__(self) -> str:
+        return f"<CudaModule {len(self.kernels)} kernels>"
 
 
 def module_source(kernels: list[CudaKernel], title: str = "symgraph CUDA module") -> str:

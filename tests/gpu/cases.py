@@ -111,7 +111,7 @@ def shapes_and_indexing():
     outs = [x.reshape((6, -1)), x.transpose(2, 0, 1) * 1.0, sg.broadcast_to(m[0], (3, 5)) + 0.0,
             sg.concatenate([m, m * 2], axis=1), sg.stack([m, m], axis=0), sg.flatten(x),
             sg.expand_dims(m, 1) + 0.0, x[1], x[:, 1:3, ::2] * 1.0, x[..., -1] + 0.0, m[idx],
-            sg.take(m, idx, axis=1), x[idx[:2], :, idx[1:3]], sg.one_hot(lab, 5),
+            sg.take(m, idx, axis=1), x[lab[:2] % 2, :, idx[1:3]], sg.one_hot(lab, 5),
             sg.inc_subtensor(m, idx, m[0] * 0 + 1.0), sg.inc_subtensor(m, (slice(None), 1), 2.0),
             sg.squeeze(sg.expand_dims(m, 0), 0) + 0.0]
     vals = [_r(2, 3, 4), _r(3, 5, seed=1), np.array([0, 2, 1, 2], dtype=np.int64),
