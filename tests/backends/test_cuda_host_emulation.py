@@ -47,7 +47,9 @@ struct sg_dim3 { unsigned x, y, z; };
 static sg_dim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
 static inline void __syncthreads() {}
 static inline float __int_as_float(unsigned int b) { float f; std::memcpy(&f, &b, 4); return f; }
-static inline double __longlong_as_double(unsigned long long b) { double d; std::memcpy(&d, &b, 8); return d; }
+static inline double __longlong_as_double(unsigned long long b) {
+    double d; std::memcpy(&d, &b, 8); return d;
+}
 """
 
 HOST_HELPERS = r"""
@@ -66,7 +68,8 @@ void sg_gemm(const T *A, const T *B, T *C, long long M, long long N, long long K
     for (long long r = 0; r < M; ++r)
         for (long long c = 0; c < N; ++c) {
             Acc acc = 0;
-            for (long long k = 0; k < K; ++k) acc += (Acc)A[r * sam + k * sak] * (Acc)B[k * sbk + c * sbn];
+            for (long long k = 0; k < K; ++k)
+                acc += (Acc)A[r * sam + k * sak] * (Acc)B[k * sbk + c * sbn];
             T *p = C + r * ldc + c;
             *p = beta == (Acc)0 ? (T)(alpha * acc) : (T)(alpha * acc + beta * (Acc)*p);
         }
