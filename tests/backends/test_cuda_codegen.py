@@ -148,7 +148,7 @@ def test_codegen_only_function_shows_and_exports_its_code(tmp_path, monkeypatch)
         f.source()
     with pytest.raises(sg.CompileError, match="CODEGEN_ONLY"):
         f(*case.values)
-    files = f.program.export(str(tmp_path / "mlp_step"), example_inputs=case.values)
+    files = f.export(str(tmp_path / "mlp_step"), example_inputs=case.values)
     assert [os.path.basename(p) for p in files] == ["mlp_step.cu", "mlp_step.ptx", "mlp_step.h"]
     header = (tmp_path / "mlp_step.h").read_text()
     assert "int mlp_step_run(" in header and "int mlp_step_init(void);" in header
