@@ -194,7 +194,12 @@ def device_pointer(value) -> int | None:
     iface = getattr(value, "__cuda_array_interface__", None)
     if iface is None:
         return None
-    if iface.get("strides") not in (None, tuple(np.array(np.empty(iface["shape"], iface["typestr"])
-                                                         .strides))):
-        raise ValueError("device arrays passed to a cuda function must be C-contiguous")
+    strides = iface.get("strides")
+    if strides is not None:
+        expect, acc = [], np.dtype(iface["typestr"]).itemsize
+        for d in reversed(iface["shape"]):
+            expect.append(acc)
+            acc *= max(int(d), 1)
+        if any(d != 1 and s != e for d, s, e in zip(iface["shape"], strides, reversed(expect))):
+            raise ValueError("device arrays passed to a cuda function must be C-contiguous")
     return int(iface["data"][0])
