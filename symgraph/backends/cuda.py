@@ -297,7 +297,12 @@ class CudaProgram:
             finally:
                 self.dev.ctx.pop()
         prog = spec.prog
-        return [per_output[prog.output_map[i]] for i in range(len(self.fgraph.outputs))]
+        results, seen = [], set()
+        for slot in prog.output_map:  # a variable returned twice comes back as two arrays
+            value = per_output[slot]
+            results.append(value.copy() if slot in seen and isinstance(value, np.ndarray) else value)
+            seen.add(slot)
+        return results
 
     def _host_slots(self, spec) -> list[bool]:
         """Output storages that go back to the host: those of the user outputs (the update
