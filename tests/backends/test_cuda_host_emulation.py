@@ -20,7 +20,7 @@ from symgraph.backends.cuda import CudaCodegen
 from symgraph.compile import build_fgraph
 from symgraph.rewrite import rewrite_graph
 from tests.gpu.cases import CASES, convnet_step, mlp_step
-from tests.gpu.host_emulation import CXX, run_on_host
+from tests.gpu.host_emulation import CXX, host_library, run_on_host, run_threaded, threaded_library
 
 pytestmark = pytest.mark.skipif(CXX is None, reason="no host C++ compiler")
 
@@ -48,21 +48,31 @@ def _compare(got, expected, rtol, names):
             np.testing.assert_array_equal(g, e, err_msg=f"output {i}: {names[i]}")
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_every_op_matches_the_reference_on_the_host(name, tmp_path):
-    case = CASES[name]()
-    mod, values, expected = _render_and_reference(case)
-    got = run_on_host(mod, values, tmp_path)
-    names = [str(o.owner.op) if o.owner else o.label() for o in case.outputs] + ["update"] * len(case.updates)
+STEPS = {"mlp_step": mlp_step, "convnet_step": convnet_step}
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    """Every case and both training steps: (case, module, values, expected)."""
+    out = {}
+    for name, make in {**CASES, **STEPS}.items():
+        case = make()
+        out[name] = (case, *_render_and_reference(case))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lib(rendered):
+    return host_library([mod for _, mod, _, _ in rendered.values()])  # one C++ compilation
+
+
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(STEPS))
+def test_every_op_and_training_step_matches_the_reference_on_the_host(name, rendered, lib):
+    case, mod, values, expected = rendered[name]
+    got = run_on_host(mod, values, lib)
+    names = [str(o.owner.op) if o.owner else o.label() for o in case.outputs]
+    names += [f"update of {t.name}" for t, _ in case.updates]
     _compare(got, expected, case.rtol, names)
-
-
-@pytest.mark.parametrize("make", [mlp_step, convnet_step])
-def test_training_steps_match_the_reference_on_the_host(make, tmp_path):
-    case = make()
-    mod, values, expected = _render_and_reference(case)
-    got = run_on_host(mod, values, tmp_path)
-    _compare(got, expected, 1e-4, ["loss"] + [f"update of {t.name}" for t, _ in case.updates])
 
 
 def test_random_draws_match_numpy_bit_for_bit(tmp_path):
@@ -74,8 +84,45 @@ def test_random_draws_match_numpy_bit_for_bit(tmp_path):
     fg, ins, shared, _, _, _ = build_fgraph([], [u, n], None)
     values = [s.get_value() for s in shared]
     mod = CudaCodegen(fg, shared).module([np.shape(v) for v in values])
-    got = run_on_host(mod, values, tmp_path)
+    got = run_on_host(mod, values)
     from symgraph.backends.reference import ReferenceProgram
     expected = ReferenceProgram(fg, shared)(values)
     np.testing.assert_array_equal(got[0], expected[0])
     np.testing.assert_allclose(got[1], expected[1], rtol=1e-12, atol=1e-12)
+
+
+def _long_rows():
+    from tests.gpu.cases import Case, _r
+    z = sg.matrix("z")
+    y = sg.vector("y", dtype="int64")
+    loss = sg.nn.cross_entropy(z, y)
+    return Case([z, y], [loss, sg.grad(loss, z), sg.logsumexp(z, axis=1)],
+                [_r(3, 300) * 4, np.array([0, 299, 7], dtype=np.int64)])
+
+
+def _block_sums():
+    from tests.gpu.cases import Case, _r
+    x = sg.matrix("x")
+    return Case([x], [x.sum(axis=1), x.max(axis=1), x.sum(axis=0), x.sum(), x.min()], [_r(5, 400)], rtol=1e-3)
+
+
+THREADED = {"block_sums": _block_sums, "matmuls": lambda: CASES["matmuls"](), "long_rows": _long_rows}
+
+
+@pytest.fixture(scope="module")
+def threaded():
+    cases = {}
+    for name, make in THREADED.items():
+        case = make()
+        cases[name] = (case, *_render_and_reference(case))
+    return cases, threaded_library([mod for _, mod, _, _ in cases.values()])
+
+
+@pytest.mark.parametrize("name", sorted(THREADED))
+def test_block_reductions_and_tiled_gemm_with_real_threads(name, threaded):
+    # the real reduce.cuh / gemm.cuh: one OS thread per CUDA thread, shuffles and barriers emulated
+    cases, tlib = threaded
+    case, mod, values, expected = cases[name]
+    assert any(k.mode in ("block", "gemm") for k in mod.kernels)
+    got = run_threaded(mod, values, tlib)
+    _compare(got, expected, 1e-3, [str(o.owner.op) if o.owner else o.label() for o in case.outputs])

@@ -79,16 +79,40 @@ def build_host_library(src: str, tmpdir=None):
     tag = hashlib.sha1(src.encode()).hexdigest()[:10]
     cpp, so = tmp / f"m{tag}.cpp", tmp / f"m{tag}.so"
     cpp.write_text(src)
-    proc = subprocess.run([CXX, "-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-o", str(so), str(cpp)],
+    proc = subprocess.run([CXX, "-std=c++17", "-O0", "-shared", "-fPIC", "-w", "-o", str(so), str(cpp)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return ctypes.CDLL(str(so))
 
 
-def run_on_host(mod, values, tmp_path=None):
-    """Execute the rendered module's kernels in order on NumPy buffers; returns per graph output."""
-    lib = build_host_library(host_source(k.source for k in mod.kernels), tmp_path)
-    prog = mod.program
+def host_library(mods):
+    """One host library holding the kernels of several rendered modules."""
+    sources, seen = [], set()
+    for mod in mods:
+        for k in mod.kernels:
+            if k.name not in seen:
+                seen.add(k.name)
+                sources.append(k.source)
+    return build_host_library(host_source(sources))
+
+
+def run_on_host(mod, values, lib=None):
+    """Execute the rendered module's kernels in order on NumPy buffers; returns per graph output
+    (``lib`` from ``host_library`` when several modules share one compilation)."""
+    lib = lib or host_library([mod])
+    bufs = _buffers(mod.program, values)
+    for k in mod.kernels:
+        assert k.mode != "cublas"
+        if k.grid[0] == 0:
+            continue
+        fn = getattr(lib, k.name)
+        fn.argtypes = [ctypes.c_void_p] * len(k.params)
+        fn(*[bufs[s].ctypes.data for s in k.params])
+    return _outputs(mod.program, bufs)
+
+
+def _buffers(prog, values) -> dict:
+    """Host buffers for every storage: inputs, outputs (garbage-filled), the arena, constants."""
     bufs: dict[int, np.ndarray] = {}
     for st, v in zip(prog.inputs, values):
         bufs[st.sid] = np.ascontiguousarray(np.asarray(v, dtype=st.dtype)).reshape(-1).copy()
@@ -101,17 +125,14 @@ def run_on_host(mod, values, tmp_path=None):
     for st in prog.storages:
         if st.kind == "const":
             bufs[st.sid] = np.ascontiguousarray(np.asarray(st.value, dtype=st.dtype)).reshape(-1).copy()
-    for k in mod.kernels:
-        assert k.mode != "cublas"
-        if k.grid[0] == 0:
-            continue
-        fn = getattr(lib, k.name)
-        fn.argtypes = [ctypes.c_void_p] * len(k.params)
-        fn(*[bufs[s].ctypes.data for s in k.params])
+    return bufs
+
+
+def _outputs(prog, bufs) -> list:
     outs = []
-    for i in range(len(prog.output_map)):
-        st = prog.outputs[prog.output_map[i]]
-        outs.append(bufs[st.sid][:st.size].reshape(prog.output_shapes[prog.output_map[i]]))
+    for slot in prog.output_map:
+        st = prog.outputs[slot]
+        outs.append(bufs[st.sid][:st.size].reshape(prog.output_shapes[slot]))
     return outs
 
 
@@ -120,3 +141,120 @@ def _garbage(st):
     if st.dtype.startswith("float"):
         return np.full(max(st.size, 1), np.nan, dtype=st.dtype)
     return np.full(max(st.size, 1), 123, dtype=st.dtype)
+
+
+# --- threaded emulation: the real block-level helpers, with one OS thread per CUDA thread -----
+
+THREADED_PRELUDE = r"""
+#include <cmath>
+#include <cstring>
+#include <cstdint>
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <thread>
+#include <vector>
+using std::isfinite; using std::isnan;
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __launch_bounds__(n)
+#define __shared__ static   /* one block runs at a time: statics are the block's shared memory */
+struct sg_dim3 { unsigned x, y, z; };
+static thread_local sg_dim3 threadIdx = {0, 0, 0};
+static sg_dim3 blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+static std::barrier<> *sg_block_barrier = nullptr;
+static std::barrier<> *sg_warp_barrier[32];
+static unsigned long long sg_exchange[32][32];
+static inline void __syncthreads() { sg_block_barrier->arrive_and_wait(); }
+template <typename T> static T __shfl_down_sync(unsigned, T v, int off) {
+    static_assert(sizeof(T) <= 8, "shuffle of a wide type");
+    const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned long long bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    sg_exchange[warp][lane] = bits;
+    sg_warp_barrier[warp]->arrive_and_wait();
+    T r = v;
+    if (lane + off < 32) std::memcpy(&r, &sg_exchange[warp][lane + off], sizeof(T));
+    sg_warp_barrier[warp]->arrive_and_wait();
+    return r;
+}
+template <typename T> static T atomicAdd(T *p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
+static inline float __int_as_float(unsigned int b) { float f; std::memcpy(&f, &b, 4); return f; }
+static inline double __longlong_as_double(unsigned long long b) {
+    double d; std::memcpy(&d, &b, 8); return d;
+}
+template <class F> static void sg_run_grid(sg_dim3 grid, unsigned block, F kernel) {
+    gridDim = grid;
+    blockDim = {block, 1, 1};
+    std::barrier<> bar(block);
+    sg_block_barrier = &bar;
+    std::vector<std::barrier<> *> warps;
+    for (unsigned w = 0; w < (block + 31) / 32; ++w) {
+        warps.push_back(new std::barrier<>(std::min(32u, block - 32 * w)));
+        sg_warp_barrier[w] = warps.back();
+    }
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                blockIdx = {x, y, z};
+                std::vector<std::thread> threads;
+                for (unsigned t = 0; t < block; ++t)
+                    threads.emplace_back([t, &kernel] { threadIdx = {t, 0, 0}; kernel(); });
+                for (auto &th : threads) th.join();
+            }
+    for (auto *w : warps) delete w;
+}
+"""
+
+
+def threaded_source(mods) -> str:
+    """The modules' kernels with the real helpers, plus one host launcher per kernel:
+    ``launch_<name>(gx, gy, gz, block, void **args)``."""
+    from symgraph.codegen.cuda_scalar import c_type
+    helpers = [read_kernel(f"cuda/{h}").replace("#pragma once\n", "")
+               for h in ("scalar.cuh", "reduce.cuh", "gemm.cuh")]
+    launchers, kernels, seen = [], [], set()
+    for mod in mods:
+        for k in mod.kernels:
+            if k.name not in seen:
+                seen.add(k.name)
+                kernels.append((k, mod.program.storages))
+    for k, table in kernels:
+        args = ", ".join(f"({c_type(table[s].dtype)} *)args[{i}]" for i, s in enumerate(k.params))
+        launchers.append(f'extern "C" void launch_{k.name}(unsigned gx, unsigned gy, unsigned gz, '
+                         f'unsigned block, void **args) {{ sg_run_grid({{gx, gy, gz}}, block, '
+                         f'[&] {{ {k.name}({args}); }}); }}')
+    return "\n".join([THREADED_PRELUDE, *helpers, *(k.source for k, _ in kernels), *launchers])
+
+
+def threaded_library(mods):
+    src = threaded_source(mods)
+    tmp = tempfile.mkdtemp(prefix="sg-host-emu-")
+    from pathlib import Path
+    tag = hashlib.sha1(src.encode()).hexdigest()[:10]
+    cpp, so = Path(tmp) / f"t{tag}.cpp", Path(tmp) / f"t{tag}.so"
+    cpp.write_text(src)
+    proc = subprocess.run([CXX, "-std=c++20", "-O0", "-pthread", "-shared", "-fPIC", "-w", "-o", str(so),
+                           str(cpp)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return ctypes.CDLL(str(so))
+
+
+def run_threaded(mod, values, lib=None, max_blocks: int = 4):
+    """Like ``run_on_host`` but with the real launch geometry and helpers.  Grid-, block- and
+    promoted-mode kernels stride over their grid, so their grids are capped at ``max_blocks``
+    blocks (fewer thread spawns); GEMM grids (one block per output tile) run in full."""
+    lib = lib or threaded_library([mod])
+    prog = mod.program
+    bufs = _buffers(prog, values)
+    for k in mod.kernels:
+        if k.grid[0] == 0:
+            continue
+        fn = getattr(lib, f"launch_{k.name}")
+        arr = (ctypes.c_void_p * max(len(k.params), 1))(*[bufs[s].ctypes.data for s in k.params])
+        g = list(k.grid) if k.mode == "gemm" else [min(k.grid[0], max_blocks), 1, 1]
+        fn(ctypes.c_uint(g[0]), ctypes.c_uint(g[1]), ctypes.c_uint(g[2]), ctypes.c_uint(k.block), arr)
+    return _outputs(prog, bufs)
