@@ -14,11 +14,11 @@ import math
 
 import numpy as np
 
-from ._scalar import S
 from ..errors import CompileError
-from ..graph.basic import Apply
+from ..graph.basic import Apply, Constant
 from ..graph.fgraph import FunctionGraph
 from ..graph.types import is_float
+from ._scalar import S
 from .kernel_ir import (
     Assign,
     For,
@@ -124,15 +124,16 @@ class Lowerer:
         self.output_map = []
         for v in fgraph.outputs:
             if id(v) not in self.out_storage:
-                shp = self.shape_of.get(id(v), getattr(getattr(v, "value", None), "shape", None))
-                if shp is None:
-                    shp = self.shape_of[id(v)]
+                if isinstance(v, Constant):
+                    self.shape_of[id(v)] = v.value.shape
+                shp = self.shape_of[id(v)]
                 st = self.new_storage("output", v.dtype, shp, name=v.label())
                 st.slot = len(self.outputs)
                 self.outputs.append(st)
                 self.out_storage[id(v)] = st
             self.output_map.append(self.out_storage[id(v)].slot)
         self.current: Apply | None = None
+        self._names: set[str] = set()
 
     # --- storages and kernels ------------------------------------------------------------
     def new_storage(self, kind, dtype, shape, name="", value=None) -> Storage:
@@ -155,6 +156,9 @@ class Lowerer:
     def view(self, v) -> View:
         if id(v) in self.env:
             return self.env[id(v)]
+        if id(v) not in self.value_of and isinstance(v, Constant):
+            self.value_of[id(v)] = v.value
+            self.shape_of[id(v)] = v.value.shape
         if id(v) in self.value_of:
             val = np.ascontiguousarray(self.value_of[id(v)])
             st = self.new_storage("const", v.dtype, val.shape, value=val, name=v.label())
@@ -167,7 +171,13 @@ class Lowerer:
         digest = hashlib.sha1(f"{base}\n{text}".encode()).hexdigest()[:6]
         node = self.current
         ops = [f"{node.op} -> {', '.join(o.label() for o in node.outputs)}"] if node else ["copy"]
-        k = Kernel(f"{base}_{digest}", body, ops, list(inputs), list(outputs), int(work))
+        name = f"{base}_{digest}"
+        n = 2
+        while name in self._names:
+            name = f"{base}_{digest}_{n}"
+            n += 1
+        self._names.add(name)
+        k = Kernel(name, body, ops, list(inputs), list(outputs), int(work))
         self.kernels.append(k)
         return k
 

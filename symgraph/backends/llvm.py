@@ -1,0 +1,235 @@
+"""The llvm backend: native CPU code through llvmlite, one native call per function call.
+
+``build`` returns an ``LLVMProgram``.  On the first call with a new tuple of input shapes it
+lowers the graph to kernel IR for those shapes, renders one LLVM module (every kernel plus an
+entry point), optimises it for the host CPU, loads the object code (from the disk cache when
+it is there) and keeps it in memory keyed by the shapes.  A call then fills one array of
+pointers (inputs, fresh outputs, the scratch arena) and makes one ctypes call, which releases
+the GIL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CompileError
+from ..graph.fgraph import FunctionGraph
+from . import llvm_cache, llvm_jit
+
+ENTRY = "symgraph_entry"
+FORMAT_VERSION = "1"
+
+
+def default_threads() -> int:
+    env = os.environ.get("SYMGRAPH_NUM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class KernelInfo:
+    """One generated kernel, for ``f.kernels``."""
+
+    name: str
+    source: str
+    inputs: list[str]
+    outputs: list[str]
+    ops: list[str]
+    ir: str = ""  # the kernel-IR text it was rendered from
+    stats: dict = field(default_factory=lambda: {"calls": 0, "seconds": 0.0})
+
+
+class Specialization:
+    """The native code and buffers for one tuple of input shapes."""
+
+    def __init__(self, prog, loaded: llvm_jit.Loaded, key: str, builder_factory):
+        self.prog = prog
+        self.loaded = loaded
+        self.key = key
+        self._builder_factory = builder_factory
+        self._text = None
+        self._sources = None
+        ni, no = len(prog.inputs), len(prog.outputs)
+        self.ni, self.no = ni, no
+        self.args = (ctypes.c_void_p * (ni + no + 1))()
+        self.arena = np.empty(max(prog.arena_size, 1) + 64, dtype=np.uint8)
+        base = self.arena.ctypes.data
+        self.args[ni + no] = base + (-base) % 64
+        self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
+                          zip(prog.output_shapes, prog.outputs)]
+        self.output_map = list(prog.output_map)
+        self.cfunc = loaded.cfunc
+        self.lock = threading.Lock()
+
+    def run(self, values: list) -> list:
+        args = self.args
+        keep = []
+        for i, v in enumerate(values):
+            if not v.flags.c_contiguous:
+                v = np.ascontiguousarray(v)
+                keep.append(v)
+            args[i] = v.ctypes.data
+        ni = self.ni
+        outs = [np.empty(s, d) for s, d in self.out_specs]
+        for j, o in enumerate(outs):
+            args[ni + j] = o.ctypes.data
+        with self.lock:  # the arena and the pointer array are per specialisation
+            self.cfunc(args)
+        return [outs[m] for m in self.output_map]
+
+    # inspection (rendered again on demand when the code came from the disk cache)
+    def _render(self):
+        if self._text is None:
+            mb = self._builder_factory(self.prog)
+            mb.build()
+            self._text, self._sources = mb.annotated_text()
+        return self._text, self._sources
+
+    def source(self) -> str:
+        return self._render()[0]
+
+    def kernels(self) -> list[KernelInfo]:
+        from ..codegen.kernel_ir import kernel_text
+        _, sources = self._render()
+        return [KernelInfo(k.name, sources.get(k.name, ""), k.inputs, k.outputs, k.ops, kernel_text(k))
+                for k in self.prog.kernels]
+
+    def asm(self) -> str:
+        ref = llvm_jit.optimize(self._render()[0])
+        return llvm_jit.emit_assembly(ref)
+
+
+class LLVMProgram:
+    """The compiled function's native program: specialisations keyed by input shapes."""
+
+    backend_name = "llvm"
+
+    def __init__(self, fgraph: FunctionGraph, roots: list, options: dict):
+        self.fgraph = fgraph
+        self.roots = roots
+        self.threads = int(options.get("threads") or default_threads())
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        self.specs: dict[tuple, Specialization] = {}
+        self.last: Specialization | None = None
+        self._lock = threading.Lock()
+        self.cache_hits = 0
+        self.compiles = 0
+        libs = llvm_jit.libraries()
+        if libs["blas"] is None:
+            raise CompileError("the llvm backend needs NumPy's bundled OpenBLAS (numpy.libs)")
+        self.gomp = libs["gomp"] is not None
+        llvm_jit.set_blas_threads(self.threads)
+        static = [v.type.shape for v in roots]
+        if all(d is not None for s in static for d in s):
+            self.specialize([tuple(s) for s in static])
+
+    # --- calling -----------------------------------------------------------------------------
+    def __call__(self, values: list) -> list:
+        key = tuple([v.shape for v in values])
+        spec = self.specs.get(key)
+        if spec is None:
+            values = [np.asarray(v) for v in values]
+            key = tuple([v.shape for v in values])
+            spec = self.specs.get(key) or self.specialize(list(key))
+        return spec.run(values)
+
+    # --- building ----------------------------------------------------------------------------
+    def _builder(self, prog):
+        from ..codegen.llvm_render import ModuleBuilder
+        return ModuleBuilder(prog, ENTRY, gomp=self.gomp, math_functions=llvm_jit.math_module()[1])
+
+    def specialize(self, shapes: list[tuple]) -> Specialization:
+        """Compile (or load from cache) the code for one tuple of input shapes."""
+        from ..codegen.lower import lower
+        with self._lock:
+            key = tuple(tuple(s) for s in shapes)
+            if key in self.specs:
+                return self.specs[key]
+            prog = lower(self.fgraph, self.roots, list(key))
+            digest = program_digest(prog, self.gomp)
+            obj = llvm_cache.load(digest)
+            if obj is None:
+                mb = self._builder(prog)
+                mb.build()
+                text, sources = mb.annotated_text()
+                ref = llvm_jit.optimize(text)
+                obj = llvm_jit.emit_object(ref)
+                llvm_cache.store(digest, obj)
+                self.compiles += 1
+            else:
+                text = sources = None
+                self.cache_hits += 1
+            loaded = llvm_jit.Loaded(obj, ENTRY)
+            loaded.set_threads(self.threads)
+            spec = Specialization(prog, loaded, digest, self._builder)
+            if text is not None:
+                spec._text, spec._sources = text, sources
+            self.specs[key] = spec
+            self.last = spec
+            return spec
+
+    def set_threads(self, n: int) -> None:
+        self.threads = int(n)
+        llvm_jit.set_blas_threads(self.threads)
+        for spec in self.specs.values():
+            spec.loaded.set_threads(self.threads)
+
+    # --- inspection ----------------------------------------------------------------------------
+    def _current(self) -> Specialization:
+        if self.last is None:
+            raise CompileError("this function has inputs of unknown shape: call it once (or pass "
+                               "example inputs) so the llvm backend can generate code")
+        return self.last
+
+    @property
+    def kernels(self) -> list[KernelInfo]:
+        return self._current().kernels() if self.last is not None else []
+
+    def source(self) -> str:
+        return self._current().source()
+
+    def asm(self) -> str:
+        return self._current().asm()
+
+    def export(self, path: str, kind: str = "shared", example_inputs=None, name: str | None = None,
+               shared_values=None):
+        from ..export import export_program
+        if example_inputs is not None:
+            self.specialize([np.shape(v) for v in example_inputs])
+        return export_program(self, self._current(), path, kind=kind, name=name,
+                              shared_values=shared_values)
+
+
+def program_digest(prog, gomp: bool) -> str:
+    """Cache key: the kernel IR (a function of the rewritten graph, shapes and dtypes), the
+    constants, the target (triple, CPU, features), math helpers and versions."""
+    from .. import __version__ as sg_version
+    from ..codegen.kernel_ir import kernel_text
+    h = hashlib.sha256()
+    h.update(f"{FORMAT_VERSION}|{sg_version}|{llvm_jit.target_id()}|{llvm_jit.math_hash()}|"
+             f"gomp={gomp}\n".encode())
+    for st in prog.storages:
+        h.update(f"{st.sid}:{st.kind}:{st.dtype}:{st.size}:{st.slot}\n".encode())
+        if st.value is not None:
+            h.update(np.ascontiguousarray(st.value).tobytes())
+    for k in prog.kernels:
+        h.update(kernel_text(k).encode())
+        h.update(f"|{k.work}\n".encode())
+    h.update(repr(sorted(prog.arena_offsets.items())).encode())
+    h.update(repr(prog.output_map).encode())
+    return h.hexdigest()[:40]
+
+
+def build(fgraph: FunctionGraph, roots: list, options: dict) -> LLVMProgram:
+    return LLVMProgram(fgraph, roots, options)
