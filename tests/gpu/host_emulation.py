@@ -85,15 +85,22 @@ def build_host_library(src: str, tmpdir=None):
     return ctypes.CDLL(str(so))
 
 
+def symbol(k) -> str:
+    """A name unique to the kernel's source: modules can reuse a name for another body."""
+    return f"{k.name}__{hashlib.sha1(k.source.encode()).hexdigest()[:8]}"
+
+
+def renamed_source(k) -> str:
+    return k.source.replace(f" {k.name}(", f" {symbol(k)}(", 1)
+
+
 def host_library(mods):
     """One host library holding the kernels of several rendered modules."""
-    sources, seen = [], set()
+    sources = {}
     for mod in mods:
         for k in mod.kernels:
-            if k.name not in seen:
-                seen.add(k.name)
-                sources.append(k.source)
-    return build_host_library(host_source(sources))
+            sources.setdefault(symbol(k), renamed_source(k))
+    return build_host_library(host_source(sources.values()))
 
 
 def run_on_host(mod, values, lib=None):
@@ -105,7 +112,7 @@ def run_on_host(mod, values, lib=None):
         assert k.mode != "cublas"
         if k.grid[0] == 0:
             continue
-        fn = getattr(lib, k.name)
+        fn = getattr(lib, symbol(k))
         fn.argtypes = [ctypes.c_void_p] * len(k.params)
         fn(*[bufs[s].ctypes.data for s in k.params])
     return _outputs(mod.program, bufs)
@@ -216,18 +223,17 @@ def threaded_source(mods) -> str:
     from symgraph.codegen.cuda_scalar import c_type
     helpers = [read_kernel(f"cuda/{h}").replace("#pragma once\n", "")
                for h in ("scalar.cuh", "reduce.cuh", "gemm.cuh")]
-    launchers, kernels, seen = [], [], set()
+    launchers, kernels = [], {}
     for mod in mods:
         for k in mod.kernels:
-            if k.name not in seen:
-                seen.add(k.name)
-                kernels.append((k, mod.program.storages))
-    for k, table in kernels:
+            kernels.setdefault(symbol(k), (k, mod.program.storages))
+    for name, (k, table) in kernels.items():
         args = ", ".join(f"({c_type(table[s].dtype)} *)args[{i}]" for i, s in enumerate(k.params))
-        launchers.append(f'extern "C" void launch_{k.name}(unsigned gx, unsigned gy, unsigned gz, '
+        launchers.append(f'extern "C" void launch_{name}(unsigned gx, unsigned gy, unsigned gz, '
                          f'unsigned block, void **args) {{ sg_run_grid({{gx, gy, gz}}, block, '
-                         f'[&] {{ {k.name}({args}); }}); }}')
-    return "\n".join([THREADED_PRELUDE, *helpers, *(k.source for k, _ in kernels), *launchers])
+                         f'[&] {{ {name}({args}); }}); }}')
+    return "\n".join([THREADED_PRELUDE, *helpers, *(renamed_source(k) for k, _ in kernels.values()),
+                      *launchers])
 
 
 def threaded_library(mods):
@@ -253,7 +259,7 @@ def run_threaded(mod, values, lib=None, max_blocks: int = 4):
     for k in mod.kernels:
         if k.grid[0] == 0:
             continue
-        fn = getattr(lib, f"launch_{k.name}")
+        fn = getattr(lib, f"launch_{symbol(k)}")
         arr = (ctypes.c_void_p * max(len(k.params), 1))(*[bufs[s].ctypes.data for s in k.params])
         g = list(k.grid) if k.mode == "gemm" else [min(k.grid[0], max_blocks), 1, 1]
         fn(ctypes.c_uint(g[0]), ctypes.c_uint(g[1]), ctypes.c_uint(g[2]), ctypes.c_uint(k.block), arr)
