@@ -376,18 +376,20 @@ class KernelWriter:
                 lines.append(f"{ind}__syncthreads();")
             else:
                 reds = plan["loops"][i]
+                lines.append(f"{ind}{{")
                 for name, op in reds.items():  # start each thread's partial at the identity
                     dt = self.locals[name]
-                    lines.append(f"{ind}const {c_type(dt)} l_{name}_init = l_{name};")
-                    lines.append(f"{ind}l_{name} = {_identity(op, dt)};")
-                lines.append(f"{ind}for (long long v_{st.var} = threadIdx.x; v_{st.var} < {st.extent}; "
+                    lines.append(f"{ind}    const {c_type(dt)} l_{name}_init = l_{name};")
+                    lines.append(f"{ind}    l_{name} = {_identity(op, dt)};")
+                lines.append(f"{ind}    for (long long v_{st.var} = threadIdx.x; v_{st.var} < {st.extent}; "
                              f"v_{st.var} += blockDim.x) {{")
-                self.stmts(st.body, lines, ind + "    ")
-                lines.append(f"{ind}}}")
+                self.stmts(st.body, lines, ind + "        ")
+                lines.append(f"{ind}    }}")
                 for name, op in reds.items():
                     dt = self.locals[name]
-                    lines.append(f"{ind}l_{name} = {_FUNCTOR[op]}(l_{name}_init, "
+                    lines.append(f"{ind}    l_{name} = {_FUNCTOR[op]}(l_{name}_init, "
                                  f"sg_block_reduce(l_{name}, {_FUNCTOR[op]}, {_identity(op, dt)}));")
+                lines.append(f"{ind}}}")
                 lines.append(f"{ind}__syncthreads();")
         lines.append("}")
         grid = max(1, min(total, GRID_CAP))
