@@ -141,17 +141,17 @@ class Specialization:
                 stream.synchronize()
                 k.stats["calls"] += 1
                 k.stats["seconds"] += time.perf_counter() - t0
+        stream.synchronize()
+        del arena  # back to the pool: the stream is done with it
         results = []
         for i, (buf, (shape, dt), host) in enumerate(zip(outs, self.out_specs, want_host)):
-            if host:
+            if host:  # pageable NumPy memory: a plain (synchronous) copy
                 arr = np.empty(shape, dtype=dt)
                 if arr.nbytes:
-                    drv.memcpy_dtoh_async(arr, buf, stream)
+                    drv.memcpy_dtoh(arr, buf)
                 results.append(arr)
             else:
                 results.append(DeviceValue(buf, int(prog.outputs[i].nbytes), dev))
-        stream.synchronize()
-        del arena  # returned to the pool only after the stream finished with it
         return results
 
 
@@ -264,8 +264,8 @@ class CudaProgram:
             return p, value
         host = np.ascontiguousarray(value)
         buf = dev.alloc(host.nbytes)
-        if host.nbytes:
-            dev.drv.memcpy_htod_async(buf, host, dev.stream)
+        if host.nbytes:  # synchronous: the legacy default stream orders it before our launches
+            dev.drv.memcpy_htod(buf, host)
         return int(buf), (buf, host)
 
     def __call__(self, values: list) -> list:
