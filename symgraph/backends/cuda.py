@@ -324,6 +324,10 @@ class CudaProgram:
     # --- inspection ------------------------------------------------------------------------
     @property
     def kernels(self):
+        """The kernels of the latest specialisation ([] before the first call when some input
+        dimension is unknown)."""
+        if self.codegen.last is None and self.codegen.static_shapes() is None:
+            return []
         return self.codegen.current().kernels
 
     def source(self) -> str:
@@ -333,8 +337,10 @@ class CudaProgram:
         arch = self.dev.arch if self.dev is not None else "sm_80"
         return self.codegen.ptx(arch)
 
-    def export(self, path: str, example_inputs=None, arch: str | None = None, **_) -> list[str]:
-        """Write ``path.cu``, ``path.ptx`` and ``path.h`` (see ``cuda_export``)."""
+    def export(self, path: str, example_inputs=None, arch: str | None = None, name: str | None = None,
+               **_) -> list[str]:
+        """Write ``path.cu``, ``path.ptx`` and ``path.h`` (see ``cuda_export``); ``name`` is the
+        prefix of the C functions (default: the file name)."""
         if example_inputs is not None:
             shapes = [tuple(np.shape(v)) for v in example_inputs] + [tuple(s.shape) for s in
                                                                       self.roots[len(example_inputs):]]
@@ -345,7 +351,7 @@ class CudaProgram:
             key = next(k for k, m in self.codegen._modules.items() if m is mod)
             mod = gen.module(list(key))
         arch = arch or (self.dev.arch if self.dev is not None else "sm_80")
-        return export_module(mod, path, arch, self.roots, self.fgraph, self._n_user or None)
+        return export_module(mod, path, arch, self.roots, self.fgraph, self._n_user or None, name)
 
 
 def _puller(value: DeviceValue, target: SharedVariable):

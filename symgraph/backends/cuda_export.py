@@ -37,10 +37,11 @@ def _host_literal(v, dtype: str) -> str:
     return literal(v, dtype)
 
 
-def export_module(mod, path: str, arch: str, roots, fgraph, n_user: int | None = None) -> list[str]:
+def export_module(mod, path: str, arch: str, roots, fgraph, n_user: int | None = None,
+                  name: str | None = None) -> list[str]:
     """Write the three files for the rendered module ``mod``; returns their paths."""
     base = Path(path)
-    name = _ident(base.name) or "symgraph"
+    name = _ident(name or base.name) or "symgraph"
     prog = mod.program
     n_user = len(fgraph.outputs) if n_user is None else n_user
     in_params, out_params, doc = [], [], []

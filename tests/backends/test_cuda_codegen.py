@@ -146,6 +146,7 @@ def test_codegen_only_function_shows_and_exports_its_code(tmp_path, monkeypatch)
     case = mlp_step(batch=8, n_in=6, hidden=5, n_out=3)
     x, y = case.inputs
     f = sg.compile([x, y], case.outputs[0], updates=case.updates, backend="cuda")
+    assert f.kernels == []
     with pytest.raises(sg.CompileError, match="call the function once"):
         f.source()
     with pytest.raises(sg.CompileError, match="CODEGEN_ONLY"):
