@@ -205,6 +205,9 @@ class CompiledFunction:
         options = {"threads": threads, "profile": profile, "trust_input": trust_input,
                    "n_outputs": self.n_outputs}
         self.program = module.build(fgraph, self.inputs + self.shared, options)
+        # a backend may provide the whole call path (checks, native call, updates) itself
+        make_caller = getattr(self.program, "make_caller", None)
+        self._caller = make_caller(self) if make_caller is not None else None
 
     # --- calling ------------------------------------------------------------------------
     def _convert(self, args) -> list[np.ndarray]:
@@ -217,6 +220,8 @@ class CompiledFunction:
         return [spec.convert(a) for spec, a in zip(self.specs, args)]
 
     def __call__(self, *args):
+        if self._caller is not None:
+            return self._caller(args)
         values = self._convert(args)
         # a backend that keeps shared values on a device reads and updates them itself
         on_device = getattr(self.program, "device_shared", False)
@@ -274,6 +279,13 @@ class CompiledFunction:
         if not self.profile:
             raise RuntimeError("compile with profile=True to record per-kernel statistics")
         return [{"kernel": k.name, **k.stats} for k in self.kernels]
+
+    def export(self, path, kind: str = "shared", example_inputs=None, name: str | None = None):
+        """Write a native library + C header of this function (llvm backend; see API.md)."""
+        export = getattr(self.program, "export", None)
+        if export is None:
+            raise CompileError(f"the {self.backend} backend cannot export")
+        return export(self, path, kind=kind, example_inputs=example_inputs, name=name)
 
     def __repr__(self) -> str:
         names = ", ".join(s.name for s in self.specs)

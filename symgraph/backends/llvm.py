@@ -52,8 +52,9 @@ class KernelInfo:
 class Specialization:
     """The native code and buffers for one tuple of input shapes."""
 
-    def __init__(self, prog, loaded: llvm_jit.Loaded, key: str, builder_factory):
+    def __init__(self, prog, loaded: llvm_jit.Loaded, key: str, builder_factory, object_args: bool):
         self.prog = prog
+        self.object_args = object_args
         self.loaded = loaded
         self.key = key
         self._builder_factory = builder_factory
@@ -69,22 +70,44 @@ class Specialization:
                           zip(prog.output_shapes, prog.outputs)]
         self.output_map = list(prog.output_map)
         self.cfunc = loaded.cfunc
+        self._dups: dict[int, set[int]] = {}
         self.lock = threading.Lock()
 
+    def duplicated_updates(self, n_out: int) -> set[int]:
+        """Updates whose result array is also returned elsewhere (they are installed as copies)."""
+        dup = self._dups.get(n_out)
+        if dup is None:
+            counts: dict[int, int] = {}
+            for m in self.output_map:
+                counts[m] = counts.get(m, 0) + 1
+            dup = {k for k, m in enumerate(self.output_map[n_out:]) if counts[m] > 1}
+            self._dups[n_out] = dup
+        return dup
+
     def run(self, values: list) -> list:
+        """One native call: ``values`` are C-contiguous arrays of the right dtypes."""
         args = self.args
-        keep = []
-        for i, v in enumerate(values):
-            if not v.flags.c_contiguous:
-                v = np.ascontiguousarray(v)
-                keep.append(v)
-            args[i] = v.ctypes.data
-        ni = self.ni
         outs = [np.empty(s, d) for s, d in self.out_specs]
-        for j, o in enumerate(outs):
-            args[ni + j] = o.ctypes.data
-        with self.lock:  # the arena and the pointer array are per specialisation
-            self.cfunc(args)
+        if self.object_args:  # the native code reads each array's data pointer itself
+            with self.lock:  # the arena and the pointer array belong to this specialisation
+                i = 0
+                for v in values:
+                    args[i] = id(v)
+                    i += 1
+                for o in outs:
+                    args[i] = id(o)
+                    i += 1
+                self.cfunc(args)
+        else:
+            with self.lock:
+                i = 0
+                for v in values:
+                    args[i] = v.ctypes.data
+                    i += 1
+                for o in outs:
+                    args[i] = o.ctypes.data
+                    i += 1
+                self.cfunc(args)
         return [outs[m] for m in self.output_map]
 
     # inspection (rendered again on demand when the code came from the disk cache)
@@ -101,8 +124,16 @@ class Specialization:
     def kernels(self) -> list[KernelInfo]:
         from ..codegen.kernel_ir import kernel_text
         _, sources = self._render()
-        return [KernelInfo(k.name, sources.get(k.name, ""), k.inputs, k.outputs, k.ops, kernel_text(k))
-                for k in self.prog.kernels]
+        infos = [KernelInfo(k.name, sources.get(k.name, ""), k.inputs, k.outputs, k.ops, kernel_text(k))
+                 for k in self.prog.kernels]
+        addr = self.loaded.profile_addr
+        if addr:
+            n = len(infos)
+            counts = (ctypes.c_int64 * (2 * n)).from_address(addr)
+            cps = llvm_jit.cycles_per_second()
+            for i, info in enumerate(infos):
+                info.stats = {"calls": int(counts[2 * i + 1]), "seconds": counts[2 * i] / cps}
+        return infos
 
     def asm(self) -> str:
         ref = llvm_jit.optimize(self._render()[0])
@@ -118,6 +149,7 @@ class LLVMProgram:
         self.fgraph = fgraph
         self.roots = roots
         self.threads = int(options.get("threads") or default_threads())
+        self.profile = bool(options.get("profile"))
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         self.specs: dict[tuple, Specialization] = {}
@@ -129,6 +161,7 @@ class LLVMProgram:
         if libs["blas"] is None:
             raise CompileError("the llvm backend needs NumPy's bundled OpenBLAS (numpy.libs)")
         self.gomp = libs["gomp"] is not None
+        self.object_args = llvm_jit.object_args_supported()
         llvm_jit.set_blas_threads(self.threads)
         static = [v.type.shape for v in roots]
         if all(d is not None for s in static for d in s):
@@ -144,10 +177,52 @@ class LLVMProgram:
             spec = self.specs.get(key) or self.specialize(list(key))
         return spec.run(values)
 
+    def make_caller(self, cf):
+        """The whole call path of ``CompiledFunction`` ``cf``: argument checks (unless
+        ``trust_input``), one native call, updates (the fresh result arrays are installed
+        without a copy), results."""
+        specs, shared, targets = cf.specs, cf.shared, cf.update_targets
+        n_out, single, trust = cf.n_outputs, cf.single, cf.trust_input
+        nspec = len(specs)
+        table = self.specs
+        ndarray = np.ndarray
+        convert = [s.convert for s in specs]
+        program = self
+
+        def slow(values):
+            values = [v if type(v) is ndarray and v.flags.c_contiguous else np.ascontiguousarray(v)
+                      for v in values]
+            key = tuple([v.shape for v in values])
+            spec = table.get(key) or program.specialize(list(key))
+            return spec, values
+
+        def call(args):
+            if len(args) != nspec:
+                cf._convert(args)  # raises the TypeError naming the inputs
+            if trust:
+                values = list(args)
+            else:
+                values = [c(a) for c, a in zip(convert, args)]
+            for s in shared:
+                values.append(s._value)
+            spec = table.get(tuple([v.shape for v in values])) if all(
+                [type(v) is ndarray and v.flags.c_contiguous for v in values]) else None
+            if spec is None:
+                spec, values = slow(values)
+            results = spec.run(values)
+            if targets:
+                dup = spec.duplicated_updates(n_out)
+                for k, (t, r) in enumerate(zip(targets, results[n_out:])):
+                    t._assign(r.copy() if k in dup else r)
+            return results[0] if single else results[:n_out]
+
+        return call
+
     # --- building ----------------------------------------------------------------------------
     def _builder(self, prog):
         from ..codegen.llvm_render import ModuleBuilder
-        return ModuleBuilder(prog, ENTRY, gomp=self.gomp, math_functions=llvm_jit.math_module()[1])
+        return ModuleBuilder(prog, ENTRY, gomp=self.gomp, math_functions=llvm_jit.math_module()[1],
+                             object_args=self.object_args, profile=self.profile)
 
     def specialize(self, shapes: list[tuple]) -> Specialization:
         """Compile (or load from cache) the code for one tuple of input shapes."""
@@ -157,7 +232,8 @@ class LLVMProgram:
             if key in self.specs:
                 return self.specs[key]
             prog = lower(self.fgraph, self.roots, list(key))
-            digest = program_digest(prog, self.gomp)
+            digest = program_digest(prog, f"gomp={self.gomp}|objargs={self.object_args}|"
+                                          f"profile={self.profile}")
             obj = llvm_cache.load(digest)
             if obj is None:
                 mb = self._builder(prog)
@@ -172,7 +248,7 @@ class LLVMProgram:
                 self.cache_hits += 1
             loaded = llvm_jit.Loaded(obj, ENTRY)
             loaded.set_threads(self.threads)
-            spec = Specialization(prog, loaded, digest, self._builder)
+            spec = Specialization(prog, loaded, digest, self._builder, self.object_args)
             if text is not None:
                 spec._text, spec._sources = text, sources
             self.specs[key] = spec
@@ -202,23 +278,26 @@ class LLVMProgram:
     def asm(self) -> str:
         return self._current().asm()
 
-    def export(self, path: str, kind: str = "shared", example_inputs=None, name: str | None = None,
-               shared_values=None):
+    def export(self, cf, path: str, kind: str = "shared", example_inputs=None, name: str | None = None):
+        """Write ``path.so`` (or ``.o``) and ``path.h`` for the current specialisation."""
         from ..export import export_program
+        spec = self.last
         if example_inputs is not None:
-            self.specialize([np.shape(v) for v in example_inputs])
-        return export_program(self, self._current(), path, kind=kind, name=name,
-                              shared_values=shared_values)
+            shapes = [np.shape(v) for v in example_inputs] + [s.shape for s in cf.shared]
+            spec = self.specialize(shapes)
+        if spec is None:
+            spec = self._current()
+        return export_program(cf, spec, path, kind=kind, name=name)
 
 
-def program_digest(prog, gomp: bool) -> str:
+def program_digest(prog, variant: str) -> str:
     """Cache key: the kernel IR (a function of the rewritten graph, shapes and dtypes), the
     constants, the target (triple, CPU, features), math helpers and versions."""
     from .. import __version__ as sg_version
     from ..codegen.kernel_ir import kernel_text
     h = hashlib.sha256()
     h.update(f"{FORMAT_VERSION}|{sg_version}|{llvm_jit.target_id()}|{llvm_jit.math_hash()}|"
-             f"gomp={gomp}\n".encode())
+             f"{variant}\n".encode())
     for st in prog.storages:
         h.update(f"{st.sid}:{st.kind}:{st.dtype}:{st.size}:{st.slot}\n".encode())
         if st.value is not None:

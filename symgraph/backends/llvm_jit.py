@@ -53,6 +53,10 @@ def libraries() -> dict:
             if path:
                 binding.load_library_permanently(path)
         gomp = ctypes.util.find_library("gomp")
+        if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+            # idle OpenMP workers spin for a short time only, so they do not steal the cores
+            # OpenBLAS's own threads need during the GEMMs that follow (read when libgomp loads)
+            os.environ["GOMP_SPINCOUNT"] = "20000"
         if gomp and os.environ.get("SYMGRAPH_NO_OPENMP") is None:
             try:
                 binding.load_library_permanently(gomp)
@@ -146,6 +150,7 @@ def optimize(ir_text: str, aot: bool = False):
     pto = binding.create_pipeline_tuning_options(speed_level=3)
     pto.loop_vectorization = True
     pto.slp_vectorization = True
+    pto.loop_unrolling = False  # full unrolling of static loops costs 5x compile time for little
     pb = binding.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(ref, pb)
     return ref
@@ -175,7 +180,39 @@ class Loaded:
         self.cfunc = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self.address)
         addr = self.engine.get_global_value_address("sg_num_threads")
         self.nthreads = ctypes.c_int32.from_address(addr) if addr else None
+        addr = self.engine.get_global_value_address("sg_profile")
+        self.profile_addr = addr or None
 
     def set_threads(self, n: int) -> None:
         if self.nthreads is not None:
             self.nthreads.value = int(n)
+
+
+def object_args_supported() -> bool:
+    """Whether a NumPy array's data pointer sits at ``OBJECT_DATA_OFFSET`` in the object, so
+    generated code can take array objects (``id(arr)``) instead of extracted pointers."""
+    if "objargs" not in _state:
+        from ..codegen.llvm_render import OBJECT_DATA_OFFSET
+        ok = ctypes.sizeof(ctypes.c_void_p) == 8
+        for a in (np.zeros(3), np.zeros((), np.float32), np.empty((2, 0)), np.arange(5)[1:]):
+            ok = ok and ctypes.c_void_p.from_address(id(a) + OBJECT_DATA_OFFSET).value == \
+                a.__array_interface__["data"][0]
+        _state["objargs"] = bool(ok)
+    return _state["objargs"]
+
+
+def cycles_per_second() -> float:
+    """Calibrate ``llvm.readcyclecounter`` against ``time.perf_counter`` (once)."""
+    if "cps" not in _state:
+        import time
+        text = ("declare i64 @llvm.readcyclecounter()\n"
+                "define i64 @sg_clock() {\n  %t = call i64 @llvm.readcyclecounter()\n  ret i64 %t\n}\n")
+        ref = optimize(text)
+        loaded = Loaded(emit_object(ref), "sg_clock")
+        fn = ctypes.CFUNCTYPE(ctypes.c_int64)(loaded.address)
+        t0, c0 = time.perf_counter(), fn()
+        time.sleep(0.05)
+        t1, c1 = time.perf_counter(), fn()
+        _state["cps"] = (c1 - c0) / (t1 - t0)
+        _state["clock_engine"] = loaded
+    return _state["cps"]

@@ -46,6 +46,7 @@ class Storage:
     slot: int = -1  # position among the program's inputs or outputs
     value: np.ndarray | None = None  # const storages
     name: str = ""
+    shape: tuple = ()  # the shape of the value it was created for (documentation, export)
 
     @property
     def itemsize(self) -> int:

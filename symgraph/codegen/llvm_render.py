@@ -32,6 +32,7 @@ _REG = {"float32": F32, "float64": F64, "int64": I64, "int32": I32, "int16": I16
         "uint8": I8, "bool": I1}
 _MEM = dict(_REG, bool=I8)
 _UNSIGNED = {"uint8", "bool"}
+OBJECT_DATA_OFFSET = 16  # offsetof(PyArrayObject, data) on 64-bit CPython
 PARALLEL_MIN_WORK = 1 << 15  # elements; smaller kernels run on the calling thread
 
 # math functions: name -> (float32 libm name, float64 libm name) used until kernels/llvm/math.ll
@@ -66,8 +67,14 @@ class ModuleBuilder:
     """Renders one ``Program`` into an LLVM module with entry point ``entry_name``."""
 
     def __init__(self, prog: Program, entry_name: str = "symgraph_entry", gomp: bool = True,
-                 math_functions: set[str] | None = None):
+                 math_functions: set[str] | None = None, object_args: bool = False,
+                 profile: bool = False):
         self.prog = prog
+        # profile: count calls and cycles (llvm.readcyclecounter) per kernel in @sg_profile
+        self.profile = profile
+        # object_args: the input/output entries of ``args`` are NumPy array objects whose data
+        # pointer sits at OBJECT_DATA_OFFSET (the runtime checks this layout at start-up)
+        self.object_args = object_args
         self.entry_name = entry_name
         self.gomp = gomp
         self.math_functions = math_functions or set()  # names provided by kernels/llvm/math.ll
@@ -161,11 +168,17 @@ class ModuleBuilder:
         def arg(i):
             return b.load(b.gep(fn.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
 
+        def array_arg(i):
+            p = arg(i)
+            if not self.object_args:
+                return p
+            return b.load(b.gep(p, [ir.Constant(I64, OBJECT_DATA_OFFSET)], source_etype=I8), typ=PTR)
+
         ptr: dict[int, ir.Value] = {}
         for st in prog.inputs:
-            ptr[st.sid] = arg(st.slot)
+            ptr[st.sid] = array_arg(st.slot)
         for st in prog.outputs:
-            ptr[st.sid] = arg(ni + st.slot)
+            ptr[st.sid] = array_arg(ni + st.slot)
         arena = arg(ni + no)
         for st in prog.storages:
             if st.kind == "temp":
@@ -174,25 +187,37 @@ class ModuleBuilder:
             elif st.kind == "const":
                 ptr[st.sid] = self.const_global(st)
         nthreads = b.load(self.nthreads, typ=I32)
-        for k, kfn, params in self.kernel_fns:
+        counters = None
+        if self.profile:
+            cty = ir.ArrayType(I64, 2 * max(len(self.kernel_fns), 1))
+            counters = ir.GlobalVariable(self.module, cty, "sg_profile")
+            counters.initializer = ir.Constant(cty, None)
+            clock = self.declare("llvm.readcyclecounter", I64, [])
+        for kidx, (k, kfn, params) in enumerate(self.kernel_fns):
+            if counters is not None:
+                t0 = b.call(clock, [])
             args = [ptr[st.sid] for st in params]
             extent = k.body[0].extent if k.parallel else 0
             full = args + [ir.Constant(I64, 0), ir.Constant(I64, extent)]
             if k.parallel and self.gomp and k.work >= PARALLEL_MIN_WORK and extent > 1:
                 tr = self._omp_trampoline(k, kfn, len(params))
                 with b.goto_entry_block():
-                    ctx = b.alloca(ir.ArrayType(PTR, max(len(params), 1)), name=f"ctx.{k.name}")
+                    ctx = b.alloca(PTR, size=ir.Constant(I64, max(len(params), 1)), name=f"ctx.{k.name}")
                 with b.if_else(b.icmp_signed(">", nthreads, ir.Constant(I32, 1))) as (par, ser):
                     with par:
                         for i, a in enumerate(args):
-                            b.store(a, b.gep(ctx, [ir.Constant(I64, 0), ir.Constant(I64, i)],
-                                             source_etype=ctx.allocated_type))
+                            b.store(a, b.gep(ctx, [ir.Constant(I64, i)], source_etype=PTR))
                         gp = self.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
                         b.call(gp, [tr, ctx, nthreads, ir.Constant(I32, 0)])
                     with ser:
                         b.call(kfn, full)
             else:
                 b.call(kfn, full)
+            if counters is not None:
+                dt = b.sub(b.call(clock, []), t0)
+                for slot, inc in ((2 * kidx, dt), (2 * kidx + 1, ir.Constant(I64, 1))):
+                    cp = b.gep(counters, [ir.Constant(I32, 0), ir.Constant(I32, slot)])
+                    b.store(b.add(b.load(cp, typ=I64), inc), cp)
         b.ret_void()
 
     # --- text with comments ----------------------------------------------------------------

@@ -138,7 +138,8 @@ class Lowerer:
     # --- storages and kernels ------------------------------------------------------------
     def new_storage(self, kind, dtype, shape, name="", value=None) -> Storage:
         size = int(np.prod(shape, dtype=np.int64))
-        st = Storage(len(self.storages), kind, dtype, size, value=value, name=name)
+        st = Storage(len(self.storages), kind, dtype, size, value=value, name=name,
+                     shape=tuple(int(d) for d in shape))
         self.storages.append(st)
         return st
 
