@@ -268,13 +268,6 @@ class CompiledFunction:
     def asm(self) -> str:
         return self.program.asm()
 
-    def export(self, path: str, **kwargs):
-        """Write the compiled code for embedding (see the backend's ``export``)."""
-        export = getattr(self.program, "export", None)
-        if export is None:
-            raise CompileError(f"the {self.backend} backend cannot export compiled code")
-        return export(path, **kwargs)
-
     def stats(self) -> list[dict]:
         if not self.profile:
             raise RuntimeError("compile with profile=True to record per-kernel statistics")

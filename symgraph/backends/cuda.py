@@ -337,10 +337,11 @@ class CudaProgram:
         arch = self.dev.arch if self.dev is not None else "sm_80"
         return self.codegen.ptx(arch)
 
-    def export(self, path: str, example_inputs=None, arch: str | None = None, name: str | None = None,
-               **_) -> list[str]:
-        """Write ``path.cu``, ``path.ptx`` and ``path.h`` (see ``cuda_export``); ``name`` is the
-        prefix of the C functions (default: the file name)."""
+    def export(self, cf, path: str, kind: str = "cuda", example_inputs=None, name: str | None = None,
+               arch: str | None = None) -> list[str]:
+        """``f.export(path)``: write ``path.cu``, ``path.ptx`` and ``path.h`` (see ``cuda_export``);
+        ``name`` is the prefix of the C functions (default: the file name); ``kind`` is ignored
+        (the cuda backend always writes source, PTX and header)."""
         if example_inputs is not None:
             shapes = [tuple(np.shape(v)) for v in example_inputs] + [tuple(s.shape) for s in
                                                                       self.roots[len(example_inputs):]]
