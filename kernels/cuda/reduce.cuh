@@ -8,11 +8,28 @@ struct SgMin { template <typename T> __device__ __forceinline__ T operator()(T a
 struct SgAnd { template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return (T)(a && b); } };
 struct SgOr  { template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return (T)(a || b); } };
 
+// __shfl_down_sync has no 1- or 2-byte overloads: those travel as int
+template <typename T> __device__ __forceinline__ T sg_shfl_down(T v, int off) {
+    return __shfl_down_sync(0xffffffffu, v, off);
+}
+template <> __device__ __forceinline__ bool sg_shfl_down(bool v, int off) {
+    return (bool)__shfl_down_sync(0xffffffffu, (int)v, off);
+}
+template <> __device__ __forceinline__ signed char sg_shfl_down(signed char v, int off) {
+    return (signed char)__shfl_down_sync(0xffffffffu, (int)v, off);
+}
+template <> __device__ __forceinline__ unsigned char sg_shfl_down(unsigned char v, int off) {
+    return (unsigned char)__shfl_down_sync(0xffffffffu, (int)v, off);
+}
+template <> __device__ __forceinline__ short sg_shfl_down(short v, int off) {
+    return (short)__shfl_down_sync(0xffffffffu, (int)v, off);
+}
+
 // Sum (or any associative op) over the 32 lanes of a warp; lane 0 holds the result.
 template <typename T, class Op>
 __device__ __forceinline__ T sg_warp_reduce(T v, Op op) {
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, off));
+    for (int off = 16; off > 0; off >>= 1) v = op(v, sg_shfl_down(v, off));
     return v;
 }
 
@@ -32,46 +49,6 @@ __device__ __forceinline__ T sg_block_reduce(T v, Op op, T identity) {
     if (threadIdx.x == 0) slots[0] = v;
     __syncthreads();
     return slots[0];
-}
-
-// (value, index) reduction for argmax / argmin: the first index wins ties, NaN wins like NumPy.
-template <typename T, bool MAX>
-__device__ __forceinline__ bool sg_arg_better(T a, long long ia, T b, long long ib) {
-    if (a != a) return !(b != b) || ia < ib;   // NaN beats everything, first NaN wins
-    if (b != b) return false;
-    if (MAX ? (a > b) : (a < b)) return true;
-    return a == b && ia < ib;
-}
-
-template <typename T, bool MAX>
-__device__ __forceinline__ void sg_block_argreduce(T &v, long long &idx) {
-    __shared__ T vals[32];
-    __shared__ long long idxs[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-        T ov = __shfl_down_sync(0xffffffffu, v, off);
-        long long oi = __shfl_down_sync(0xffffffffu, idx, off);
-        if (sg_arg_better<T, MAX>(ov, oi, v, idx)) { v = ov; idx = oi; }
-    }
-    __syncthreads();
-    if (lane == 0) { vals[warp] = v; idxs[warp] = idx; }
-    __syncthreads();
-    const int nwarps = (blockDim.x + 31) >> 5;
-    if (warp == 0) {
-        v = lane < nwarps ? vals[lane] : vals[0];
-        idx = lane < nwarps ? idxs[lane] : idxs[0];
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) {
-            T ov = __shfl_down_sync(0xffffffffu, v, off);
-            long long oi = __shfl_down_sync(0xffffffffu, idx, off);
-            if (sg_arg_better<T, MAX>(ov, oi, v, idx)) { v = ov; idx = oi; }
-        }
-        if (lane == 0) { vals[0] = v; idxs[0] = idx; }
-    }
-    __syncthreads();
-    v = vals[0];
-    idx = idxs[0];
 }
 
 // accumulating stores whose indices may repeat (scatter-add, np.add.at)

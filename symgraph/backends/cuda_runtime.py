@@ -85,9 +85,6 @@ def device() -> Device:
     with _lock:
         if _device is None:
             _device = Device(int(os.environ.get("SYMGRAPH_CUDA_DEVICE", "0")))
-        else:
-            _device.ctx.push()
-            _device.ctx.pop()
         return _device
 
 

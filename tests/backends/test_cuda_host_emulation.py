@@ -103,7 +103,10 @@ def _long_rows():
 def _block_sums():
     from tests.gpu.cases import Case, _r
     x = sg.matrix("x")
-    return Case([x], [x.sum(axis=1), x.max(axis=1), x.sum(axis=0), x.sum(), x.min()], [_r(5, 400)], rtol=1e-3)
+    from symgraph.ops import reduce as R
+    small = (x * 100).astype("int8")
+    return Case([x], [x.sum(axis=1), x.max(axis=1), x.sum(axis=0), x.sum(), x.min(), R.any(x > 0.99, axis=1),
+                      small.max(axis=1)], [_r(5, 400)], rtol=1e-3)
 
 
 THREADED = {"block_sums": _block_sums, "matmuls": lambda: CASES["matmuls"](), "long_rows": _long_rows}

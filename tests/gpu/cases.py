@@ -82,9 +82,12 @@ def reductions():
 
 def big_reductions():
     """Long rows (block-per-row kernels) and a leading-axis sum (thread per column)."""
+    from symgraph.ops import reduce as R
     x = sg.matrix("x")
+    small = (x * 100).astype("int8")
     return Case([x], [x.sum(axis=1), x.max(axis=1), x.sum(axis=0), x.sum(), sg.nn.softmax(x),
-                      sg.nn.log_softmax(x)], [_r(16, 1000)], rtol=1e-3)
+                      sg.nn.log_softmax(x), R.any(x > 0.99, axis=1), R.all(x > -0.99, axis=1),
+                      small.max(axis=1), small.min(axis=1)], [_r(16, 1000)], rtol=1e-3)
 
 
 def matmuls():
