@@ -142,3 +142,28 @@ def test_digits_mlp_trains_to_the_cpu_accuracy():
         accuracies[backend] = float(np.mean(predict(xte) == yte))
     assert accuracies["cuda"] > 0.9
     assert abs(accuracies["cuda"] - accuracies["reference"]) <= 0.02
+
+
+def test_exported_program_runs_from_c(tmp_path):
+    import ctypes
+    import subprocess
+
+    import pycuda.gpuarray as gpuarray
+
+    from symgraph.backends.cuda_compiler import find_nvcc
+    x = sg.tensor("x", (4, 6))
+    w = sg.shared(np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32), name="w")
+    f = sg.compile([x], sg.nn.softmax(x @ w), backend="cuda")
+    files = f.export(str(tmp_path / "smx"))
+    so = tmp_path / "libsmx.so"
+    subprocess.run([find_nvcc(), "-shared", "-Xcompiler", "-fPIC", "-std=c++17", "-o", str(so), files[0]],
+                   check=True)
+    lib = ctypes.CDLL(str(so))
+    xs = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32)
+    xd, wd = gpuarray.to_gpu(xs), gpuarray.to_gpu(w.get_value())
+    out = gpuarray.empty((4, 3), np.float32)
+    assert lib.smx_init() == 0
+    p = ctypes.c_void_p
+    assert lib.smx_run(p(int(xd.gpudata)), p(int(wd.gpudata)), p(int(out.gpudata)), p(0)) == 0
+    np.testing.assert_allclose(out.get(), f(xs), rtol=1e-5, atol=1e-6)
+    lib.smx_free()
