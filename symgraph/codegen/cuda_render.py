@@ -230,7 +230,6 @@ class KernelWriter:
         self.params = [s.sid for s in touched]
         self.written = {st.storage.sid for st in walk(kernel.body) if isinstance(st, Store)}
         self.written |= {st.c.sid for st in walk(kernel.body) if isinstance(st, Gemm)}
-        self.atomic = False
 
     # --- entry ------------------------------------------------------------------------------
     def render(self, use_cublas: bool) -> CudaKernel:
@@ -307,7 +306,6 @@ class KernelWriter:
         target = f"p{st.storage.sid}[{idx}]"
         guard = "if (threadIdx.x == 0) " if thread0 else ""
         if st.accumulate and atomic:
-            self.atomic = True
             lines.append(f"{indent}{guard}sg_atomic_add(&{target}, {val});")
         elif st.accumulate:
             lines.append(f"{indent}{guard}{target} += {val};")
