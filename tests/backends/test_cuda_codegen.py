@@ -160,7 +160,8 @@ def test_codegen_only_function_shows_and_exports_its_code(tmp_path, monkeypatch)
     assert ".version" in f.asm()
     # the exported program (device code + host launcher) compiles as a whole
     nvcc = cuda_compiler.find_nvcc()
-    proc = subprocess.run([nvcc, "-c", "-arch=sm_80", "-std=c++17", "-o", str(tmp_path / "mlp.o"),
+    proc = subprocess.run([nvcc, "-c", "-arch=sm_80", "-std=c++17", "-Xcicc", "-O0", "-Xptxas", "-O0",
+                           "-o", str(tmp_path / "mlp.o"),
                            str(tmp_path / "mlp_step.cu")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
