@@ -129,3 +129,35 @@ def test_block_reductions_and_tiled_gemm_with_real_threads(name, threaded):
     assert any(k.mode in ("block", "gemm") for k in mod.kernels)
     got = run_threaded(mod, values, tlib)
     _compare(got, expected, 1e-3, [str(o.owner.op) if o.owner else o.label() for o in case.outputs])
+
+
+def _random_case(seed: int):
+    """A random elementwise / broadcasting / reduction graph over a matrix and a vector."""
+    from tests.gpu.cases import Case
+    rng = np.random.default_rng(seed)
+    unary = [sg.exp, sg.tanh, sg.sigmoid, sg.relu, sg.square, sg.sin, sg.abs, lambda v: v * 0.5 - 1,
+             lambda v: v.T.T + 0.0]
+    binary = [sg.add, sg.sub, sg.mul, sg.maximum, sg.minimum, lambda a, b: sg.where(a > b, a, b * 2)]
+    shape = [(7, 5), (1, 5), (33, 129), (300, 3)][seed % 4]
+    x, y = sg.matrix("x"), sg.vector("y")
+    vals = [x, y]
+    for _ in range(int(rng.integers(1, 7))):
+        a = unary[int(rng.integers(len(unary)))](vals[int(rng.integers(len(vals)))])
+        vals.append(binary[int(rng.integers(len(binary)))](a, vals[int(rng.integers(len(vals)))]))
+    last = vals[-1]
+    axis = [None, 0, -1][seed % 3]
+    outs = [last, last.sum(axis=axis), last.max(axis=axis), last.mean(axis=0, keepdims=True)]
+    if last.ndim == 2:
+        outs.append(last.T * 1.0)
+    xs = rng.uniform(-1, 1, shape).astype(np.float32)
+    ys = rng.uniform(-1, 1, shape[1:]).astype(np.float32)
+    return Case([x, y], outs, [xs, ys], rtol=1e-4)
+
+
+def test_random_graphs_match_the_reference_on_the_host():
+    cases = [_random_case(seed) for seed in range(32)]
+    rendered = [(c, *_render_and_reference(c)) for c in cases]
+    lib = host_library([mod for _, mod, _, _ in rendered])
+    for seed, (case, mod, values, expected) in enumerate(rendered):
+        got = run_on_host(mod, values, lib)
+        _compare(got, expected, case.rtol, [f"seed {seed} output {i}" for i in range(len(expected))])
