@@ -78,3 +78,13 @@ __device__ __forceinline__ void sg_gemm(const T *__restrict__ A, const T *__rest
         *p = beta == (Acc)0 ? (T)(alpha * acc) : (T)(alpha * acc + beta * (Acc)*p);
     });
 }
+
+// op(A) @ op(B) on this block's tile, each element handed to epi(row, col, acc), which stores
+// it and may apply an elementwise epilogue to it.
+template <typename T, typename Acc, class Epi>
+__device__ __forceinline__ void sg_gemm_epi(const T *__restrict__ A, const T *__restrict__ B, long long M,
+                                            long long N, long long K, long long sam, long long sak,
+                                            long long sbk, long long sbn, Epi epi) {
+    if ((long long)blockIdx.y * SG_GEMM_BM >= M || (long long)blockIdx.x * SG_GEMM_BN >= N) return;
+    sg_gemm_tile<T, Acc>(A, B, M, N, K, sam, sak, sbk, sbn, epi);
+}

@@ -155,40 +155,17 @@ class Specialization:
         return results
 
 
-def _eval_int(e, env: dict) -> int:
-    """Evaluate an int64 offset expression of the kernel IR on the host."""
-    from ..codegen._scalar import S
-    vals = {}
-    for n in S.topo([e]):
-        a = [vals[id(x)] for x in n.args]
-        if n.op == "const":
-            v = int(n.value)
-        elif n.op == "var":
-            v = env[n.value]
-        elif n.op == "add":
-            v = a[0] + a[1]
-        elif n.op == "sub":
-            v = a[0] - a[1]
-        elif n.op == "mul":
-            v = a[0] * a[1]
-        elif n.op == "cast":
-            v = a[0]
-        else:
-            raise CompileError(f"cuda: cannot evaluate offset expression op {n.op!r} on the host")
-        vals[id(n)] = v
-    return vals[id(e)]
-
-
 def run_cublas(cublas, kernel, ptr: dict) -> None:
     """Issue the cuBLAS calls of a GEMM kernel; a loop over independent products is one
     strided-batched call."""
+    from ..codegen.cuda_render import eval_int
     from ..codegen.kernel_ir import For, Gemm
 
     def call(g, env, batch=1, strides=(0, 0, 0)):
         size = np.dtype(g.dtype).itemsize
-        a = ptr[g.a.sid] + _eval_int(g.a_off, env) * size
-        b = ptr[g.b.sid] + _eval_int(g.b_off, env) * size
-        c = ptr[g.c.sid] + _eval_int(g.c_off, env) * size
+        a = ptr[g.a.sid] + eval_int(g.a_off, env) * size
+        b = ptr[g.b.sid] + eval_int(g.b_off, env) * size
+        c = ptr[g.c.sid] + eval_int(g.c_off, env) * size
         cublas.gemm(g.dtype, g.trans_a, g.trans_b, g.m, g.n, g.k, g.alpha, a, g.lda, b, g.ldb,
                     g.beta, c, g.ldc, batch, *strides)
 
@@ -201,8 +178,8 @@ def run_cublas(cublas, kernel, ptr: dict) -> None:
                 if st.extent > 1 and len(inner) == 1 and isinstance(inner[0], Gemm):
                     g = inner[0]
                     e0, e1, el = ({**env, st.var: i} for i in (0, 1, st.extent - 1))
-                    d = [_eval_int(x, e1) - _eval_int(x, e0) for x in (g.a_off, g.b_off, g.c_off)]
-                    affine = all(_eval_int(x, el) - _eval_int(x, e0) == dd * (st.extent - 1)
+                    d = [eval_int(x, e1) - eval_int(x, e0) for x in (g.a_off, g.b_off, g.c_off)]
+                    affine = all(eval_int(x, el) - eval_int(x, e0) == dd * (st.extent - 1)
                                  for x, dd in zip((g.a_off, g.b_off, g.c_off), d))
                     if affine and d[2] != 0 and g.beta == 0:
                         call(g, e0, st.extent, tuple(d))

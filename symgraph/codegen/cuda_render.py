@@ -86,8 +86,87 @@ def module_source(kernels: list[CudaKernel], title: str = "symgraph CUDA module"
 def render_program(prog: Program, use_cublas: bool = False,
                    title: str = "symgraph CUDA module") -> CudaModule:
     """Render every kernel of ``prog``; ``use_cublas`` sends matrix products to cuBLAS."""
-    kernels = [KernelWriter(k, prog).render(use_cublas) for k in prog.kernels]
-    return CudaModule(prog, kernels, module_source([k for k in kernels], title))
+    kernels, i, ks = [], 0, prog.kernels
+    while i < len(ks):
+        nxt = ks[i + 1] if i + 1 < len(ks) else None
+        if nxt is not None and not (use_cublas and _cublas_able(ks[i])) and _fusable_epilogue(ks[i], nxt):
+            kernels.append(KernelWriter(ks[i], prog, epilogue=nxt).render(False))
+            i += 2
+            continue
+        kernels.append(KernelWriter(ks[i], prog).render(use_cublas))
+        i += 1
+    return CudaModule(prog, kernels, module_source(kernels, title))
+
+
+def _cublas_able(k: Kernel) -> bool:
+    gemms = [st for st in walk(k.body) if isinstance(st, Gemm)]
+    return bool(gemms) and all(g.dtype in ("float32", "float64") for g in gemms)
+
+
+def eval_int(e, env: dict) -> int:
+    """Evaluate an int64 index / offset expression of the kernel IR on the host."""
+    vals: dict[int, int] = {}
+    for n in S.topo([e]):
+        a = [vals[id(x)] for x in n.args]
+        if n.op == "const":
+            v = int(n.value)
+        elif n.op == "var":
+            v = env[n.value]
+        elif n.op in ("add", "sub", "mul"):
+            v = a[0] + a[1] if n.op == "add" else a[0] - a[1] if n.op == "sub" else a[0] * a[1]
+        elif n.op == "cast":
+            v = a[0]
+        else:
+            raise CompileError(f"cuda: cannot evaluate index expression op {n.op!r} on the host")
+        vals[id(n)] = v
+    return vals[id(e)]
+
+
+def _perfect_nest(body: list) -> tuple[list[For], list]:
+    loops = []
+    while len(body) == 1 and isinstance(body[0], For):
+        loops.append(body[0])
+        body = body[0].body
+    return loops, body
+
+
+def _at(loops: list[For], linear: int) -> dict:
+    """Loop variable values at position ``linear`` of a row-major walk of the nest."""
+    env = {}
+    for f in reversed(loops):
+        env[f.var] = linear % f.extent
+        linear //= f.extent
+    return env
+
+
+def _fusable_epilogue(g: Kernel, e: Kernel) -> bool:
+    """``g`` is one product ``C = A @ B`` (beta 0, C contiguous and whole) and ``e`` the
+    MatMulEpilogue map over C that reads each product element only where it writes it: the
+    map can then run inside the GEMM's stores (one kernel instead of two)."""
+    zloops, inner = _perfect_nest(g.body)
+    if not (e.name.startswith("epilogue_") and len(inner) == 1 and isinstance(inner[0], Gemm)):
+        return False
+    gm = inner[0]
+    if gm.beta != 0 or gm.alpha != 1 or gm.ldc != gm.n:
+        return False
+    batch = int(np.prod([f.extent for f in zloops], dtype=np.int64)) if zloops else 1
+    size = batch * gm.m * gm.n
+    for z in {0, 1 % max(batch, 1), batch - 1}:
+        if eval_int(gm.c_off, _at(zloops, z)) != z * gm.m * gm.n:
+            return False
+    if not e.parallel or size == 0:
+        return False
+    loops, body = _perfect_nest(e.body)
+    if len(body) != 1 or not isinstance(body[0], Store) or body[0].accumulate:
+        return False
+    st = body[0]
+    if int(np.prod([f.extent for f in loops], dtype=np.int64)) != size:
+        return False
+    for pos in {0, 1 % size, size // 2, size - 1}:
+        if eval_int(st.index, _at(loops, pos)) != pos:
+            return False  # the map does not walk the output in C order
+    reads = [n for x in (st.index, st.value) for n in S.topo([x]) if n.op == "load" and n.value == gm.c.sid]
+    return all(n.args[0] is st.index for n in reads)
 
 
 # --- analysis -------------------------------------------------------------------------------
@@ -217,19 +296,21 @@ def _block_plan(body: list) -> dict | None:
 class KernelWriter:
     """Renders one kernel-IR kernel."""
 
-    def __init__(self, kernel: Kernel, prog: Program):
+    def __init__(self, kernel: Kernel, prog: Program, epilogue: Kernel | None = None):
         self.k = kernel
+        self.epilogue = epilogue  # a map kernel fused into this GEMM's stores
         self.prog = prog
         self.table = prog.storages
         self.em = Emitter("_t")
         self.locals: dict[str, str] = {}
-        for st in walk(kernel.body):
+        bodies = kernel.body + (epilogue.body if epilogue is not None else [])
+        for st in walk(bodies):
             if isinstance(st, Assign):
                 self.locals.setdefault(st.local, st.value.dtype)
-        touched = kernel.storages(self.table)
-        self.params = [s.sid for s in touched]
-        self.written = {st.storage.sid for st in walk(kernel.body) if isinstance(st, Store)}
-        self.written |= {st.c.sid for st in walk(kernel.body) if isinstance(st, Gemm)}
+        touched = kernel.storages(self.table) + (epilogue.storages(self.table) if epilogue else [])
+        self.params = list(dict.fromkeys(s.sid for s in touched))
+        self.written = {st.storage.sid for st in walk(bodies) if isinstance(st, Store)}
+        self.written |= {st.c.sid for st in walk(bodies) if isinstance(st, Gemm)}
 
     # --- entry ------------------------------------------------------------------------------
     def render(self, use_cublas: bool) -> CudaKernel:
@@ -315,12 +396,14 @@ class KernelWriter:
     def wrap(self, body: list[str], mode: str, grid, block: int,
              comment: list[str] | None = None) -> CudaKernel:
         k = self.k
-        head = [f"// {k.name}: {mode} kernel from {', '.join(k.ops)}"] + [f"// {c}" for c in comment or []]
+        ops = list(k.ops) + (list(self.epilogue.ops) if self.epilogue is not None else [])
+        head = [f"// {k.name}: {mode} kernel from {', '.join(ops)}"] + [f"// {c}" for c in comment or []]
         lb = f"__launch_bounds__({block}) " if block > 1 else ""
         src = "\n".join(head + [f'extern "C" __global__ void {lb}{k.name}({self.signature()})', "{",
                                 *("    " + ln if ln else "" for ln in body), "}", ""])
         g = grid if isinstance(grid, tuple) else (int(grid), 1, 1)
-        return CudaKernel(k.name, src, list(k.ops), list(k.inputs), list(k.outputs), mode,
+        outputs = list(k.outputs) + (list(self.epilogue.outputs) if self.epilogue is not None else [])
+        return CudaKernel(k.name, src, ops, list(k.inputs), outputs, mode,
                           tuple(int(x) for x in g), int(block), list(self.params), k)
 
     # --- modes ------------------------------------------------------------------------------
@@ -431,7 +514,10 @@ class KernelWriter:
         m = max(g.m for g in gemms)
         n = max(g.n for g in gemms)
         grid = (max(1, (n + 63) // 64), max(1, (m + 63) // 64), zgrid)
-        return self.wrap(lines, "gemm", grid, BLOCK, ["tiled shared-memory GEMM (kernels/cuda/gemm.cuh)"])
+        note = ["tiled shared-memory GEMM (kernels/cuda/gemm.cuh)"]
+        if self.epilogue is not None:
+            note.append(f"with the epilogue {self.epilogue.name} fused into its stores")
+        return self.wrap(lines, "gemm", grid, BLOCK, note)
 
     def _gemm_stmts(self, body, lines, indent) -> None:
         for st in body:
@@ -445,6 +531,8 @@ class KernelWriter:
                 raise CompileError(f"cuda: a GEMM kernel may only hold loops and products ({self.k.name})")
 
     def _gemm_call(self, g: Gemm, lines, indent) -> None:
+        if self.epilogue is not None:
+            return self._gemm_epilogue_call(g, lines, indent)
         a_off = self.expr(g.a_off, lines, indent)
         b_off = self.expr(g.b_off, lines, indent)
         c_off = self.expr(g.c_off, lines, indent)
@@ -455,6 +543,33 @@ class KernelWriter:
                      f"p{g.c.sid} + {c_off}, "
                      f"{g.m}LL, {g.n}LL, {g.k}LL, {sam}LL, {sak}LL, {sbk}LL, {sbn}LL, {g.ldc}LL, "
                      f"({T}){literal(g.alpha, g.dtype)}, ({T}){literal(g.beta, g.dtype)});")
+
+    def _gemm_epilogue_call(self, g: Gemm, lines, indent) -> None:
+        """The product and the fused map: each thread stores its product element, then runs
+        the map for that same element (the map reads the product only there)."""
+        a_off = self.expr(g.a_off, lines, indent)
+        b_off = self.expr(g.b_off, lines, indent)
+        c_off = self.expr(g.c_off, lines, indent)
+        sam, sak = (1, g.lda) if g.trans_a else (g.lda, 1)
+        sbk, sbn = (1, g.ldb) if g.trans_b else (g.ldb, 1)
+        T = c_type(g.dtype)
+        loops, body = _perfect_nest(self.epilogue.body)
+        lines.append(f"{indent}sg_gemm_epi<{T}, {T}>(p{g.a.sid} + {a_off}, p{g.b.sid} + {b_off}, "
+                     f"{g.m}LL, {g.n}LL, {g.k}LL, {sam}LL, {sak}LL, {sbk}LL, {sbn}LL,")
+        inner = indent + "        "
+        lines.append(f"{indent}    [&](long long r, long long c, {T} acc) {{")
+        lines.append(f"{inner}const long long _L = {c_off} + r * {g.n}LL + c;")
+        lines.append(f"{inner}p{g.c.sid}[_L] = acc;")
+        size = 1
+        decl = []
+        for f in reversed(loops):
+            div = f"_L / {size}" if size > 1 else "_L"
+            mod = f" % {f.extent}" if f is not loops[0] else ""
+            decl.append(f"{inner}const long long v_{f.var} = ({div}){mod};")
+            size *= f.extent
+        lines.extend(reversed(decl))
+        self.stmts(body, lines, inner)
+        lines.append(f"{indent}    }});")
 
     def _cublas(self) -> CudaKernel:
         text = kernel_text(self.k).splitlines()

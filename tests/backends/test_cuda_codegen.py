@@ -98,6 +98,17 @@ def test_kernels_map_onto_the_gpu_as_intended(modules):
     assert scat and all(k.mode == "promoted" and "sg_atomic_add(" in k.source for k in scat)
 
 
+def test_matmul_epilogue_runs_inside_the_generated_gemm(modules):
+    mod = modules["matmuls"]
+    fused = [k for k in mod.kernels if "fused into its stores" in k.source]
+    assert len(fused) == 1 and "sg_gemm_epi<float, float>(" in fused[0].source
+    assert not any(k.name.startswith("epilogue_") for k in mod.kernels)
+    # with cuBLAS the product comes from the library and the epilogue is the next kernel
+    from tests.gpu.cases import matmuls
+    with_cublas = render(matmuls(), use_cublas=True)
+    assert any(k.name.startswith("epilogue_") and k.mode == "grid" for k in with_cublas.kernels)
+
+
 def test_generated_code_is_readable(modules):
     k = modules["elementwise_unary"].kernels[0]
     assert k.source.startswith(f"// {k.name}: grid kernel from ")

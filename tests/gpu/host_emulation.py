@@ -63,6 +63,17 @@ void sg_gemm(const T *A, const T *B, T *C, long long M, long long N, long long K
             *p = beta == (Acc)0 ? (T)(alpha * acc) : (T)(alpha * acc + beta * (Acc)*p);
         }
 }
+template <typename T, typename Acc, class Epi>
+void sg_gemm_epi(const T *A, const T *B, long long M, long long N, long long K, long long sam,
+                 long long sak, long long sbk, long long sbn, Epi epi) {
+    for (long long r = 0; r < M; ++r)
+        for (long long c = 0; c < N; ++c) {
+            Acc acc = 0;
+            for (long long k = 0; k < K; ++k)
+                acc += (Acc)A[r * sam + k * sak] * (Acc)B[k * sbk + c * sbn];
+            epi(r, c, acc);
+        }
+}
 """
 
 
