@@ -73,6 +73,21 @@ class Specialization:
         self._dups: dict[int, set[int]] = {}
         self.lock = threading.Lock()
 
+    def native_only(self, values: list):
+        """A zero-argument callable making just the native call on ``values`` and fixed output
+        arrays (for measuring the Python overhead of a call)."""
+        outs = [np.empty(s, d) for s, d in self.out_specs]
+        keep = list(values) + outs
+        args = (ctypes.c_void_p * len(self.args))()
+        for i, v in enumerate(keep):
+            args[i] = id(v) if self.object_args else v.ctypes.data
+        args[len(keep)] = self.args[len(keep)]
+        cfunc = self.cfunc
+
+        def call():
+            return cfunc(args), keep
+        return call
+
     def duplicated_updates(self, n_out: int) -> set[int]:
         """Updates whose result array is also returned elsewhere (they are installed as copies)."""
         dup = self._dups.get(n_out)
@@ -85,7 +100,9 @@ class Specialization:
         return dup
 
     def run(self, values: list) -> list:
-        """One native call: ``values`` are C-contiguous arrays of the right dtypes."""
+        """One native call.  ``values`` are ndarrays of the right dtypes and shapes; inputs
+        that are not C-contiguous are copied (the native code refuses them, then Python
+        retries with contiguous copies)."""
         args = self.args
         outs = [np.empty(s, d) for s, d in self.out_specs]
         if self.object_args:  # the native code reads each array's data pointer itself
@@ -97,8 +114,11 @@ class Specialization:
                 for o in outs:
                     args[i] = id(o)
                     i += 1
-                self.cfunc(args)
+                status = self.cfunc(args)
+            if status:
+                return self.run([np.ascontiguousarray(v) for v in values])
         else:
+            values = [np.ascontiguousarray(v) for v in values]
             with self.lock:
                 i = 0
                 for v in values:
@@ -169,51 +189,61 @@ class LLVMProgram:
 
     # --- calling -----------------------------------------------------------------------------
     def __call__(self, values: list) -> list:
+        values = [np.asarray(v) for v in values]
         key = tuple([v.shape for v in values])
-        spec = self.specs.get(key)
-        if spec is None:
-            values = [np.asarray(v) for v in values]
-            key = tuple([v.shape for v in values])
-            spec = self.specs.get(key) or self.specialize(list(key))
+        spec = self.specs.get(key) or self.specialize(list(key))
         return spec.run(values)
 
     def make_caller(self, cf):
         """The whole call path of ``CompiledFunction`` ``cf``: argument checks (unless
         ``trust_input``), one native call, updates (the fresh result arrays are installed
         without a copy), results."""
-        specs, shared, targets = cf.specs, cf.shared, cf.update_targets
+        shared, targets = cf.shared, cf.update_targets
         n_out, single, trust = cf.n_outputs, cf.single, cf.trust_input
-        nspec = len(specs)
+        nspec = len(cf.specs)
         table = self.specs
         ndarray = np.ndarray
-        convert = [s.convert for s in specs]
+        shared_shapes = tuple(s.shape for s in shared)
+        # per input: (dtype, ndim, static dims, full converter)
+        checks = [(s.np_dtype, s.ndim, tuple((a, d) for a, d in enumerate(s.shape) if d is not None),
+                   s.convert) for s in cf.specs]
         program = self
-
-        def slow(values):
-            values = [v if type(v) is ndarray and v.flags.c_contiguous else np.ascontiguousarray(v)
-                      for v in values]
-            key = tuple([v.shape for v in values])
-            spec = table.get(key) or program.specialize(list(key))
-            return spec, values
 
         def call(args):
             if len(args) != nspec:
                 cf._convert(args)  # raises the TypeError naming the inputs
+            values = []
+            key = []
             if trust:
-                values = list(args)
+                for a in args:
+                    if type(a) is not ndarray:
+                        a = np.asarray(a)
+                    values.append(a)
+                    key.append(a.shape)
             else:
-                values = [c(a) for c, a in zip(convert, args)]
+                for (dt, nd, static, convert), a in zip(checks, args):
+                    if type(a) is not ndarray or a.dtype != dt or a.ndim != nd or static:
+                        a = convert(a)
+                    values.append(a)
+                    key.append(a.shape)
             for s in shared:
                 values.append(s._value)
-            spec = table.get(tuple([v.shape for v in values])) if all(
-                [type(v) is ndarray and v.flags.c_contiguous for v in values]) else None
+            key = tuple(key)
+            spec = table.get(key)
             if spec is None:
-                spec, values = slow(values)
+                spec = program.specialize(list(key) + list(shared_shapes))
+                table[key] = spec
             results = spec.run(values)
             if targets:
                 dup = spec.duplicated_updates(n_out)
                 for k, (t, r) in enumerate(zip(targets, results[n_out:])):
-                    t._assign(r.copy() if k in dup else r)
+                    if k in dup:
+                        r = r.copy()
+                    with t._lock:
+                        t._value = r
+                        t._version += 1
+                        if t.device_state:
+                            t.device_state.clear()
             return results[0] if single else results[:n_out]
 
         return call

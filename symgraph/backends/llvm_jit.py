@@ -177,7 +177,7 @@ class Loaded:
         self.address = self.engine.get_function_address(entry)
         if not self.address:
             raise RuntimeError(f"entry point {entry} missing from the object code")
-        self.cfunc = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self.address)
+        self.cfunc = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)(self.address)
         addr = self.engine.get_global_value_address("sg_num_threads")
         self.nthreads = ctypes.c_int32.from_address(addr) if addr else None
         addr = self.engine.get_global_value_address("sg_profile")
@@ -192,11 +192,14 @@ def object_args_supported() -> bool:
     """Whether a NumPy array's data pointer sits at ``OBJECT_DATA_OFFSET`` in the object, so
     generated code can take array objects (``id(arr)``) instead of extracted pointers."""
     if "objargs" not in _state:
-        from ..codegen.llvm_render import OBJECT_DATA_OFFSET
+        from ..codegen.llvm_render import OBJECT_DATA_OFFSET, OBJECT_FLAGS_OFFSET
         ok = ctypes.sizeof(ctypes.c_void_p) == 8
-        for a in (np.zeros(3), np.zeros((), np.float32), np.empty((2, 0)), np.arange(5)[1:]):
+        for a in (np.zeros(3), np.zeros((), np.float32), np.empty((2, 0)), np.arange(5)[1:],
+                  np.zeros((3, 4))[:, ::2], np.zeros((3, 4)).T):
             ok = ok and ctypes.c_void_p.from_address(id(a) + OBJECT_DATA_OFFSET).value == \
                 a.__array_interface__["data"][0]
+            flags = ctypes.c_int32.from_address(id(a) + OBJECT_FLAGS_OFFSET).value
+            ok = ok and bool(flags & 1) == bool(a.flags.c_contiguous)
         _state["objargs"] = bool(ok)
     return _state["objargs"]
 

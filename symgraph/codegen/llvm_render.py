@@ -33,6 +33,7 @@ _REG = {"float32": F32, "float64": F64, "int64": I64, "int32": I32, "int16": I16
 _MEM = dict(_REG, bool=I8)
 _UNSIGNED = {"uint8", "bool"}
 OBJECT_DATA_OFFSET = 16  # offsetof(PyArrayObject, data) on 64-bit CPython
+OBJECT_FLAGS_OFFSET = 64  # offsetof(PyArrayObject, flags); bit 0 = C-contiguous
 PARALLEL_MIN_WORK = 1 << 15  # elements; smaller kernels run on the calling thread
 
 # math functions: name -> (float32 libm name, float64 libm name) used until kernels/llvm/math.ll
@@ -159,11 +160,20 @@ class ModuleBuilder:
 
     def _entry(self) -> None:
         prog = self.prog
-        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), name=self.entry_name)
+        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR]), name=self.entry_name)
         fn.args[0].name = "args"
         entry = fn.append_basic_block("entry")
         b = ir.IRBuilder(entry)
         ni, no = len(prog.inputs), len(prog.outputs)
+        if self.object_args:  # refuse (return 1) unless every input array is C-contiguous
+            ok = ir.Constant(I32, 1)
+            for st in prog.inputs:
+                obj = b.load(b.gep(fn.args[0], [ir.Constant(I64, st.slot)], source_etype=PTR), typ=PTR)
+                flags = b.load(b.gep(obj, [ir.Constant(I64, OBJECT_FLAGS_OFFSET)], source_etype=I8), typ=I32)
+                ok = b.and_(ok, flags)
+            bad = b.icmp_unsigned("==", b.and_(ok, ir.Constant(I32, 1)), ir.Constant(I32, 0))
+            with b.if_then(bad, likely=False):
+                b.ret(ir.Constant(I32, 1))
 
         def arg(i):
             return b.load(b.gep(fn.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
@@ -218,7 +228,7 @@ class ModuleBuilder:
                 for slot, inc in ((2 * kidx, dt), (2 * kidx + 1, ir.Constant(I64, 1))):
                     cp = b.gep(counters, [ir.Constant(I32, 0), ir.Constant(I32, slot)])
                     b.store(b.add(b.load(cp, typ=I64), inc), cp)
-        b.ret_void()
+        b.ret(ir.Constant(I32, 0))
 
     # --- text with comments ----------------------------------------------------------------
     def annotated_text(self) -> tuple[str, dict[str, str]]:

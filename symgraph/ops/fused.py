@@ -9,17 +9,13 @@
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
+from .elemwise import S  # symgraph.scalar the module (sg.scalar is also a function)
 from ..graph.basic import Apply, Op, as_variable
 from ..graph.types import TensorType, broadcast_shapes
 from .elemwise import _slot_dtypes
 from .reduce import _NUMPY, Reduce, reduced_shape
-
-# the module: once the package is imported, ``symgraph.scalar`` is the ``sg.scalar`` constructor
-S = importlib.import_module("symgraph.scalar")
 
 
 class FusedReduce(Op):
