@@ -309,7 +309,8 @@ DERIVATIVES: dict[str, Callable] = {
                                 _a("where", a[0], _c(0, g), g)),
     "pow": lambda a, out, g: (
         _mul(g, _mul(a[1], _a("pow", a[0], _a("sub", a[1], _c(1, a[1]))))),
-        _mul(g, _a("where", _a("eq", a[0], _c(0, a[0])), _c(0, out), _mul(out, _a("log", a[0]))))),
+        # log of a safe base: at base 0 the term is 0 and, differentiated again, stays finite
+        _mul(g, _mul(out, _a("log", _a("where", _a("eq", a[0], _c(0, a[0])), _c(1, a[0]), a[0]))))),
     "mod": lambda a, out, g: (g, _a("neg", _mul(g, _a("floor", _a("truediv", a[0], a[1]))))),
 }
 # piecewise-constant or boolean results: zero derivative

@@ -22,13 +22,25 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ids = itertools.count()
 
 
+_internal_files: dict[str, bool] = {}
+
+
+def _is_internal(filename: str) -> bool:
+    known = _internal_files.get(filename)
+    if known is None:
+        path = os.path.abspath(filename)
+        known = path.startswith(_PACKAGE_DIR) or filename.startswith("<frozen")
+        _internal_files[filename] = known
+    return known
+
+
 def user_trace() -> tuple[str, int, str] | None:
     """The first stack frame outside symgraph: the user's line that is building a node."""
     frame = sys._getframe(1)
     while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_PACKAGE_DIR) and not filename.startswith("<frozen"):
-            return (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        code = frame.f_code
+        if not _is_internal(code.co_filename):
+            return (code.co_filename, frame.f_lineno, code.co_name)
         frame = frame.f_back
     return None
 

@@ -13,12 +13,15 @@ DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8",
 FLOAT_DTYPES = ("float16", "float32", "float64")
 INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8")
 DEFAULT_FLOAT = "float32"
+_DTYPE_SET = frozenset(DTYPES)
 
 Shape = tuple  # tuple[int | None, ...]
 
 
 def as_dtype(dtype) -> str:
     """Normalise anything NumPy understands as a dtype to its canonical name."""
+    if isinstance(dtype, str) and dtype in _DTYPE_SET:
+        return dtype
     name = np.dtype(dtype).name
     if name not in DTYPES:
         raise TypeError(f"unsupported dtype {name!r}; symgraph supports {', '.join(DTYPES)}")

@@ -446,6 +446,12 @@ class Split(Op):
         grads = [g if g is not None else zeros_like(o) for g, o in zip(output_grads, outputs)]
         return [Concatenate(self.axis)(*grads)] + [None] * self.n
 
+    def R_op(self, node, inputs, eval_points):
+        if eval_points[0] is None:
+            return [None] * self.n
+        parts = self(eval_points[0], *inputs[1:])
+        return list(parts) if isinstance(parts, list) else [parts]
+
 
 def zeros_like(x: Variable) -> Variable:
     """Zeros of the shape and dtype of ``x``."""
