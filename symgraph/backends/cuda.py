@@ -251,19 +251,22 @@ class CudaProgram:
                                "(no GPU): it can show and export its code but not run")
         shapes = []
         for var, v in zip(self.roots, values):
-            shapes.append(tuple(var.shape) if isinstance(var, SharedVariable) else tuple(np.shape(v))
-                          if not hasattr(v, "__cuda_array_interface__") else
-                          tuple(v.__cuda_array_interface__["shape"]))
+            if isinstance(var, SharedVariable):
+                shapes.append(tuple(var.shape))
+            elif hasattr(v, "__cuda_array_interface__"):
+                shapes.append(tuple(v.__cuda_array_interface__["shape"]))
+            else:
+                shapes.append(tuple(np.shape(v)))
         key = tuple(shapes)
         with self._lock:
-            spec = self._specs.get(key)
-            if spec is None:
-                spec = Specialization(self, self.codegen.module(shapes), self.dev)
-                self._specs[key] = spec
-            else:
-                self.codegen.last = spec.mod
-            self.dev.ctx.push()
+            self.dev.ctx.push()  # this thread may not have the context current yet
             try:
+                spec = self._specs.get(key)
+                if spec is None:
+                    spec = Specialization(self, self.codegen.module(shapes), self.dev)
+                    self._specs[key] = spec
+                else:
+                    self.codegen.last = spec.mod
                 keep, ptrs = [], []
                 for var, v in zip(self.roots, values):
                     p, k = self._device_input(var, v)
