@@ -220,6 +220,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--only", default="w1,w6,w2")
+    parser.add_argument("--markdown", action="store_true", help="print a table for docs/benchmarks.md")
     args = parser.parse_args(argv)
     from symgraph.backends.cuda_runtime import device
     try:
@@ -230,6 +231,11 @@ def main(argv=None) -> int:
     rows: list = [("device", dev.name, dev.arch)]
     for name in args.only.split(","):
         {"w1": w1, "w1f": w1, "w1b": w1, "w6": w6, "w2": w2}[name.strip()](args.repeat, rows)
+    if args.markdown:
+        print("| measurement | time / value | notes |\n| --- | --- | --- |")
+        for r in rows:
+            print(f"| {r[0]} | {r[1]} | {r[2]} |")
+        return 0
     width = max(len(r[0]) for r in rows)
     for r in rows:
         print(f"{r[0]:<{width}}  {r[1]:>14}  {r[2]}")
