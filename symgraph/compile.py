@@ -77,7 +77,6 @@ class InputSpec:
                                  f"{format_shape(self.shape)}), got shape {arr.shape}")
         return arr
 
-
     def _check_device(self, value, what: str):
         """A GPU array (pycuda GPUArray, CuPy...) is passed through after a dtype/shape check."""
         iface = value.__cuda_array_interface__
