@@ -252,6 +252,18 @@ def _identity(op: str, dtype: str) -> str:
     return literal(info.min if op == "max" else info.max, dtype)
 
 
+GRID_REDUCE_MIN = 1 << 16  # elements: below this one block reduces everything
+GRID_REDUCE_BLOCKS = 1024
+
+
+def _grid_reducible(body: list, plan: dict) -> bool:
+    """One long reduction loop between scalar assignments (before) and stores (after)."""
+    loops = [i for i, st in enumerate(body) if isinstance(st, For)]
+    if len(loops) != 1 or body[loops[0]].extent < GRID_REDUCE_MIN or not plan["loops"][loops[0]]:
+        return False
+    return all(isinstance(st, Assign) for st in body[:loops[0]])
+
+
 _FUNCTOR = {"add": "SgAdd()", "mul": "SgMul()", "max": "SgMax()", "min": "SgMin()",
             "or": "SgOr()", "and": "SgAnd()"}
 
@@ -331,6 +343,8 @@ class KernelWriter:
             self.k = Kernel(k.name, swapped, k.ops, k.inputs, k.outputs, k.work)
             return self._grid([], swapped[0], ir_parallel=True)
         plan = _block_plan(k.body)
+        if plan is not None and _grid_reducible(k.body, plan):  # a big reduction to one value
+            return self._grid_reduce(k.body, plan)
         if plan is not None:  # one reduction over everything: a single block
             return self._block(For("_one", 1, k.body, parallel=True), plan)
         pre = [st for st in k.body[:-1]]
@@ -475,6 +489,54 @@ class KernelWriter:
         lines.append("}")
         grid = max(1, min(total, GRID_CAP))
         return self.wrap(lines, "block", grid if total else 0, block)
+
+    def _grid_reduce(self, body: list, plan: dict) -> CudaKernel:
+        """A whole-tensor reduction over many blocks in one launch: each block reduces a
+        grid-strided share into a partial in module memory; the last block to finish (an atomic
+        ticket) combines the partials in block order and runs the statements after the loop."""
+        k = self.k
+        li = next(i for i, st in enumerate(body) if isinstance(st, For))
+        loop, reds = body[li], plan["loops"][li]
+        blocks = max(1, min(GRID_REDUCE_BLOCKS, loop.extent // (BLOCK * 8)))
+        head = [f"__device__ {c_type(self.locals[n])} {k.name}_part_{n}[{GRID_REDUCE_BLOCKS}];"
+                for n in reds]
+        head.append(f"__device__ unsigned int {k.name}_done = 0;")
+        lines = self.declare_locals()
+        self.stmts(body[:li], lines, "")
+        for name, op in reds.items():
+            dt = self.locals[name]
+            lines += [f"const {c_type(dt)} l_{name}_init = l_{name};", f"l_{name} = {_identity(op, dt)};"]
+        v = f"v_{loop.var}"
+        lines.append(f"for (long long {v} = (long long)blockIdx.x * blockDim.x + threadIdx.x; "
+                     f"{v} < {loop.extent}; {v} += (long long)gridDim.x * blockDim.x) {{")
+        self.stmts(loop.body, lines, "    ")
+        lines.append("}")
+        for name, op in reds.items():
+            ident = _identity(op, self.locals[name])
+            lines.append(f"l_{name} = sg_block_reduce(l_{name}, {_FUNCTOR[op]}, {ident});")
+        lines += ["__shared__ bool last_block;", "if (threadIdx.x == 0) {"]
+        lines += [f"    {k.name}_part_{n}[blockIdx.x] = l_{n};" for n in reds]
+        lines += ["    __threadfence();",
+                  f"    last_block = atomicAdd(&{k.name}_done, 1u) == gridDim.x - 1;", "}",
+                  "__syncthreads();", "if (!last_block) return;", "__threadfence();"]
+        for name, op in reds.items():
+            dt, ct = self.locals[name], c_type(self.locals[name])
+            ident = _identity(op, dt)
+            lines += [f"l_{name} = {ident};",
+                      "for (unsigned int b = threadIdx.x; b < gridDim.x; b += blockDim.x)",
+                      f"    l_{name} = {_FUNCTOR[op]}(l_{name}, ((volatile {ct} *){k.name}_part_{name})[b]);",
+                      f"l_{name} = {_FUNCTOR[op]}(l_{name}_init, "
+                      f"sg_block_reduce(l_{name}, {_FUNCTOR[op]}, {ident}));"]
+        lines.append(f"if (threadIdx.x == 0) {k.name}_done = 0;  // ready for the next launch")
+        for st in body[li + 1:]:
+            if isinstance(st, Store):
+                self.store(st, lines, "", False, thread0=True)
+            else:
+                self.stmts([st], lines, "")
+        kern = self.wrap(lines, "grid_reduce", blocks, BLOCK,
+                         ["partials per block, combined by the last block (atomic ticket)"])
+        kern.source = "\n".join(head) + "\n" + kern.source
+        return kern
 
     def _serial(self) -> CudaKernel:
         lines = ["if (blockIdx.x != 0 || threadIdx.x != 0) return;", *self.declare_locals()]

@@ -87,6 +87,9 @@ def test_kernels_map_onto_the_gpu_as_intended(modules):
     mod = modules["big_reductions"]
     assert not any(k.mode == "serial" and k.ir is not None and "Sum{axes=[0]}" in k.ops[0]
                    for k in mod.kernels)
+    # a long vector reduced to one value: many blocks, combined by the last one
+    whole = modules["whole_reductions"]
+    assert [k.mode for k in whole.kernels if k.ops[0].startswith(("Sum", "Max"))] == ["grid_reduce"] * 4
     # elementwise kernels are grid-stride loops over the flattened output
     unary = modules["elementwise_unary"]
     assert all(k.mode == "grid" for k in unary.kernels)

@@ -109,7 +109,8 @@ def _block_sums():
                       small.max(axis=1)], [_r(5, 400)], rtol=1e-3)
 
 
-THREADED = {"block_sums": _block_sums, "matmuls": lambda: CASES["matmuls"](), "long_rows": _long_rows}
+THREADED = {"block_sums": _block_sums, "matmuls": lambda: CASES["matmuls"](), "long_rows": _long_rows,
+            "whole_reductions": lambda: CASES["whole_reductions"]()}
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_block_reductions_and_tiled_gemm_with_real_threads(name, threaded):
     # the real reduce.cuh / gemm.cuh: one OS thread per CUDA thread, shuffles and barriers emulated
     cases, tlib = threaded
     case, mod, values, expected = cases[name]
-    assert any(k.mode in ("block", "gemm") for k in mod.kernels)
+    assert any(k.mode in ("block", "gemm", "grid_reduce") for k in mod.kernels)
     got = run_threaded(mod, values, tlib)
     _compare(got, expected, 1e-3, [str(o.owner.op) if o.owner else o.label() for o in case.outputs])
 

@@ -90,6 +90,13 @@ def big_reductions():
                       small.max(axis=1), small.min(axis=1)], [_r(16, 1000)], rtol=1e-3)
 
 
+def whole_reductions():
+    """Reductions of a long vector to one value: many blocks and a last-block combine."""
+    x = sg.vector("x")
+    return Case([x], [x.sum(), x.max(), (x * x).mean(), sg.exp(x).sum() * 2, sg.argmax(x)],
+                [_r(70001)], rtol=1e-4)
+
+
 def matmuls():
     a, b = sg.matrix("a"), sg.matrix("b")
     p, q = sg.tensor3("p"), sg.tensor3("q")
@@ -167,8 +174,8 @@ def randomness():
 
 
 CASES = {f.__name__: f for f in (elementwise_unary, elementwise_binary, fused_dag, reductions,
-                                big_reductions, matmuls, shapes_and_indexing, softmax_family,
-                                convolution, pooling, randomness)}
+                                big_reductions, whole_reductions, matmuls, shapes_and_indexing,
+                                softmax_family, convolution, pooling, randomness)}
 
 
 def mlp_step(batch=32, n_in=64, hidden=128, n_out=10, lr=0.1):

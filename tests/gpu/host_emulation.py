@@ -35,6 +35,8 @@ using std::isfinite; using std::isnan;
 struct sg_dim3 { unsigned x, y, z; };
 static sg_dim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
 static inline void __syncthreads() {}
+static inline void __threadfence() {}
+template <typename T> static T atomicAdd(T *p, T v) { T old = *p; *p += v; return old; }
 static inline float __int_as_float(unsigned int b) { float f; std::memcpy(&f, &b, 4); return f; }
 static inline double __longlong_as_double(unsigned long long b) {
     double d; std::memcpy(&d, &b, 8); return d;
@@ -102,7 +104,7 @@ def symbol(k) -> str:
 
 
 def renamed_source(k) -> str:
-    return k.source.replace(f" {k.name}(", f" {symbol(k)}(", 1)
+    return k.source.replace(k.name, symbol(k))  # the kernel and its module-level scratch
 
 
 def host_library(mods):
@@ -200,6 +202,7 @@ template <typename T> static T __shfl_down_sync(unsigned, T v, int off) {
     return r;
 }
 template <typename T> static T atomicAdd(T *p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
+static inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 static inline float __int_as_float(unsigned int b) { float f; std::memcpy(&f, &b, 4); return f; }
 static inline double __longlong_as_double(unsigned long long b) {
     double d; std::memcpy(&d, &b, 8); return d;
