@@ -93,7 +93,12 @@ def render_program(prog: Program, use_cublas: bool = False,
             kernels.append(KernelWriter(ks[i], prog, epilogue=nxt).render(False))
             i += 2
             continue
-        kernels.append(KernelWriter(ks[i], prog).render(use_cublas))
+        split = _split_zero_scatter(ks[i])
+        if split is not None:
+            kernels += [KernelWriter(part, prog, atomics=atomics).render(use_cublas)
+                        for part, atomics in split]
+        else:
+            kernels.append(KernelWriter(ks[i], prog).render(use_cublas))
         i += 1
     return CudaModule(prog, kernels, module_source(kernels, title))
 
@@ -120,6 +125,31 @@ def eval_int(e, env: dict) -> int:
             raise CompileError(f"cuda: cannot evaluate index expression op {n.op!r} on the host")
         vals[id(n)] = v
     return vals[id(e)]
+
+
+def _split_zero_scatter(k: Kernel) -> list[tuple[Kernel, bool]] | None:
+    """``for p parallel: (for ...: out[...] = 0); (for ...: out[...] += ...)`` (col2im, pooling
+    gradients: one image or plane per iteration) -> a zeroing kernel and a scatter kernel, so
+    both can run one thread per element (the scatter with atomics) instead of one per plane."""
+    if not k.parallel:
+        return None
+    loop = k.body[0]
+    if len(loop.body) != 2 or not all(isinstance(st, For) for st in loop.body):
+        return None
+    zero, scatter = loop.body
+    zs = [st for st in walk([zero]) if not isinstance(st, For)]
+    ss = [st for st in walk([scatter]) if isinstance(st, Store)]
+    if not zs or not all(isinstance(st, Store) and not st.accumulate for st in zs):
+        return None
+    if not ss or not all(st.accumulate for st in ss):
+        return None
+    if len({st.storage.sid for st in zs + ss}) != 1:
+        return None
+    first = Kernel(f"{k.name}_zero", [For(loop.var, loop.extent, [zero], parallel=True)], k.ops,
+                   k.inputs, k.outputs, k.work)
+    second = Kernel(f"{k.name}_scatter", [For(loop.var, loop.extent, [scatter], parallel=True)], k.ops,
+                    k.inputs, k.outputs, k.work)
+    return [(first, False), (second, True)]  # the scatter's inner loops may overlap: atomics
 
 
 def _perfect_nest(body: list) -> tuple[list[For], list]:
@@ -308,8 +338,10 @@ def _block_plan(body: list) -> dict | None:
 class KernelWriter:
     """Renders one kernel-IR kernel."""
 
-    def __init__(self, kernel: Kernel, prog: Program, epilogue: Kernel | None = None):
+    def __init__(self, kernel: Kernel, prog: Program, epilogue: Kernel | None = None,
+                 atomics: bool = False):
         self.k = kernel
+        self.atomics = atomics  # accumulating stores inside the parallel loop may collide
         self.epilogue = epilogue  # a map kernel fused into this GEMM's stores
         self.prog = prog
         self.table = prog.storages
@@ -425,8 +457,10 @@ class KernelWriter:
         """The perfectly nested independent loops from ``loop`` down, and the remaining body."""
         nest = [loop]
         body = loop.body
-        while len(body) == 1 and isinstance(body[0], For) and _independent(body[0]) and \
-                (ir_parallel or _independent(body[0], allow_accumulate=True)):
+        # without the IR's promise (promoted kernels) accumulating stores become atomics, so
+        # loops holding them may run in parallel too
+        while len(body) == 1 and isinstance(body[0], For) and \
+                _independent(body[0], allow_accumulate=self.atomics or not ir_parallel):
             nest.append(body[0])
             body = body[0].body
         return nest, body
@@ -447,7 +481,7 @@ class KernelWriter:
             decl.append(f"    const long long v_{f.var} = (long long)(({div}){mod});")
             inner *= f.extent
         lines.extend(reversed(decl))
-        self.stmts(body, lines, "    ", atomic=not ir_parallel)
+        self.stmts(body, lines, "    ", atomic=self.atomics or not ir_parallel)
         lines.append("}")
         grid = max(1, min((total + BLOCK - 1) // BLOCK, GRID_CAP))
         return self.wrap(lines, "grid" if ir_parallel else "promoted", grid if total else 0, BLOCK)

@@ -109,8 +109,10 @@ def _block_sums():
                       small.max(axis=1)], [_r(5, 400)], rtol=1e-3)
 
 
+# scatter kernels (col2im, pooling gradients) run their atomics concurrently here
 THREADED = {"block_sums": _block_sums, "matmuls": lambda: CASES["matmuls"](), "long_rows": _long_rows,
-            "whole_reductions": lambda: CASES["whole_reductions"]()}
+            "whole_reductions": lambda: CASES["whole_reductions"](),
+            "convolution": lambda: CASES["convolution"](), "pooling": lambda: CASES["pooling"]()}
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,8 @@ def test_block_reductions_and_tiled_gemm_with_real_threads(name, threaded):
     # the real reduce.cuh / gemm.cuh: one OS thread per CUDA thread, shuffles and barriers emulated
     cases, tlib = threaded
     case, mod, values, expected = cases[name]
-    assert any(k.mode in ("block", "gemm", "grid_reduce") for k in mod.kernels)
+    assert any(k.mode in ("block", "gemm", "grid_reduce") or "sg_atomic_add" in k.source
+               for k in mod.kernels)
     got = run_threaded(mod, values, tlib)
     _compare(got, expected, 1e-3, [str(o.owner.op) if o.owner else o.label() for o in case.outputs])
 
