@@ -41,6 +41,10 @@ from .kernel_ir import (
 from .specialize import specialize
 
 _INIT = {"sum": 0, "prod": 1, "any": False, "all": True}
+# products this small (m*n*k), or matrix-vector products up to SMALL_GEMV, are generated
+# loops (vectorised dot products / axpys) instead of a BLAS call
+SMALL_GEMM = 1 << 14
+SMALL_GEMV = 1 << 22
 
 
 def _init_value(kind: str, dtype: str):
@@ -417,13 +421,24 @@ class Lowerer:
         n = b.shape[-1]
         batch = out.shape[:-2]
         dtype = out.dtype
-        if not is_float(dtype) or dtype not in ("float32", "float64"):
-            full = tuple(batch) + (m, n, k)
-            av = View(a.storage, full, _bstrides(a, batch) + (a.strides[-2], 0, a.strides[-1]), a.offset)
-            bv = View(b.storage, full, _bstrides(b, batch) + (0, b.strides[-1], b.strides[-2]), b.offset)
+        small = m * n * k <= SMALL_GEMM or ((m == 1 or n == 1) and m * n * k <= SMALL_GEMV)
+        if not is_float(dtype) or dtype not in ("float32", "float64") or small:
+            nb = len(batch)
             expr = S.apply("mul", S.inp(0, a.dtype), S.inp(1, b.dtype))
-            self.reduce_kernel("matmul_loops", "sum", out, full, (len(full) - 1,), expr, [av, bv])
+            if n > 1 and b.strides[-1] == 1:
+                # out[m, :] += a[m, k] * b[k, :]: vectorised over n
+                full = tuple(batch) + (m, k, n)
+                av = View(a.storage, full, _bstrides(a, batch) + (a.strides[-2], a.strides[-1], 0), a.offset)
+                bv = View(b.storage, full, _bstrides(b, batch) + (0, b.strides[-2], b.strides[-1]), b.offset)
+                self.reduce_kernel("matmul_loops", "sum", out, full, (nb + 1,), expr, [av, bv])
+            else:
+                # dot products over k
+                full = tuple(batch) + (m, n, k)
+                av = View(a.storage, full, _bstrides(a, batch) + (a.strides[-2], 0, a.strides[-1]), a.offset)
+                bv = View(b.storage, full, _bstrides(b, batch) + (0, b.strides[-1], b.strides[-2]), b.offset)
+                self.reduce_kernel("matmul_loops", "sum", out, full, (nb + 2,), expr, [av, bv])
             return
+        # (reached for float32/float64 products big enough for BLAS)
         if k == 0:
             self.map_kernel("zeros", out, S.const(0, dtype), [])
             return

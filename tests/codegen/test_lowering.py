@@ -71,10 +71,17 @@ def test_memory_plan_reuses_dead_temporaries():
 
 def test_matmul_uses_gemm_with_transpose_flags():
     a = sg.matrix("a")
-    prog = _program([a], [a.T @ a], [(5, 3)])
+    prog = _program([a], [a.T @ a], [(64, 40)])
     gemms = [s for k in prog.kernels for s in walk(k.body) if isinstance(s, Gemm)]
     assert len(gemms) == 1 and gemms[0].trans_a and not gemms[0].trans_b
-    assert (gemms[0].m, gemms[0].n, gemms[0].k) == (3, 3, 5)
+    assert (gemms[0].m, gemms[0].n, gemms[0].k) == (40, 40, 64)
+
+
+def test_small_products_are_loops():
+    a = sg.matrix("a")
+    v = sg.vector("v")
+    prog = _program([a, v], [a.T @ v, v @ a, a.T @ a], [(32, 16), (32,)])
+    assert not [s for k in prog.kernels for s in walk(k.body) if isinstance(s, Gemm)]
 
 
 def test_kernel_names_are_stable():
@@ -100,7 +107,7 @@ def test_fused_ops_lower_and_run(dtype, monkeypatch, tmp_path):
     for got, want in zip(f(*vals), r(*vals)):
         np.testing.assert_allclose(got, want, rtol=1e-5)
     names = [k.name for k in f.kernels]
-    assert any(n.startswith("gemm") for n in names) and any("epilogue" in n for n in names)
+    assert any(n.startswith(("gemm", "matmul_loops")) for n in names) and any("epilogue" in n for n in names)
 
 
 def test_view_reshape_refuses_non_contiguous():
