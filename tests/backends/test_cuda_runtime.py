@@ -43,18 +43,18 @@ def _replay(mod):
 
 def test_batched_matmul_is_one_strided_batched_call():
     p, q = sg.tensor3("p"), sg.tensor3("q")
-    mod = _module([p, q], [p @ q], [(6, 5, 7), (6, 7, 3)])
+    mod = _module([p, q], [p @ q], [(6, 32, 24), (6, 24, 30)])
     (call,), ptr = _replay(mod)
-    assert (call["m"], call["n"], call["k"], call["batch"]) == (5, 3, 7, 6)
-    assert (call["sa"], call["sb"], call["sc"]) == (35, 21, 15)
+    assert (call["m"], call["n"], call["k"], call["batch"]) == (32, 30, 24, 6)
+    assert (call["sa"], call["sb"], call["sc"]) == (32 * 24, 24 * 30, 32 * 30)
     assert call["beta"] == 0
 
 
 def test_transposed_operand_uses_the_transpose_flag():
     a = sg.matrix("a")
-    mod = _module([a], [a.T @ a], [(4, 6)])
+    mod = _module([a], [a.T @ a], [(40, 30)])
     (call,), _ = _replay(mod)
-    assert call["ta"] and not call["tb"] and (call["m"], call["n"], call["k"]) == (6, 6, 4)
+    assert call["ta"] and not call["tb"] and (call["m"], call["n"], call["k"]) == (30, 30, 40)
 
 
 def test_accumulating_products_stay_sequential():
@@ -73,7 +73,7 @@ def test_accumulating_products_stay_sequential():
 
 def test_pure_gemm_kernels_render_a_cublas_comment():
     a, b = sg.matrix("a"), sg.matrix("b")
-    mod = _module([a, b], [a @ b], [(2, 3), (3, 4)])
+    mod = _module([a, b], [a @ b], [(40, 30), (30, 20)])
     gemm = [k for k in mod.kernels if k.mode == "cublas"]
     assert gemm and gemm[0].source.startswith(f"// {gemm[0].name}: cuBLAS calls")
 

@@ -102,14 +102,15 @@ def matmuls():
     p, q = sg.tensor3("p"), sg.tensor3("q")
     v = sg.vector("v")
     ia, ib = sg.matrix("ia", dtype="int32"), sg.matrix("ib", dtype="int32")
-    outs = [a @ b, a.T @ a, p @ q, p @ b, sg.dot(a, v[:7]), sg.outer(v, v), ia @ ib,
-            (a.astype("float64") @ b.astype("float64"))]
+    # big enough (m*n*k > 2^14) for GEMM calls; smaller products are lowered to loops
+    outs = [a @ b, a.T @ a, p @ q, p @ b, sg.dot(a, v[:30]), sg.outer(v, v), ia @ ib,
+            (a.astype("float64") @ b.astype("float64")), a[:5, :7] @ b[:7, :9]]
     bias = sg.vector("bias")
     epi = MatMulEpilogue(S.apply("maximum", S.const(0.0, "float32"),
                                  S.apply("add", S.inp(0, "float32"), S.inp(1, "float32"))), 2)(a, b, bias)
-    vals = [_r(5, 7), _r(7, 9, seed=1), _r(3, 5, 7, seed=2), _r(3, 7, 4, seed=3), _r(9, seed=4),
+    vals = [_r(40, 30), _r(30, 20, seed=1), _r(3, 20, 30, seed=2), _r(3, 30, 40, seed=3), _r(40, seed=4),
             np.arange(12, dtype=np.int32).reshape(3, 4), np.arange(8, dtype=np.int32).reshape(4, 2),
-            _r(9, seed=5)]
+            _r(20, seed=5)]
     return Case([a, b, p, q, v, ia, ib, bias], outs + [epi], vals)
 
 
