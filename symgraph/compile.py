@@ -35,6 +35,8 @@ class InputSpec:
 
     def convert(self, value) -> np.ndarray:
         what = f"argument {self.name!r}"
+        if hasattr(value, "__cuda_array_interface__"):
+            return self._check_device(value, what)
         if isinstance(value, np.ndarray):
             arr = value
         elif isinstance(value, (bool, int, float, np.generic)):
@@ -74,6 +76,17 @@ class InputSpec:
                 raise ValueError(f"{what}: dimension {axis} must be {want} (declared shape "
                                  f"{format_shape(self.shape)}), got shape {arr.shape}")
         return arr
+
+    def _check_device(self, value, what: str):
+        """A GPU array (pycuda GPUArray, CuPy...) is passed through after a dtype/shape check."""
+        iface = value.__cuda_array_interface__
+        dtype, shape = np.dtype(iface["typestr"]), tuple(iface["shape"])
+        if dtype != self.np_dtype:
+            raise TypeError(f"{what}: expected {self.dtype}, got a device array of {dtype}")
+        if len(shape) != self.ndim or any(w is not None and w != g for w, g in zip(self.shape, shape)):
+            raise ValueError(f"{what}: expected shape {format_shape(self.shape)}, got a device array "
+                             f"of shape {shape}")
+        return value
 
 
 def _as_list(x) -> tuple[list, bool]:
@@ -188,7 +201,8 @@ class CompiledFunction:
         self.specs = [InputSpec(v, i) for i, v in enumerate(self.inputs)]
         self._lock = threading.Lock()
         module = importlib.import_module(BACKENDS[backend])
-        options = {"threads": threads, "profile": profile, "trust_input": trust_input}
+        options = {"threads": threads, "profile": profile, "trust_input": trust_input,
+                   "n_outputs": self.n_outputs}
         self.program = module.build(fgraph, self.inputs + self.shared, options)
         # a backend may provide the whole call path (checks, native call, updates) itself
         make_caller = getattr(self.program, "make_caller", None)
@@ -208,17 +222,25 @@ class CompiledFunction:
         if self._caller is not None:
             return self._caller(args)
         values = self._convert(args)
+        # a backend that keeps shared values on a device reads and updates them itself
+        on_device = getattr(self.program, "device_shared", False)
         with executing_graph():
             if self.update_targets:
                 with self._lock:
-                    roots = values + [s._value for s in self.shared]
+                    roots = values + self._shared_args(on_device)
                     results = self.program(roots)
-                    self._apply_updates(results[self.n_outputs:])
+                    if on_device:
+                        self.program.apply_updates(self.update_targets, results[self.n_outputs:])
+                    else:
+                        self._apply_updates(results[self.n_outputs:])
             else:
-                roots = values + [s._value for s in self.shared]
+                roots = values + self._shared_args(on_device)
                 results = self.program(roots)
         outs = self._own(results[:self.n_outputs], roots)
         return outs[0] if self.single else outs
+
+    def _shared_args(self, on_device: bool) -> list:
+        return list(self.shared) if on_device else [s._value for s in self.shared]
 
     @staticmethod
     def _own(results, roots) -> list[np.ndarray]:

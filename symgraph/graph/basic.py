@@ -190,6 +190,23 @@ class SharedVariable(Variable):
         self._version = 0
         self.device_state: dict[str, Any] = {}
 
+    @property
+    def _value(self) -> np.ndarray:
+        """The host value; fetched from the device first when a device holds the newest one."""
+        pull = self.__dict__.get("_pull")
+        if pull is not None:
+            with self._lock:
+                pull = self.__dict__.get("_pull")
+                if pull is not None:
+                    self.__dict__["_host"] = pull()
+                    self.__dict__["_pull"] = None
+        return self.__dict__["_host"]
+
+    @_value.setter
+    def _value(self, arr: np.ndarray) -> None:
+        self.__dict__["_host"] = arr
+        self.__dict__["_pull"] = None
+
     def get_value(self) -> np.ndarray:
         """A copy of the current value."""
         return self._value.copy()
@@ -206,8 +223,10 @@ class SharedVariable(Variable):
         self._assign(np.array(arr, dtype=self.dtype, copy=True))
 
     def __getstate__(self):
+        self._value  # noqa: B018 - bring a device-held value back to the host first
         state = self.__dict__.copy()
         state.pop("_lock")
+        state["_pull"] = None
         state["device_state"] = {}
         return state
 
@@ -220,6 +239,15 @@ class SharedVariable(Variable):
             self._value = np.array(arr, order="C", copy=None)
             self._version += 1
             self.device_state.clear()
+
+    def _assign_device(self, key: str, handle, pull) -> None:
+        """A device (``key``) now holds the newest value (``handle``); ``pull()`` returns it as a
+        NumPy array and is called only when the host value is read."""
+        with self._lock:
+            self._version += 1
+            self.device_state.clear()
+            self.device_state[key] = handle
+            self.__dict__["_pull"] = pull
 
 
 class Apply:
