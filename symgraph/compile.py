@@ -12,7 +12,7 @@ import numpy as np
 from .errors import CompileError
 from .graph.basic import Constant, SharedVariable, Variable, as_variable, executing_graph
 from .graph.fgraph import FunctionGraph, clone_replace, graph_inputs
-from .graph.types import format_shape
+from .graph.types import format_shape, shape_conflict
 
 BACKENDS = {"reference": "symgraph.backends.reference",
             "llvm": "symgraph.backends.llvm",
@@ -71,10 +71,10 @@ class InputSpec:
         if arr.ndim != self.ndim:
             raise ValueError(f"{what}: expected a rank-{self.ndim} array of shape "
                              f"{format_shape(self.shape)}, got shape {arr.shape}")
-        for axis, (want, got) in enumerate(zip(self.shape, arr.shape)):
-            if want is not None and want != got:
-                raise ValueError(f"{what}: dimension {axis} must be {want} (declared shape "
-                                 f"{format_shape(self.shape)}), got shape {arr.shape}")
+        if shape_conflict(self.shape, arr.shape):
+            axis = next(a for a, (w, g) in enumerate(zip(self.shape, arr.shape)) if w not in (None, g))
+            raise ValueError(f"{what}: dimension {axis} must be {self.shape[axis]} (declared shape "
+                             f"{format_shape(self.shape)}), got shape {arr.shape}")
         return arr
 
     def _check_device(self, value, what: str):
@@ -83,7 +83,7 @@ class InputSpec:
         dtype, shape = np.dtype(iface["typestr"]), tuple(iface["shape"])
         if dtype != self.np_dtype:
             raise TypeError(f"{what}: expected {self.dtype}, got a device array of {dtype}")
-        if len(shape) != self.ndim or any(w is not None and w != g for w, g in zip(self.shape, shape)):
+        if shape_conflict(self.shape, shape):
             raise ValueError(f"{what}: expected shape {format_shape(self.shape)}, got a device array "
                              f"of shape {shape}")
         return value
@@ -126,13 +126,9 @@ def build_fgraph(inputs, outputs, updates=None, givens=None):
         if any(t is target for t in targets):
             raise ValueError(f"compile: shared variable {target.label()!r} is updated twice")
         value = as_variable(value)
-        if value.ndim != target.ndim:
+        if shape_conflict(target.shape, value.shape):
             raise ValueError(f"compile: update of {target.label()!r} has shape "
                              f"{format_shape(value.shape)} but the variable has shape {target.shape}")
-        for _a, (w, g) in enumerate(zip(target.shape, value.shape)):
-            if g is not None and w != g:
-                raise ValueError(f"compile: update of {target.label()!r} has shape "
-                                 f"{format_shape(value.shape)} but the variable has shape {target.shape}")
         if value.dtype != target.dtype:
             if not np.can_cast(value.dtype, target.dtype, "same_kind"):
                 raise TypeError(f"compile: update of {target.label()!r} ({target.dtype}) has dtype "
