@@ -36,7 +36,7 @@ def build_model(n_in=64, n_hidden=128, n_out=10, seed=0):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--backend", default="reference", help="reference, llvm or cuda")
+    parser.add_argument("--backend", default="llvm", help="llvm (default), reference or cuda")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.1)
@@ -79,11 +79,14 @@ def main(argv=None):
     print(f"-- kernel {kernel.name} (from {', '.join(kernel.ops)}) --")
     print(kernel.source[:2000])
     try:
-        asm = train_step.asm()
-        print("-- machine code (excerpt) --")
-        print("\n".join(asm.splitlines()[:40]))
+        asm = train_step.asm().splitlines()
     except sg.CompileError as e:
         print(f"(no machine code: {e})")
+    else:
+        # the printed kernel's own machine code, from its label on
+        start = next((i for i, line in enumerate(asm) if line.startswith(f"{kernel.name}:")), 0)
+        print("-- its machine code (excerpt of f.asm()) --")
+        print("\n".join(asm[start:start + 40]))
     return acc
 
 

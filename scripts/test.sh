@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
-python3 -m ruff check symgraph tests examples benchmarks
+python3 -m ruff check .
 python3 -m pytest -q "$@"

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import CompileError
-from .graph.basic import Constant, SharedVariable, Variable, as_variable
+from .graph.basic import Constant, SharedVariable, Variable, as_variable, executing_graph
 from .graph.fgraph import FunctionGraph, clone_replace, graph_inputs
-from .graph.types import format_shape
+from .graph.types import format_shape, shape_conflict
 
 BACKENDS = {"reference": "symgraph.backends.reference",
             "llvm": "symgraph.backends.llvm",
@@ -35,6 +35,8 @@ class InputSpec:
 
     def convert(self, value) -> np.ndarray:
         what = f"argument {self.name!r}"
+        if hasattr(value, "__cuda_array_interface__"):
+            return self._check_device(value, what)
         if isinstance(value, np.ndarray):
             arr = value
         elif isinstance(value, (bool, int, float, np.generic)):
@@ -69,11 +71,22 @@ class InputSpec:
         if arr.ndim != self.ndim:
             raise ValueError(f"{what}: expected a rank-{self.ndim} array of shape "
                              f"{format_shape(self.shape)}, got shape {arr.shape}")
-        for axis, (want, got) in enumerate(zip(self.shape, arr.shape)):
-            if want is not None and want != got:
-                raise ValueError(f"{what}: dimension {axis} must be {want} (declared shape "
-                                 f"{format_shape(self.shape)}), got shape {arr.shape}")
+        if shape_conflict(self.shape, arr.shape):
+            axis = next(a for a, (w, g) in enumerate(zip(self.shape, arr.shape)) if w not in (None, g))
+            raise ValueError(f"{what}: dimension {axis} must be {self.shape[axis]} (declared shape "
+                             f"{format_shape(self.shape)}), got shape {arr.shape}")
         return arr
+
+    def _check_device(self, value, what: str):
+        """A GPU array (pycuda GPUArray, CuPy...) is passed through after a dtype/shape check."""
+        iface = value.__cuda_array_interface__
+        dtype, shape = np.dtype(iface["typestr"]), tuple(iface["shape"])
+        if dtype != self.np_dtype:
+            raise TypeError(f"{what}: expected {self.dtype}, got a device array of {dtype}")
+        if shape_conflict(self.shape, shape):
+            raise ValueError(f"{what}: expected shape {format_shape(self.shape)}, got a device array "
+                             f"of shape {shape}")
+        return value
 
 
 def _as_list(x) -> tuple[list, bool]:
@@ -113,13 +126,9 @@ def build_fgraph(inputs, outputs, updates=None, givens=None):
         if any(t is target for t in targets):
             raise ValueError(f"compile: shared variable {target.label()!r} is updated twice")
         value = as_variable(value)
-        if value.ndim != target.ndim:
+        if shape_conflict(target.shape, value.shape):
             raise ValueError(f"compile: update of {target.label()!r} has shape "
                              f"{format_shape(value.shape)} but the variable has shape {target.shape}")
-        for _a, (w, g) in enumerate(zip(target.shape, value.shape)):
-            if g is not None and w != g:
-                raise ValueError(f"compile: update of {target.label()!r} has shape "
-                                 f"{format_shape(value.shape)} but the variable has shape {target.shape}")
         if value.dtype != target.dtype:
             if not np.can_cast(value.dtype, target.dtype, "same_kind"):
                 raise TypeError(f"compile: update of {target.label()!r} ({target.dtype}) has dtype "
@@ -188,8 +197,12 @@ class CompiledFunction:
         self.specs = [InputSpec(v, i) for i, v in enumerate(self.inputs)]
         self._lock = threading.Lock()
         module = importlib.import_module(BACKENDS[backend])
-        options = {"threads": threads, "profile": profile, "trust_input": trust_input}
+        options = {"threads": threads, "profile": profile, "trust_input": trust_input,
+                   "n_outputs": self.n_outputs}
         self.program = module.build(fgraph, self.inputs + self.shared, options)
+        # a backend may provide the whole call path (checks, native call, updates) itself
+        make_caller = getattr(self.program, "make_caller", None)
+        self._caller = make_caller(self) if make_caller is not None else None
 
     # --- calling ------------------------------------------------------------------------
     def _convert(self, args) -> list[np.ndarray]:
@@ -202,20 +215,42 @@ class CompiledFunction:
         return [spec.convert(a) for spec, a in zip(self.specs, args)]
 
     def __call__(self, *args):
+        if self._caller is not None:
+            return self._caller(args)
         values = self._convert(args)
-        if self.update_targets:
-            with self._lock:
-                results = self.program(values + [s._value for s in self.shared])
-                self._apply_updates(results[self.n_outputs:])
-        else:
-            results = self.program(values + [s._value for s in self.shared])
-        outs = [self._own(r) for r in results[:self.n_outputs]]
+        # a backend that keeps shared values on a device reads and updates them itself
+        on_device = getattr(self.program, "device_shared", False)
+        with executing_graph():
+            if self.update_targets:
+                with self._lock:
+                    roots = values + self._shared_args(on_device)
+                    results = self.program(roots)
+                    if on_device:
+                        self.program.apply_updates(self.update_targets, results[self.n_outputs:])
+                    else:
+                        self._apply_updates(results[self.n_outputs:])
+            else:
+                roots = values + self._shared_args(on_device)
+                results = self.program(roots)
+        outs = self._own(results[:self.n_outputs], roots)
         return outs[0] if self.single else outs
 
+    def _shared_args(self, on_device: bool) -> list:
+        return list(self.shared) if on_device else [s._value for s in self.shared]
+
     @staticmethod
-    def _own(r):
-        r = np.asarray(r)
-        return r if r.flags.owndata and r.flags.writeable else np.array(r, copy=True)
+    def _own(results, roots) -> list[np.ndarray]:
+        """Outputs the caller may mutate: never a view of an argument, a shared variable's
+        storage, a constant, or another output."""
+        outs: list[np.ndarray] = []
+        for r in results:
+            r = np.asarray(r)
+            if (not r.flags.owndata or not r.flags.writeable
+                    or any(np.may_share_memory(r, v) for v in roots if isinstance(v, np.ndarray))
+                    or any(np.may_share_memory(r, o) for o in outs)):
+                r = np.array(r, copy=True)
+            outs.append(r)
+        return outs
 
     def _apply_updates(self, new_values) -> None:
         checked = []
@@ -244,6 +279,13 @@ class CompiledFunction:
         if not self.profile:
             raise RuntimeError("compile with profile=True to record per-kernel statistics")
         return [{"kernel": k.name, **k.stats} for k in self.kernels]
+
+    def export(self, path, kind: str = "shared", example_inputs=None, name: str | None = None):
+        """Write a native library + C header of this function (llvm backend; see API.md)."""
+        export = getattr(self.program, "export", None)
+        if export is None:
+            raise CompileError(f"the {self.backend} backend cannot export")
+        return export(self, path, kind=kind, example_inputs=example_inputs, name=name)
 
     def __repr__(self) -> str:
         names = ", ".join(s.name for s in self.specs)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 
 class ShapeError(ValueError):
-    """Shapes that cannot work together (raised while building a graph or at call time)."""
+    """Shapes that cannot work together (raised while building a graph or at call time).
+
+    Raised while a graph is being built, the message ends with the user's line that built the
+    offending node (``built at FILE:LINE``).
+    """
+
+    def __init__(self, message: str = "", *args):
+        from .graph.basic import construction_trace
+        super().__init__(str(message) + construction_trace(str(message)), *args)
 
 
 class GradientError(ValueError):

@@ -83,6 +83,22 @@ def _to_scalar(expr, symbols, dtype: str) -> S.SExpr:
             for value, cond in reversed(e.args):
                 v = go(value)
                 r = v if cond == sp.true or r is None else S.apply("where", go_cond(cond), v, r)
+        elif isinstance(e, sp.Heaviside):
+            # derivative of Max / Min / Abs-like formulas; SymPy's H(0) (1/2 unless given)
+            arg = go(e.args[0])
+            h0 = go(e.args[1]) if len(e.args) > 1 else c(0.5)
+            r = S.apply("where", S.apply("gt", arg, c(0)), c(1),
+                        S.apply("where", S.apply("eq", arg, c(0)), h0, c(0)))
+        elif isinstance(e, sp.DiracDelta) or (
+                isinstance(e, sp.Derivative)
+                and isinstance(e.expr, (sp.floor, sp.ceiling, sp.sign, sp.Heaviside))):
+            # derivatives of piecewise-constant functions: zero almost everywhere, like the
+            # gradient of the built-in floor / sign ops
+            r = c(0)
+        elif isinstance(e, sp.tan):
+            r = S.apply("truediv", S.apply("sin", go(e.args[0])), S.apply("cos", go(e.args[0])))
+        elif isinstance(e, (sp.asinh, sp.acosh, sp.atanh)):
+            return go(e.rewrite(sp.log))
         elif isinstance(e, (sp.Max, sp.Min)):
             args = [go(a) for a in e.args]
             r = args[0]
@@ -95,8 +111,8 @@ def _to_scalar(expr, symbols, dtype: str) -> S.SExpr:
                 name2 = {sp.sinh: "sinh", sp.cosh: "cosh", sp.sech: "sech"}.get(type(e))
                 if name2 is not None:
                     return go(e.rewrite(sp.exp))
-                raise CompileError(f"sg.elementwise: SymPy function {type(e).__name__} has no "
-                                   "scalar-IR translation")
+                raise CompileError(f"sg.elementwise: SymPy function {type(e).__name__} (in "
+                                   f"{e}) has no scalar-IR translation")
             r = S.apply(name, go(e.args[0]))
         if r.dtype != dtype and r.dtype != "bool":
             r = S.cast(r, dtype)
@@ -129,9 +145,13 @@ class ElementwiseFormula:
         self._check()
 
     def _check(self):
-        _to_scalar(self.expr, self.symbols, "float64")
-        for d in self.derivatives:
-            _to_scalar(d, self.symbols, "float64")
+        """Translate once now, so an untranslatable formula fails where it is defined."""
+        try:
+            _to_scalar(self.expr, self.symbols, "float64")
+            for d in self.derivatives:
+                _to_scalar(d, self.symbols, "float64")
+        except CompileError as e:
+            raise CompileError(f"{e} (defining elementwise op {self.name!r}: {self.expr})") from None
 
     @cache  # noqa: B019 - one cache per op, lives as long as the op
     def _exprs(self, dtype: str):

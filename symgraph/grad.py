@@ -18,7 +18,7 @@ from .graph.basic import Apply, Constant, Op, Variable, as_variable, format_trac
 from .graph.fgraph import clone_replace, toposort
 from .graph.types import TensorType, format_shape, is_float
 from .ops import elemwise as E
-from .ops.shape import zeros_like
+from .ops.shape import SumToShape, shape, zeros_like
 
 
 class StopGradient(Op):
@@ -45,6 +45,9 @@ def stop_gradient(x) -> Variable:
 
 def _check_wrt(wrt) -> tuple[list[Variable], bool]:
     single = isinstance(wrt, Variable)
+    if not single and not isinstance(wrt, (list, tuple)):
+        raise TypeError(f"grad: wrt is {type(wrt).__name__}, not a symbolic variable or a list "
+                        "of them (pass the sg.tensor / sg.shared objects the graph was built from)")
     wrt_list = [wrt] if single else list(wrt)
     for i, w in enumerate(wrt_list):
         if not isinstance(w, Variable):
@@ -61,6 +64,26 @@ def _sum(terms: list[Variable]) -> Variable:
     for t in terms[1:]:
         total = E.add(total, t)
     return total
+
+
+def _ancestors(outputs: Sequence[Variable]) -> set[int]:
+    """Ids of the variables whose *values* ``outputs`` are computed from (themselves included).
+
+    Inputs that only lend their shape (``Shape``, the ``like`` slot of ``fill`` /
+    ``zeros_like``) do not count: a cost that depends on a tensor's shape alone is
+    disconnected from it.
+    """
+    from .ops.shape import Shape
+    from .scalar import inputs_of
+    ids = {id(o) for o in outputs}
+    for node in reversed(toposort(outputs)):
+        if not any(id(o) in ids for o in node.outputs) or isinstance(node.op, Shape):
+            continue
+        used = range(len(node.inputs))
+        if isinstance(node.op, E.Elemwise) and node.op.partials is None:
+            used = inputs_of(node.op.expr)
+        ids.update(id(node.inputs[i]) for i in used)
+    return ids
 
 
 def _backprop(seeds: dict[Variable, Variable], wrt: Sequence[Variable]) -> dict[int, list[Variable]]:
@@ -138,10 +161,16 @@ def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"
     if not seeds:
         raise ValueError("grad: give a cost or known_grads")
     contributions = _backprop(seeds, wrt_list)
+    connected = _ancestors(list(seeds))
     results = []
     for i, w in enumerate(wrt_list):
         terms = contributions.get(id(w))
         if not terms:
+            # a path through piecewise-constant or integer ops (floor, argmax, comparisons)
+            # carries no message but is connected: its gradient is a plain zero
+            if id(w) in connected:
+                results.append(zeros_like(w))
+                continue
             if disconnected == "raise" and is_float(w.dtype):
                 raise GradientError(f"grad: the cost does not depend on wrt[{i}] ({w.label()}: "
                                     f"{w.type}); pass disconnected='ignore' or 'warn' to get zeros",
@@ -154,6 +183,9 @@ def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"
         g = _sum(terms)
         if g.dtype != w.dtype:
             g = E.cast(g, w.dtype)
+        if any(dg is None and dw is not None for dg, dw in zip(g.shape, w.shape)):
+            # the value already has w's shape; this restores the static dims inference lost
+            g = SumToShape(w.ndim)(g, shape(w))
         results.append(g)
     return results[0] if single else results
 

@@ -9,16 +9,37 @@ from .graph.basic import Constant, SharedVariable, Variable
 from .graph.fgraph import toposort
 
 
-def _outputs_of(obj) -> tuple[list[Variable], str]:
+def _outputs_of(obj) -> tuple[list[Variable], list[str]]:
+    """The variables to print and a title for each."""
     from .compile import CompiledFunction
     if isinstance(obj, CompiledFunction):
         outs = obj.fgraph.outputs
         names = [f"output {i}" for i in range(obj.n_outputs)] + \
-                [f"update {t.label()}" for t in obj.update_targets]
-        return list(outs), "\n".join(names)
-    if isinstance(obj, Variable):
-        return [obj], ""
-    return list(obj), ""
+                [f"update of {t.label()}" for t in obj.update_targets]
+        return list(outs), names
+    outs = [obj] if isinstance(obj, Variable) else list(obj)
+    return outs, [f"output {i}" for i in range(len(outs))]
+
+
+def _op_label(node) -> str:
+    """The op's name; elementwise ops whose formula is more than the name add the formula."""
+    from .ops.elemwise import Elemwise
+    from .scalar import to_text
+    op = node.op
+    if isinstance(op, Elemwise):
+        text = to_text(op.expr)
+        plain = f"{op.expr.op}({', '.join(f'in{i}' for i in range(op.nin))})"
+        if op.expr.op in ("input", "const", "cast") or text == plain or text.strip("()") == \
+                f"in0 {_symbol(op.expr.op)} in1":
+            return str(op)
+        return f"{op}{{{text}}}"
+    return str(op)
+
+
+def _symbol(name: str) -> str | None:
+    from .scalar import PRIMITIVES
+    prim = PRIMITIVES.get(name)
+    return prim.symbol if prim else None
 
 
 def _leaf_label(v: Variable) -> str:
@@ -35,12 +56,10 @@ def debugprint(obj, file=None, print_type: bool = True) -> str:
     A compiled function shows its rewritten graph, with one tree per output and update.
     Subtrees seen before are printed once and then referred to by their ``id``.
     """
-    outputs, _ = _outputs_of(obj)
+    outputs, titles = _outputs_of(obj)
     from .compile import CompiledFunction
-    titles = None
-    if isinstance(obj, CompiledFunction):
-        titles = [f"output {i}" for i in range(obj.n_outputs)] + \
-                 [f"update of {t.label()}" for t in obj.update_targets]
+    if not isinstance(obj, CompiledFunction) and len(outputs) == 1:
+        titles = None
     buf = io.StringIO()
     ids: dict[int, str] = {}
     counter = [0]
@@ -68,9 +87,9 @@ def debugprint(obj, file=None, print_type: bool = True) -> str:
         out_note = f".{v.index}" if len(node.outputs) > 1 else ""
         name = f" '{v.name}'" if v.name else ""
         if id(v) in printed:
-            buf.write(f"{pad}{node.op}{out_note}{name} id {ident(v)}{t} (see above)\n")
+            buf.write(f"{pad}{_op_label(node)}{out_note}{name} id {ident(v)}{t} (see above)\n")
             return
-        buf.write(f"{pad}{node.op}{out_note}{name} id {ident(v)}{t}\n")
+        buf.write(f"{pad}{_op_label(node)}{out_note}{name} id {ident(v)}{t}\n")
         printed.add(id(v))
         for inp in node.inputs:
             rec(inp, depth + 1, printed)
@@ -90,7 +109,7 @@ def debugprint(obj, file=None, print_type: bool = True) -> str:
 
 def to_dot(obj) -> str:
     """Graphviz DOT text of the graph: boxes for ops, ellipses for values."""
-    outputs, _ = _outputs_of(obj)
+    outputs, titles = _outputs_of(obj)
     lines = ["digraph symgraph {", "  rankdir=TB;", "  node [fontname=\"monospace\"];"]
     seen: set[int] = set()
 
@@ -109,14 +128,14 @@ def to_dot(obj) -> str:
 
     for node in toposort(outputs):
         nkey = f"n{id(node)}"
-        label = _esc(str(node.op))
+        label = _esc(_op_label(node))
         lines.append(f'  {nkey} [shape=box, style=filled, fillcolor="#dde8f5", label="{label}"];')
         for i, inp in enumerate(node.inputs):
             lines.append(f"  {var_node(inp)} -> {nkey} [label=\"{i}\"];")
         for out in node.outputs:
             lines.append(f"  {nkey} -> {var_node(out)};")
     for i, out in enumerate(outputs):
-        lines.append(f'  out{i} [shape=plaintext, label="output {i}"];')
+        lines.append(f'  out{i} [shape=plaintext, label="{_esc(titles[i])}"];')
         lines.append(f"  {var_node(out)} -> out{i};")
     lines.append("}")
     return "\n".join(lines) + "\n"

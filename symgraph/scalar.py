@@ -25,6 +25,8 @@ from .graph.types import as_dtype, is_float
 
 def _sigmoid(x):
     x = np.asarray(x)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)  # like exp: integers compute in float64
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
@@ -80,25 +82,27 @@ _FLOAT_ONLY = {"exp", "log", "log1p", "expm1", "sqrt", "tanh", "sigmoid", "softp
                "sin", "cos", "truediv"}
 
 
+# custom primitives whose dtype rule is that of ``exp`` (float results, small ints -> float16)
+_LIKE_EXP = {"sigmoid", "softplus", "erf"}
+
+
 @cache
 def result_dtype(op: str, arg_dtypes: tuple[str, ...]) -> str:
-    """The dtype NumPy gives ``op`` applied to arrays of these dtypes."""
+    """The dtype NumPy gives ``op`` applied to arrays of these dtypes (asked of NumPy itself,
+    once per signature, so every corner of its type resolution is followed)."""
     prim = PRIMITIVES[op]
     if prim.bool_result:
         return "bool"
     if op == "where":
         return as_dtype(np.result_type(arg_dtypes[1], arg_dtypes[2]))
-    if op in ("floor", "ceil") and not is_float(arg_dtypes[0]):
-        return arg_dtypes[0]  # NumPy >= 2 keeps integer dtypes for floor/ceil
-    if op in _FLOAT_ONLY:
-        dt = np.result_type(*arg_dtypes)
-        return as_dtype(dt if dt.kind == "f" else np.float64)
-    if op == "sign" and arg_dtypes[0] == "bool":
-        raise TypeError("sign is not defined for bool")
-    dt = np.result_type(*[("int8" if d == "bool" and op in ("neg", "sub") else d) for d in arg_dtypes])
-    if op in ("add", "mul", "maximum", "minimum", "abs", "square") and all(d == "bool" for d in arg_dtypes):
-        return "bool" if op not in ("square",) else "int8"
-    return as_dtype(dt)
+    fn = np.exp if op in _LIKE_EXP else prim.numpy
+    try:
+        with np.errstate(all="ignore"):
+            out = fn(*[np.ones(1, d) for d in arg_dtypes])
+    except TypeError as e:
+        raise TypeError(f"{op} is not defined for {' and '.join(arg_dtypes)} tensors "
+                        f"(NumPy: {e})") from None
+    return as_dtype(out.dtype)
 
 
 # --- expression nodes --------------------------------------------------------------------
@@ -237,9 +241,20 @@ def evaluate(roots: Sequence[SExpr], inputs: Sequence[np.ndarray]) -> list[np.nd
 
 
 def to_text(root: SExpr, names: Sequence[str] | None = None) -> str:
-    """Readable infix form, e.g. ``tanh((in0 * 2.0) + in1)``."""
+    """Readable infix form, e.g. ``tanh((in0 * 2.0) + in1)``.
+
+    A sub-expression used more than once is written once, as ``t0``, and defined after the
+    formula (``(t0 * t0) where t0 = exp(in0)``), so the text grows linearly with the DAG
+    instead of exponentially with its depth of sharing.
+    """
+    order = topo([root])
+    uses: dict[int, int] = {}
+    for node in order:
+        for a in node.args:
+            uses[id(a)] = uses.get(id(a), 0) + 1
     cache: dict[int, str] = {}
-    for node in topo([root]):
+    bindings: list[str] = []
+    for node in order:
         if node.op == "input":
             s = names[node.value] if names else f"in{node.value}"
         elif node.op == "const":
@@ -255,8 +270,13 @@ def to_text(root: SExpr, names: Sequence[str] | None = None) -> str:
                 s = f"{prim.symbol}{args[0]}"
             else:
                 s = f"{node.op}({', '.join(args)})"
+        if uses.get(id(node), 0) > 1 and node.op not in ("input", "const") and node is not root:
+            name = f"t{len(bindings)}"
+            bindings.append(f"{name} = {s}")
+            s = name
         cache[id(node)] = s
-    return cache[id(root)]
+    text = cache[id(root)]
+    return f"{text} where {', '.join(bindings)}" if bindings else text
 
 
 def count_ops(roots: Sequence[SExpr]) -> int:
@@ -309,7 +329,8 @@ DERIVATIVES: dict[str, Callable] = {
                                 _a("where", a[0], _c(0, g), g)),
     "pow": lambda a, out, g: (
         _mul(g, _mul(a[1], _a("pow", a[0], _a("sub", a[1], _c(1, a[1]))))),
-        _mul(g, _a("where", _a("eq", a[0], _c(0, a[0])), _c(0, out), _mul(out, _a("log", a[0]))))),
+        # log of a safe base: at base 0 the term is 0 and, differentiated again, stays finite
+        _mul(g, _mul(out, _a("log", _a("where", _a("eq", a[0], _c(0, a[0])), _c(1, a[0]), a[0]))))),
     "mod": lambda a, out, g: (g, _a("neg", _mul(g, _a("floor", _a("truediv", a[0], a[1]))))),
 }
 # piecewise-constant or boolean results: zero derivative

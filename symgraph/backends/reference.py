@@ -57,6 +57,11 @@ class ReferenceProgram:
                           inputs=ins, outputs=outs, ops=[str(node.op)])
 
     def __call__(self, values: list) -> list:
+        # IEEE results (inf, nan) are values, not warnings, as in the native backends
+        with np.errstate(all="ignore"):
+            return self._run(values)
+
+    def _run(self, values: list) -> list:
         env: dict[int, object] = {id(v): val for v, val in zip(self.roots, values)}
         for i, node in enumerate(self.nodes):
             args = []
@@ -71,7 +76,9 @@ class ReferenceProgram:
             try:
                 outs = node.op.perform(node, args)
             except ShapeError as e:
-                raise ShapeError(f"{e}{format_trace(node.trace)}") from None
+                named = str(e).lower().startswith(str(node.op).split("{")[0].lower())
+                prefix = "" if named else f"{node.op}: "
+                raise ShapeError(f"{prefix}{e}{format_trace(node.trace)}") from None
             except (ValueError, IndexError) as e:
                 shapes = ", ".join(format_shape(np.shape(a)) for a in args)
                 raise type(e)(f"{node.op}: {e} (input shapes {shapes}){format_trace(node.trace)}") from None

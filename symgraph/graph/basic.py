@@ -22,13 +22,25 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ids = itertools.count()
 
 
+_internal_files: dict[str, bool] = {}
+
+
+def _is_internal(filename: str) -> bool:
+    known = _internal_files.get(filename)
+    if known is None:
+        path = os.path.abspath(filename)
+        known = path.startswith(_PACKAGE_DIR) or filename.startswith("<frozen")
+        _internal_files[filename] = known
+    return known
+
+
 def user_trace() -> tuple[str, int, str] | None:
     """The first stack frame outside symgraph: the user's line that is building a node."""
     frame = sys._getframe(1)
     while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_PACKAGE_DIR) and not filename.startswith("<frozen"):
-            return (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        code = frame.f_code
+        if not _is_internal(code.co_filename):
+            return (code.co_filename, frame.f_lineno, code.co_name)
         frame = frame.f_back
     return None
 
@@ -45,6 +57,30 @@ def format_trace(trace) -> str:
         pass
     where = f"{filename}:{line} in {func}"
     return f"\n  built at {where}" + (f"\n    {text}" if text else "")
+
+
+_execution = threading.local()
+
+
+class executing_graph:
+    """Marks the current thread as running a compiled graph (not building one).
+
+    Errors raised while a graph runs name the node's own creation line (the backend adds it),
+    so ``ShapeError`` must not add the caller's line there.
+    """
+
+    def __enter__(self):
+        _execution.depth = getattr(_execution, "depth", 0) + 1
+
+    def __exit__(self, *exc):
+        _execution.depth -= 1
+
+
+def construction_trace(message: str) -> str:
+    """``built at FILE:LINE`` for an error raised while the user builds a graph, else ``""``."""
+    if getattr(_execution, "depth", 0) or "built at " in message:
+        return ""
+    return format_trace(user_trace())
 
 
 class Variable:
@@ -154,6 +190,23 @@ class SharedVariable(Variable):
         self._version = 0
         self.device_state: dict[str, Any] = {}
 
+    @property
+    def _value(self) -> np.ndarray:
+        """The host value; fetched from the device first when a device holds the newest one."""
+        pull = self.__dict__.get("_pull")
+        if pull is not None:
+            with self._lock:
+                pull = self.__dict__.get("_pull")
+                if pull is not None:
+                    self.__dict__["_host"] = pull()
+                    self.__dict__["_pull"] = None
+        return self.__dict__["_host"]
+
+    @_value.setter
+    def _value(self, arr: np.ndarray) -> None:
+        self.__dict__["_host"] = arr
+        self.__dict__["_pull"] = None
+
     def get_value(self) -> np.ndarray:
         """A copy of the current value."""
         return self._value.copy()
@@ -170,8 +223,10 @@ class SharedVariable(Variable):
         self._assign(np.array(arr, dtype=self.dtype, copy=True))
 
     def __getstate__(self):
+        self._value  # noqa: B018 - bring a device-held value back to the host first
         state = self.__dict__.copy()
         state.pop("_lock")
+        state["_pull"] = None
         state["device_state"] = {}
         return state
 
@@ -184,6 +239,15 @@ class SharedVariable(Variable):
             self._value = np.array(arr, order="C", copy=None)
             self._version += 1
             self.device_state.clear()
+
+    def _assign_device(self, key: str, handle, pull) -> None:
+        """A device (``key``) now holds the newest value (``handle``); ``pull()`` returns it as a
+        NumPy array and is called only when the host value is read."""
+        with self._lock:
+            self._version += 1
+            self.device_state.clear()
+            self.device_state[key] = handle
+            self.__dict__["_pull"] = pull
 
 
 class Apply:

@@ -13,12 +13,15 @@ DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8",
 FLOAT_DTYPES = ("float16", "float32", "float64")
 INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8")
 DEFAULT_FLOAT = "float32"
+_DTYPE_SET = frozenset(DTYPES)
 
 Shape = tuple  # tuple[int | None, ...]
 
 
 def as_dtype(dtype) -> str:
     """Normalise anything NumPy understands as a dtype to its canonical name."""
+    if isinstance(dtype, str) and dtype in _DTYPE_SET:
+        return dtype
     name = np.dtype(dtype).name
     if name not in DTYPES:
         raise TypeError(f"unsupported dtype {name!r}; symgraph supports {', '.join(DTYPES)}")
@@ -65,15 +68,18 @@ class TensorType:
             dims += ","
         return f"{self.dtype}[{dims}]"
 
-    def check_value(self, value: np.ndarray, what: str) -> None:
-        """Raise if a concrete array contradicts this type (rank or a static dim)."""
-        if value.ndim != self.ndim:
-            raise ValueError(f"{what}: expected rank {self.ndim} ({self}), "
-                             f"got an array of shape {value.shape}")
-        for axis, (want, got) in enumerate(zip(self.shape, value.shape)):
-            if want is not None and want != got:
-                raise ValueError(f"{what}: dimension {axis} must be {want} ({self}), "
-                                 f"got an array of shape {value.shape}")
+
+def shape_conflict(declared: Shape, actual: tuple) -> str | None:
+    """Why a concrete (or partly known) shape contradicts a declared static shape, or None.
+
+    ``None`` entries on either side are unknown and match anything.
+    """
+    if len(actual) != len(declared):
+        return f"rank {len(actual)} instead of {len(declared)}"
+    for axis, (want, got) in enumerate(zip(declared, actual)):
+        if want is not None and got is not None and want != got:
+            return f"dimension {axis} is {got} instead of {want}"
+    return None
 
 
 def broadcast_shapes(*shapes: Shape, what: str = "broadcast") -> Shape:

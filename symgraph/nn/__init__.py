@@ -50,8 +50,11 @@ def binary_cross_entropy(x, targets, from_logits: bool = True) -> Variable:
     t = E.cast(t, x.dtype)
     if from_logits:
         return R.mean(E.sub(E.softplus(x), E.mul(t, x)))
-    log_p = E.maximum(E.log(x), -100.0)
-    log_1mp = E.maximum(E.log1p(E.neg(x)), -100.0)
+    # the inner `where`s keep the discarded branch finite, so at p = 0 or 1 the gradient is
+    # 0 (the clamp's), not NaN
+    pos, below = E.gt(x, 0.0), E.lt(x, 1.0)
+    log_p = E.where(pos, E.maximum(E.log(E.where(pos, x, 1.0)), -100.0), -100.0)
+    log_1mp = E.where(below, E.maximum(E.log1p(E.neg(E.where(below, x, 0.0))), -100.0), -100.0)
     return E.neg(R.mean(E.add(E.mul(t, log_p), E.mul(E.sub(1.0, t), log_1mp))))
 
 

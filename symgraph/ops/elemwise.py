@@ -12,8 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import scalar as S
+from ..errors import ShapeError
 from ..graph.basic import Apply, Op, Variable, as_variable, is_python_scalar
-from ..graph.types import TensorType, broadcast_shapes, is_float, result_dtype
+from ..graph.types import TensorType, broadcast_shapes, is_float, is_int, result_dtype
 
 
 class Elemwise(Op):
@@ -48,8 +49,13 @@ class Elemwise(Op):
         return Apply(self, inputs, [TensorType(self.expr.dtype, shape)])
 
     def perform(self, node, inputs):
+        shapes = [np.shape(x) for x in inputs]
+        try:
+            shape = np.broadcast_shapes(*shapes)
+        except ValueError:
+            raise ShapeError(f"{self.name}: shapes {' and '.join(map(str, shapes))} cannot be "
+                             "broadcast together") from None
         (out,) = S.evaluate([self.expr], inputs)
-        shape = np.broadcast_shapes(*[np.shape(x) for x in inputs])
         if out.shape != shape:
             out = np.broadcast_to(out, shape).copy()
         return [out]
@@ -120,8 +126,16 @@ def elemwise_from_expr(expr: S.SExpr, args: Sequence[Variable], name: str | None
 
 # --- building elementwise nodes from Python --------------------------------------------
 
-def _operands(args) -> tuple[list[Variable], list[S.SExpr]]:
-    """Variables become input slots; Python scalars become typed constants (NEP 50 weak)."""
+_COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")
+
+
+def _operands(args, exact: bool = False) -> tuple[list[Variable], list[S.SExpr]]:
+    """Variables become input slots; Python scalars become typed constants (NEP 50 weak).
+
+    As in NumPy, a Python int that does not fit the integer dtype it would take is an
+    ``OverflowError``, except in comparisons and true division (``exact``), which NumPy
+    computes without squeezing the int into the array's dtype.
+    """
     tensor_dtypes = [a.dtype for a in args if isinstance(a, Variable)]
     tensor_dtypes += [np.asarray(a).dtype for a in args
                       if not isinstance(a, Variable) and not is_python_scalar(a)]
@@ -130,6 +144,12 @@ def _operands(args) -> tuple[list[Variable], list[S.SExpr]]:
     for a in args:
         if is_python_scalar(a):
             dtype = result_dtype(*tensor_dtypes, a) if tensor_dtypes else as_default(a)
+            if isinstance(a, int) and not isinstance(a, bool) and is_int(dtype):
+                info = np.iinfo(dtype)
+                if not info.min <= a <= info.max:
+                    if not exact:
+                        raise OverflowError(f"Python integer {a} out of bounds for {dtype}")
+                    dtype = "int64" if -2**63 <= a < 2**63 else "float64"
             exprs.append(S.const(a, dtype))
             continue
         v = as_variable(a)
@@ -151,8 +171,10 @@ def as_default(value) -> str:
 
 def apply_scalar(op: str, *args, name: str | None = None):
     """``op`` applied elementwise to tensors and Python scalars."""
-    variables, exprs = _operands(args)
+    variables, exprs = _operands(args, exact=op in _COMPARISONS or op == "truediv")
     expr = S.apply(op, *exprs)
+    if op == "pow" and is_int(expr.dtype) and S.is_const(exprs[1]) and exprs[1].value < 0:
+        raise ValueError("Integers to negative integer powers are not allowed (as in NumPy)")
     if not variables:
         from ..graph.basic import Constant
         (value,) = S.evaluate([expr], [])
@@ -215,9 +237,15 @@ def relu(x):
     return Elemwise(S.apply("maximum", S.const(0, x.dtype), S.inp(0, x.dtype)), 1, name="relu")(x)
 
 
+def _float_arg(x) -> Variable:
+    """Integer inputs of activations with float constants compute in float64, as in NumPy."""
+    x = as_variable(x)
+    return x if is_float(x.dtype) else cast(x, "float64")
+
+
 def leaky_relu(x, alpha: float = 0.01):
     """``x`` where ``x > 0`` else ``alpha * x``."""
-    x = as_variable(x)
+    x = _float_arg(x)
     xi = S.inp(0, x.dtype)
     zero, a = S.const(0, x.dtype), S.const(alpha, x.dtype)
     return Elemwise(S.apply("where", S.apply("gt", xi, zero), xi, S.apply("mul", a, xi)), 1,
@@ -226,7 +254,7 @@ def leaky_relu(x, alpha: float = 0.01):
 
 def elu(x, alpha: float = 1.0):
     """``x`` where ``x > 0`` else ``alpha * expm1(x)``."""
-    x = as_variable(x)
+    x = _float_arg(x)
     xi = S.inp(0, x.dtype)
     neg_part = S.apply("mul", S.const(alpha, x.dtype), S.apply("expm1", xi))
     return Elemwise(S.apply("where", S.apply("gt", xi, S.const(0, x.dtype)), xi, neg_part), 1,
@@ -235,7 +263,7 @@ def elu(x, alpha: float = 1.0):
 
 def gelu(x, approximate: bool = True):
     """GELU; ``approximate=True`` is the tanh form, ``False`` the exact erf form."""
-    x = as_variable(x)
+    x = _float_arg(x)
     xi = S.inp(0, x.dtype)
     c = lambda v: S.const(v, xi.dtype)  # noqa: E731
     if approximate:

@@ -74,26 +74,43 @@ def _key(spec, arrays):
     return tuple(out)
 
 
+def _slice_len(entry, d):
+    """Length of ``slice(start, stop, step)`` on an axis of size ``d`` (None when unknown)."""
+    if d is None:
+        return None
+    return len(range(*slice(*entry[1:]).indices(d)))
+
+
 def _infer_shape(spec, x_shape, idx_shapes):
-    """Static output shape: run NumPy's indexing on zero-strided dummies twice, with two
-    different sizes standing in for unknown dims; dims that agree are static."""
-    results = []
-    for sentinel in (1009, 1013):
-        xs = tuple(sentinel if d is None else d for d in x_shape)
-        dummy = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape=xs, strides=(0,) * len(xs))
-        arrays = [np.zeros(tuple(sentinel if d is None else d for d in s), np.int64) for s in idx_shapes]
-        try:
-            results.append(dummy[_key(spec, arrays)].shape)
-        except (IndexError, ValueError):
-            results = None
-            break
-    if results is None:
-        xs = tuple(1 if d is None else d for d in x_shape)
-        dummy = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape=xs, strides=(0,) * len(xs))
-        arrays = [np.zeros(tuple(1 if d is None else d for d in s), np.int64) for s in idx_shapes]
-        return (None,) * dummy[_key(spec, arrays)].ndim
-    a, b = results
-    return tuple(d1 if d1 == d2 else None for d1, d2 in zip(a, b))
+    """Static output shape of ``x[key]`` following NumPy's rules, ``None`` where unknown.
+
+    Integer arrays (and, when any is present, int scalars) broadcast together into one block
+    of dims that replaces them when they are adjacent in the key, and goes first otherwise.
+    """
+    from ..graph.types import broadcast_shapes
+    advanced = any(e[0] == "a" for e in spec)
+    out: list = []
+    block_at, adv_positions, adv_shapes = None, [], []
+    axis = 0
+    for k, e in enumerate(spec):
+        if e[0] == "n":
+            out.append(1)
+            continue
+        if e[0] == "s":
+            out.append(_slice_len(e, x_shape[axis]))
+        elif advanced:  # an index array, or an int scalar among index arrays
+            adv_positions.append(k)
+            adv_shapes.append(idx_shapes[e[1]] if e[0] == "a" else ())
+            if block_at is None:
+                block_at = len(out)
+        axis += 1
+    out.extend(x_shape[axis:])
+    if not advanced:
+        return tuple(out)
+    block = broadcast_shapes(*adv_shapes, what="index arrays")
+    adjacent = adv_positions == list(range(adv_positions[0], adv_positions[-1] + 1))
+    at = block_at if adjacent else 0
+    return tuple(out[:at]) + tuple(block) + tuple(out[at:])
 
 
 class Subtensor(Op):
@@ -200,6 +217,14 @@ def getitem(x, key) -> Variable:
     spec, arrays = _parse(key, x.ndim)
     if all(e == ("s", None, None, None) for e in spec) and len(spec) == x.ndim:
         return x
+    if isinstance(x, Constant) and all(isinstance(a, Constant) for a in arrays):
+        # e.g. ``sg.shape(x)[0]`` of a static shape: keep it a constant so shapes stay static
+        return Constant(np.array(x.value[_key(spec, [a.value for a in arrays])]))
+    from .shape import Shape
+    if x.owner is not None and isinstance(x.owner.op, Shape) and len(spec) == 1 and spec[0][0] == "i":
+        dim = x.owner.inputs[0].shape[spec[0][1]] if -x.shape[0] <= spec[0][1] < x.shape[0] else None
+        if dim is not None:
+            return Constant(np.array(dim, dtype=np.int64))
     return Subtensor(spec)(x, *arrays)
 
 

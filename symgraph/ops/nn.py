@@ -169,6 +169,9 @@ class SoftmaxCrossEntropy(Op):
         ls = np_log_softmax(z, -1)
         if self.sparse:
             n = z.shape[-1]
+            if t.shape != z.shape[:-1]:
+                raise ShapeError(f"cross_entropy: labels of shape {t.shape} do not match logits "
+                                 f"of shape {z.shape}")
             if t.size and (t.min() < 0 or t.max() >= n):
                 raise IndexError(f"cross_entropy: labels must be in [0, {n}), got values in "
                                  f"[{t.min()}, {t.max()}]")
@@ -187,15 +190,34 @@ class SoftmaxCrossEntropy(Op):
         gt = E.mul(E.neg(LogSoftmax(z.ndim - 1)(z)), g)
         return [gz, gt]
 
+    def R_op(self, node, inputs, eval_points):
+        z, t = inputs
+        vz, vt = eval_points
+        terms = []
+        if vz is not None:
+            p = Softmax(z.ndim - 1)(z)
+            if self.sparse:
+                dz = E.sub(p, dense_targets(t, z))
+            else:
+                dz = E.sub(E.mul(p, R.sum(t, axis=-1, keepdims=True)), t)
+            terms.append(R.sum(E.mul(dz, vz), axis=-1))
+        if vt is not None and not self.sparse:
+            terms.append(R.sum(E.mul(E.neg(LogSoftmax(z.ndim - 1)(z)), vt), axis=-1))
+        if not terms:
+            return [None]
+        return [terms[0] if len(terms) == 1 else E.add(*terms)]
+
 
 # --- convolution ---------------------------------------------------------------------------
 
-def _pair(v, what: str) -> tuple[int, int]:
+def _pair(v, what: str, minimum: int = 1) -> tuple[int, int]:
     if isinstance(v, (int, np.integer)):
-        return (int(v), int(v))
+        v = (int(v), int(v))
     v = tuple(int(e) for e in v)
     if len(v) != 2:
         raise ValueError(f"{what} must be an int or a pair, got {v}")
+    if min(v) < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, got {v}")
     return v
 
 
@@ -217,7 +239,7 @@ class Conv2d(Op):
     __props__ = ("stride", "padding")
 
     def __init__(self, stride=(1, 1), padding=(0, 0)):
-        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding")
+        self.stride, self.padding = _pair(stride, "stride"), _pair(padding, "padding", minimum=0)
 
     def __str__(self):
         return f"Conv2d{{stride={self.stride}, padding={self.padding}}}"
@@ -297,6 +319,14 @@ class Conv2dGradInput(Op):
         return [Conv2d(self.stride, self.padding)(h, w),
                 Conv2dGradWeight(self.stride, self.padding)(h, g, w), None]
 
+    def R_op(self, node, inputs, eval_points):
+        g, w, like = inputs
+        vg, vw = eval_points[0], eval_points[1]
+        terms = [self(vg, w, like)] if vg is not None else []
+        if vw is not None:
+            terms.append(self(g, vw, like))
+        return [None if not terms else terms[0] if len(terms) == 1 else E.add(*terms)]
+
 
 class Conv2dGradWeight(Op):
     """Gradient of conv2d w.r.t. its weights; ``like`` gives the weight shape."""
@@ -321,6 +351,14 @@ class Conv2dGradWeight(Op):
         (h,) = output_grads
         return [Conv2dGradInput(self.stride, self.padding)(g, h, x),
                 Conv2d(self.stride, self.padding)(x, h), None]
+
+    def R_op(self, node, inputs, eval_points):
+        x, g, like = inputs
+        vx, vg = eval_points[0], eval_points[1]
+        terms = [self(vx, g, like)] if vx is not None else []
+        if vg is not None:
+            terms.append(self(x, vg, like))
+        return [None if not terms else terms[0] if len(terms) == 1 else E.add(*terms)]
 
 
 def conv2d(x, w, stride=1, padding=0) -> Variable:
@@ -408,6 +446,10 @@ class MaxPool2dGrad(Op):
         # linear in g; piecewise constant in x
         return [None, MaxPoolSelect(self.size, self.stride)(inputs[0], output_grads[0])]
 
+    def R_op(self, node, inputs, eval_points):
+        vg = eval_points[1]
+        return [None if vg is None else self(inputs[0], vg)]
+
 
 class MaxPoolSelect(Op):
     """For each pooling window of ``x``, the value of ``h`` at the window's (first) maximum.
@@ -439,6 +481,10 @@ class MaxPoolSelect(Op):
     def L_op(self, node, inputs, outputs, output_grads):
         return [None, MaxPool2dGrad(self.size, self.stride)(inputs[0], output_grads[0])]
 
+    def R_op(self, node, inputs, eval_points):
+        vh = eval_points[1]
+        return [None if vh is None else self(inputs[0], vh)]
+
 
 class AvgPool2dGrad(Op):
     """Spreads each window's gradient evenly over it; ``like`` gives the input shape."""
@@ -464,6 +510,10 @@ class AvgPool2dGrad(Op):
 
     def L_op(self, node, inputs, outputs, output_grads):
         return [Pool2d("avg", self.size, self.stride)(output_grads[0]), None]
+
+    def R_op(self, node, inputs, eval_points):
+        vg = eval_points[0]
+        return [None if vg is None else self(vg, inputs[1])]
 
 
 def max_pool2d(x, size, stride=None) -> Variable:

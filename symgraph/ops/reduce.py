@@ -21,9 +21,9 @@ def normalize_axes(axis, ndim: int, what: str) -> tuple[int, ...]:
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for a in axes:
-        if not -ndim <= a < builtins.max(ndim, 1):
+        if not -ndim <= a < ndim:
             raise ShapeError(f"{what}: axis {a} is out of bounds for a tensor of rank {ndim}")
-        out.append(int(a) % builtins.max(ndim, 1))
+        out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise ShapeError(f"{what}: repeated axis in {axis}")
     return tuple(sorted(out))
@@ -91,11 +91,18 @@ class Reduce(Op):
             hit = E.cast(E.eq(x, out_k), x.dtype)
             count = Reduce("sum", self.axes, keepdims=True)(hit)
             return [E.mul(hit, E.true_divide(g, count))]
-        # prod: exact also when some entries are zero
+        # prod: d out / d x_i is the product of the other entries, exact also at zeros.
+        # Divisions use a safe divisor so the branch that `where` discards stays finite (its
+        # derivative is then 0, not NaN).  At a zero entry with one other zero the product
+        # of the others is 0 but its derivative is not: ``sum_zeros - x`` (value 0, slope 1
+        # towards the other zero) keeps second derivatives exact.
+        red = Reduce("sum", self.axes, keepdims=True)
         zero = E.eq(x, 0)
-        nzeros = Reduce("sum", self.axes, keepdims=True)(E.cast(zero, x.dtype))
+        nzeros = red(E.cast(zero, x.dtype))
         prod_nonzero = Reduce("prod", self.axes, keepdims=True)(E.where(zero, 1, x))
-        other = E.where(zero, E.where(E.eq(nzeros, 1), prod_nonzero, 0), E.true_divide(out_k, x))
+        other_zero = E.sub(red(E.where(zero, x, 0)), x)
+        at_zero = E.mul(prod_nonzero, E.where(E.eq(nzeros, 1), 1, E.where(E.eq(nzeros, 2), other_zero, 0)))
+        other = E.where(zero, at_zero, E.true_divide(out_k, E.where(zero, 1, x)))
         return [E.mul(g, other)]
 
     def R_op(self, node, inputs, eval_points):

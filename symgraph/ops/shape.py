@@ -254,6 +254,8 @@ def expand_dims(x, axis) -> Variable:
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out_ndim = x.ndim + len(axes)
     axes = sorted(_norm_axis(a, out_ndim, "expand_dims") for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"expand_dims: repeated axis in {axis}")
     order: list = []
     it = iter(range(x.ndim))
     for i in range(out_ndim):
@@ -446,6 +448,12 @@ class Split(Op):
         grads = [g if g is not None else zeros_like(o) for g, o in zip(output_grads, outputs)]
         return [Concatenate(self.axis)(*grads)] + [None] * self.n
 
+    def R_op(self, node, inputs, eval_points):
+        if eval_points[0] is None:
+            return [None] * self.n
+        parts = self(eval_points[0], *inputs[1:])
+        return list(parts) if isinstance(parts, list) else [parts]
+
 
 def zeros_like(x: Variable) -> Variable:
     """Zeros of the shape and dtype of ``x``."""
@@ -472,7 +480,9 @@ def stack(xs: Sequence, axis: int = 0) -> Variable:
     nd = xs[0].ndim
     axis = _norm_axis(axis, nd + 1, "stack")
     for x in xs:
-        if x.ndim != nd:
+        mismatch = x.ndim != nd or any(a is not None and b is not None and a != b
+                                       for a, b in zip(x.shape, xs[0].shape))
+        if mismatch:
             raise ShapeError(f"stack: all inputs need the same shape; got "
                              f"{', '.join(format_shape(v.shape) for v in xs)}")
     if all(x.ndim == 0 and is_int(x.dtype) for x in xs):

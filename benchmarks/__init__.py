@@ -1,0 +1,1 @@
+"""symgraph's benchmark suite: symgraph beside NumPy, PyTensor, JAX and PyTorch (see run.py)."""

@@ -1,0 +1,360 @@
+"""The cuda backend: the kernel IR rendered to CUDA C, compiled, and run through pycuda.
+
+``build`` returns a ``CudaProgram``.  On the first call with a new tuple of input shapes it
+lowers the graph to kernel IR (``symgraph.codegen.lower``, shared with the llvm backend),
+renders one CUDA C module (``symgraph.codegen.cuda_render``), compiles it to a CUBIN for the
+device's architecture (NVRTC or nvcc, cached on disk) and loads it.  A call uploads the
+inputs, runs every kernel on one stream, and downloads the outputs; shared variables stay on
+the GPU between calls (their update is a pointer swap) and are copied back only when read
+from the host.  ``SYMGRAPH_CUDA_CODEGEN_ONLY=1`` builds programs without a GPU: source, PTX
+and export work, calling raises ``CompileError``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CompileError
+from ..graph.basic import SharedVariable
+from ..graph.fgraph import FunctionGraph
+from . import cuda_compiler
+from .cuda_export import export_module
+
+
+@dataclass
+class DeviceValue:
+    """A shared variable's value on the GPU (kept in ``SharedVariable.device_state``)."""
+
+    alloc: object
+    nbytes: int
+    device: object
+
+
+class CudaCodegen:
+    """Everything that needs no GPU: specialise, lower, render, compile to PTX / CUBIN."""
+
+    def __init__(self, fgraph: FunctionGraph, roots: list, use_cublas: bool = False, name: str = "symgraph"):
+        self.fgraph = fgraph
+        self.roots = roots
+        self.use_cublas = use_cublas
+        self.name = name
+        self._modules: dict[tuple, object] = {}
+        self.last = None
+
+    def static_shapes(self) -> list[tuple] | None:
+        shapes = []
+        for v in self.roots:
+            if not v.type.fully_static:
+                return None
+            shapes.append(tuple(v.type.shape))
+        return shapes
+
+    def module(self, shapes: list[tuple]):
+        """The rendered module (``cuda_render.CudaModule``) for these input shapes."""
+        key = tuple(tuple(int(d) for d in s) for s in shapes)
+        mod = self._modules.get(key)
+        if mod is None:
+            from ..codegen.cuda_render import render_program
+            from ..codegen.lower import lower
+            prog = lower(self.fgraph, self.roots, [list(s) for s in key])
+            mod = render_program(prog, use_cublas=self.use_cublas, title=f"{self.name} CUDA module")
+            self._modules[key] = mod
+        self.last = mod
+        return mod
+
+    def current(self):
+        if self.last is None:
+            shapes = self.static_shapes()
+            if shapes is None:
+                raise CompileError("the cuda backend specialises on input shapes: call the function "
+                                   "once (or declare every input dimension) before asking for its code")
+            self.module(shapes)
+        return self.last
+
+    def ptx(self, arch="sm_80") -> str:
+        return cuda_compiler.compile_module(self.current().source, arch, "ptx").decode(errors="replace")
+
+
+class Specialization:
+    """A loaded module and its device buffers for one tuple of input shapes."""
+
+    def __init__(self, program: CudaProgram, mod, dev):
+        self.mod = mod
+        self.dev = dev
+        prog = mod.program
+        self.prog = prog
+        binary = cuda_compiler.compile_module(mod.source, dev.arch, "cubin")
+        self.module = dev.drv.module_from_buffer(binary)
+        self.funcs = {}
+        for k in mod.kernels:
+            if k.mode != "cublas":
+                f = self.module.get_function(k.name)
+                f.prepare("P" * len(k.params))
+                self.funcs[k.name] = f
+        if any(k.mode == "cublas" for k in mod.kernels) and dev.cublas is None:
+            raise CompileError("this module was rendered for cuBLAS, which is not loadable")
+        # constants live on the device for the life of the specialisation
+        self.consts = {}
+        for st in prog.storages:
+            if st.kind == "const":
+                arr = np.ascontiguousarray(np.asarray(st.value, dtype=st.dtype))
+                buf = dev.alloc(arr.nbytes)
+                dev.drv.memcpy_htod(buf, arr)
+                self.consts[st.sid] = buf
+        self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
+                          zip(prog.output_shapes, prog.outputs)]
+
+    def run(self, inputs: list, want_host: list[bool], profile_kernels=None) -> list:
+        """Run with device pointers ``inputs`` (one per program input); returns, per program
+        output storage, a host array (``want_host``) or the device allocation."""
+        dev, drv, prog = self.dev, self.dev.drv, self.prog
+        ptr: dict[int, int] = {}
+        for st, p in zip(prog.inputs, inputs):
+            ptr[st.sid] = int(p)
+        outs = []
+        for st in prog.outputs:
+            buf = dev.alloc(st.nbytes)
+            outs.append(buf)
+            ptr[st.sid] = int(buf)
+        arena = dev.alloc(prog.arena_size + 256) if prog.arena_size else None
+        if arena is not None:
+            base = int(arena)
+            base += (-base) % 256
+            for sid, off in prog.arena_offsets.items():
+                ptr[sid] = base + off
+        for sid, buf in self.consts.items():
+            ptr[sid] = int(buf)
+        stream = dev.stream
+        for k in self.mod.kernels:
+            t0 = time.perf_counter() if profile_kernels is not None else 0.0
+            if k.mode == "cublas":
+                run_cublas(dev.cublas, k.ir, ptr)
+            elif k.grid[0] > 0:
+                args = [ptr[s] for s in k.params]
+                self.funcs[k.name].prepared_async_call(k.grid, (k.block, 1, 1), stream, *args)
+            if profile_kernels is not None:
+                stream.synchronize()
+                k.stats["calls"] += 1
+                k.stats["seconds"] += time.perf_counter() - t0
+        stream.synchronize()
+        del arena  # back to the pool: the stream is done with it
+        results = []
+        for i, (buf, (shape, dt), host) in enumerate(zip(outs, self.out_specs, want_host)):
+            if host:  # pageable NumPy memory: a plain (synchronous) copy
+                arr = np.empty(shape, dtype=dt)
+                if arr.nbytes:
+                    drv.memcpy_dtoh(arr, buf)
+                results.append(arr)
+            else:
+                results.append(DeviceValue(buf, int(prog.outputs[i].nbytes), dev))
+        return results
+
+
+def run_cublas(cublas, kernel, ptr: dict) -> None:
+    """Issue the cuBLAS calls of a GEMM kernel; a loop over independent products is one
+    strided-batched call."""
+    from ..codegen.cuda_render import eval_int
+    from ..codegen.kernel_ir import For, Gemm
+
+    def call(g, env, batch=1, strides=(0, 0, 0)):
+        size = np.dtype(g.dtype).itemsize
+        a = ptr[g.a.sid] + eval_int(g.a_off, env) * size
+        b = ptr[g.b.sid] + eval_int(g.b_off, env) * size
+        c = ptr[g.c.sid] + eval_int(g.c_off, env) * size
+        cublas.gemm(g.dtype, g.trans_a, g.trans_b, g.m, g.n, g.k, g.alpha, a, g.lda, b, g.ldb,
+                    g.beta, c, g.ldc, batch, *strides)
+
+    def run(body, env):
+        for st in body:
+            if isinstance(st, Gemm):
+                call(st, env)
+            elif isinstance(st, For):
+                inner = st.body
+                if st.extent > 1 and len(inner) == 1 and isinstance(inner[0], Gemm):
+                    g = inner[0]
+                    e0, e1, el = ({**env, st.var: i} for i in (0, 1, st.extent - 1))
+                    d = [eval_int(x, e1) - eval_int(x, e0) for x in (g.a_off, g.b_off, g.c_off)]
+                    affine = all(eval_int(x, el) - eval_int(x, e0) == dd * (st.extent - 1)
+                                 for x, dd in zip((g.a_off, g.b_off, g.c_off), d))
+                    if affine and d[2] != 0 and g.beta == 0:
+                        call(g, e0, st.extent, tuple(d))
+                        continue
+                for i in range(st.extent):
+                    run(inner, {**env, st.var: i})
+            else:
+                raise CompileError(f"cuda: unexpected statement in GEMM kernel {kernel.name}")
+    run(kernel.body, {})
+
+
+class CudaProgram:
+    """What ``build`` returns: ``program(values)`` plus inspection and export."""
+
+    backend_name = "cuda"
+    device_shared = True  # compile() passes SharedVariables and calls apply_updates
+
+    def __init__(self, fgraph: FunctionGraph, roots: list, options: dict):
+        self.fgraph = fgraph
+        self.roots = roots
+        self.profile = bool(options.get("profile", False))
+        # graph outputs are the user outputs then the update values (see compile.build_fgraph)
+        self._n_user = int(options.get("n_outputs", len(fgraph.outputs)))
+        self.codegen_only = os.environ.get("SYMGRAPH_CUDA_CODEGEN_ONLY", "") not in ("", "0")
+        self.dev = None
+        use_cublas = options.get("cublas")
+        if not self.codegen_only:
+            from .cuda_runtime import device
+            self.dev = device()  # CompileError naming what is missing
+            if use_cublas is None:
+                use_cublas = self.dev.cublas is not None
+            elif use_cublas and self.dev.cublas is None:
+                raise CompileError("cublas=True but no libcublas could be loaded "
+                                   "(pip install nvidia-cublas, or a CUDA toolkit with cuBLAS)")
+        self.codegen = CudaCodegen(fgraph, roots, bool(use_cublas))
+        self._specs: dict[tuple, Specialization] = {}
+        self._lock = threading.Lock()
+        self.n_outputs = len(fgraph.outputs)
+        static = self.codegen.static_shapes()
+        if static is not None:
+            self.codegen.module(static)  # render now: kernels and source are inspectable at once
+
+    # --- calling -------------------------------------------------------------------------
+    def _device_input(self, var, value):
+        """Device pointer (and whatever keeps it alive) for one argument."""
+        from .cuda_runtime import device_pointer
+        dev = self.dev
+        if isinstance(var, SharedVariable):
+            ds = var.device_state.get("cuda")
+            if ds is None or ds.device is not dev:
+                host = np.ascontiguousarray(var._value)
+                buf = dev.alloc(host.nbytes)
+                dev.drv.memcpy_htod(buf, host)
+                ds = DeviceValue(buf, host.nbytes, dev)
+                var.device_state["cuda"] = ds
+            return int(ds.alloc), ds
+        p = device_pointer(value)
+        if p is not None:
+            return p, value
+        host = np.ascontiguousarray(value)
+        buf = dev.alloc(host.nbytes)
+        if host.nbytes:  # synchronous: the legacy default stream orders it before our launches
+            dev.drv.memcpy_htod(buf, host)
+        return int(buf), (buf, host)
+
+    def __call__(self, values: list) -> list:
+        if self.codegen_only:
+            raise CompileError("this cuda function was built with SYMGRAPH_CUDA_CODEGEN_ONLY=1 "
+                               "(no GPU): it can show and export its code but not run")
+        shapes = []
+        for var, v in zip(self.roots, values):
+            if isinstance(var, SharedVariable):
+                shapes.append(tuple(var.shape))
+            elif hasattr(v, "__cuda_array_interface__"):
+                shapes.append(tuple(v.__cuda_array_interface__["shape"]))
+            else:
+                shapes.append(tuple(np.shape(v)))
+        key = tuple(shapes)
+        with self._lock:
+            self.dev.ctx.push()  # this thread may not have the context current yet
+            try:
+                spec = self._specs.get(key)
+                if spec is None:
+                    spec = Specialization(self, self.codegen.module(shapes), self.dev)
+                    self._specs[key] = spec
+                else:
+                    self.codegen.last = spec.mod
+                keep, ptrs = [], []
+                for var, v in zip(self.roots, values):
+                    p, k = self._device_input(var, v)
+                    ptrs.append(p)
+                    keep.append(k)
+                per_output = spec.run(ptrs, self._host_slots(spec),
+                                      self.kernels if self.profile else None)
+            finally:
+                self.dev.ctx.pop()
+        prog = spec.prog
+        results, seen = [], set()
+        for slot in prog.output_map:  # a variable returned twice comes back as two arrays
+            value = per_output[slot]
+            results.append(value.copy() if slot in seen and isinstance(value, np.ndarray) else value)
+            seen.add(slot)
+        return results
+
+    def _host_slots(self, spec) -> list[bool]:
+        """Output storages that go back to the host: those of the user outputs (the update
+        values after them stay on the GPU)."""
+        host = [False] * len(spec.prog.outputs)
+        for i, slot in enumerate(spec.prog.output_map):
+            if i < self._n_user:
+                host[slot] = True
+        return host
+
+    def apply_updates(self, targets: list, values: list) -> None:
+        """Make each shared variable's device value the freshly computed buffer."""
+        for target, value in zip(targets, values):
+            if isinstance(value, DeviceValue):
+                target._assign_device("cuda", value, _puller(value, target))
+            else:
+                target._assign(np.array(value, dtype=target.dtype, copy=True))
+
+    # --- inspection ------------------------------------------------------------------------
+    @property
+    def kernels(self):
+        """The kernels of the latest specialisation ([] before the first call when some input
+        dimension is unknown)."""
+        if self.codegen.last is None and self.codegen.static_shapes() is None:
+            return []
+        return self.codegen.current().kernels
+
+    def source(self) -> str:
+        return self.codegen.current().source
+
+    def asm(self) -> str:
+        arch = self.dev.arch if self.dev is not None else "sm_80"
+        return self.codegen.ptx(arch)
+
+    def export(self, cf, path: str, kind: str = "cuda", example_inputs=None, name: str | None = None,
+               arch: str | None = None) -> list[str]:
+        """``f.export(path)``: write ``path.cu``, ``path.ptx`` and ``path.h`` (see ``cuda_export``);
+        ``name`` is the prefix of the C functions (default: the file name); ``kind`` is ignored
+        (the cuda backend always writes source, PTX and header)."""
+        if example_inputs is not None:
+            shapes = [tuple(np.shape(v)) for v in example_inputs] + [tuple(s.shape) for s in
+                                                                      self.roots[len(example_inputs):]]
+            self.codegen.module(shapes)
+        mod = self.codegen.current()
+        if any(k.mode == "cublas" for k in mod.kernels):
+            gen = CudaCodegen(self.fgraph, self.roots, use_cublas=False)
+            key = next(k for k, m in self.codegen._modules.items() if m is mod)
+            mod = gen.module(list(key))
+        arch = arch or (self.dev.arch if self.dev is not None else "sm_80")
+        return export_module(mod, path, arch, self.roots, self.fgraph, self._n_user or None, name)
+
+
+def _puller(value: DeviceValue, target: SharedVariable):
+    def pull() -> np.ndarray:
+        dev = value.device
+        arr = np.empty(target.shape, dtype=target.dtype)
+        dev.ctx.push()
+        try:
+            dev.stream.synchronize()
+            if arr.nbytes:
+                dev.drv.memcpy_dtoh(arr, value.alloc)
+        finally:
+            dev.ctx.pop()
+        return arr
+    return pull
+
+
+def build(fgraph: FunctionGraph, roots: list, options: dict) -> CudaProgram:
+    """The backend entry point used by ``sg.compile(..., backend="cuda")``."""
+    return CudaProgram(fgraph, roots, options)
+
+
+def generate(fgraph: FunctionGraph, roots: list, shapes: list[tuple], use_cublas: bool = False):
+    """Render the CUDA module for ``shapes`` without any GPU (tests, inspection)."""
+    return CudaCodegen(fgraph, roots, use_cublas).module(shapes)

@@ -1,0 +1,221 @@
+"""llvmlite plumbing for the llvm backend: target machine, libraries, optimise, emit, load.
+
+Everything here is process-wide and initialised once, lazily (``import symgraph`` stays light).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import hashlib
+import os
+import re
+import threading
+
+import numpy as np
+
+_lock = threading.RLock()
+_state: dict = {}
+
+
+def llvm():
+    """``llvmlite.binding``, initialised for the host."""
+    if "llvm" not in _state:
+        with _lock:
+            if "llvm" not in _state:
+                import llvmlite.binding as binding
+                binding.initialize_native_target()
+                binding.initialize_native_asmprinter()
+                binding.initialize_native_asmparser()
+                _state["llvm"] = binding
+    return _state["llvm"]
+
+
+def openblas_path() -> str | None:
+    """NumPy's bundled OpenBLAS (ILP64, ``scipy_cblas_*64_`` symbols)."""
+    here = os.path.dirname(np.__file__)
+    found = sorted(glob.glob(os.path.join(here, "..", "numpy.libs", "libscipy_openblas64_*.so*")))
+    return os.path.realpath(found[0]) if found else None
+
+
+def libraries() -> dict:
+    """Load libgomp, OpenBLAS and libm into the process for the JIT; returns what was found."""
+    if "libs" in _state:
+        return _state["libs"]
+    with _lock:
+        if "libs" in _state:
+            return _state["libs"]
+        binding = llvm()
+        libs: dict = {"gomp": None, "blas": None, "blas_handle": None}
+        for name in ("m",):
+            path = ctypes.util.find_library(name)
+            if path:
+                binding.load_library_permanently(path)
+        gomp = ctypes.util.find_library("gomp")
+        if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+            # idle OpenMP workers spin for a short time only, so they do not steal the cores
+            # OpenBLAS's own threads need during the GEMMs that follow (read when libgomp loads)
+            os.environ["GOMP_SPINCOUNT"] = "20000"
+        if gomp and os.environ.get("SYMGRAPH_NO_OPENMP") is None:
+            try:
+                binding.load_library_permanently(gomp)
+                libs["gomp"] = gomp
+            except RuntimeError:
+                pass
+        blas = openblas_path()
+        if blas:
+            binding.load_library_permanently(blas)
+            libs["blas"] = blas
+            libs["blas_handle"] = ctypes.CDLL(blas)
+        _state["libs"] = libs
+        return libs
+
+
+def set_blas_threads(n: int) -> None:
+    """Match OpenBLAS's thread count to ours (process-wide)."""
+    h = libraries()["blas_handle"]
+    if h is None or _state.get("blas_threads") == n:
+        return
+    try:
+        fn = h.scipy_openblas_set_num_threads64_
+    except AttributeError:  # pragma: no cover - older wheels
+        return
+    fn.argtypes = [ctypes.c_int]
+    fn(int(n))
+    _state["blas_threads"] = n
+
+
+def new_target_machine(aot: bool = False):
+    """A host target machine (MCJIT defaults, or PIC / default code model for export)."""
+    binding = llvm()
+    target = binding.Target.from_triple(binding.get_process_triple())
+    kw = dict(cpu=binding.get_host_cpu_name(), features=binding.get_host_cpu_features().flatten(),
+              opt=3)
+    if aot:
+        kw.update(reloc="pic", codemodel="default")
+    else:
+        kw.update(jit=True)
+    return target.create_target_machine(**kw)
+
+
+def target_machine(aot: bool = False):
+    """The shared target machine used to optimise and emit (never handed to an engine,
+    which would take ownership of it)."""
+    key = "tm_aot" if aot else "tm"
+    if key not in _state:
+        _state[key] = new_target_machine(aot)
+    return _state[key]
+
+
+def target_id() -> str:
+    binding = llvm()
+    import llvmlite
+    return "|".join([binding.get_process_triple(), binding.get_host_cpu_name(),
+                     binding.get_host_cpu_features().flatten(), llvmlite.__version__])
+
+
+def math_module() -> tuple[str | None, set[str]]:
+    """The text of ``kernels/llvm/math.ll`` (if shipped) and the functions it defines."""
+    if "math" not in _state:
+        text, names = None, set()
+        try:
+            from ..resources import kernels_dir
+            path = kernels_dir() / "llvm" / "math.ll"
+            if path.is_file():
+                text = path.read_text()
+                names = set(re.findall(r'define[^@\n]*@"?(sg_[A-Za-z0-9_]+)"?\s*\(', text))
+        except FileNotFoundError:  # pragma: no cover
+            pass
+        _state["math"] = (text, names)
+    return _state["math"]
+
+
+def math_hash() -> str:
+    text, _ = math_module()
+    return hashlib.sha256((text or "").encode()).hexdigest()[:16]
+
+
+def optimize(ir_text: str, aot: bool = False):
+    """Parse, link the math helpers, verify and run the O3 pipeline; returns a ModuleRef."""
+    binding = llvm()
+    tm = target_machine(aot)
+    ref = binding.parse_assembly(ir_text)
+    text, _names = math_module()
+    if text:
+        ref.link_in(binding.parse_assembly(text))
+    ref.triple = tm.triple
+    ref.data_layout = str(tm.target_data)
+    ref.verify()
+    pto = binding.create_pipeline_tuning_options(speed_level=3)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pto.loop_unrolling = False  # full unrolling of static loops costs 5x compile time for little
+    pb = binding.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(ref, pb)
+    return ref
+
+
+def emit_object(ref, aot: bool = False) -> bytes:
+    return bytes(target_machine(aot).emit_object(ref))
+
+
+def emit_assembly(ref) -> str:
+    return target_machine().emit_assembly(ref)
+
+
+class Loaded:
+    """Object code loaded into its own MCJIT engine; keeps the engine alive."""
+
+    def __init__(self, obj: bytes, entry: str):
+        binding = llvm()
+        libraries()
+        # the engine owns its target machine, so it gets a fresh one
+        self.engine = binding.create_mcjit_compiler(binding.parse_assembly(""), new_target_machine())
+        self.engine.add_object_file(binding.ObjectFileRef.from_data(obj))
+        self.engine.finalize_object()
+        self.address = self.engine.get_function_address(entry)
+        if not self.address:
+            raise RuntimeError(f"entry point {entry} missing from the object code")
+        self.cfunc = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)(self.address)
+        addr = self.engine.get_global_value_address("sg_num_threads")
+        self.nthreads = ctypes.c_int32.from_address(addr) if addr else None
+        addr = self.engine.get_global_value_address("sg_profile")
+        self.profile_addr = addr or None
+
+    def set_threads(self, n: int) -> None:
+        if self.nthreads is not None:
+            self.nthreads.value = int(n)
+
+
+def object_args_supported() -> bool:
+    """Whether a NumPy array's data pointer sits at ``OBJECT_DATA_OFFSET`` in the object, so
+    generated code can take array objects (``id(arr)``) instead of extracted pointers."""
+    if "objargs" not in _state:
+        from ..codegen.llvm_render import OBJECT_DATA_OFFSET, OBJECT_FLAGS_OFFSET
+        ok = ctypes.sizeof(ctypes.c_void_p) == 8
+        for a in (np.zeros(3), np.zeros((), np.float32), np.empty((2, 0)), np.arange(5)[1:],
+                  np.zeros((3, 4))[:, ::2], np.zeros((3, 4)).T):
+            ok = ok and ctypes.c_void_p.from_address(id(a) + OBJECT_DATA_OFFSET).value == \
+                a.__array_interface__["data"][0]
+            flags = ctypes.c_int32.from_address(id(a) + OBJECT_FLAGS_OFFSET).value
+            ok = ok and bool(flags & 1) == bool(a.flags.c_contiguous)
+        _state["objargs"] = bool(ok)
+    return _state["objargs"]
+
+
+def cycles_per_second() -> float:
+    """Calibrate ``llvm.readcyclecounter`` against ``time.perf_counter`` (once)."""
+    if "cps" not in _state:
+        import time
+        text = ("declare i64 @llvm.readcyclecounter()\n"
+                "define i64 @sg_clock() {\n  %t = call i64 @llvm.readcyclecounter()\n  ret i64 %t\n}\n")
+        ref = optimize(text)
+        loaded = Loaded(emit_object(ref), "sg_clock")
+        fn = ctypes.CFUNCTYPE(ctypes.c_int64)(loaded.address)
+        t0, c0 = time.perf_counter(), fn()
+        time.sleep(0.05)
+        t1, c1 = time.perf_counter(), fn()
+        _state["cps"] = (c1 - c0) / (t1 - t0)
+        _state["clock_engine"] = loaded
+    return _state["cps"]

@@ -1,0 +1,594 @@
+"""Kernel IR -> LLVM IR (``llvmlite.ir``): one module, one exported entry point per program.
+
+Layout of the module:
+
+* one ``internal noinline`` function per kernel, ``void @<kernel>(ptr noalias %s<sid>...,
+  i64 %lo, i64 %hi)``; a parallel kernel runs iterations ``[lo, hi)`` of its outer loop;
+* for parallel kernels a trampoline ``@<kernel>.omp(ptr %ctx)`` that libgomp's
+  ``GOMP_parallel`` runs on every thread (each takes one contiguous chunk);
+* the entry ``void @<entry>(ptr %args)``: ``args`` holds the input pointers, then the output
+  pointers, then the scratch arena; it calls the kernels in order.  ``@sg_num_threads``
+  (a global the runtime sets) picks the thread count at run time.
+
+Floating-point ops carry the ``contract`` flag (FMA); reduction updates also carry
+``reassoc nsz`` so LLVM vectorises them with partial sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from ..graph.types import is_float
+from ._scalar import S
+from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, kernel_text, walk
+
+F32, F64 = ir.FloatType(), ir.DoubleType()
+I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+_REG = {"float32": F32, "float64": F64, "int64": I64, "int32": I32, "int16": I16, "int8": I8,
+        "uint8": I8, "bool": I1}
+_MEM = dict(_REG, bool=I8)
+_UNSIGNED = {"uint8", "bool"}
+OBJECT_DATA_OFFSET = 16  # offsetof(PyArrayObject, data) on 64-bit CPython
+OBJECT_FLAGS_OFFSET = 64  # offsetof(PyArrayObject, flags); bit 0 = C-contiguous
+PARALLEL_MIN_WORK = 1 << 15  # elements; smaller kernels run on the calling thread
+
+# math functions: name -> (float32 libm name, float64 libm name) used until kernels/llvm/math.ll
+_LIBM = {"log1p": ("log1pf", "log1p"), "expm1": ("expm1f", "expm1"), "tanh": ("tanhf", "tanh"),
+         "erf": ("erff", "erf")}
+_INTRINSIC = {"exp", "log", "sin", "cos", "sqrt", "floor", "ceil", "fabs", "pow"}
+MATH_FUNCS = ("exp", "log", "log1p", "expm1", "tanh", "sigmoid", "erf", "softplus", "sin", "cos", "pow")
+
+
+def reg_type(dtype: str) -> ir.Type:
+    return _REG[dtype]
+
+
+def mem_type(dtype: str) -> ir.Type:
+    return _MEM[dtype]
+
+
+def _signed_const(dtype: str, value) -> ir.Constant:
+    t = _REG[dtype]
+    if dtype == "bool":
+        return ir.Constant(I1, int(bool(value)))
+    if is_float(dtype):
+        return ir.Constant(t, float(value))
+    bits = t.width
+    v = int(value) % (1 << bits)
+    if v >= 1 << (bits - 1):
+        v -= 1 << bits
+    return ir.Constant(t, v)
+
+
+class ModuleBuilder:
+    """Renders one ``Program`` into an LLVM module with entry point ``entry_name``."""
+
+    def __init__(self, prog: Program, entry_name: str = "symgraph_entry", gomp: bool = True,
+                 math_functions: set[str] | None = None, object_args: bool = False,
+                 profile: bool = False):
+        self.prog = prog
+        # profile: count calls and cycles (llvm.readcyclecounter) per kernel in @sg_profile
+        self.profile = profile
+        # object_args: the input/output entries of ``args`` are NumPy array objects whose data
+        # pointer sits at OBJECT_DATA_OFFSET (the runtime checks this layout at start-up)
+        self.object_args = object_args
+        self.entry_name = entry_name
+        self.gomp = gomp
+        self.math_functions = math_functions or set()  # names provided by kernels/llvm/math.ll
+        self.module = ir.Module(name="symgraph")
+        self.nthreads = ir.GlobalVariable(self.module, I32, "sg_num_threads")
+        self.nthreads.initializer = ir.Constant(I32, 1)
+        self._decls: dict[str, ir.Function] = {}
+        self.const_globals: dict[int, ir.GlobalVariable] = {}
+        self.kernel_fns: list[tuple[Kernel, ir.Function, list]] = []
+
+    # --- declarations ----------------------------------------------------------------------
+    def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        fn = self._decls.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ret, args), name=name)
+            self._decls[name] = fn
+        return fn
+
+    def intrinsic(self, name: str, types: list[ir.Type]) -> ir.Function:
+        """``llvm.<name>.<type>`` taking one argument (two for maximum, minimum, maxnum, pow)."""
+        t = types[0]
+        key = f"{name}.{t}"
+        fn = self._decls.get(key)
+        if fn is None:
+            nargs = 2 if name.split(".")[-1] in ("maximum", "minimum", "maxnum", "minnum", "pow") else 1
+            fn = self.module.declare_intrinsic(name, types, fnty=ir.FunctionType(t, [t] * nargs))
+            self._decls[key] = fn
+        return fn
+
+    def const_global(self, st) -> ir.GlobalVariable:
+        g = self.const_globals.get(st.sid)
+        if g is None:
+            data = np.ascontiguousarray(st.value, dtype=st.dtype).tobytes() or b"\0"
+            ty = ir.ArrayType(I8, len(data))
+            g = ir.GlobalVariable(self.module, ty, f"sg_const_{st.sid}")
+            g.initializer = ir.Constant(ty, bytearray(data))
+            g.global_constant = True
+            g.linkage = "internal"
+            g.align = 64
+            self.const_globals[st.sid] = g
+        return g
+
+    # --- the module ------------------------------------------------------------------------
+    def build(self) -> ir.Module:
+        for k in self.prog.kernels:
+            params = k.storages(self.prog.storages)
+            fn = self._kernel_function(k, params)
+            self.kernel_fns.append((k, fn, params))
+        self._entry()
+        return self.module
+
+    def _kernel_function(self, k: Kernel, params) -> ir.Function:
+        fnty = ir.FunctionType(VOID, [PTR] * len(params) + [I64, I64])
+        fn = ir.Function(self.module, fnty, name=k.name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        for a, st in zip(fn.args, params):
+            a.name = f"s{st.sid}"
+            a.add_attribute("noalias")
+        fn.args[-2].name, fn.args[-1].name = "lo", "hi"
+        KernelEmitter(self, k, fn, {st.sid: a for st, a in zip(params, fn.args)}).run()
+        return fn
+
+    def _omp_trampoline(self, k: Kernel, fn: ir.Function, nparams: int) -> ir.Function:
+        tr = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), name=k.name + ".omp")
+        tr.linkage = "internal"
+        b = ir.IRBuilder(tr.append_basic_block("entry"))
+        tid = b.sext(b.call(self.declare("omp_get_thread_num", I32, []), []), I64)
+        nt = b.sext(b.call(self.declare("omp_get_num_threads", I32, []), []), I64)
+        extent = ir.Constant(I64, k.body[0].extent)
+        chunk = b.sdiv(b.add(extent, b.sub(nt, ir.Constant(I64, 1))), nt)
+        lo = b.mul(tid, chunk)
+        hi = b.add(lo, chunk)
+        hi = b.select(b.icmp_signed("<", hi, extent), hi, extent)
+        with b.if_then(b.icmp_signed("<", lo, hi)):
+            ptrs = [b.load(b.gep(tr.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
+                    for i in range(nparams)]
+            b.call(fn, ptrs + [lo, hi])
+        b.ret_void()
+        return tr
+
+    def _entry(self) -> None:
+        prog = self.prog
+        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR]), name=self.entry_name)
+        fn.args[0].name = "args"
+        entry = fn.append_basic_block("entry")
+        b = ir.IRBuilder(entry)
+        ni, no = len(prog.inputs), len(prog.outputs)
+        if self.object_args:  # refuse (return 1) unless every input array is C-contiguous
+            ok = ir.Constant(I32, 1)
+            for st in prog.inputs:
+                obj = b.load(b.gep(fn.args[0], [ir.Constant(I64, st.slot)], source_etype=PTR), typ=PTR)
+                flags = b.load(b.gep(obj, [ir.Constant(I64, OBJECT_FLAGS_OFFSET)], source_etype=I8), typ=I32)
+                ok = b.and_(ok, flags)
+            bad = b.icmp_unsigned("==", b.and_(ok, ir.Constant(I32, 1)), ir.Constant(I32, 0))
+            with b.if_then(bad, likely=False):
+                b.ret(ir.Constant(I32, 1))
+
+        def arg(i):
+            return b.load(b.gep(fn.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
+
+        def array_arg(i):
+            p = arg(i)
+            if not self.object_args:
+                return p
+            return b.load(b.gep(p, [ir.Constant(I64, OBJECT_DATA_OFFSET)], source_etype=I8), typ=PTR)
+
+        ptr: dict[int, ir.Value] = {}
+        for st in prog.inputs:
+            ptr[st.sid] = array_arg(st.slot)
+        for st in prog.outputs:
+            ptr[st.sid] = array_arg(ni + st.slot)
+        arena = arg(ni + no)
+        for st in prog.storages:
+            if st.kind == "temp":
+                off = prog.arena_offsets.get(st.sid, 0)
+                ptr[st.sid] = b.gep(arena, [ir.Constant(I64, off)], source_etype=I8)
+            elif st.kind == "const":
+                ptr[st.sid] = self.const_global(st)
+        nthreads = b.load(self.nthreads, typ=I32)
+        counters = None
+        if self.profile:
+            cty = ir.ArrayType(I64, 2 * max(len(self.kernel_fns), 1))
+            counters = ir.GlobalVariable(self.module, cty, "sg_profile")
+            counters.initializer = ir.Constant(cty, None)
+            clock = self.declare("llvm.readcyclecounter", I64, [])
+        for kidx, (k, kfn, params) in enumerate(self.kernel_fns):
+            if counters is not None:
+                t0 = b.call(clock, [])
+            args = [ptr[st.sid] for st in params]
+            extent = k.body[0].extent if k.parallel else 0
+            full = args + [ir.Constant(I64, 0), ir.Constant(I64, extent)]
+            if k.parallel and self.gomp and k.work >= PARALLEL_MIN_WORK and extent > 1:
+                tr = self._omp_trampoline(k, kfn, len(params))
+                with b.goto_entry_block():
+                    ctx = b.alloca(PTR, size=ir.Constant(I64, max(len(params), 1)), name=f"ctx.{k.name}")
+                with b.if_else(b.icmp_signed(">", nthreads, ir.Constant(I32, 1))) as (par, ser):
+                    with par:
+                        for i, a in enumerate(args):
+                            b.store(a, b.gep(ctx, [ir.Constant(I64, i)], source_etype=PTR))
+                        gp = self.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
+                        b.call(gp, [tr, ctx, nthreads, ir.Constant(I32, 0)])
+                    with ser:
+                        b.call(kfn, full)
+            else:
+                b.call(kfn, full)
+            if counters is not None:
+                dt = b.sub(b.call(clock, []), t0)
+                for slot, inc in ((2 * kidx, dt), (2 * kidx + 1, ir.Constant(I64, 1))):
+                    cp = b.gep(counters, [ir.Constant(I32, 0), ir.Constant(I32, slot)])
+                    b.store(b.add(b.load(cp, typ=I64), inc), cp)
+        b.ret(ir.Constant(I32, 0))
+
+    # --- text with comments ----------------------------------------------------------------
+    def annotated_text(self) -> tuple[str, dict[str, str]]:
+        """The module text with a comment above each kernel, and each kernel's own text."""
+        text = str(self.module)
+        sources = {}
+        for k, _fn, _params in self.kernel_fns:
+            comment = f"; kernel {k.name}: from nodes {'; '.join(k.ops)}\n"
+            comment += "".join(f";   {line}\n" for line in kernel_text(k).splitlines()[1:])
+            head = f'define internal void @"{k.name}"('
+            pos = text.find(head)
+            if pos < 0:
+                continue
+            end = text.find("\n}\n", pos) + 3
+            sources[k.name] = comment + text[pos:end]
+            text = text[:pos] + comment + text[pos:]
+        return text, sources
+
+
+class KernelEmitter:
+    """Emits one kernel's statements into its LLVM function."""
+
+    def __init__(self, mb: ModuleBuilder, k: Kernel, fn: ir.Function, params: dict):
+        self.mb, self.k, self.fn, self.params = mb, k, fn, params
+        self.entry = fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(self.entry)
+        self.vars: dict[str, ir.Value] = {}
+        self.scopes: list[dict[int, ir.Value]] = [{}]
+        self.locals: dict[str, tuple[ir.Value, str]] = {}
+        self._pure_memo: dict[int, bool] = {}
+        for st in walk(k.body):
+            if isinstance(st, Assign) and st.local not in self.locals:
+                self.locals[st.local] = (self.b.alloca(reg_type(st.value.dtype), name=st.local),
+                                         st.value.dtype)
+
+    def run(self) -> None:
+        body = self.k.body
+        if self.k.parallel:
+            top = body[0]
+            self.loop(top.var, self.fn.args[-2], self.fn.args[-1], top.body, dynamic=True)
+        else:
+            self.block(body)
+        self.b.ret_void()
+
+    # --- statements ------------------------------------------------------------------------
+    def block(self, body: list) -> None:
+        for st in body:
+            self.stmt(st)
+
+    def loop(self, name, start, stop, body, dynamic=False) -> None:
+        b = self.b
+        pre = b.block
+        header = self.fn.append_basic_block(f"{name}.loop")
+        exit_ = self.fn.append_basic_block(f"{name}.exit")
+        if dynamic:
+            b.cbranch(b.icmp_signed("<", start, stop), header, exit_)
+        else:
+            b.branch(header)
+        b.position_at_end(header)
+        phi = b.phi(I64, name=name)
+        phi.add_incoming(start, pre)
+        saved = self.vars.get(name)
+        self.vars[name] = phi
+        self.scopes.append({})
+        self.block(body)
+        self.scopes.pop()
+        nxt = b.add(phi, ir.Constant(I64, 1), name=f"{name}.next")
+        nxt.flags.extend(["nuw", "nsw"])
+        phi.add_incoming(nxt, b.block)
+        b.cbranch(b.icmp_signed("<", nxt, stop), header, exit_)
+        b.position_at_end(exit_)
+        if saved is not None:
+            self.vars[name] = saved
+
+    def stmt(self, st) -> None:
+        b = self.b
+        if isinstance(st, For):
+            if st.extent > 0:
+                self.loop(st.var, ir.Constant(I64, 0), ir.Constant(I64, st.extent), st.body)
+        elif isinstance(st, Assign):
+            slot, dtype = self.locals[st.local]
+            val = self.expr(st.value, {}, reduction_root=st.value if st.reduction else None)
+            b.store(self.cast(val, st.value.dtype, dtype), slot)
+        elif isinstance(st, Store):
+            memo: dict[int, ir.Value] = {}
+            dtype = st.storage.dtype
+            ptr = self.address(st.storage, self.expr(st.index, memo))
+            val = self.cast(self.expr(st.value, memo), st.value.dtype, dtype)
+            if st.accumulate == "add":
+                old = self.load_mem(ptr, dtype)
+                val = self.prim("add", [old, val], [dtype, dtype], dtype)
+            self.store_mem(val, ptr, dtype)
+        elif isinstance(st, If):
+            cond = self.to_bool(self.expr(st.cond, {}), st.cond.dtype)
+            with b.if_then(cond):
+                self.scopes.append({})
+                self.block(st.body)
+                self.scopes.pop()
+        elif isinstance(st, Gemm):
+            self.gemm(st)
+        else:  # pragma: no cover
+            raise TypeError(f"unknown statement {st!r}")
+
+    def gemm(self, g: Gemm) -> None:
+        b = self.b
+        ft = reg_type(g.dtype)
+        name = "scipy_cblas_sgemm64_" if g.dtype == "float32" else "scipy_cblas_dgemm64_"
+        fn = self.mb.declare(name, VOID, [I32, I32, I32, I64, I64, I64, ft, PTR, I64, PTR, I64, ft, PTR, I64])
+        memo: dict[int, ir.Value] = {}
+        a = self.address(g.a, self.expr(g.a_off, memo))
+        bb = self.address(g.b, self.expr(g.b_off, memo))
+        c = self.address(g.c, self.expr(g.c_off, memo))
+
+        def i32(v):
+            return ir.Constant(I32, v)
+
+        def i64(v):
+            return ir.Constant(I64, v)
+
+        b.call(fn, [i32(101), i32(112 if g.trans_a else 111), i32(112 if g.trans_b else 111),
+                    i64(g.m), i64(g.n), i64(g.k), ir.Constant(ft, g.alpha), a, i64(max(g.lda, 1)),
+                    bb, i64(max(g.ldb, 1)), ir.Constant(ft, g.beta), c, i64(max(g.ldc, 1))])
+
+    # --- memory ----------------------------------------------------------------------------
+    def address(self, storage, index: ir.Value) -> ir.Value:
+        return self.b.gep(self.params[storage.sid], [index], inbounds=True,
+                          source_etype=mem_type(storage.dtype))
+
+    def load_mem(self, ptr, dtype):
+        v = self.b.load(ptr, typ=mem_type(dtype), align=np.dtype(dtype).itemsize)
+        if dtype == "bool":
+            v = self.b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
+        return v
+
+    def store_mem(self, val, ptr, dtype):
+        if dtype == "bool":
+            val = self.b.zext(val, I8)
+        self.b.store(val, ptr, align=np.dtype(dtype).itemsize)
+
+    # --- expressions -----------------------------------------------------------------------
+    def expr(self, e: S.SExpr, memo: dict, reduction_root=None) -> ir.Value:
+        """Render ``e``; pure subexpressions (no load / local) are shared per loop scope."""
+        for node in S.topo([e]):
+            key = id(node)
+            if key in memo:
+                continue
+            pure = self._pure(node)
+            if pure:
+                hit = None
+                for scope in reversed(self.scopes):
+                    if key in scope:
+                        hit = scope[key]
+                        break
+                if hit is not None:
+                    memo[key] = hit
+                    continue
+            val = self.node(node, memo, fast=node is reduction_root)
+            memo[key] = val
+            if pure:
+                self.scopes[-1][key] = val
+        return memo[id(e)]
+
+    def _pure(self, node) -> bool:
+        """No load or local below ``node`` (its value only depends on loop variables)."""
+        hit = self._pure_memo.get(id(node))
+        if hit is None:
+            hit = node.op not in ("load", "local") and all(self._pure(a) for a in node.args)
+            self._pure_memo[id(node)] = hit
+        return hit
+
+    def node(self, n: S.SExpr, memo: dict, fast: bool = False) -> ir.Value:
+        op = n.op
+        if op == "const":
+            return _signed_const(n.dtype, n.value)
+        if op == "var":
+            return self.vars[n.value]
+        if op == "local":
+            slot, dtype = self.locals[n.value]
+            return self.cast(self.b.load(slot, typ=reg_type(dtype)), dtype, n.dtype)
+        if op == "load":
+            st = self.mb.prog.storages[n.value]
+            return self.load_mem(self.address(st, memo[id(n.args[0])]), st.dtype)
+        if op == "cast":
+            a = n.args[0]
+            return self.cast(memo[id(a)], a.dtype, n.dtype)
+        args = [memo[id(a)] for a in n.args]
+        dts = [a.dtype for a in n.args]
+        if op in ("xor", "shr", "shl"):
+            x, y = args
+            return {"xor": self.b.xor, "shr": self.b.lshr, "shl": self.b.shl}[op](x, y)
+        return self.prim(op, args, dts, n.dtype, fast)
+
+    # --- conversions -----------------------------------------------------------------------
+    def to_bool(self, v, dtype):
+        return self.cast(v, dtype, "bool")
+
+    def cast(self, v, src: str, dst: str):
+        if src == dst:
+            return v
+        b = self.b
+        if dst == "bool":
+            if is_float(src):
+                return b.fcmp_unordered("!=", v, ir.Constant(reg_type(src), 0.0))
+            return b.icmp_unsigned("!=", v, ir.Constant(reg_type(src), 0))
+        st, dt = reg_type(src), reg_type(dst)
+        if src == "bool":
+            return b.uitofp(v, dt) if is_float(dst) else b.zext(v, dt)
+        if is_float(src) and is_float(dst):
+            return b.fpext(v, dt) if dt.intrinsic_name == "f64" else b.fptrunc(v, dt)
+        if is_float(dst):
+            return b.uitofp(v, dt) if src in _UNSIGNED else b.sitofp(v, dt)
+        if is_float(src):
+            return b.fptoui(v, dt) if dst in _UNSIGNED else b.fptosi(v, dt)
+        if st.width == dt.width:
+            return v
+        if st.width > dt.width:
+            return b.trunc(v, dt)
+        return b.zext(v, dt) if src in _UNSIGNED else b.sext(v, dt)
+
+    # --- primitives ------------------------------------------------------------------------
+    def _flags(self, inst, fast=False):
+        inst.flags.append("contract")
+        if fast:
+            inst.flags.extend(["reassoc", "nsz"])
+        return inst
+
+    def prim(self, op: str, args, dts, out: str, fast: bool = False):
+        b = self.b
+        if op in ("and", "or", "not"):
+            bs = [self.to_bool(a, d) for a, d in zip(args, dts)]
+            if op == "not":
+                return b.not_(bs[0])
+            return b.and_(*bs) if op == "and" else b.or_(*bs)
+        if op == "where":
+            c = self.to_bool(args[0], dts[0])
+            return b.select(c, self.cast(args[1], dts[1], out), self.cast(args[2], dts[2], out))
+        if op in ("lt", "le", "gt", "ge", "eq", "ne"):
+            ct = S.result_dtype("add", tuple(dts)) if dts[0] != dts[1] else dts[0]
+            if ct == "bool" and dts[0] != dts[1]:
+                ct = "int8"
+            x, y = (self.cast(a, d, ct) for a, d in zip(args, dts))
+            sym = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}[op]
+            if is_float(ct):
+                return b.fcmp_unordered(sym, x, y) if op == "ne" else b.fcmp_ordered(sym, x, y)
+            if ct in _UNSIGNED:
+                return b.icmp_unsigned(sym, x, y)
+            return b.icmp_signed(sym, x, y)
+        # arithmetic: compute in the result dtype
+        xs = [self.cast(a, d, out) for a, d in zip(args, dts)]
+        if out == "bool":
+            return self._bool_arith(op, xs)
+        if is_float(out):
+            return self._float_prim(op, xs, out, fast)
+        return self._int_prim(op, xs, out)
+
+    def _bool_arith(self, op, xs):
+        b = self.b
+        if op in ("add", "maximum", "or"):
+            return b.or_(*xs)
+        if op in ("mul", "minimum", "and"):
+            return b.and_(*xs)
+        if op == "abs":
+            return xs[0]
+        raise NotImplementedError(f"{op} on bool")
+
+    def _float_prim(self, op, xs, dtype, fast):
+        b = self.b
+        t = reg_type(dtype)
+        one, zero = ir.Constant(t, 1.0), ir.Constant(t, 0.0)
+        if op in ("add", "sub", "mul", "truediv"):
+            fn = {"add": b.fadd, "sub": b.fsub, "mul": b.fmul, "truediv": b.fdiv}[op]
+            return self._flags(fn(*xs), fast and op in ("add", "mul"))
+        if op == "neg":
+            return b.fneg(xs[0])
+        if op == "square":
+            return self._flags(b.fmul(xs[0], xs[0]))
+        if op in ("maximum", "minimum"):
+            return b.call(self.mb.intrinsic(f"llvm.{op}", [t]), xs)
+        if op == "abs":
+            return b.call(self.mb.intrinsic("llvm.fabs", [t]), xs)
+        if op in ("sqrt", "floor", "ceil"):
+            return b.call(self.mb.intrinsic(f"llvm.{op}", [t]), xs)
+        if op == "sign":
+            x = xs[0]
+            pos = b.select(b.fcmp_ordered(">", x, zero), one, x)
+            return b.select(b.fcmp_ordered("<", x, zero), ir.Constant(t, -1.0), pos)
+        if op == "floordiv":
+            return b.call(self.mb.intrinsic("llvm.floor", [t]), [self._flags(b.fdiv(*xs))])
+        if op == "mod":
+            x, y = xs
+            r = b.frem(x, y)
+            fix = b.and_(b.fcmp_unordered("!=", r, zero),
+                         b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero)))
+            return b.select(fix, b.fadd(r, y), r)
+        if op == "pow":
+            return self.math("pow", xs, dtype)
+        if op in MATH_FUNCS:
+            return self.math(op, xs, dtype)
+        raise NotImplementedError(f"float {op}")
+
+    def math(self, name: str, xs, dtype):
+        """exp, tanh, ... : ``kernels/llvm/math.ll`` when it has the function, else LLVM/libm."""
+        b = self.b
+        t = reg_type(dtype)
+        fname = f"sg_{name}f" if dtype == "float32" else f"sg_{name}"
+        if fname in self.mb.math_functions:
+            return b.call(self.mb.declare(fname, t, [t] * len(xs)), xs)
+        if name == "sigmoid":
+            e = self.math("exp", [b.fneg(xs[0])], dtype)
+            return b.fdiv(ir.Constant(t, 1.0), b.fadd(ir.Constant(t, 1.0), e))
+        if name == "softplus":
+            x = xs[0]
+            ax = b.call(self.mb.intrinsic("llvm.fabs", [t]), [x])
+            tail = self.math("log1p", [self.math("exp", [b.fneg(ax)], dtype)], dtype)
+            return b.fadd(b.call(self.mb.intrinsic("llvm.maxnum", [t]), [x, ir.Constant(t, 0.0)]), tail)
+        if name in _INTRINSIC:
+            return b.call(self.mb.intrinsic(f"llvm.{name}", [t]), xs)
+        lib = _LIBM[name][0 if dtype == "float32" else 1]
+        return b.call(self.mb.declare(lib, t, [t]), xs)
+
+    def _int_prim(self, op, xs, dtype):
+        b = self.b
+        t = reg_type(dtype)
+        unsigned = dtype in _UNSIGNED
+        zero, one = ir.Constant(t, 0), ir.Constant(t, 1)
+        if op in ("add", "sub", "mul"):
+            return {"add": b.add, "sub": b.sub, "mul": b.mul}[op](*xs)
+        if op == "neg":
+            return b.neg(xs[0])
+        if op == "square":
+            return b.mul(xs[0], xs[0])
+        if op in ("maximum", "minimum"):
+            x, y = xs
+            cmp = b.icmp_unsigned if unsigned else b.icmp_signed
+            return b.select(cmp(">" if op == "maximum" else "<", x, y), x, y)
+        if op == "abs":
+            return xs[0] if unsigned else b.select(b.icmp_signed("<", xs[0], zero), b.neg(xs[0]), xs[0])
+        if op == "sign":
+            x = xs[0]
+            if unsigned:
+                return b.zext(b.icmp_unsigned("!=", x, zero), t)
+            pos = b.zext(b.icmp_signed(">", x, zero), t)
+            return b.select(b.icmp_signed("<", x, zero), ir.Constant(t, -1), pos)
+        if op in ("floor", "ceil"):
+            return xs[0]
+        if op in ("floordiv", "mod"):
+            x, y = xs
+            isz = b.icmp_signed("==", y, zero)
+            ys = b.select(isz, one, y)
+            if unsigned:
+                q, r = b.udiv(x, ys), b.urem(x, ys)
+            else:
+                q, r = b.sdiv(x, ys), b.srem(x, ys)
+                adjust = b.and_(b.icmp_signed("!=", r, zero),
+                                b.xor(b.icmp_signed("<", r, zero), b.icmp_signed("<", ys, zero)))
+                q = b.select(adjust, b.sub(q, one), q)
+                r = b.select(adjust, b.add(r, ys), r)
+            return b.select(isz, zero, q if op == "floordiv" else r)
+        if op == "pow":
+            f = self.math("pow", [b.sitofp(x, F64) for x in xs], "float64")
+            return b.fptosi(f, t)
+        raise NotImplementedError(f"integer {op}")
+

@@ -1,0 +1,64 @@
+"""Shared helpers for the op tests: compile on the reference backend and compare with NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import symgraph as sg
+
+RTOL = {"float16": 1e-2, "float32": 2e-5, "float64": 1e-12}
+ATOL = {"float16": 1e-3, "float32": 1e-6, "float64": 1e-13}
+
+
+def symbolic(arr: np.ndarray, name: str = "x", static: bool = False):
+    """A symbolic input matching ``arr``: its dtype and rank, dims static or unknown."""
+    arr = np.asarray(arr)
+    shape = arr.shape if static else (None,) * arr.ndim
+    return sg.tensor(name, shape, dtype=arr.dtype.name)
+
+
+def evaluate(fn, *arrays, static: bool = False):
+    """Build ``fn(*symbolic inputs)`` and evaluate it on ``arrays`` with the reference backend."""
+    syms = [symbolic(a, f"x{i}", static) for i, a in enumerate(arrays)]
+    out = fn(*syms)
+    f = sg.compile(syms, out, backend="reference")
+    return f(*arrays)
+
+
+def noncontiguous(arr: np.ndarray) -> np.ndarray:
+    """The same values as ``arr`` in a non-contiguous view (strided, or transposed)."""
+    arr = np.asarray(arr)
+    if arr.ndim == 0:
+        return arr
+    big = np.empty(arr.shape[:-1] + (arr.shape[-1] * 2,), dtype=arr.dtype)
+    view = big[..., ::2]
+    view[...] = arr
+    if arr.ndim >= 2:  # also make it a transposed view
+        t = np.empty(arr.shape[::-1], dtype=arr.dtype).T
+        t[...] = arr
+        return t
+    assert not view.flags.c_contiguous or arr.size <= 1
+    return view
+
+
+def assert_matches(got, want, dtype: str | None = None, rtol=None, atol=None):
+    """Same shape and dtype as NumPy's result and the same values (NaN where NumPy has NaN)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype, f"dtype {got.dtype} != NumPy's {want.dtype}"
+    assert got.shape == want.shape, f"shape {got.shape} != NumPy's {want.shape}"
+    dt = dtype or (want.dtype.name if want.dtype.kind == "f" else "float64")
+    if want.dtype.kind in "fc":
+        np.testing.assert_allclose(got, want, rtol=rtol or RTOL[dt], atol=atol or ATOL[dt],
+                                   equal_nan=True)
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+def rand(rng: np.random.Generator, shape, dtype="float32", low=-3.0, high=3.0) -> np.ndarray:
+    """Random values of ``dtype`` in ``[low, high)`` (integers: rounded)."""
+    x = rng.uniform(low, high, size=shape)
+    if np.dtype(dtype).kind in "iu":
+        return np.asarray(np.round(x)).astype(dtype)
+    if np.dtype(dtype).kind == "b":
+        return np.asarray(x > 0)
+    return np.asarray(x).astype(dtype)
