@@ -289,7 +289,24 @@ def bce_clamp_rule(n: S.SExpr):
     return None
 
 
+def sigmoid_range_rule(n: S.SExpr):
+    """where(sigmoid(z) > 0, a, b) -> a and where(sigmoid(z) < 1, a, b) -> a.
+
+    Guards that protect a log from a sigmoid that underflowed (``binary_cross_entropy`` on
+    probabilities): once the log is rewritten to the exact softplus form, the guard goes.
+    """
+    if n.op != "where":
+        return None
+    c = n.args[0]
+    if c.op == "gt" and c.args[0].op == "sigmoid" and is_c(c.args[1], 0):
+        return n.args[1]
+    if c.op == "lt" and c.args[0].op == "sigmoid" and is_c(c.args[1], 1):
+        return n.args[1]
+    return None
+
+
 STABILIZE: dict[str, Rule] = {
+    "sigmoid_range": sigmoid_range_rule,
     "log1p": log1p_rule, "expm1": expm1_rule, "log_sigmoid": log_sigmoid_rule,
     "log1m_sigmoid": log1m_sigmoid_rule, "softplus": softplus_rule,
     "bce_on_probabilities": bce_clamp_rule,

@@ -29,7 +29,8 @@ from . import scalar_rules as R
 from .elemwise_util import compose, info, make_elemwise, tidy
 from .engine import RewriteContext, local_rewrite
 
-_RELEVANT = {"add", "sub", "neg", "sigmoid", "exp", "log", "log1p", "softplus"}
+_RELEVANT = {"add", "sub", "neg", "sigmoid", "exp", "log", "log1p", "softplus", "where", "gt",
+             "lt", "maximum"}
 _RULES = {**R.STABILIZE, "neg_neg": R.neg_neg, "fold_scalar_constants": R.fold_scalar_constants}
 
 
@@ -79,7 +80,7 @@ def local_toposort(nodes: list[Apply]) -> list[Apply]:
 def scalar_stabilize(node: Apply, ctx: RewriteContext):
     """log1p / expm1 / log-sigmoid / log(1-sigmoid) / BCE-on-probabilities forms."""
     expr = node.op.expr
-    if not set(info(expr).ops) & {"log", "log1p", "sub", "add", "maximum"}:
+    if not set(info(expr).ops) & {"log", "log1p", "sub", "add", "maximum", "where"}:
         return None
     region = _small_producers(node, ctx)
     if region:

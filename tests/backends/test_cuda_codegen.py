@@ -61,7 +61,7 @@ def test_every_op_and_the_training_steps_compile_with_nvcc(modules, steps):
         assert f".target {arch}" in ptx
         missing = [name for name in kernels if f".entry {name}(" not in ptx]
         assert not missing, (arch, missing)
-    assert len(steps["mlp_step"].kernels) > 20 and len(steps["convnet_step"].kernels) > 20
+    assert len(steps["mlp_step"].kernels) >= 15 and len(steps["convnet_step"].kernels) >= 15
 
 
 def test_every_case_renders_for_cublas_too():
@@ -89,7 +89,8 @@ def test_kernels_map_onto_the_gpu_as_intended(modules):
                    for k in mod.kernels)
     # a long vector reduced to one value: many blocks, combined by the last one
     whole = modules["whole_reductions"]
-    assert [k.mode for k in whole.kernels if k.ops[0].startswith(("Sum", "Max"))] == ["grid_reduce"] * 4
+    assert [k.mode for k in whole.kernels
+            if k.ops[0].startswith(("Sum", "Max", "FusedSum", "FusedMax"))] == ["grid_reduce"] * 4
     # elementwise kernels are grid-stride loops over the flattened output
     unary = modules["elementwise_unary"]
     assert all(k.mode == "grid" for k in unary.kernels)
