@@ -221,8 +221,14 @@ class LLVMProgram:
                     key.append(a.shape)
             else:
                 for (dt, nd, static, convert), a in zip(checks, args):
-                    if type(a) is not ndarray or a.dtype != dt or a.ndim != nd or static:
+                    if type(a) is not ndarray or a.dtype != dt or a.ndim != nd:
                         a = convert(a)
+                    else:
+                        shape = a.shape
+                        for axis, dim in static:
+                            if shape[axis] != dim:
+                                a = convert(a)  # raises the ValueError naming the input
+                                break
                     values.append(a)
                     key.append(a.shape)
             for s in shared:
