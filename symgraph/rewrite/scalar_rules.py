@@ -316,19 +316,23 @@ STABILIZE: dict[str, Rule] = {
 # --- specialisation -----------------------------------------------------------------------
 
 def pow_const(n: S.SExpr):
-    """x ** 2 -> x * x, x ** 1 -> x, x ** 0.5 -> sqrt(x), x ** -1 -> 1 / x (float x)."""
+    """x ** k for a constant small integer k -> multiplications (squaring), x ** 0.5 -> sqrt(x),
+    x ** -k -> 1 / x ** k (float x).  A general pow costs an exp and a log per element."""
     if n.op != "pow" or n.args[1].op != "const" or not is_float(n.dtype):
         return None
     x, k = _same_dtype(n.args[0], n), n.args[1].value
-    if k == 2:
-        return S.apply("mul", x, x)
-    if k == 1:
-        return x
     if k == 0.5:
         return S.apply("sqrt", x)
-    if k == -1:
-        return S.apply("truediv", c(1, x), x)
-    return None
+    if k != int(k) or not 1 <= abs(k) <= 8:
+        return None
+    power, result, base = abs(int(k)), None, x
+    while power:
+        if power & 1:
+            result = base if result is None else S.apply("mul", result, base)
+        power >>= 1
+        if power:
+            base = S.apply("mul", base, base)
+    return result if k > 0 else S.apply("truediv", c(1, x), result)
 
 
 SPECIALIZE: dict[str, Rule] = {"pow_const": pow_const}
