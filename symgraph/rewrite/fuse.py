@@ -7,6 +7,11 @@ none of exp / log / tanh / sigmoid / softplus / erf / sin / cos / pow / sqrt / d
 then recomputed in each kernel that reads it.  An expensive result read by several kernels is
 stored once.  A cheap producer that reads a matmul result is not duplicated either, so that it
 can become that matmul's epilogue.
+
+Size limit: a fused region stops growing at ``MAX_FUSED_OPS`` scalar operations.  LLVM's
+optimiser is superlinear in the size of one loop body (a 5,000-op chain fused into one kernel
+took minutes to compile), so very long chains become several kernels of bounded size, which
+keeps compile time linear in the graph size at the price of one stored intermediate per cut.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from ..ops.reduce import Reduce
 from . import scalar_rules as R
 from .elemwise_util import compose, is_cheap, make_elemwise, tidy
 from .engine import RewriteContext, global_pass
+
+MAX_FUSED_OPS = 128
 
 
 def _reads_matmul(node: Apply) -> bool:
@@ -48,12 +55,15 @@ def _grow_region(root: Apply, ctx: RewriteContext, index: dict[int, int]) -> lis
                 heapq.heappush(heap, (-index.get(id(p), -1), id(p), p))
 
     push(root)
+    size = S.count_ops([root.op.expr])
     while heap:
         _, _, p = heapq.heappop(heap)
         clients = fg.clients.get(p.outputs[0], [])
         all_inside = all(c != "output" and id(c) in inside for c, _ in clients)
         cheap = is_cheap(p.op.expr) and not (epilogue and _reads_matmul(p))
-        if all_inside or cheap:
+        cost = S.count_ops([p.op.expr])
+        if (all_inside or cheap) and size + cost <= MAX_FUSED_OPS:
+            size += cost
             inside.add(id(p))
             region.append(p)
             push(p)

@@ -165,3 +165,20 @@ def test_mlp_training_step_shrinks():
     n1 = len(nodes(f1))
     assert n1 < 0.6 * n0
     assert f"({n1} apply nodes)" in sg.debugprint(f1, file=False)
+
+
+def test_long_chains_are_cut_into_bounded_kernels():
+    from symgraph.ops.elemwise import Elemwise
+    from symgraph.ops.elemwise import S as S_  # the scalar IR module
+    from symgraph.rewrite.fuse import MAX_FUSED_OPS
+
+    x = sg.vector("x", dtype="float64")
+    y = x
+    for i in range(400):
+        y = sg.tanh(y) * 1.01 if i % 2 else y + 0.5
+    fused = sg.compile([x], y, backend="reference")
+    plain = sg.compile([x], y, backend="reference", rewrite=False)
+    sizes = [S_.count_ops([n.op.expr]) for n in fused.fgraph.nodes if isinstance(n.op, Elemwise)]
+    assert len(sizes) > 1 and max(sizes) <= MAX_FUSED_OPS
+    a = np.linspace(-2, 2, 7)
+    np.testing.assert_allclose(fused(a), plain(a), rtol=1e-12)
