@@ -15,13 +15,12 @@ import hashlib
 import os
 import struct
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import CompileError
 from ..graph.fgraph import FunctionGraph
-from . import llvm_cache, llvm_jit
+from . import KernelInfo, llvm_cache, llvm_jit
 
 ENTRY = "symgraph_entry"
 FORMAT_VERSION = "1"
@@ -35,19 +34,6 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-@dataclass
-class KernelInfo:
-    """One generated kernel, for ``f.kernels``."""
-
-    name: str
-    source: str
-    inputs: list[str]
-    outputs: list[str]
-    ops: list[str]
-    ir: str = ""  # the kernel-IR text it was rendered from
-    stats: dict = field(default_factory=lambda: {"calls": 0, "seconds": 0.0})
 
 
 class Specialization:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -11,18 +10,7 @@ from ..errors import CompileError, ShapeError
 from ..graph.basic import Apply, Constant, format_trace
 from ..graph.fgraph import FunctionGraph
 from ..graph.types import format_shape
-
-
-@dataclass
-class KernelInfo:
-    """One unit of generated (or, here, interpreted) work, for ``f.kernels``."""
-
-    name: str
-    source: str
-    inputs: list[str]
-    outputs: list[str]
-    ops: list[str]
-    stats: dict = field(default_factory=lambda: {"calls": 0, "seconds": 0.0})
+from . import KernelInfo
 
 
 class ReferenceProgram:

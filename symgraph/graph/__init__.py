@@ -1,0 +1,1 @@
+"""Graph IR: types, variables, apply nodes, ops and the FunctionGraph."""
