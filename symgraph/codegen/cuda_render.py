@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import CompileError
 from ._scalar import S
 from .cuda_scalar import Emitter, c_type, literal, render
-from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, kernel_text, walk
+from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, kernel_text, stmt_exprs, walk
 
 BLOCK = 256
 GRID_CAP = 1 << 20
@@ -160,6 +160,18 @@ def _perfect_nest(body: list) -> tuple[list[For], list]:
     return loops, body
 
 
+def _unflatten(loops: list[For], flat: str, indent: str) -> list[str]:
+    """C declarations of the loop variables at flat position ``flat`` of a row-major walk of
+    the nest (the counterpart of ``_at`` for generated code)."""
+    decl, size = [], 1
+    for f in reversed(loops):
+        div = f"{flat} / {size}" if size > 1 else flat
+        mod = f" % {f.extent}" if f is not loops[0] else ""
+        decl.append(f"{indent}const long long v_{f.var} = (long long)(({div}){mod});")
+        size *= f.extent
+    return list(reversed(decl))
+
+
 def _at(loops: list[For], linear: int) -> dict:
     """Loop variable values at position ``linear`` of a row-major walk of the nest."""
     env = {}
@@ -201,21 +213,11 @@ def _fusable_epilogue(g: Kernel, e: Kernel) -> bool:
 
 # --- analysis -------------------------------------------------------------------------------
 
-def _exprs(st) -> list:
-    if isinstance(st, Assign):
-        return [st.value]
-    if isinstance(st, Store):
-        return [st.index, st.value]
-    if isinstance(st, If):
-        return [st.cond]
-    return []
-
-
 def _reads(body) -> tuple[set[int], set[str]]:
     """Storages loaded and locals read anywhere in ``body``."""
     sids, locs = set(), set()
     for st in walk(body):
-        for e in _exprs(st):
+        for e in stmt_exprs(st):
             for n in S.topo([e]):
                 if n.op == "load":
                     sids.add(n.value)
@@ -244,7 +246,7 @@ def _carried_locals(body: list) -> bool:
     assigned_anywhere = {s.local for s in walk(body) if isinstance(s, Assign)}
     seen: set[str] = set()
     for st in walk(body):
-        used = {n.value for e in _exprs(st) for n in S.topo([e]) if n.op == "local"}
+        used = {n.value for e in stmt_exprs(st) for n in S.topo([e]) if n.op == "local"}
         if (used & assigned_anywhere) - seen:
             return True
         if isinstance(st, Assign):
@@ -473,14 +475,7 @@ class KernelWriter:
         self.stmts(pre, lines, "")
         lines.append(f"for ({it} _i = ({it})blockIdx.x * blockDim.x + threadIdx.x; _i < {total}; "
                      f"_i += ({it})gridDim.x * blockDim.x) {{")
-        inner = 1
-        decl = []
-        for f in reversed(nest):
-            div = f"_i / {inner}" if inner > 1 else "_i"
-            mod = f" % {f.extent}" if f is not nest[0] else ""
-            decl.append(f"    const long long v_{f.var} = (long long)(({div}){mod});")
-            inner *= f.extent
-        lines.extend(reversed(decl))
+        lines.extend(_unflatten(nest, "_i", "    "))
         self.stmts(body, lines, "    ", atomic=self.atomics or not ir_parallel)
         lines.append("}")
         grid = max(1, min((total + BLOCK - 1) // BLOCK, GRID_CAP))
@@ -593,14 +588,7 @@ class KernelWriter:
         if zpar:
             Z = int(np.prod([f.extent for f in zloops], dtype=np.int64))
             lines.append(f"for (long long _z = blockIdx.z; _z < {Z}; _z += gridDim.z) {{")
-            acc = 1
-            decl = []
-            for f in reversed(zloops):
-                div = f"_z / {acc}" if acc > 1 else "_z"
-                mod = f" % {f.extent}" if f is not zloops[0] else ""
-                decl.append(f"    const long long v_{f.var} = (({div}){mod});")
-                acc *= f.extent
-            lines.extend(reversed(decl))
+            lines.extend(_unflatten(zloops, "_z", "    "))
             self._gemm_call(inner[0], lines, "    ")
             lines.append("}")
             zgrid = max(1, min(Z, 65535))
@@ -656,14 +644,7 @@ class KernelWriter:
         lines.append(f"{indent}    [&](long long r, long long c, {T} acc) {{")
         lines.append(f"{inner}const long long _L = {c_off} + r * {g.n}LL + c;")
         lines.append(f"{inner}p{g.c.sid}[_L] = acc;")
-        size = 1
-        decl = []
-        for f in reversed(loops):
-            div = f"_L / {size}" if size > 1 else "_L"
-            mod = f" % {f.extent}" if f is not loops[0] else ""
-            decl.append(f"{inner}const long long v_{f.var} = ({div}){mod};")
-            size *= f.extent
-        lines.extend(reversed(decl))
+        lines.extend(_unflatten(loops, "_L", inner))
         self.stmts(body, lines, inner)
         lines.append(f"{indent}    }});")
 
@@ -697,7 +678,8 @@ def _interchange(body: list) -> list | None:
         return None
     if _mentions(s_acc.index, red_loop.var) or not _mentions(s_acc.index, init_loop.var):
         return None
-    other = [n for e in _exprs(s_acc) for n in S.topo([e]) if n.op == "load" and n.value == s_acc.storage.sid]
+    sid = s_acc.storage.sid
+    other = [n for e in stmt_exprs(s_acc) for n in S.topo([e]) if n.op == "load" and n.value == sid]
     if any(n.args[0] is not s_acc.index for n in other):
         return None
     inner = For(red_loop.var, red_loop.extent, [s_acc])
