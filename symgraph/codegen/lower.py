@@ -613,18 +613,18 @@ class Lowerer:
         stats, xv, m, s = self._row_stats(rows, r, n)
         e = S.apply("exp", S.apply("sub", xv, m))
         body = stats + [For("j", n, [Assign("s", S.apply("add", s, e), reduction=True)]),
-                        Assign("lse", S.apply("add", S.apply("log", s), m))]
-        lse = local("lse", z.dtype)
+                        Assign("ls", S.apply("log", s))]
+        ls = local("ls", z.dtype)  # log(sum) - (x - max): no cancellation at large max
         if op.sparse:
             t = self.contiguous(self.view(node.inputs[1])).reshape((nrows,))
             label = _clamp(S.cast(t.load([r]), "int64"), n - 1)
-            body.append(Store(out.storage, r, S.apply("sub", lse, rows.load([r, label]))))
+            body.append(Store(out.storage, r, S.apply("sub", ls, S.apply("sub", rows.load([r, label]), m))))
         else:
             t = self.view(node.inputs[1]).broadcast(z.shape)
             t = self.contiguous(t).reshape((nrows, n))
             tv = t.load([r, j])
             term = S.apply("where", S.apply("eq", tv, S.const(0, z.dtype)), S.const(0, z.dtype),
-                           S.apply("mul", tv, S.apply("sub", xv, lse)))
+                           S.apply("mul", tv, S.apply("sub", S.apply("sub", xv, m), ls)))
             acc = local("acc", z.dtype)
             body += [Assign("acc", S.const(0, z.dtype)),
                      For("j", n, [Assign("acc", S.apply("add", acc, term), reduction=True)]),
@@ -663,8 +663,8 @@ class Lowerer:
                 Assign("m", S.apply("where", finite, mx, c(0))), Assign("s", c(0)),
                 For("j", n, [Store(dz.storage, di, e), Assign("s", S.apply("add", s, e), reduction=True)]),
                 Assign("inv", S.apply("truediv", c(1), s)),
-                Assign("lse", S.apply("add", S.apply("log", s), m))]
-        lse = local("lse", dt)
+                Assign("ls", S.apply("log", s))]
+        ls = local("ls", dt)  # loss = log(sum) - (x[label] - max): no cancellation at large max
         p = S.apply("mul", dv, inv)
         if op.sparse:
             if n == 0:  # no class: every label is out of range
@@ -672,14 +672,14 @@ class Lowerer:
             else:
                 label = self._row_label(self.view(node.inputs[1]), nrows, r, n)
                 li = dz.index([r, label])
-                body += [Store(loss.storage, r, S.apply("sub", lse, rows.load([r, label]))),
+                body += [Store(loss.storage, r, S.apply("sub", ls, S.apply("sub", rows.load([r, label]), m))),
                          Assign("el", load(dz.storage, li)),
                          For("j", n, [Store(dz.storage, di, S.apply("mul", p, g))]),
                          Store(dz.storage, li, S.apply("mul", S.apply("sub", S.apply(
                              "mul", local("el", dt), inv), c(1)), g))]
         else:
             term = S.apply("where", S.apply("eq", tv, c(0)), c(0),
-                           S.apply("mul", tv, S.apply("sub", xv, lse)))
+                           S.apply("mul", tv, S.apply("sub", S.apply("sub", xv, m), ls)))
             grad = S.apply("mul", S.apply("sub", S.apply("mul", p, local("tot", dt)), tv), g)
             body += [Assign("acc", c(0)),
                      For("j", n, [Store(dz.storage, di, grad),
