@@ -258,6 +258,9 @@ def _rebuild(g: Variable, ce: Apply) -> Variable | None:
     standin: list[Variable] = []
     memo: dict[tuple[int, bool], Variable | None] = {}
 
+    def rows() -> Variable:
+        return getitem(shape(z), slice(None, -1))  # the shape of the losses
+
     def rebuild(v: Variable, shape_only: bool, depth: int) -> Variable | None:
         if id(v) not in dep:
             return v
@@ -265,8 +268,7 @@ def _rebuild(g: Variable, ce: Apply) -> Variable | None:
             if not shape_only:
                 return None
             if not standin:
-                rows = getitem(shape(z), slice(None, -1))
-                standin.append(broadcast_to(Constant(np.zeros((), loss.dtype)), rows))
+                standin.append(broadcast_to(Constant(np.zeros((), loss.dtype)), rows()))
             return standin[0]
         key = (id(v), shape_only)
         if key in memo:
@@ -275,6 +277,9 @@ def _rebuild(g: Variable, ce: Apply) -> Variable | None:
         if depth > _MAX_DEPTH:
             return None
         node, op = v.owner, v.owner.op
+        if isinstance(op, Shape) and node.inputs[0] is loss:
+            memo[key] = rows()
+            return memo[key]
         used = used_slots(op.expr) if isinstance(op, Elemwise) else None
         ins = []
         for k, x in enumerate(node.inputs):
