@@ -31,19 +31,7 @@ import numpy as np
 from ..errors import CompileError
 from ._scalar import S
 from .cuda_scalar import Emitter, c_type, literal, render
-from .kernel_ir import (
-    Assign,
-    For,
-    Gemm,
-    If,
-    Kernel,
-    Prefetch,
-    Program,
-    Store,
-    kernel_text,
-    stmt_exprs,
-    walk,
-)
+from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, kernel_text, stmt_exprs, walk
 
 BLOCK = 256
 GRID_CAP = 1 << 20
@@ -98,7 +86,7 @@ def module_source(kernels: list[CudaKernel], title: str = "symgraph CUDA module"
 def render_program(prog: Program, use_cublas: bool = False,
                    title: str = "symgraph CUDA module") -> CudaModule:
     """Render every kernel of ``prog``; ``use_cublas`` sends matrix products to cuBLAS."""
-    kernels, i, ks = [], 0, [_without_hints(k) for k in prog.kernels]
+    kernels, i, ks = [], 0, prog.kernels
     while i < len(ks):
         nxt = ks[i + 1] if i + 1 < len(ks) else None
         if nxt is not None and not (use_cublas and _cublas_able(ks[i])) and _fusable_epilogue(ks[i], nxt):
@@ -113,25 +101,6 @@ def render_program(prog: Program, use_cublas: bool = False,
             kernels.append(KernelWriter(ks[i], prog).render(use_cublas))
         i += 1
     return CudaModule(prog, kernels, module_source(kernels, title))
-
-
-def _without_hints(k: Kernel) -> Kernel:
-    """``k`` without ``Prefetch`` statements (CPU cache hints) and the loops left empty."""
-    def strip(body):
-        out = []
-        for st in body:
-            if isinstance(st, Prefetch):
-                continue
-            if isinstance(st, (For, If)):
-                inner = strip(st.body)
-                if not inner:
-                    continue
-                st = For(st.var, st.extent, inner, st.parallel) if isinstance(st, For) else If(st.cond, inner)
-            out.append(st)
-        return out
-    if not any(isinstance(st, Prefetch) for st in walk(k.body)):
-        return k
-    return Kernel(k.name, strip(k.body), k.ops, k.inputs, k.outputs, k.work)
 
 
 def _cublas_able(k: Kernel) -> bool:

@@ -14,8 +14,6 @@ A kernel body is a small structured statement list:
 * ``Store(storage, index, value, accumulate)`` writes ``storage[index]`` (``+=`` when
   ``accumulate`` is ``"add"``).
 * ``If(cond, body)`` and ``Gemm(...)`` (a BLAS matrix product call).
-* ``Prefetch(storage, index, write)`` a hint to bring ``storage[index]``'s cache line in
-  early (renderers may drop it; the index must stay inside the storage).
 
 Values and indices are scalar-IR DAGs (``symgraph.scalar.SExpr``) with four extra leaf or
 node kinds: ``var`` (a loop variable, int64), ``load`` (``value`` = storage id, one
@@ -216,13 +214,6 @@ class If:
 
 
 @dataclass
-class Prefetch:
-    storage: Storage
-    index: S.SExpr
-    write: bool = False
-
-
-@dataclass
 class Gemm:
     """``C[c_off:] = alpha * op(A) @ op(B) + beta * C`` (row-major, BLAS leading dimensions)."""
 
@@ -298,8 +289,6 @@ def stmt_exprs(st) -> list[S.SExpr]:
         return [st.index, st.value]
     if isinstance(st, If):
         return [st.cond]
-    if isinstance(st, Prefetch):
-        return [st.index]
     if isinstance(st, Gemm):
         return [st.a_off, st.b_off, st.c_off]
     return []
@@ -307,7 +296,7 @@ def stmt_exprs(st) -> list[S.SExpr]:
 
 def stmt_storages(st, table: list[Storage]) -> list[Storage]:
     out = []
-    if isinstance(st, (Store, Prefetch)):
+    if isinstance(st, Store):
         out.append(st.storage)
     if isinstance(st, Gemm):
         out += [st.a, st.b, st.c]
@@ -362,8 +351,6 @@ def body_text(body: list, indent: int = 0) -> str:
         elif isinstance(st, Store):
             op = "+=" if st.accumulate else "="
             lines.append(f"{pad}s{st.storage.sid}[{expr_text(st.index)}] {op} {expr_text(st.value)}")
-        elif isinstance(st, Prefetch):
-            lines.append(f"{pad}prefetch{'_w' if st.write else ''} s{st.storage.sid}[{expr_text(st.index)}]")
         elif isinstance(st, Gemm):
             lines.append(f"{pad}gemm<{st.dtype}>(ta={int(st.trans_a)}, tb={int(st.trans_b)}, "
                          f"m={st.m}, n={st.n}, k={st.k}, A=s{st.a.sid}+{expr_text(st.a_off)} "

@@ -21,7 +21,7 @@ from llvmlite import ir
 
 from ..graph.types import is_float
 from ._scalar import S
-from .kernel_ir import Assign, For, Gemm, If, Kernel, Prefetch, Program, Store, kernel_text, walk
+from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, kernel_text, walk
 
 F32, F64 = ir.FloatType(), ir.DoubleType()
 I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
@@ -327,10 +327,6 @@ class KernelEmitter:
                 self.scopes.append({})
                 self.block(st.body)
                 self.scopes.pop()
-        elif isinstance(st, Prefetch):
-            ptr = self.address(st.storage, self.expr(st.index, {}))
-            fn = self.mb.declare("llvm.prefetch.p0", VOID, [PTR, I32, I32, I32])
-            b.call(fn, [ptr, ir.Constant(I32, int(st.write)), ir.Constant(I32, 3), ir.Constant(I32, 1)])
         elif isinstance(st, Gemm):
             self.gemm(st)
         else:  # pragma: no cover

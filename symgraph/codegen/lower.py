@@ -25,7 +25,6 @@ from .kernel_ir import (
     Gemm,
     If,
     Kernel,
-    Prefetch,
     Program,
     Storage,
     Store,
@@ -102,22 +101,6 @@ def _loops(extents, body, parallel=True, prefix="i"):
 
 def _idx(n, prefix="i"):
     return [var(f"{prefix}{a}") for a in range(n)]
-
-
-def _prefetch_next_row(x: View, out: View, r, nrows: int) -> list:
-    """Prefetch row ``r + 1`` of ``x`` (read) and ``out`` (write), one hint per cache line:
-    the lines stream in while row ``r``'s exp pass computes (rows are about a page, which the
-    hardware prefetcher does not cross)."""
-    n = x.shape[1]
-    per_line = max(64 // np.dtype(x.dtype).itemsize, 1)
-    if nrows < 2 or n * np.dtype(x.dtype).itemsize < 1024:
-        return []
-    nxt = S.apply("minimum", iadd(r, iconst(1)), iconst(nrows - 1))
-    k = var("pf")
-    col = imul(k, iconst(per_line))
-    return [For("pf", (n + per_line - 1) // per_line,
-                [Prefetch(x.storage, x.index([nxt, col])),
-                 Prefetch(out.storage, out.index([nxt, col]), write=True)])]
 
 
 def _row_max(acc: S.SExpr, val: S.SExpr) -> S.SExpr:
@@ -659,7 +642,7 @@ class Lowerer:
             pass1.append(Assign("tot", S.apply("add", local("tot", dt), tv), reduction=True))
         e = S.apply("exp", S.apply("sub", xv, m))
         body = [Assign("mx", c(-math.inf))] + ([] if op.sparse else [Assign("tot", c(0))]) + [
-                For("j", n, pass1)] + _prefetch_next_row(rows, dz, r, nrows) + [
+                For("j", n, pass1),
                 Assign("m", S.apply("where", finite, mx, c(0))), Assign("s", c(0)),
                 For("j", n, [Store(dz.storage, di, e), Assign("s", S.apply("add", s, e), reduction=True)]),
                 Assign("inv", S.apply("truediv", c(1), s)),

@@ -11,7 +11,7 @@ from llvmlite import binding as llvm
 
 import symgraph as sg
 from symgraph.codegen._scalar import S
-from symgraph.codegen.kernel_ir import For, Prefetch, Store, stmt_exprs, walk
+from symgraph.codegen.kernel_ir import For, Store, stmt_exprs, walk
 from symgraph.codegen.lower import lower
 from symgraph.compile import build_fgraph
 from symgraph.rewrite import rewrite_graph
@@ -55,17 +55,10 @@ def test_one_parallel_row_kernel_reading_the_logits_in_two_loops(dense):
     # passes 1 and 2 only (and the dense loss in pass 3); exp is computed once per element
     reading = [i for i, lp in enumerate(loops) if _loads_of(lp.body, logits_sid)]
     exps = {n for st in walk(row) for e in stmt_exprs(st) for n in S.topo([e]) if n.op == "exp"}
-    prefetch_loops = [lp for lp in loops if any(isinstance(s, Prefetch) for s in lp.body)]
-    assert len(loops) == 4 and len(prefetch_loops) == 1
-    assert reading == ([0, 2, 3] if dense else [0, 2]) and len(exps) == 1  # one (hash-consed) exp
+    assert len(loops) == 3
+    assert reading == ([0, 1, 2] if dense else [0, 1]) and len(exps) == 1  # one (hash-consed) exp
     stores = [st for st in walk(row) if isinstance(st, Store)]
     assert len({st.storage.sid for st in stores}) == 2  # the losses and the gradient
-
-
-def test_short_rows_get_no_prefetch():
-    ins, outs, vals = _w6(4, 7)
-    _, (k,) = _fused_kernels(ins, outs, vals)
-    assert not any(isinstance(st, Prefetch) for st in walk(k.body))
 
 
 def _function_asm(asm: str, prefix: str) -> str:
@@ -82,7 +75,6 @@ def test_llvm_kernel_is_vectorised_and_calls_nothing(dtype):
     f = sg.compile([z, t], [loss, sg.grad(loss, z)], backend="llvm")
     body = _function_asm(f.asm(), "softmax_ce_grad")
     assert not re.search(r"\bcall", body), re.findall(r"call.*", body)[:3]  # exp inlined
-    assert "prefetch" in body
     if not llvm.get_host_cpu_features().get("avx2", False):
         pytest.skip("host CPU has no AVX2: vector width (ymm) not checked")
     suffix = "ps" if dtype == "float32" else "pd"
