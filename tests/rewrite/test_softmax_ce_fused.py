@@ -267,3 +267,20 @@ def test_op_gradients_are_exact_to_second_order():
     sg.verify_grad(sparse, [Z, G])
     sg.verify_grad(dense, [Z, P, G])
     sg.verify_grad(dense, [Z, P[:1], np.float64(0.7)])  # broadcast targets, scalar g
+
+
+def test_second_order_graphs_keep_their_values():
+    # a Hessian-vector product: the first gradient fuses with the loss, the softmax it also
+    # needs for the second order stays
+    z, t, loss, dz = w6_graph()
+    v = sg.tensor("v", (None, 7))
+    hv = sg.grad(sg.sum(dz * v), z)
+    Z, T = data(5, 7)
+    V = np.random.default_rng(8).normal(size=(5, 7)).astype(np.float32)
+    want = sg.compile([z, t, v], [loss, dz, hv], backend="reference", rewrite=False)(Z, T, V)
+    f = sg.compile([z, t, v], [loss, dz, hv], backend="llvm")
+    assert op_names(f).count(FUSED) == 1
+    for a, b in zip(f(Z, T, V), want):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
+    sg.verify_grad(lambda zz: sg.sum(sg.grad(sg.nn.cross_entropy(zz, sg.constant(T)), zz) * sg.constant(V)),
+                   [Z.astype(np.float64)], backend="llvm")
