@@ -14,6 +14,7 @@ import ctypes
 import hashlib
 import os
 import struct
+import sys
 import threading
 
 import numpy as np
@@ -23,7 +24,7 @@ from ..graph.fgraph import FunctionGraph
 from . import KernelInfo, llvm_cache, llvm_jit
 
 ENTRY = "symgraph_entry"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # bump when the generated code changes for the same kernel IR
 
 
 def default_threads() -> int:
@@ -34,6 +35,15 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _references(items: list, j: int) -> int:
+    return sys.getrefcount(items[j])
+
+
+# what _references reports for an object held only by the list (measured, not assumed: the
+# temporaries it counts differ between Python versions)
+_SOLE_REFERENCE = _references([object()], 0)
 
 
 class Specialization:
@@ -58,6 +68,11 @@ class Specialization:
         self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
                           zip(prog.output_shapes, prog.outputs)]
         self.output_map = list(prog.output_map)
+        # the output arrays of the last call: one whose only reference is this list (the
+        # caller dropped it, or a shared variable moved on to a newer value) is written
+        # again instead of allocating, which for big outputs also saves the page faults
+        # of fresh memory
+        self.recycled: list = [None] * no
         self.cfunc = loaded.cfunc
         self._dups: dict[int, set[int]] = {}
         self.lock = threading.Lock()
@@ -95,16 +110,19 @@ class Specialization:
         that are not C-contiguous are copied (the native code refuses them, then Python
         retries with contiguous copies)."""
         args = self.args
-        outs = [np.empty(s, d) for s, d in self.out_specs]
         if self.object_args:  # the native code reads each array's data pointer itself
             with self.lock:  # the arena and the pointer array belong to this specialisation
+                outs = self._outputs()
                 self.pack(args, 0, *map(id, values), *map(id, outs))
                 status = self.cfunc(self.args_addr)
+                self.recycled = outs
             if status:
                 return self.run([np.ascontiguousarray(v) for v in values])
         else:
             values = [np.ascontiguousarray(v) for v in values]
             with self.lock:
+                outs = self._outputs()
+                self.recycled = outs
                 i = 0
                 for v in values:
                     args[i] = v.ctypes.data
@@ -114,6 +132,16 @@ class Specialization:
                     i += 1
                 self.cfunc(self.args_addr)
         return [outs[m] for m in self.output_map]
+
+    def _outputs(self) -> list[np.ndarray]:
+        """Arrays for this call's outputs (call with ``self.lock`` held)."""
+        last, outs = self.recycled, []
+        for j, (shape, dtype) in enumerate(self.out_specs):
+            if last[j] is not None and _references(last, j) == _SOLE_REFERENCE:
+                outs.append(last[j])
+            else:
+                outs.append(np.empty(shape, dtype))
+        return outs
 
     # inspection (rendered again on demand when the code came from the disk cache)
     def _render(self):
@@ -243,7 +271,8 @@ class LLVMProgram:
     def _builder(self, prog):
         from ..codegen.llvm_render import ModuleBuilder
         return ModuleBuilder(prog, ENTRY, gomp=self.gomp, math_functions=llvm_jit.math_module()[1],
-                             object_args=self.object_args, profile=self.profile)
+                             object_args=self.object_args, profile=self.profile,
+                             streaming=llvm_jit.streaming_stores())
 
     def specialize(self, shapes: list[tuple]) -> Specialization:
         """Compile (or load from cache) the code for one tuple of input shapes."""
@@ -254,7 +283,7 @@ class LLVMProgram:
                 return self.specs[key]
             prog = lower(self.fgraph, self.roots, list(key))
             digest = program_digest(prog, f"gomp={self.gomp}|objargs={self.object_args}|"
-                                          f"profile={self.profile}")
+                                          f"profile={self.profile}|stream={llvm_jit.streaming_stores()}")
             obj = llvm_cache.load(digest)
             if obj is None:
                 mb = self._builder(prog)
