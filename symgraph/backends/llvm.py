@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..graph.fgraph import FunctionGraph
+from ..codegen.checks import STATUS_INDEX_ERROR, raise_index_error
 from . import KernelInfo, llvm_cache, llvm_jit
 
 ENTRY = "symgraph_entry"
@@ -61,6 +62,11 @@ class Specialization:
         self.cfunc = loaded.cfunc
         self._dups: dict[int, set[int]] = {}
         self.lock = threading.Lock()
+        # bound checks: @sg_error = [flag, min, max per check site] (codegen/checks.py)
+        self.errors = None
+        if prog.checks:
+            addr = loaded.engine.get_global_value_address("sg_error")
+            self.errors = (ctypes.c_int64 * (1 + 2 * len(prog.checks))).from_address(addr)
 
     def native_only(self, values: list):
         """A zero-argument callable making just the native call on ``values`` and fixed output
@@ -93,13 +99,16 @@ class Specialization:
     def run(self, values: list) -> list:
         """One native call.  ``values`` are ndarrays of the right dtypes and shapes; inputs
         that are not C-contiguous are copied (the native code refuses them, then Python
-        retries with contiguous copies)."""
+        retries with contiguous copies).  An index out of bounds raises ``IndexError`` (the
+        outputs are dropped, so no update is installed)."""
         args = self.args
         outs = [np.empty(s, d) for s, d in self.out_specs]
         if self.object_args:  # the native code reads each array's data pointer itself
             with self.lock:  # the arena and the pointer array belong to this specialisation
                 self.pack(args, 0, *map(id, values), *map(id, outs))
                 status = self.cfunc(self.args_addr)
+                if status == STATUS_INDEX_ERROR:
+                    self._raise_index_error()
             if status:
                 return self.run([np.ascontiguousarray(v) for v in values])
         else:
@@ -112,8 +121,14 @@ class Specialization:
                 for o in outs:
                     args[i] = o.ctypes.data
                     i += 1
-                self.cfunc(self.args_addr)
+                if self.cfunc(self.args_addr) == STATUS_INDEX_ERROR:
+                    self._raise_index_error()
         return [outs[m] for m in self.output_map]
+
+    def _raise_index_error(self) -> None:
+        """Raise the IndexError for the failed bound check (call with ``self.lock`` held:
+        the error words belong to this specialisation and the next call resets them)."""
+        raise_index_error(self.prog.checks, self.errors[1:])
 
     # inspection (rendered again on demand when the code came from the disk cache)
     def _render(self):

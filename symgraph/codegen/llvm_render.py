@@ -6,9 +6,17 @@ Layout of the module:
   i64 %lo, i64 %hi)``; a parallel kernel runs iterations ``[lo, hi)`` of its outer loop;
 * for parallel kernels a trampoline ``@<kernel>.omp(ptr %ctx)`` that libgomp's
   ``GOMP_parallel`` runs on every thread (each takes one contiguous chunk);
-* the entry ``void @<entry>(ptr %args)``: ``args`` holds the input pointers, then the output
-  pointers, then the scratch arena; it calls the kernels in order.  ``@sg_num_threads``
-  (a global the runtime sets) picks the thread count at run time.
+* the entry ``i32 @<entry>(ptr %args)``: ``args`` holds the input pointers, then the output
+  pointers, then the scratch arena; it calls the kernels in order and returns a status
+  (``checks.STATUS_*``: 0 ok, 1 a non-contiguous input array object, 2 a bound check
+  failed).  ``@sg_num_threads`` (a global the runtime sets) picks the thread count at run
+  time;
+* when the program has bound checks, ``@sg_error`` (``i64`` words: a failure flag, then the
+  smallest and largest value seen at each check site).  A kernel keeps per-site extremes in
+  locals (min / max reductions, which vectorise), clamps the index it uses, and on exit
+  merges them into ``@sg_error`` with atomic min / max (threads of one call run chunks of
+  the same kernel) and sets the flag when a value left its range; the entry resets the
+  words on every call and returns 2 after the first kernel whose check failed.
 
 Floating-point ops carry the ``contract`` flag (FMA); reduction updates also carry
 ``reassoc nsz`` so LLVM vectorises them with partial sums.
@@ -21,7 +29,8 @@ from llvmlite import ir
 
 from ..graph.types import is_float
 from ._scalar import S
-from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, kernel_text, walk
+from .checks import INT64_MAX, INT64_MIN, STATUS_INDEX_ERROR, STATUS_NONCONTIGUOUS, STATUS_OK
+from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, checked_sites, kernel_text, walk
 
 F32, F64 = ir.FloatType(), ir.DoubleType()
 I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
@@ -85,6 +94,16 @@ class ModuleBuilder:
         self._decls: dict[str, ir.Function] = {}
         self.const_globals: dict[int, ir.GlobalVariable] = {}
         self.kernel_fns: list[tuple[Kernel, ir.Function, list]] = []
+        self.error_word = None
+        if prog.checks:  # [flag, min0, max0, min1, max1, ...]
+            ety = ir.ArrayType(I64, 1 + 2 * len(prog.checks))
+            self.error_word = ir.GlobalVariable(self.module, ety, "sg_error")
+            self.error_word.initializer = ir.Constant(ety, None)
+            self.error_word.align = 64
+
+    def error_slot(self, b: ir.IRBuilder, i: int) -> ir.Value:
+        """Pointer to word ``i`` of ``@sg_error`` (0: the flag; 1 + 2 * site: min; + 1: max)."""
+        return b.gep(self.error_word, [ir.Constant(I32, 0), ir.Constant(I32, i)])
 
     # --- declarations ----------------------------------------------------------------------
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -100,7 +119,7 @@ class ModuleBuilder:
         key = f"{name}.{t}"
         fn = self._decls.get(key)
         if fn is None:
-            nargs = 2 if name.split(".")[-1] in ("maximum", "minimum", "maxnum", "minnum", "pow") else 1
+            nargs = 2 if name.split(".")[-1] in ("maximum", "minimum", "maxnum", "minnum", "pow", "smin", "smax") else 1
             fn = self.module.declare_intrinsic(name, types, fnty=ir.FunctionType(t, [t] * nargs))
             self._decls[key] = fn
         return fn
@@ -173,7 +192,12 @@ class ModuleBuilder:
                 ok = b.and_(ok, flags)
             bad = b.icmp_unsigned("==", b.and_(ok, ir.Constant(I32, 1)), ir.Constant(I32, 0))
             with b.if_then(bad, likely=False):
-                b.ret(ir.Constant(I32, 1))
+                b.ret(ir.Constant(I32, STATUS_NONCONTIGUOUS))
+        if self.error_word is not None:
+            b.store(ir.Constant(I64, 0), self.error_slot(b, 0))
+            for i in range(len(prog.checks)):
+                b.store(ir.Constant(I64, INT64_MAX), self.error_slot(b, 1 + 2 * i))
+                b.store(ir.Constant(I64, INT64_MIN), self.error_slot(b, 2 + 2 * i))
 
         def arg(i):
             return b.load(b.gep(fn.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
@@ -228,7 +252,11 @@ class ModuleBuilder:
                 for slot, inc in ((2 * kidx, dt), (2 * kidx + 1, ir.Constant(I64, 1))):
                     cp = b.gep(counters, [ir.Constant(I32, 0), ir.Constant(I32, slot)])
                     b.store(b.add(b.load(cp, typ=I64), inc), cp)
-        b.ret(ir.Constant(I32, 0))
+            if self.error_word is not None and checked_sites(k.body):
+                failed = b.icmp_unsigned("!=", b.load(self.error_slot(b, 0), typ=I64), ir.Constant(I64, 0))
+                with b.if_then(failed, likely=False):
+                    b.ret(ir.Constant(I32, STATUS_INDEX_ERROR))
+        b.ret(ir.Constant(I32, STATUS_OK))
 
     # --- text with comments ----------------------------------------------------------------
     def annotated_text(self) -> tuple[str, dict[str, str]]:
@@ -263,6 +291,14 @@ class KernelEmitter:
             if isinstance(st, Assign) and st.local not in self.locals:
                 self.locals[st.local] = (self.b.alloca(reg_type(st.value.dtype), name=st.local),
                                          st.value.dtype)
+        # per check site: the smallest and largest raw index seen (min / max reductions)
+        self.extremes: dict[int, tuple[ir.Value, ir.Value]] = {}
+        for site in checked_sites(k.body):
+            lo = self.b.alloca(I64, name=f"check{site}.min")
+            hi = self.b.alloca(I64, name=f"check{site}.max")
+            self.b.store(ir.Constant(I64, INT64_MAX), lo)
+            self.b.store(ir.Constant(I64, INT64_MIN), hi)
+            self.extremes[site] = (lo, hi)
 
     def run(self) -> None:
         body = self.k.body
@@ -271,7 +307,21 @@ class KernelEmitter:
             self.loop(top.var, self.fn.args[-2], self.fn.args[-1], top.body, dynamic=True)
         else:
             self.block(body)
+        self.publish_checks()
         self.b.ret_void()
+
+    def publish_checks(self) -> None:
+        """Merge this chunk's extremes into ``@sg_error``; set the flag when one failed."""
+        b = self.b
+        for site, (lo_slot, hi_slot) in self.extremes.items():
+            info = self.mb.prog.checks[site]
+            lo, hi = b.load(lo_slot, typ=I64), b.load(hi_slot, typ=I64)
+            b.atomic_rmw("min", self.mb.error_slot(b, 1 + 2 * site), lo, "monotonic")
+            b.atomic_rmw("max", self.mb.error_slot(b, 2 + 2 * site), hi, "monotonic")
+            bad = b.or_(b.icmp_signed("<", lo, ir.Constant(I64, info.lo)),
+                        b.icmp_signed(">=", hi, ir.Constant(I64, info.hi)))
+            with b.if_then(bad, likely=False):
+                b.atomic_rmw("or", self.mb.error_slot(b, 0), ir.Constant(I64, 1), "monotonic")
 
     # --- statements ------------------------------------------------------------------------
     def block(self, body: list) -> None:
@@ -395,7 +445,7 @@ class KernelEmitter:
         """No load or local below ``node`` (its value only depends on loop variables)."""
         hit = self._pure_memo.get(id(node))
         if hit is None:
-            hit = node.op not in ("load", "local") and all(self._pure(a) for a in node.args)
+            hit = node.op not in ("load", "local", "checked") and all(self._pure(a) for a in node.args)
             self._pure_memo[id(node)] = hit
         return hit
 
@@ -414,12 +464,24 @@ class KernelEmitter:
         if op == "cast":
             a = n.args[0]
             return self.cast(memo[id(a)], a.dtype, n.dtype)
+        if op == "checked":
+            return self.checked(memo[id(n.args[0])], *n.value)
         args = [memo[id(a)] for a in n.args]
         dts = [a.dtype for a in n.args]
         if op in ("xor", "shr", "shl"):
             x, y = args
             return {"xor": self.b.xor, "shr": self.b.lshr, "shl": self.b.shl}[op](x, y)
         return self.prim(op, args, dts, n.dtype, fast)
+
+    def checked(self, v: ir.Value, site: int, lo: int, hi: int) -> ir.Value:
+        """Record ``v`` in the site's extremes; return it clamped into ``[lo, hi - 1]``."""
+        b = self.b
+        lo_slot, hi_slot = self.extremes[site]
+        smin = self.mb.intrinsic("llvm.smin", [I64])
+        smax = self.mb.intrinsic("llvm.smax", [I64])
+        b.store(b.call(smin, [b.load(lo_slot, typ=I64), v]), lo_slot)
+        b.store(b.call(smax, [b.load(hi_slot, typ=I64), v]), hi_slot)
+        return b.call(smax, [b.call(smin, [v, ir.Constant(I64, max(hi - 1, lo))]), ir.Constant(I64, lo)])
 
     # --- conversions -----------------------------------------------------------------------
     def to_bool(self, v, dtype):
