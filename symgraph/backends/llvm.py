@@ -18,9 +18,9 @@ import threading
 
 import numpy as np
 
+from ..codegen.checks import STATUS_INDEX_ERROR, raise_index_error
 from ..errors import CompileError
 from ..graph.fgraph import FunctionGraph
-from ..codegen.checks import STATUS_INDEX_ERROR, raise_index_error
 from . import KernelInfo, llvm_cache, llvm_jit
 
 ENTRY = "symgraph_entry"

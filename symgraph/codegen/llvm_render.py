@@ -119,7 +119,8 @@ class ModuleBuilder:
         key = f"{name}.{t}"
         fn = self._decls.get(key)
         if fn is None:
-            nargs = 2 if name.split(".")[-1] in ("maximum", "minimum", "maxnum", "minnum", "pow", "smin", "smax") else 1
+            two = ("maximum", "minimum", "maxnum", "minnum", "pow", "smin", "smax")
+            nargs = 2 if name.split(".")[-1] in two else 1
             fn = self.module.declare_intrinsic(name, types, fnty=ir.FunctionType(t, [t] * nargs))
             self._decls[key] = fn
         return fn

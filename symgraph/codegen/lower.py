@@ -19,6 +19,7 @@ from ..graph.basic import Apply, Constant
 from ..graph.fgraph import FunctionGraph
 from ..graph.types import is_float
 from ._scalar import S
+from .checks import CheckSite
 from .kernel_ir import (
     Assign,
     For,
@@ -39,7 +40,6 @@ from .kernel_ir import (
     local,
     var,
 )
-from .checks import CheckSite
 from .specialize import specialize
 
 _INIT = {"sum": 0, "prod": 1, "any": False, "all": True}
