@@ -8,7 +8,10 @@ no shared variable changes.
 
 from __future__ import annotations
 
+import ctypes
+import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +193,31 @@ def test_llvm_non_contiguous_inputs_are_still_retried_and_checked():
         f(xv, np.array([0, 10])[::1])
     with pytest.raises(IndexError, match="index 10 is out of bounds"):
         f(xv, np.array([0, 5, 10, 3])[::2])
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None, reason="no C compiler")
+def test_exported_library_returns_the_status_and_skips_the_updates(tmp_path):
+    emb = sg.shared(np.arange(12, dtype=np.float32).reshape(6, 2), name="emb")
+    i = _ivec("i")
+    loss = sg.sum(emb[i] ** 2)
+    f = sg.compile([i], loss, updates=sg.nn.sgd(loss, [emb], lr=0.1), backend="llvm")
+    paths = f.export(str(tmp_path / "gather"), example_inputs=[np.array([0, 1])])
+    assert "int32_t gather(const int64_t *i" in Path(paths["header"]).read_text()
+    lib = ctypes.CDLL(paths["library"])
+    lib.gather.restype = ctypes.c_int32
+    out = np.zeros((), np.float32)
+    weights = np.empty((6, 2), np.float32)
+
+    def call(idx):
+        idx = np.ascontiguousarray(idx, np.int64)
+        return lib.gather(ctypes.c_void_p(idx.ctypes.data), ctypes.c_void_p(out.ctypes.data))
+
+    assert call([0, 6]) == 2
+    lib.gather_get_emb(ctypes.c_void_p(weights.ctypes.data))
+    np.testing.assert_array_equal(weights, emb.get_value())
+    assert call([-1, 5]) == 0
+    assert out == float((np.arange(10, 12) ** 2).sum() * 2)
+    lib.gather_get_emb(ctypes.c_void_p(weights.ctypes.data))
+    expect = emb.get_value().copy()
+    expect[5] -= 0.1 * 2 * 2 * expect[5]
+    np.testing.assert_allclose(weights, expect)
