@@ -221,3 +221,11 @@ def test_exported_library_returns_the_status_and_skips_the_updates(tmp_path):
     expect = emb.get_value().copy()
     expect[5] -= 0.1 * 2 * 2 * expect[5]
     np.testing.assert_allclose(weights, expect)
+
+
+def test_constant_indices_in_range_need_no_run_time_check():
+    x, t = sg.matrix("x"), _ivec("t")
+    f = sg.compile([x, t], x[sg.arange(3), t], backend="llvm")
+    xv = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(f(xv, np.array([3, 0, -1])), xv[np.arange(3), [3, 0, -1]])
+    assert [(c.axis, c.lo, c.hi) for c in f.program.last.prog.checks] == [(1, -4, 4)]

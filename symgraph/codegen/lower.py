@@ -951,10 +951,21 @@ class _IndexPlan:
             for j, axis, axis_len, st in self.adv_entries:
                 arr = arrays[j].broadcast(self.adv_shape)
                 # NumPy: -len <= k < len, negative indices count from the end
-                k = self.check(S.cast(arr.load(aidx), "int64"), -axis_len, axis_len, axis=axis)
+                k = S.cast(arr.load(aidx), "int64")
+                if not _known_within(arrays[j], -axis_len, axis_len):
+                    k = self.check(k, -axis_len, axis_len, axis=axis)
                 k = S.apply("where", S.apply("lt", k, iconst(0)), S.apply("add", k, iconst(axis_len)), k)
                 expr = iadd(expr, imul(k, iconst(st)))
         return expr
+
+
+def _known_within(v: View, lo: int, hi: int) -> bool:
+    """A constant index array whose values all lie in ``[lo, hi)`` needs no run-time check."""
+    st = v.storage
+    if st.kind != "const" or st.value is None:
+        return False
+    vals = np.asarray(st.value)
+    return vals.size == 0 or (int(vals.min()) >= lo and int(vals.max()) < hi)
 
 
 def _index_plan(spec, x: View, idx_shapes, out_shape, check) -> _IndexPlan:
