@@ -158,8 +158,9 @@ def test_llvm_status_codes_and_concurrent_callers():
     xv = np.arange(10, dtype=np.float32)
     f(xv, np.array([0]))
     spec = f.program.last
-    assert len(spec.prog.checks) == 1 and spec.prog.checks[0].lo == -10
-    assert "check0(" in f.kernels[0].ir and "atomicrmw min" in f.source()
+    site = spec.prog.checks[0]
+    assert len(spec.prog.checks) == 1 and (site.lo, site.hi, site.wrapped) == (0, 10, True)
+    assert "check0(" in f.kernels[0].ir and "atomicrmw umax" in f.source()
     problems: list = []
 
     def worker(k):
@@ -228,4 +229,29 @@ def test_constant_indices_in_range_need_no_run_time_check():
     f = sg.compile([x, t], x[sg.arange(3), t], backend="llvm")
     xv = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(f(xv, np.array([3, 0, -1])), xv[np.arange(3), [3, 0, -1]])
-    assert [(c.axis, c.lo, c.hi) for c in f.program.last.prog.checks] == [(1, -4, 4)]
+    assert [(c.axis, c.lo, c.hi) for c in f.program.last.prog.checks] == [(1, 0, 4)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gathers_from_an_empty_axis(backend):
+    x, i = sg.matrix("x"), _ivec()
+    f = sg.compile([x, i], x[i], backend=backend)
+    empty = np.zeros((0, 3), np.float32)
+    assert f(empty, np.zeros(0, np.int64)).shape == (0, 3)
+    with pytest.raises(IndexError, match="index 0 is out of bounds for axis 0 with size 0"):
+        f(empty, np.array([0]))
+    with pytest.raises(IndexError, match="index -1 is out of bounds for axis 0 with size 0"):
+        f(empty, np.array([-1]))
+
+
+@pytest.mark.parametrize("bad", [-1001, 1000, 5000])
+def test_a_parallel_gather_reports_the_bad_index(bad):
+    x, i = sg.vector("x"), _ivec()
+    f = sg.compile([x, i], x[i] + 1, backend="llvm", threads=2)
+    xv = np.arange(1000, dtype=np.float32)
+    idx = np.arange(100000) % 1000 - 500
+    idx[77777] = bad
+    with pytest.raises(IndexError, match=f"index {bad} is out of bounds for axis 0 with size 1000"):
+        f(xv, idx)
+    idx[77777] = -1000
+    np.testing.assert_array_equal(f(xv, idx), xv[idx] + 1)

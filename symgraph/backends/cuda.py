@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codegen.checks import INT64_MAX, INT64_MIN, raise_index_error
+from ..codegen.checks import initial_words, raise_index_error
 from ..codegen.cuda_render import ERROR_PARAM
 from ..errors import CompileError
 from ..graph.basic import SharedVariable
@@ -110,10 +110,8 @@ class Specialization:
                 self.consts[st.sid] = buf
         self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
                           zip(prog.output_shapes, prog.outputs)]
-        # bound-check error words: [flag, min, max per check site] (codegen/checks.py)
-        self.errors_init = None
-        if prog.checks:
-            self.errors_init = np.array([0] + [INT64_MAX, INT64_MIN] * len(prog.checks), np.int64)
+        # bound-check error words (codegen/checks.py)
+        self.errors_init = initial_words(prog.checks) if prog.checks else None
 
     def run(self, inputs: list, want_host: list[bool], profile_kernels=None) -> list:
         """Run with device pointers ``inputs`` (one per program input); returns, per program
@@ -158,7 +156,7 @@ class Specialization:
             seen = np.empty_like(self.errors_init)
             drv.memcpy_dtoh(seen, errors)
             if seen[0]:  # an index was out of bounds: no output (and so no update) survives
-                raise_index_error(prog.checks, seen[1:])
+                raise_index_error(prog.checks, seen)
         results = []
         for i, (buf, (shape, dt), host) in enumerate(zip(outs, self.out_specs, want_host)):
             if host:  # pageable NumPy memory: a plain (synchronous) copy

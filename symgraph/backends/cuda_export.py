@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codegen.checks import initial_words
 from ..codegen.cuda_render import ERROR_PARAM
 from ..codegen.cuda_scalar import c_type, literal
 from ..graph.basic import SharedVariable
@@ -68,9 +69,10 @@ def export_module(mod, path: str, arch: str, roots, fgraph, n_user: int | None =
         body = ", ".join(_host_literal(v, st.dtype) for v in vals.tolist()) or literal(0, st.dtype)
         host.append(f"static const {c_type(st.dtype)} {name}_const{st.sid}_host[] = {{{body}}};")
         host.append(f"static {c_type(st.dtype)} *{name}_const{st.sid} = 0;")
-    nerr = 1 + 2 * len(prog.checks)  # bound-check error words (codegen/checks.py)
+    words = initial_words(prog.checks)  # bound-check error words (codegen/checks.py)
+    nerr = len(words)
     if prog.checks:
-        init = ", ".join(["0LL"] + ["0x7fffffffffffffffLL", "(-0x7fffffffffffffffLL - 1)"] * len(prog.checks))
+        init = ", ".join(f"{w}LL" if w > -2 ** 63 else "(-0x7fffffffffffffffLL - 1)" for w in words.tolist())
         host += [f"static const long long {name}_errors_init[] = {{{init}}};",
                  f"static long long *{name}_errors = 0;"]
     host += ["", f'extern "C" int {name}_init(void)', "{", "    cudaError_t e = cudaSuccess;"]

@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from ..codegen.checks import STATUS_INDEX_ERROR, raise_index_error
+from ..codegen.checks import STATUS_INDEX_ERROR, WORDS_PER_SITE, raise_index_error
 from ..errors import CompileError
 from ..graph.fgraph import FunctionGraph
 from . import KernelInfo, llvm_cache, llvm_jit
@@ -62,11 +62,11 @@ class Specialization:
         self.cfunc = loaded.cfunc
         self._dups: dict[int, set[int]] = {}
         self.lock = threading.Lock()
-        # bound checks: @sg_error = [flag, min, max per check site] (codegen/checks.py)
+        # bound checks: @sg_error holds the error words (codegen/checks.py)
         self.errors = None
         if prog.checks:
             addr = loaded.engine.get_global_value_address("sg_error")
-            self.errors = (ctypes.c_int64 * (1 + 2 * len(prog.checks))).from_address(addr)
+            self.errors = (ctypes.c_int64 * (1 + WORDS_PER_SITE * len(prog.checks))).from_address(addr)
 
     def native_only(self, values: list):
         """A zero-argument callable making just the native call on ``values`` and fixed output
@@ -128,7 +128,7 @@ class Specialization:
     def _raise_index_error(self) -> None:
         """Raise the IndexError for the failed bound check (call with ``self.lock`` held:
         the error words belong to this specialisation and the next call resets them)."""
-        raise_index_error(self.prog.checks, self.errors[1:])
+        raise_index_error(self.prog.checks, self.errors)
 
     # inspection (rendered again on demand when the code came from the disk cache)
     def _render(self):

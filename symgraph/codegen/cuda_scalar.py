@@ -143,7 +143,7 @@ def render(roots: Sequence[S.SExpr], reads: Callable[[int, str], str] | Sequence
         elif node.op in _BITOPS:
             value[id(node)] = em.local(node.dtype, _bitop_text(node.op, node.dtype, args))
         elif node.op == "checked":  # kernel_ir.checked: the kernel has the error words
-            site, lo, hi = node.value
+            site, lo, hi, _extremes = node.value
             value[id(node)] = em.local("int64", f"sg_check({args[0]}, {literal(lo, 'int64')}, "
                                                 f"{literal(hi, 'int64')}, {ERROR_WORDS}, {site})")
         elif node.op == "cast":

@@ -152,16 +152,18 @@ def load(storage: Storage, index: S.SExpr) -> S.SExpr:
     return S.SExpr("load", (index,), storage.sid, storage.dtype)
 
 
-def checked(index: S.SExpr, site: int, lo: int, hi: int) -> S.SExpr:
+def checked(index: S.SExpr, site: int, lo: int, hi: int, extremes: bool = False) -> S.SExpr:
     """``index`` (int64), which must lie in ``[lo, hi)``; ``site`` numbers the
     ``checks.CheckSite`` in ``Program.checks`` that describes it for the error message.
 
     Renderers evaluate it to ``index`` clamped into ``[lo, hi - 1]`` (so memory accesses stay
-    in bounds whatever the data) and record the smallest and largest raw value per site; a
-    value outside the range makes the call fail with ``checks.STATUS_INDEX_ERROR``.  The
-    node has a side effect, so renderers never hoist or share it as a pure expression.
+    in bounds whatever the data) and record what they saw in the error words
+    (``checks.py``): the largest ``index - lo`` as unsigned, and with ``extremes`` also the
+    smallest and largest value.  A value outside the range makes the call fail with
+    ``checks.STATUS_INDEX_ERROR``.  The node has a side effect, so renderers never hoist or
+    share it as a pure expression.
     """
-    return S.SExpr("checked", (index,), (int(site), int(lo), int(hi)), "int64")
+    return S.SExpr("checked", (index,), (int(site), int(lo), int(hi), bool(extremes)), "int64")
 
 
 def checked_sites(body: list) -> list[int]:
@@ -347,7 +349,7 @@ def expr_text(e: S.SExpr) -> str:
         elif n.op == "cast":
             s = f"{n.dtype}({a[0]})"
         elif n.op == "checked":
-            s = f"check{n.value[0]}({a[0]} in {n.value[1]}..{n.value[2]})"
+            s = f"check{n.value[0]}({a[0]} in {n.value[1]}..{n.value[2]}{', extremes' if n.value[3] else ''})"
         elif n.op in ("xor", "shr", "shl"):
             s = f"({a[0]} {dict(xor='^', shr='>>', shl='<<')[n.op]} {a[1]})"
         else:

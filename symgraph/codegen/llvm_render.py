@@ -11,12 +11,13 @@ Layout of the module:
   (``checks.STATUS_*``: 0 ok, 1 a non-contiguous input array object, 2 a bound check
   failed).  ``@sg_num_threads`` (a global the runtime sets) picks the thread count at run
   time;
-* when the program has bound checks, ``@sg_error`` (``i64`` words: a failure flag, then the
-  smallest and largest value seen at each check site).  A kernel keeps per-site extremes in
-  locals (min / max reductions, which vectorise), clamps the index it uses, and on exit
-  merges them into ``@sg_error`` with atomic min / max (threads of one call run chunks of
-  the same kernel) and sets the flag when a value left its range; the entry resets the
-  words on every call and returns 2 after the first kernel whose check failed.
+* when the program has bound checks, ``@sg_error``, the error words of ``checks.py``.  A
+  kernel keeps, per check site, the largest ``index - lo`` seen as unsigned in a local (an
+  unsigned max reduction, which vectorises beside the load; label sites also keep min and
+  max), clamps the index it uses, and on exit merges its locals into ``@sg_error`` with
+  atomic max / min (threads of one call run chunks of the same kernel) and sets the site's
+  and the global flag when a value left its range.  The entry resets the words on every call
+  and returns 2 after the first kernel whose check failed.
 
 Floating-point ops carry the ``contract`` flag (FMA); reduction updates also carry
 ``reassoc nsz`` so LLVM vectorises them with partial sums.
@@ -29,7 +30,19 @@ from llvmlite import ir
 
 from ..graph.types import is_float
 from ._scalar import S
-from .checks import INT64_MAX, INT64_MIN, STATUS_INDEX_ERROR, STATUS_NONCONTIGUOUS, STATUS_OK
+from .checks import (
+    BAD,
+    INT64_MAX,
+    INT64_MIN,
+    MAX,
+    MIN,
+    STATUS_INDEX_ERROR,
+    STATUS_NONCONTIGUOUS,
+    STATUS_OK,
+    UMAX,
+    WORDS_PER_SITE,
+    initial_words,
+)
 from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, checked_sites, kernel_text, walk
 
 F32, F64 = ir.FloatType(), ir.DoubleType()
@@ -95,15 +108,19 @@ class ModuleBuilder:
         self.const_globals: dict[int, ir.GlobalVariable] = {}
         self.kernel_fns: list[tuple[Kernel, ir.Function, list]] = []
         self.error_word = None
-        if prog.checks:  # [flag, min0, max0, min1, max1, ...]
-            ety = ir.ArrayType(I64, 1 + 2 * len(prog.checks))
+        if prog.checks:  # [flag, then bad, umax, min, max per site]
+            ety = ir.ArrayType(I64, 1 + WORDS_PER_SITE * len(prog.checks))
             self.error_word = ir.GlobalVariable(self.module, ety, "sg_error")
             self.error_word.initializer = ir.Constant(ety, None)
             self.error_word.align = 64
 
     def error_slot(self, b: ir.IRBuilder, i: int) -> ir.Value:
-        """Pointer to word ``i`` of ``@sg_error`` (0: the flag; 1 + 2 * site: min; + 1: max)."""
+        """Pointer to word ``i`` of ``@sg_error`` (0: the flag)."""
         return b.gep(self.error_word, [ir.Constant(I32, 0), ir.Constant(I32, i)])
+
+    def site_slot(self, b: ir.IRBuilder, site: int, word: int) -> ir.Value:
+        """Pointer to word ``word`` (``checks.BAD``, ``UMAX``, ``MIN``, ``MAX``) of a site."""
+        return self.error_slot(b, 1 + WORDS_PER_SITE * site + word)
 
     # --- declarations ----------------------------------------------------------------------
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -119,7 +136,7 @@ class ModuleBuilder:
         key = f"{name}.{t}"
         fn = self._decls.get(key)
         if fn is None:
-            two = ("maximum", "minimum", "maxnum", "minnum", "pow", "smin", "smax")
+            two = ("maximum", "minimum", "maxnum", "minnum", "pow", "smin", "smax", "umin", "umax")
             nargs = 2 if name.split(".")[-1] in two else 1
             fn = self.module.declare_intrinsic(name, types, fnty=ir.FunctionType(t, [t] * nargs))
             self._decls[key] = fn
@@ -195,10 +212,8 @@ class ModuleBuilder:
             with b.if_then(bad, likely=False):
                 b.ret(ir.Constant(I32, STATUS_NONCONTIGUOUS))
         if self.error_word is not None:
-            b.store(ir.Constant(I64, 0), self.error_slot(b, 0))
-            for i in range(len(prog.checks)):
-                b.store(ir.Constant(I64, INT64_MAX), self.error_slot(b, 1 + 2 * i))
-                b.store(ir.Constant(I64, INT64_MIN), self.error_slot(b, 2 + 2 * i))
+            for i, w in enumerate(initial_words(prog.checks).tolist()):
+                b.store(ir.Constant(I64, w), self.error_slot(b, i))
 
         def arg(i):
             return b.load(b.gep(fn.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
@@ -292,14 +307,18 @@ class KernelEmitter:
             if isinstance(st, Assign) and st.local not in self.locals:
                 self.locals[st.local] = (self.b.alloca(reg_type(st.value.dtype), name=st.local),
                                          st.value.dtype)
-        # per check site: the smallest and largest raw index seen (min / max reductions)
-        self.extremes: dict[int, tuple[ir.Value, ir.Value]] = {}
+        # per check site: the largest index - lo seen (unsigned); label sites: min and max
+        self.seen: dict[int, dict[int, ir.Value]] = {}
         for site in checked_sites(k.body):
-            lo = self.b.alloca(I64, name=f"check{site}.min")
-            hi = self.b.alloca(I64, name=f"check{site}.max")
-            self.b.store(ir.Constant(I64, INT64_MAX), lo)
-            self.b.store(ir.Constant(I64, INT64_MIN), hi)
-            self.extremes[site] = (lo, hi)
+            info = mb.prog.checks[site]
+            words = {UMAX: 0}
+            if info.extremes:
+                words.update({MIN: INT64_MAX, MAX: INT64_MIN})
+            self.seen[site] = {}
+            for word, init in words.items():
+                slot = self.b.alloca(I64, name=f"check{site}.{word}")
+                self.b.store(ir.Constant(I64, init), slot)
+                self.seen[site][word] = slot
 
     def run(self) -> None:
         body = self.k.body
@@ -312,16 +331,21 @@ class KernelEmitter:
         self.b.ret_void()
 
     def publish_checks(self) -> None:
-        """Merge this chunk's extremes into ``@sg_error``; set the flag when one failed."""
+        """Merge this chunk's locals into ``@sg_error``; flag the sites whose values left
+        their range."""
         b = self.b
-        for site, (lo_slot, hi_slot) in self.extremes.items():
+        for site, slots in self.seen.items():
             info = self.mb.prog.checks[site]
-            lo, hi = b.load(lo_slot, typ=I64), b.load(hi_slot, typ=I64)
-            b.atomic_rmw("min", self.mb.error_slot(b, 1 + 2 * site), lo, "monotonic")
-            b.atomic_rmw("max", self.mb.error_slot(b, 2 + 2 * site), hi, "monotonic")
-            bad = b.or_(b.icmp_signed("<", lo, ir.Constant(I64, info.lo)),
-                        b.icmp_signed(">=", hi, ir.Constant(I64, info.hi)))
+            vals = {word: b.load(slot, typ=I64) for word, slot in slots.items()}
+            for word, op in ((UMAX, "umax"), (MIN, "min"), (MAX, "max")):
+                if word in vals:
+                    b.atomic_rmw(op, self.mb.site_slot(b, site, word), vals[word], "monotonic")
+            if info.hi > info.lo:
+                bad = b.icmp_unsigned(">=", vals[UMAX], ir.Constant(I64, info.hi - info.lo))
+            else:  # an empty range: any value seen is bad
+                bad = b.icmp_signed("<=", vals[MIN], vals[MAX])
             with b.if_then(bad, likely=False):
+                b.atomic_rmw("or", self.mb.site_slot(b, site, BAD), ir.Constant(I64, 1), "monotonic")
                 b.atomic_rmw("or", self.mb.error_slot(b, 0), ir.Constant(I64, 1), "monotonic")
 
     # --- statements ------------------------------------------------------------------------
@@ -474,15 +498,24 @@ class KernelEmitter:
             return {"xor": self.b.xor, "shr": self.b.lshr, "shl": self.b.shl}[op](x, y)
         return self.prim(op, args, dts, n.dtype, fast)
 
-    def checked(self, v: ir.Value, site: int, lo: int, hi: int) -> ir.Value:
-        """Record ``v`` in the site's extremes; return it clamped into ``[lo, hi - 1]``."""
+    def checked(self, v: ir.Value, site: int, lo: int, hi: int, extremes: bool) -> ir.Value:
+        """Record ``v`` in the site's locals; return it clamped into ``[lo, hi - 1]``."""
         b = self.b
-        lo_slot, hi_slot = self.extremes[site]
-        smin = self.mb.intrinsic("llvm.smin", [I64])
-        smax = self.mb.intrinsic("llvm.smax", [I64])
-        b.store(b.call(smin, [b.load(lo_slot, typ=I64), v]), lo_slot)
-        b.store(b.call(smax, [b.load(hi_slot, typ=I64), v]), hi_slot)
-        return b.call(smax, [b.call(smin, [v, ir.Constant(I64, max(hi - 1, lo))]), ir.Constant(I64, lo)])
+        slots = self.seen[site]
+
+        def update(word, op, x):
+            b.store(b.call(self.mb.intrinsic(f"llvm.{op}", [I64]), [b.load(slots[word], typ=I64), x]),
+                    slots[word])
+
+        d = b.sub(v, ir.Constant(I64, lo)) if lo else v
+        update(UMAX, "umax", d)
+        if extremes:
+            update(MIN, "smin", v)
+            update(MAX, "smax", v)
+        if hi <= lo:
+            return ir.Constant(I64, lo)
+        safe = b.call(self.mb.intrinsic("llvm.umin", [I64]), [d, ir.Constant(I64, hi - lo - 1)])
+        return b.add(safe, ir.Constant(I64, lo)) if lo else safe
 
     # --- conversions -----------------------------------------------------------------------
     def to_bool(self, v, dtype):

@@ -162,25 +162,27 @@ class Lowerer:
         return View.full(self.new_storage("temp", dtype, shape), shape)
 
     def check_index(self, index: S.SExpr, lo: int, hi: int, kind: str = "index",
-                    axis: int = 0) -> S.SExpr:
+                    axis: int = 0, wrapped: bool = False) -> S.SExpr:
         """``index`` (read from run-time data) checked to lie in ``[lo, hi)`` for the node
         being lowered; the call fails with an ``IndexError`` naming that node otherwise.
 
         This is the one hook every lowering that reads an index or a label from an array
-        uses: wrap the int64 value right after the load, before any wrap-around of negative
-        indices, e.g. ``label = self.check_index(S.cast(t.load([r]), "int64"), 0, n,
-        kind="label")``.  ``kind`` picks the message (``"index"``: NumPy's ``index .. is
-        out of bounds for axis ..``; ``"label"``: cross-entropy's ``labels must be in
-        [0, n)``).  The result is always a safe index in ``[lo, hi - 1]``.
+        uses: wrap the int64 value right after the load, e.g. ``label = self.check_index(
+        S.cast(t.load([r]), "int64"), 0, n, kind="label")``.  ``kind`` picks the message
+        (``"index"``: NumPy's ``index .. is out of bounds for axis ..``; ``"label"``:
+        cross-entropy's ``labels must be in [0, n), got values in [min, max]``).  For NumPy
+        indices, wrap negative values first (``k + n`` for ``k < 0``) and check against
+        ``[0, n)`` with ``wrapped=True``: the renderers then need a single unsigned compare.
+        The result is always a safe index in ``[lo, hi - 1]``.
         """
         node = self.current
         site = CheckSite(len(self.checks), kind, int(lo), int(hi),
                          _op_label(node) if node is not None else "gather", int(axis),
                          tuple(tuple(self.shape_of.get(id(v), getattr(v.type, "shape", ())))
                                for v in node.inputs) if node is not None else (),
-                         node.trace if node is not None else None)
+                         node.trace if node is not None else None, wrapped)
         self.checks.append(site)
-        return checked(index, site.site, lo, hi)
+        return checked(index, site.site, lo, hi, site.extremes)
 
     def view(self, v) -> View:
         if id(v) in self.env:
@@ -952,9 +954,9 @@ class _IndexPlan:
                 arr = arrays[j].broadcast(self.adv_shape)
                 # NumPy: -len <= k < len, negative indices count from the end
                 k = S.cast(arr.load(aidx), "int64")
-                if not _known_within(arrays[j], -axis_len, axis_len):
-                    k = self.check(k, -axis_len, axis_len, axis=axis)
                 k = S.apply("where", S.apply("lt", k, iconst(0)), S.apply("add", k, iconst(axis_len)), k)
+                if not _known_within(arrays[j], -axis_len, axis_len):
+                    k = self.check(k, 0, axis_len, axis=axis, wrapped=True)
                 expr = iadd(expr, imul(k, iconst(st)))
         return expr
 

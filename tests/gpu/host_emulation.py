@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from symgraph.codegen.checks import INT64_MAX, INT64_MIN, raise_index_error
+from symgraph.codegen.checks import initial_words, raise_index_error
 from symgraph.codegen.cuda_render import ERROR_PARAM
 from symgraph.resources import read_kernel
 
@@ -141,7 +141,7 @@ def _check_errors(prog, bufs) -> None:
     """Raise the runtime's IndexError when a bound check recorded a bad index."""
     words = bufs.get(ERROR_PARAM)
     if words is not None and words[0]:
-        raise_index_error(prog.checks, words[1:])
+        raise_index_error(prog.checks, words)
 
 
 def _buffers(prog, values) -> dict:
@@ -159,7 +159,7 @@ def _buffers(prog, values) -> dict:
         if st.kind == "const":
             bufs[st.sid] = np.ascontiguousarray(np.asarray(st.value, dtype=st.dtype)).reshape(-1).copy()
     if prog.checks:
-        bufs[ERROR_PARAM] = np.array([0] + [INT64_MAX, INT64_MIN] * len(prog.checks), np.int64)
+        bufs[ERROR_PARAM] = initial_words(prog.checks)
     return bufs
 
 
