@@ -19,6 +19,7 @@ import threading
 
 import numpy as np
 
+from ..codegen.checks import STATUS_INDEX_ERROR, WORDS_PER_SITE, raise_index_error
 from ..errors import CompileError
 from ..graph.fgraph import FunctionGraph
 from . import KernelInfo, blas_threads, llvm_cache, llvm_jit
@@ -76,6 +77,11 @@ class Specialization:
         self.cfunc = loaded.cfunc
         self._dups: dict[int, set[int]] = {}
         self.lock = threading.Lock()
+        # bound checks: @sg_error holds the error words (codegen/checks.py)
+        self.errors = None
+        if prog.checks:
+            addr = loaded.engine.get_global_value_address("sg_error")
+            self.errors = (ctypes.c_int64 * (1 + WORDS_PER_SITE * len(prog.checks))).from_address(addr)
 
     def native_only(self, values: list):
         """A zero-argument callable making just the native call on ``values`` and fixed output
@@ -108,13 +114,16 @@ class Specialization:
     def run(self, values: list) -> list:
         """One native call.  ``values`` are ndarrays of the right dtypes and shapes; inputs
         that are not C-contiguous are copied (the native code refuses them, then Python
-        retries with contiguous copies)."""
+        retries with contiguous copies).  An index out of bounds raises ``IndexError`` (the
+        outputs are dropped, so no update is installed)."""
         args = self.args
         if self.object_args:  # the native code reads each array's data pointer itself
             with self.lock:  # the arena and the pointer array belong to this specialisation
                 outs = self._outputs()
                 self.pack(args, 0, *map(id, values), *map(id, outs))
                 status = self.cfunc(self.args_addr)
+                if status == STATUS_INDEX_ERROR:
+                    self._raise_index_error()
                 self.recycled = outs
             if status:
                 return self.run([np.ascontiguousarray(v) for v in values])
@@ -130,7 +139,8 @@ class Specialization:
                 for o in outs:
                     args[i] = o.ctypes.data
                     i += 1
-                self.cfunc(self.args_addr)
+                if self.cfunc(self.args_addr) == STATUS_INDEX_ERROR:
+                    self._raise_index_error()
         return [outs[m] for m in self.output_map]
 
     def _outputs(self) -> list[np.ndarray]:
@@ -142,6 +152,11 @@ class Specialization:
             else:
                 outs.append(np.empty(shape, dtype))
         return outs
+
+    def _raise_index_error(self) -> None:
+        """Raise the IndexError for the failed bound check (call with ``self.lock`` held:
+        the error words belong to this specialisation and the next call resets them)."""
+        raise_index_error(self.prog.checks, self.errors)
 
     # inspection (rendered again on demand when the code came from the disk cache)
     def _render(self):

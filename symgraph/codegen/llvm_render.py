@@ -6,9 +6,18 @@ Layout of the module:
   i64 %lo, i64 %hi)``; a parallel kernel runs iterations ``[lo, hi)`` of its outer loop;
 * for parallel kernels a trampoline ``@<kernel>.omp(ptr %ctx)`` that libgomp's
   ``GOMP_parallel`` runs on every thread (each takes one contiguous chunk);
-* the entry ``void @<entry>(ptr %args)``: ``args`` holds the input pointers, then the output
-  pointers, then the scratch arena; it calls the kernels in order.  ``@sg_num_threads``
-  (a global the runtime sets) picks the thread count at run time.
+* the entry ``i32 @<entry>(ptr %args)``: ``args`` holds the input pointers, then the output
+  pointers, then the scratch arena; it calls the kernels in order and returns a status
+  (``checks.STATUS_*``: 0 ok, 1 a non-contiguous input array object, 2 a bound check
+  failed).  ``@sg_num_threads`` (a global the runtime sets) picks the thread count at run
+  time;
+* when the program has bound checks, ``@sg_error``, the error words of ``checks.py``.  A
+  kernel keeps, per check site, the largest ``index - lo`` seen as unsigned in a local (an
+  unsigned max reduction, which vectorises beside the load; label sites also keep min and
+  max), clamps the index it uses, and on exit merges its locals into ``@sg_error`` with
+  atomic max / min (threads of one call run chunks of the same kernel) and sets the site's
+  and the global flag when a value left its range.  The entry resets the words on every call
+  and returns 2 after the first kernel whose check failed.
 
 Floating-point ops carry the ``contract`` flag (FMA); reduction updates also carry
 ``reassoc nsz`` so LLVM vectorises them with partial sums.
@@ -21,7 +30,20 @@ from llvmlite import ir
 
 from ..graph.types import is_float
 from ._scalar import S
-from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, kernel_text, walk
+from .checks import (
+    BAD,
+    INT64_MAX,
+    INT64_MIN,
+    MAX,
+    MIN,
+    STATUS_INDEX_ERROR,
+    STATUS_NONCONTIGUOUS,
+    STATUS_OK,
+    UMAX,
+    WORDS_PER_SITE,
+    initial_words,
+)
+from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, checked_sites, kernel_text, walk
 
 F32, F64 = ir.FloatType(), ir.DoubleType()
 I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
@@ -92,6 +114,20 @@ class ModuleBuilder:
         self._decls: dict[str, ir.Function] = {}
         self.const_globals: dict[int, ir.GlobalVariable] = {}
         self.kernel_fns: list[tuple[Kernel, ir.Function, list]] = []
+        self.error_word = None
+        if prog.checks:  # [flag, then bad, umax, min, max per site]
+            ety = ir.ArrayType(I64, 1 + WORDS_PER_SITE * len(prog.checks))
+            self.error_word = ir.GlobalVariable(self.module, ety, "sg_error")
+            self.error_word.initializer = ir.Constant(ety, None)
+            self.error_word.align = 64
+
+    def error_slot(self, b: ir.IRBuilder, i: int) -> ir.Value:
+        """Pointer to word ``i`` of ``@sg_error`` (0: the flag)."""
+        return b.gep(self.error_word, [ir.Constant(I32, 0), ir.Constant(I32, i)])
+
+    def site_slot(self, b: ir.IRBuilder, site: int, word: int) -> ir.Value:
+        """Pointer to word ``word`` (``checks.BAD``, ``UMAX``, ``MIN``, ``MAX``) of a site."""
+        return self.error_slot(b, 1 + WORDS_PER_SITE * site + word)
 
     # --- declarations ----------------------------------------------------------------------
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -107,7 +143,8 @@ class ModuleBuilder:
         key = f"{name}.{t}"
         fn = self._decls.get(key)
         if fn is None:
-            nargs = 2 if name.split(".")[-1] in ("maximum", "minimum", "maxnum", "minnum", "pow") else 1
+            two = ("maximum", "minimum", "maxnum", "minnum", "pow", "smin", "smax", "umin", "umax")
+            nargs = 2 if name.split(".")[-1] in two else 1
             fn = self.module.declare_intrinsic(name, types, fnty=ir.FunctionType(t, [t] * nargs))
             self._decls[key] = fn
         return fn
@@ -180,7 +217,10 @@ class ModuleBuilder:
                 ok = b.and_(ok, flags)
             bad = b.icmp_unsigned("==", b.and_(ok, ir.Constant(I32, 1)), ir.Constant(I32, 0))
             with b.if_then(bad, likely=False):
-                b.ret(ir.Constant(I32, 1))
+                b.ret(ir.Constant(I32, STATUS_NONCONTIGUOUS))
+        if self.error_word is not None:
+            for i, w in enumerate(initial_words(prog.checks).tolist()):
+                b.store(ir.Constant(I64, w), self.error_slot(b, i))
 
         def arg(i):
             return b.load(b.gep(fn.args[0], [ir.Constant(I64, i)], source_etype=PTR), typ=PTR)
@@ -235,7 +275,11 @@ class ModuleBuilder:
                 for slot, inc in ((2 * kidx, dt), (2 * kidx + 1, ir.Constant(I64, 1))):
                     cp = b.gep(counters, [ir.Constant(I32, 0), ir.Constant(I32, slot)])
                     b.store(b.add(b.load(cp, typ=I64), inc), cp)
-        b.ret(ir.Constant(I32, 0))
+            if self.error_word is not None and checked_sites(k.body):
+                failed = b.icmp_unsigned("!=", b.load(self.error_slot(b, 0), typ=I64), ir.Constant(I64, 0))
+                with b.if_then(failed, likely=False):
+                    b.ret(ir.Constant(I32, STATUS_INDEX_ERROR))
+        b.ret(ir.Constant(I32, STATUS_OK))
 
     # --- text with comments ----------------------------------------------------------------
     def annotated_text(self) -> tuple[str, dict[str, str]]:
@@ -271,6 +315,18 @@ class KernelEmitter:
             if isinstance(st, Assign) and st.local not in self.locals:
                 self.locals[st.local] = (self.b.alloca(reg_type(st.value.dtype), name=st.local),
                                          st.value.dtype)
+        # per check site: the largest index - lo seen (unsigned); label sites: min and max
+        self.seen: dict[int, dict[int, ir.Value]] = {}
+        for site in checked_sites(k.body):
+            info = mb.prog.checks[site]
+            words = {UMAX: 0}
+            if info.extremes:
+                words.update({MIN: INT64_MAX, MAX: INT64_MIN})
+            self.seen[site] = {}
+            for word, init in words.items():
+                slot = self.b.alloca(I64, name=f"check{site}.{word}")
+                self.b.store(ir.Constant(I64, init), slot)
+                self.seen[site][word] = slot
 
     def run(self) -> None:
         body = self.k.body
@@ -283,6 +339,7 @@ class KernelEmitter:
                 self.loop(top.var, self.fn.args[-2], self.fn.args[-1], top.body, dynamic=True)
         else:
             self.block(body)
+        self.publish_checks()
         self.b.ret_void()
 
     def _streaming_store(self) -> Store | None:
@@ -324,6 +381,24 @@ class KernelEmitter:
         # non-temporal stores are weakly ordered: an sfence makes them visible before the
         # kernel returns (to the next kernel, and to the other threads past GOMP's barrier)
         b.call(self.mb.declare("llvm.x86.sse.sfence", VOID, []), [])
+
+    def publish_checks(self) -> None:
+        """Merge this chunk's locals into ``@sg_error``; flag the sites whose values left
+        their range."""
+        b = self.b
+        for site, slots in self.seen.items():
+            info = self.mb.prog.checks[site]
+            vals = {word: b.load(slot, typ=I64) for word, slot in slots.items()}
+            for word, op in ((UMAX, "umax"), (MIN, "min"), (MAX, "max")):
+                if word in vals:
+                    b.atomic_rmw(op, self.mb.site_slot(b, site, word), vals[word], "monotonic")
+            if info.hi > info.lo:
+                bad = b.icmp_unsigned(">=", vals[UMAX], ir.Constant(I64, info.hi - info.lo))
+            else:  # an empty range: any value seen is bad
+                bad = b.icmp_signed("<=", vals[MIN], vals[MAX])
+            with b.if_then(bad, likely=False):
+                b.atomic_rmw("or", self.mb.site_slot(b, site, BAD), ir.Constant(I64, 1), "monotonic")
+                b.atomic_rmw("or", self.mb.error_slot(b, 0), ir.Constant(I64, 1), "monotonic")
 
     # --- statements ------------------------------------------------------------------------
     def block(self, body: list) -> None:
@@ -451,7 +526,7 @@ class KernelEmitter:
         """No load or local below ``node`` (its value only depends on loop variables)."""
         hit = self._pure_memo.get(id(node))
         if hit is None:
-            hit = node.op not in ("load", "local") and all(self._pure(a) for a in node.args)
+            hit = node.op not in ("load", "local", "checked") and all(self._pure(a) for a in node.args)
             self._pure_memo[id(node)] = hit
         return hit
 
@@ -470,12 +545,33 @@ class KernelEmitter:
         if op == "cast":
             a = n.args[0]
             return self.cast(memo[id(a)], a.dtype, n.dtype)
+        if op == "checked":
+            return self.checked(memo[id(n.args[0])], *n.value)
         args = [memo[id(a)] for a in n.args]
         dts = [a.dtype for a in n.args]
         if op in ("xor", "shr", "shl"):
             x, y = args
             return {"xor": self.b.xor, "shr": self.b.lshr, "shl": self.b.shl}[op](x, y)
         return self.prim(op, args, dts, n.dtype, fast)
+
+    def checked(self, v: ir.Value, site: int, lo: int, hi: int, extremes: bool) -> ir.Value:
+        """Record ``v`` in the site's locals; return it clamped into ``[lo, hi - 1]``."""
+        b = self.b
+        slots = self.seen[site]
+
+        def update(word, op, x):
+            b.store(b.call(self.mb.intrinsic(f"llvm.{op}", [I64]), [b.load(slots[word], typ=I64), x]),
+                    slots[word])
+
+        d = b.sub(v, ir.Constant(I64, lo)) if lo else v
+        update(UMAX, "umax", d)
+        if extremes:
+            update(MIN, "smin", v)
+            update(MAX, "smax", v)
+        if hi <= lo:
+            return ir.Constant(I64, lo)
+        safe = b.call(self.mb.intrinsic("llvm.umin", [I64]), [d, ir.Constant(I64, hi - lo - 1)])
+        return b.add(safe, ir.Constant(I64, lo)) if lo else safe
 
     # --- conversions -----------------------------------------------------------------------
     def to_bool(self, v, dtype):
