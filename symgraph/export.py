@@ -83,7 +83,7 @@ def export_program(cf, spec, path, kind: str = "shared", name: str | None = None
 
     in_storages = prog.inputs
     user_params = [PTR] * (ni_user + n_out)
-    fn = ir.Function(mod, ir.FunctionType(VOID, user_params), name=name)
+    fn = ir.Function(mod, ir.FunctionType(I32, user_params), name=name)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     nargs = len(in_storages) + len(prog.outputs) + 1
     argv = b.alloca(PTR, size=ir.Constant(I64, nargs), name="argv")
@@ -100,7 +100,9 @@ def export_program(cf, spec, path, kind: str = "shared", name: str | None = None
         put(base + st.slot, fn.args[ni_user + slot_owner[st.slot]] if st.slot in slot_owner
             else slot_buf[st.slot])
     put(nargs - 1, arena)
-    b.call(entry, [argv])
+    status = b.call(entry, [argv])
+    with b.if_then(b.icmp_unsigned("!=", status, ir.Constant(I32, 0)), likely=False):
+        b.ret(status)  # an index out of range: no update is applied
     sizes = {st.slot: st.nbytes for st in prog.outputs}
     for i in range(n_out):  # user outputs that share a slot with an earlier one
         slot = prog.output_map[i]
@@ -112,7 +114,7 @@ def export_program(cf, spec, path, kind: str = "shared", name: str | None = None
         j = next(j for j, s in enumerate(cf.shared) if s is target)
         src = fn.args[ni_user + slot_owner[slot]] if slot in slot_owner else slot_buf[slot]
         b.call(memcpy, [shared_globals[j], src, ir.Constant(I64, sizes[slot])])
-    b.ret_void()
+    b.ret(ir.Constant(I32, 0))
 
     for j, (sname, g) in enumerate(zip(shared_names, shared_globals)):
         nbytes = int(np.asarray(cf.shared[j].get_value()).nbytes)
@@ -128,6 +130,8 @@ def export_program(cf, spec, path, kind: str = "shared", name: str | None = None
     tb.store(tb.select(tb.icmp_signed("<", n, ir.Constant(I32, 1)), ir.Constant(I32, 1), n), mb.nthreads)
     tb.ret_void()
     mb.nthreads.linkage = "internal"
+    if mb.error_word is not None:
+        mb.error_word.linkage = "internal"
 
     ref = llvm_jit.optimize(str(mod), aot=True)
     obj = llvm_jit.emit_object(ref, aot=True)

@@ -1,7 +1,7 @@
 /* Calls the symgraph function exported by export_model.py from plain C.
  *
  * digits.h (written by f.export) declares the compiled function
- *     void predict(const float *images, float *out0);
+ *     int32_t predict(const float *images, float *out0);   (0: success)
  * at its specialised shapes: images is BATCH x 64 floats, out0 (the probabilities) BATCH x 10
  * floats, both C-contiguous.  The trained weights live inside the library (shared variables,
  * with predict_get_w / predict_set_w accessors).

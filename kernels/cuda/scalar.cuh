@@ -87,3 +87,23 @@ __device__ __forceinline__ bool sg_isfinite(double x) { return isfinite(x); }
 template <typename T> __device__ __forceinline__ T sg_neg_inf();
 template <> __device__ __forceinline__ float sg_neg_inf<float>() { return __int_as_float(0xff800000); }
 template <> __device__ __forceinline__ double sg_neg_inf<double>() { return __longlong_as_double(0xfff0000000000000LL); }
+
+// A checked index (symgraph bound checks, codegen/checks.py): a value outside [lo, hi) is
+// recorded in the error words (err[0] the flag; per site, from err + 1 + 4 site: bad,
+// the largest value - lo as unsigned, min, max) and comes back clamped, so the access that
+// uses it stays in bounds.
+__device__ __forceinline__ long long sg_check(long long v, long long lo, long long hi,
+                                              long long *err, int site) {
+    const unsigned long long d = (unsigned long long)v - (unsigned long long)lo;
+    if (d >= (unsigned long long)(hi - lo)) {
+        long long *w = err + 1 + 4 * site;
+        atomicMax((unsigned long long *)(w + 1), d);
+        atomicMin(w + 2, v);
+        atomicMax(w + 3, v);
+        atomicOr((unsigned long long *)w, 1ULL);
+        atomicOr((unsigned long long *)err, 1ULL);
+        v = v >= hi ? hi - 1 : v;
+        v = v < lo ? lo : v;
+    }
+    return v;
+}

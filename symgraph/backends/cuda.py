@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..codegen.checks import initial_words, raise_index_error
+from ..codegen.cuda_render import ERROR_PARAM
 from ..errors import CompileError
 from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
@@ -108,6 +110,8 @@ class Specialization:
                 self.consts[st.sid] = buf
         self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
                           zip(prog.output_shapes, prog.outputs)]
+        # bound-check error words (codegen/checks.py)
+        self.errors_init = initial_words(prog.checks) if prog.checks else None
 
     def run(self, inputs: list, want_host: list[bool], profile_kernels=None) -> list:
         """Run with device pointers ``inputs`` (one per program input); returns, per program
@@ -129,6 +133,11 @@ class Specialization:
                 ptr[sid] = base + off
         for sid, buf in self.consts.items():
             ptr[sid] = int(buf)
+        errors = None
+        if self.errors_init is not None:
+            errors = dev.alloc(self.errors_init.nbytes)
+            drv.memcpy_htod(errors, self.errors_init)
+            ptr[ERROR_PARAM] = int(errors)
         stream = dev.stream
         for k in self.mod.kernels:
             t0 = time.perf_counter() if profile_kernels is not None else 0.0
@@ -143,6 +152,11 @@ class Specialization:
                 k.stats["seconds"] += time.perf_counter() - t0
         stream.synchronize()
         del arena  # back to the pool: the stream is done with it
+        if errors is not None:
+            seen = np.empty_like(self.errors_init)
+            drv.memcpy_dtoh(seen, errors)
+            if seen[0]:  # an index was out of bounds: no output (and so no update) survives
+                raise_index_error(prog.checks, seen)
         results = []
         for i, (buf, (shape, dt), host) in enumerate(zip(outs, self.out_specs, want_host)):
             if host:  # pageable NumPy memory: a plain (synchronous) copy

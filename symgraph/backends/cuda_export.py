@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codegen.checks import initial_words
+from ..codegen.cuda_render import ERROR_PARAM
 from ..codegen.cuda_scalar import c_type, literal
 from ..graph.basic import SharedVariable
 from . import cuda_compiler
@@ -67,7 +69,16 @@ def export_module(mod, path: str, arch: str, roots, fgraph, n_user: int | None =
         body = ", ".join(_host_literal(v, st.dtype) for v in vals.tolist()) or literal(0, st.dtype)
         host.append(f"static const {c_type(st.dtype)} {name}_const{st.sid}_host[] = {{{body}}};")
         host.append(f"static {c_type(st.dtype)} *{name}_const{st.sid} = 0;")
+    words = initial_words(prog.checks)  # bound-check error words (codegen/checks.py)
+    nerr = len(words)
+    if prog.checks:
+        init = ", ".join(f"{w}LL" if w > -2 ** 63 else "(-0x7fffffffffffffffLL - 1)" for w in words.tolist())
+        host += [f"static const long long {name}_errors_init[] = {{{init}}};",
+                 f"static long long *{name}_errors = 0;"]
     host += ["", f'extern "C" int {name}_init(void)', "{", "    cudaError_t e = cudaSuccess;"]
+    if prog.checks:
+        host.append(f"    if ((e = cudaMalloc((void **)&{name}_errors, {8 * nerr})) != cudaSuccess) "
+                    "return (int)e;")
     if prog.arena_size:
         host.append(f"    if ((e = cudaMalloc((void **)&{name}_arena, {prog.arena_size + 256})) "
                     "!= cudaSuccess) return (int)e;")
@@ -90,6 +101,10 @@ def export_module(mod, path: str, arch: str, roots, fgraph, n_user: int | None =
         ptr[sid] = f"({c_type(st.dtype)} *)({name}_arena + {off})"
     for st in consts:
         ptr[st.sid] = f"{name}_const{st.sid}"
+    if prog.checks:  # out-of-range indices are clamped and recorded in the (unread) words
+        ptr[ERROR_PARAM] = f"{name}_errors"
+        host.append(f"    cudaMemcpyAsync({name}_errors, {name}_errors_init, {8 * nerr}, "
+                    "cudaMemcpyHostToDevice, stream);")
     for k in mod.kernels:
         if k.grid[0] == 0:
             continue
@@ -99,6 +114,8 @@ def export_module(mod, path: str, arch: str, roots, fgraph, n_user: int | None =
     host += ["    return (int)cudaGetLastError();", "}", "",
              f'extern "C" void {name}_free(void)', "{",
              f"    cudaFree({name}_arena);", f"    {name}_arena = 0;"]
+    if prog.checks:
+        host += [f"    cudaFree({name}_errors);", f"    {name}_errors = 0;"]
     for st in consts:
         host += [f"    cudaFree({name}_const{st.sid});", f"    {name}_const{st.sid} = 0;"]
     host += ["}", ""]

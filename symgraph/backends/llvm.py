@@ -14,16 +14,18 @@ import ctypes
 import hashlib
 import os
 import struct
+import sys
 import threading
 
 import numpy as np
 
+from ..codegen.checks import STATUS_INDEX_ERROR, WORDS_PER_SITE, raise_index_error
 from ..errors import CompileError
 from ..graph.fgraph import FunctionGraph
-from . import KernelInfo, llvm_cache, llvm_jit
+from . import KernelInfo, blas_threads, llvm_cache, llvm_jit
 
 ENTRY = "symgraph_entry"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # bump when the generated code changes for the same kernel IR
 
 
 def default_threads() -> int:
@@ -34,6 +36,15 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _references(items: list, j: int) -> int:
+    return sys.getrefcount(items[j])
+
+
+# what _references reports for an object held only by the list (measured, not assumed: the
+# temporaries it counts differ between Python versions)
+_SOLE_REFERENCE = _references([object()], 0)
 
 
 class Specialization:
@@ -58,9 +69,19 @@ class Specialization:
         self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
                           zip(prog.output_shapes, prog.outputs)]
         self.output_map = list(prog.output_map)
+        # the output arrays of the last call: one whose only reference is this list (the
+        # caller dropped it, or a shared variable moved on to a newer value) is written
+        # again instead of allocating, which for big outputs also saves the page faults
+        # of fresh memory
+        self.recycled: list = [None] * no
         self.cfunc = loaded.cfunc
         self._dups: dict[int, set[int]] = {}
         self.lock = threading.Lock()
+        # bound checks: @sg_error holds the error words (codegen/checks.py)
+        self.errors = None
+        if prog.checks:
+            addr = loaded.engine.get_global_value_address("sg_error")
+            self.errors = (ctypes.c_int64 * (1 + WORDS_PER_SITE * len(prog.checks))).from_address(addr)
 
     def native_only(self, values: list):
         """A zero-argument callable making just the native call on ``values`` and fixed output
@@ -93,18 +114,24 @@ class Specialization:
     def run(self, values: list) -> list:
         """One native call.  ``values`` are ndarrays of the right dtypes and shapes; inputs
         that are not C-contiguous are copied (the native code refuses them, then Python
-        retries with contiguous copies)."""
+        retries with contiguous copies).  An index out of bounds raises ``IndexError`` (the
+        outputs are dropped, so no update is installed)."""
         args = self.args
-        outs = [np.empty(s, d) for s, d in self.out_specs]
         if self.object_args:  # the native code reads each array's data pointer itself
             with self.lock:  # the arena and the pointer array belong to this specialisation
+                outs = self._outputs()
                 self.pack(args, 0, *map(id, values), *map(id, outs))
                 status = self.cfunc(self.args_addr)
+                if status == STATUS_INDEX_ERROR:
+                    self._raise_index_error()
+                self.recycled = outs
             if status:
                 return self.run([np.ascontiguousarray(v) for v in values])
         else:
             values = [np.ascontiguousarray(v) for v in values]
             with self.lock:
+                outs = self._outputs()
+                self.recycled = outs
                 i = 0
                 for v in values:
                     args[i] = v.ctypes.data
@@ -112,8 +139,24 @@ class Specialization:
                 for o in outs:
                     args[i] = o.ctypes.data
                     i += 1
-                self.cfunc(self.args_addr)
+                if self.cfunc(self.args_addr) == STATUS_INDEX_ERROR:
+                    self._raise_index_error()
         return [outs[m] for m in self.output_map]
+
+    def _outputs(self) -> list[np.ndarray]:
+        """Arrays for this call's outputs (call with ``self.lock`` held)."""
+        last, outs = self.recycled, []
+        for j, (shape, dtype) in enumerate(self.out_specs):
+            if last[j] is not None and _references(last, j) == _SOLE_REFERENCE:
+                outs.append(last[j])
+            else:
+                outs.append(np.empty(shape, dtype))
+        return outs
+
+    def _raise_index_error(self) -> None:
+        """Raise the IndexError for the failed bound check (call with ``self.lock`` held:
+        the error words belong to this specialisation and the next call resets them)."""
+        raise_index_error(self.prog.checks, self.errors)
 
     # inspection (rendered again on demand when the code came from the disk cache)
     def _render(self):
@@ -166,6 +209,8 @@ class LLVMProgram:
         if libs["blas"] is None:
             raise CompileError("the llvm backend needs NumPy's bundled OpenBLAS (numpy.libs)")
         self.gomp = libs["gomp"] is not None
+        if self.gomp:
+            blas_threads.install()  # OpenBLAS's parallel sections run on libgomp's threads
         self.object_args = llvm_jit.object_args_supported()
         llvm_jit.set_blas_threads(self.threads)
         static = [v.type.shape for v in roots]
@@ -243,7 +288,8 @@ class LLVMProgram:
     def _builder(self, prog):
         from ..codegen.llvm_render import ModuleBuilder
         return ModuleBuilder(prog, ENTRY, gomp=self.gomp, math_functions=llvm_jit.math_module()[1],
-                             object_args=self.object_args, profile=self.profile)
+                             object_args=self.object_args, profile=self.profile,
+                             streaming=llvm_jit.streaming_stores())
 
     def specialize(self, shapes: list[tuple]) -> Specialization:
         """Compile (or load from cache) the code for one tuple of input shapes."""
@@ -254,7 +300,7 @@ class LLVMProgram:
                 return self.specs[key]
             prog = lower(self.fgraph, self.roots, list(key))
             digest = program_digest(prog, f"gomp={self.gomp}|objargs={self.object_args}|"
-                                          f"profile={self.profile}")
+                                          f"profile={self.profile}|stream={llvm_jit.streaming_stores()}")
             obj = llvm_cache.load(digest)
             if obj is None:
                 mb = self._builder(prog)

@@ -115,6 +115,13 @@ def target_id() -> str:
                      binding.get_host_cpu_features().flatten(), llvmlite.__version__])
 
 
+def streaming_stores() -> bool:
+    """Whether generated code may use x86 non-temporal stores (and ``sfence``)."""
+    if os.environ.get("SYMGRAPH_NO_STREAMING"):
+        return False
+    return llvm().get_process_triple().split("-")[0] in ("x86_64", "amd64")
+
+
 def math_module() -> tuple[str | None, set[str]]:
     """The text of ``kernels/llvm/math.ll`` (if shipped) and the functions it defines."""
     if "math" not in _state:

@@ -19,6 +19,11 @@ products with cuBLAS, a host-side call list).  How the loops map onto the GPU:
   runtime has it (``use_cublas``).
 
 Loop variables print as ``v_<name>``, locals as ``l_<name>``, storages as ``p<sid>``.
+
+Bound checks (``kernel_ir.checked``) call ``sg_check`` (``kernels/cuda/scalar.cuh``), which
+records an out-of-range value in the program's device error words with atomics; a kernel
+that has checks takes those words as its last parameter (``ERROR_PARAM`` in ``params``), and
+the runtime resets them before the launch sequence and reads them back after it.
 """
 
 from __future__ import annotations
@@ -30,13 +35,26 @@ import numpy as np
 
 from ..errors import CompileError
 from ._scalar import S
-from .cuda_scalar import Emitter, c_type, literal, render
-from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, kernel_text, stmt_exprs, walk
+from .cuda_scalar import ERROR_WORDS, Emitter, c_type, literal, render
+from .kernel_ir import (
+    Assign,
+    For,
+    Gemm,
+    If,
+    Kernel,
+    Program,
+    Store,
+    checked_sites,
+    kernel_text,
+    stmt_exprs,
+    walk,
+)
 
 BLOCK = 256
 GRID_CAP = 1 << 20
 HELPERS = ("scalar.cuh", "reduce.cuh", "gemm.cuh")
 BLOCK_MODE_MIN_EXTENT = 128
+ERROR_PARAM = -1  # in ``CudaKernel.params``: the bound-check error words (``long long *``)
 
 
 @dataclass(repr=False)
@@ -357,6 +375,8 @@ class KernelWriter:
                 self.locals.setdefault(st.local, st.value.dtype)
         touched = kernel.storages(self.table) + (epilogue.storages(self.table) if epilogue else [])
         self.params = list(dict.fromkeys(s.sid for s in touched))
+        if checked_sites(bodies):
+            self.params.append(ERROR_PARAM)
         self.written = {st.storage.sid for st in walk(bodies) if isinstance(st, Store)}
         self.written |= {st.c.sid for st in walk(bodies) if isinstance(st, Gemm)}
 
@@ -398,6 +418,9 @@ class KernelWriter:
     def signature(self) -> str:
         parts = []
         for sid in self.params:
+            if sid == ERROR_PARAM:
+                parts.append(f"long long *__restrict__ {ERROR_WORDS}")
+                continue
             st = self.table[sid]
             const = "" if sid in self.written else "const "
             parts.append(f"{const}{c_type(st.dtype)} *__restrict__ p{sid}")

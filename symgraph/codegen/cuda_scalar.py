@@ -142,6 +142,10 @@ def render(roots: Sequence[S.SExpr], reads: Callable[[int, str], str] | Sequence
             value[id(node)] = em.local(node.dtype, lv.load(node.value, args[0]))
         elif node.op in _BITOPS:
             value[id(node)] = em.local(node.dtype, _bitop_text(node.op, node.dtype, args))
+        elif node.op == "checked":  # kernel_ir.checked: the kernel has the error words
+            site, lo, hi, _extremes = node.value
+            value[id(node)] = em.local("int64", f"sg_check({args[0]}, {literal(lo, 'int64')}, "
+                                                f"{literal(hi, 'int64')}, {ERROR_WORDS}, {site})")
         elif node.op == "cast":
             arg = node.args[0]
             value[id(node)] = em.local(node.dtype, _cast(args[0], arg.dtype, node.dtype))
@@ -156,6 +160,7 @@ def render(roots: Sequence[S.SExpr], reads: Callable[[int, str], str] | Sequence
 
 
 _BITOPS = {"xor": "^", "shr": ">>", "shl": "<<"}
+ERROR_WORDS = "sg_err"  # the kernel parameter holding the bound-check error words
 # integer arithmetic that must wrap (the random generator) goes through the unsigned type
 _UNSIGNED = {"int64": "unsigned long long", "int32": "unsigned int"}
 

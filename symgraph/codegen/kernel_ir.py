@@ -18,7 +18,8 @@ A kernel body is a small structured statement list:
 Values and indices are scalar-IR DAGs (``symgraph.scalar.SExpr``) with four extra leaf or
 node kinds: ``var`` (a loop variable, int64), ``load`` (``value`` = storage id, one
 argument = the element index), ``local`` (read a local) and the integer bit operations
-``xor``, ``shr`` (a logical shift), ``shl``.  Shapes are static: every extent
+``xor``, ``shr`` (a logical shift), ``shl``, plus ``checked`` (an index read from run-time
+data, verified against a bound: see ``checked``).  Shapes are static: every extent
 and stride is a Python int, specialised per call signature.
 """
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from ._scalar import S
 
-EXTRA_OPS = ("var", "load", "local", "xor", "shr", "shl")
+EXTRA_OPS = ("var", "load", "local", "xor", "shr", "shl", "checked")
 
 
 # --- storage and views ---------------------------------------------------------------------
@@ -149,6 +150,31 @@ def local(name: str, dtype: str) -> S.SExpr:
 
 def load(storage: Storage, index: S.SExpr) -> S.SExpr:
     return S.SExpr("load", (index,), storage.sid, storage.dtype)
+
+
+def checked(index: S.SExpr, site: int, lo: int, hi: int, extremes: bool = False) -> S.SExpr:
+    """``index`` (int64), which must lie in ``[lo, hi)``; ``site`` numbers the
+    ``checks.CheckSite`` in ``Program.checks`` that describes it for the error message.
+
+    Renderers evaluate it to ``index`` clamped into ``[lo, hi - 1]`` (so memory accesses stay
+    in bounds whatever the data) and record what they saw in the error words
+    (``checks.py``): the largest ``index - lo`` as unsigned, and with ``extremes`` also the
+    smallest and largest value.  A value outside the range makes the call fail with
+    ``checks.STATUS_INDEX_ERROR``.  The node has a side effect, so renderers never hoist or
+    share it as a pure expression.
+    """
+    return S.SExpr("checked", (index,), (int(site), int(lo), int(hi), bool(extremes)), "int64")
+
+
+def checked_sites(body: list) -> list[int]:
+    """The check sites used in ``body``, in first-use order."""
+    found: dict[int, None] = {}
+    for st in walk(body):
+        for e in stmt_exprs(st):
+            for n in S.topo([e]):
+                if n.op == "checked":
+                    found.setdefault(n.value[0], None)
+    return list(found)
 
 
 def iconst(v: int) -> S.SExpr:
@@ -272,6 +298,7 @@ class Program:
     output_map: list[int]  # graph output i -> index into ``outputs``
     arena_offsets: dict[int, int] = field(default_factory=dict)  # temp sid -> byte offset
     arena_size: int = 0
+    checks: list = field(default_factory=list)  # checks.CheckSite per ``checked`` site id
 
 
 def walk(body: list):
@@ -321,6 +348,8 @@ def expr_text(e: S.SExpr) -> str:
             s = repr(n.value)
         elif n.op == "cast":
             s = f"{n.dtype}({a[0]})"
+        elif n.op == "checked":
+            s = f"check{n.value[0]}({a[0]} in {n.value[1]}..{n.value[2]}{', extremes' if n.value[3] else ''})"
         elif n.op in ("xor", "shr", "shl"):
             s = f"({a[0]} {dict(xor='^', shr='>>', shl='<<')[n.op]} {a[1]})"
         else:

@@ -19,6 +19,7 @@ from ..graph.basic import Apply, Constant
 from ..graph.fgraph import FunctionGraph
 from ..graph.types import is_float
 from ._scalar import S
+from .checks import CheckSite
 from .kernel_ir import (
     Assign,
     For,
@@ -31,6 +32,7 @@ from .kernel_ir import (
     View,
     bitop,
     body_text,
+    checked,
     iadd,
     iconst,
     imul,
@@ -146,6 +148,7 @@ class Lowerer:
             self.output_map.append(self.out_storage[id(v)].slot)
         self.current: Apply | None = None
         self._names: set[str] = set()
+        self.checks: list[CheckSite] = []
 
     # --- storages and kernels ------------------------------------------------------------
     def new_storage(self, kind, dtype, shape, name="", value=None) -> Storage:
@@ -165,6 +168,29 @@ class Lowerer:
 
     def temp(self, dtype, shape) -> View:
         return View.full(self.new_storage("temp", dtype, shape), shape)
+
+    def check_index(self, index: S.SExpr, lo: int, hi: int, kind: str = "index",
+                    axis: int = 0, wrapped: bool = False) -> S.SExpr:
+        """``index`` (read from run-time data) checked to lie in ``[lo, hi)`` for the node
+        being lowered; the call fails with an ``IndexError`` naming that node otherwise.
+
+        This is the one hook every lowering that reads an index or a label from an array
+        uses: wrap the int64 value right after the load, e.g. ``label = self.check_index(
+        S.cast(t.load([r]), "int64"), 0, n, kind="label")``.  ``kind`` picks the message
+        (``"index"``: NumPy's ``index .. is out of bounds for axis ..``; ``"label"``:
+        cross-entropy's ``labels must be in [0, n), got values in [min, max]``).  For NumPy
+        indices, wrap negative values first (``k + n`` for ``k < 0``) and check against
+        ``[0, n)`` with ``wrapped=True``: the renderers then need a single unsigned compare.
+        The result is always a safe index in ``[lo, hi - 1]``.
+        """
+        node = self.current
+        site = CheckSite(len(self.checks), kind, int(lo), int(hi),
+                         _op_label(node) if node is not None else "gather", int(axis),
+                         tuple(tuple(self.shape_of.get(id(v), getattr(v.type, "shape", ())))
+                               for v in node.inputs) if node is not None else (),
+                         node.trace if node is not None else None, wrapped)
+        self.checks.append(site)
+        return checked(index, site.site, lo, hi, site.extremes)
 
     def view(self, v) -> View:
         if id(v) in self.env:
@@ -302,7 +328,7 @@ class Lowerer:
         self.current = None
         shapes = [self.shape_of[id(self._first_out(st))] for st in self.outputs]
         return Program(self.storages, self.kernels, self.inputs, self.outputs, shapes,
-                       self.output_map)
+                       self.output_map, checks=self.checks)
 
     def _first_out(self, st):
         for v in self.fgraph.outputs:
@@ -353,7 +379,8 @@ class Lowerer:
     def op_Subtensor(self, node, op):
         x = self.view(node.inputs[0])
         out_shape = self.shape_of[id(node.outputs[0])]
-        plan = _index_plan(op.spec, x, [self.shape_of[id(v)] for v in node.inputs[1:]], out_shape)
+        plan = _index_plan(op.spec, x, [self.shape_of[id(v)] for v in node.inputs[1:]], out_shape,
+                           self.check_index)
         if not op.advanced:
             self.env[id(node.outputs[0])] = View(x.storage, tuple(out_shape), plan.strides, plan.offset)
             return
@@ -522,7 +549,7 @@ class Lowerer:
         self.copy(x, out)
         arrays = [self.view(v) for v in node.inputs[2:]]
         sub_shape = _subtensor_shape(op.spec, out, [v.shape for v in arrays])
-        plan = _index_plan(op.spec, out, [v.shape for v in arrays], sub_shape)
+        plan = _index_plan(op.spec, out, [v.shape for v in arrays], sub_shape, self.check_index)
         yb = y.broadcast(sub_shape)
         idx = _idx(len(sub_shape))
         body = _loops(sub_shape, [Store(out.storage, plan.source_index(idx, arrays), yb.load(idx),
@@ -600,7 +627,7 @@ class Lowerer:
         ls = local("ls", z.dtype)  # log(sum) - (x - max): no cancellation at large max
         if op.sparse:
             t = self.contiguous(self.view(node.inputs[1])).reshape((nrows,))
-            label = _clamp(S.cast(t.load([r]), "int64"), n - 1)
+            label = self.check_index(S.cast(t.load([r]), "int64"), 0, n, kind="label")
             body.append(Store(out.storage, r, S.apply("sub", ls, S.apply("sub", rows.load([r, label]), m))))
         else:
             t = self.view(node.inputs[1]).broadcast(z.shape)
@@ -650,10 +677,12 @@ class Lowerer:
         ls = local("ls", dt)  # loss = log(sum) - (x[label] - max): no cancellation at large max
         p = S.apply("mul", dv, inv)
         if op.sparse:
+            # the label, read and checked once per row (an out-of-range one fails the call)
+            body.append(Assign("lab", self._row_label(self.view(node.inputs[1]), nrows, r, n)))
+            label = local("lab", "int64")
             if n == 0:  # no class: every label is out of range
                 body.append(Store(loss.storage, r, c(math.nan)))
             else:
-                label = self._row_label(self.view(node.inputs[1]), nrows, r, n)
                 li = dz.index([r, label])
                 body += [Store(loss.storage, r, S.apply("sub", ls, S.apply("sub", rows.load([r, label]), m))),
                          Assign("el", load(dz.storage, li)),
@@ -674,10 +703,10 @@ class Lowerer:
         self.env[id(node.outputs[1])] = dz.reshape(self.shape_of[id(node.outputs[1])])
 
     def _row_label(self, labels: View, nrows: int, r, n: int) -> S.SExpr:
-        """The class label of row ``r``: the one place the fused cross-entropy reads a label.
-        Out-of-range labels are clamped into ``[0, n)`` as the plain cross-entropy does."""
+        """The class label of row ``r``: the one place the fused cross-entropy reads a label,
+        checked like the plain cross-entropy's (``IndexError`` unless in ``[0, n)``)."""
         t = self.contiguous(labels).reshape((nrows,))
-        return _clamp(S.cast(t.load([r]), "int64"), n - 1)
+        return self.check_index(S.cast(t.load([r]), "int64"), 0, n, kind="label")
 
     def _row_values(self, v: View, row_shape, r) -> S.SExpr:
         """Row ``r``'s value of ``v`` broadcast to ``row_shape`` (one load; no copy for a scalar)."""
@@ -988,10 +1017,12 @@ def _expr_name(op) -> str:
 class _IndexPlan:
     """How an output multi-index of ``x[spec]`` maps to an element of ``x``."""
 
-    def __init__(self, offset, strides, terms, adv_pos, adv_ndim, adv_shape, adv_entries, x):
+    def __init__(self, offset, strides, terms, adv_pos, adv_ndim, adv_shape, adv_entries, x,
+                 check):
         self.offset, self.strides, self.terms = offset, tuple(strides), terms
         self.adv_pos, self.adv_ndim, self.adv_shape = adv_pos, adv_ndim, adv_shape
         self.adv_entries, self.x = adv_entries, x
+        self.check = check  # Lowerer.check_index
 
     def source_index(self, idx, arrays: list[View]) -> S.SExpr:
         expr = iconst(self.offset)
@@ -999,15 +1030,27 @@ class _IndexPlan:
             expr = iadd(expr, imul(idx[pos], iconst(st)))
         if self.adv_entries:
             aidx = idx[self.adv_pos:self.adv_pos + self.adv_ndim]
-            for j, axis_len, st in self.adv_entries:
+            for j, axis, axis_len, st in self.adv_entries:
                 arr = arrays[j].broadcast(self.adv_shape)
+                # NumPy: -len <= k < len, negative indices count from the end
                 k = S.cast(arr.load(aidx), "int64")
                 k = S.apply("where", S.apply("lt", k, iconst(0)), S.apply("add", k, iconst(axis_len)), k)
-                expr = iadd(expr, imul(_clamp(k, axis_len - 1), iconst(st)))
+                if not _known_within(arrays[j], -axis_len, axis_len):
+                    k = self.check(k, 0, axis_len, axis=axis, wrapped=True)
+                expr = iadd(expr, imul(k, iconst(st)))
         return expr
 
 
-def _index_plan(spec, x: View, idx_shapes, out_shape) -> _IndexPlan:
+def _known_within(v: View, lo: int, hi: int) -> bool:
+    """A constant index array whose values all lie in ``[lo, hi)`` needs no run-time check."""
+    st = v.storage
+    if st.kind != "const" or st.value is None:
+        return False
+    vals = np.asarray(st.value)
+    return vals.size == 0 or (int(vals.min()) >= lo and int(vals.max()) < hi)
+
+
+def _index_plan(spec, x: View, idx_shapes, out_shape, check) -> _IndexPlan:
     spec = list(spec)
     consumed = sum(1 for e in spec if e[0] != "n")
     spec += [("s", None, None, None)] * (x.ndim - consumed)
@@ -1045,12 +1088,13 @@ def _index_plan(spec, x: View, idx_shapes, out_shape) -> _IndexPlan:
             terms.append((out_axis, st * step))
             out_axis += 1
         else:
-            adv_entries.append((e[1], d, st))
+            adv_entries.append((e[1], axis, d, st))
         axis += 1
     if len(strides) != len(out_shape):  # pragma: no cover - shape inference disagrees
         raise CompileError(f"internal error: index plan for {spec} has rank {len(strides)}, "
                            f"expected {len(out_shape)}")
-    return _IndexPlan(offset, strides, terms, adv_pos, len(adv_shape), adv_shape, adv_entries, x)
+    return _IndexPlan(offset, strides, terms, adv_pos, len(adv_shape), adv_shape, adv_entries, x,
+                      check)
 
 
 def _subtensor_shape(spec, x: View, idx_shapes) -> tuple:

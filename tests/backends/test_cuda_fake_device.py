@@ -208,3 +208,22 @@ def test_outputs_that_alias_inputs_or_each_other(fake_device):
     np.testing.assert_array_equal(a, c)
     a[0] = -1  # outputs are independent arrays
     assert c[0] != -1
+
+
+def test_out_of_range_indices_raise_and_change_nothing(fake_device):
+    rng = np.random.default_rng(3)
+    emb = sg.shared(rng.standard_normal((6, 3)).astype(np.float32), name="emb")
+    w = sg.shared(rng.standard_normal((3, 4)).astype(np.float32), name="w")
+    i, t = sg.vector("i", "int64"), sg.vector("t", "int64")
+    loss = sg.nn.cross_entropy(emb[i] @ w, t)
+    f = sg.compile([i, t], loss, updates=sg.nn.sgd(loss, [emb, w], lr=0.5), backend="cuda")
+    before = [emb.get_value().copy(), w.get_value().copy()]
+    with pytest.raises(IndexError, match=r"index 6 is out of bounds for axis 0 with size 6 .*\(6, 3\)"):
+        f(np.array([0, 6]), np.array([1, 2]))
+    with pytest.raises(IndexError, match=r"labels must be in \[0, 4\), got values in \[-3, -3\]"):
+        f(np.array([0, -6]), np.array([1, -3]))  # on the GPU only bad values are recorded
+    np.testing.assert_array_equal(emb.get_value(), before[0])
+    np.testing.assert_array_equal(w.get_value(), before[1])
+    ref = sg.compile([i, t], loss, backend="reference")(np.array([-1, 2]), np.array([3, 0]))
+    np.testing.assert_allclose(f(np.array([-1, 2]), np.array([3, 0])), ref, rtol=1e-5)
+    assert not np.array_equal(emb.get_value(), before[0])

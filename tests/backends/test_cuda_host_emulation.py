@@ -166,3 +166,22 @@ def test_random_graphs_match_the_reference_on_the_host():
     for seed, (case, mod, values, expected) in enumerate(rendered):
         got = run_on_host(mod, values, lib)
         _compare(got, expected, case.rtol, [f"seed {seed} output {i}" for i in range(len(expected))])
+
+
+@pytest.mark.parametrize("runner", ["single", "threaded"])
+def test_bound_checks_record_out_of_range_indices(runner):
+    x, y, z, i = sg.matrix("x"), sg.vector("y"), sg.vector("z"), sg.vector("i", "int64")
+    case = type("Case", (), {})()
+    case.inputs, case.updates = [x, y, z, i], None
+    case.outputs = [x[:, i] * 2, sg.inc_subtensor(y, i, z)]
+    xv = np.arange(12, dtype=np.float32).reshape(3, 4)
+    yv, zv = np.zeros(4, np.float32), np.array([1, 2, 4], np.float32)
+    case.values = [xv, yv, zv, np.array([3, -4, 0])]
+    mod, values, expected = _render_and_reference(case)
+    run = run_on_host if runner == "single" else run_threaded
+    lib = host_library([mod]) if runner == "single" else threaded_library([mod])
+    for got, want in zip(run(mod, values, lib), expected):
+        np.testing.assert_array_equal(got, want)
+    for bad, shown in (([3, 4, 0], 4), ([-5, 0, 1], -5)):
+        with pytest.raises(IndexError, match=f"index {shown} is out of bounds for axis 1 with size 4"):
+            run(mod, [xv, yv, zv, np.array(bad)], lib)

@@ -179,7 +179,7 @@ def test_export_c_program(tmp_path):
     yv = (np.arange(4) % 2).astype("float32")
     paths = f.export(str(tmp_path / "lr"), example_inputs=[Xv, yv])
     header = Path(paths["header"]).read_text()
-    assert "void lr(const float *X, const float *y, float *out0);" in header
+    assert "int32_t lr(const float *X, const float *y, float *out0);" in header
     (tmp_path / "main.c").write_text(textwrap.dedent("""
         #include <stdio.h>
         #include "lr.h"

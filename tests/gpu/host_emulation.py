@@ -15,6 +15,8 @@ import tempfile
 
 import numpy as np
 
+from symgraph.codegen.checks import initial_words, raise_index_error
+from symgraph.codegen.cuda_render import ERROR_PARAM
 from symgraph.resources import read_kernel
 
 CXX = shutil.which("g++") or shutil.which("c++")
@@ -37,6 +39,9 @@ static sg_dim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}
 static inline void __syncthreads() {}
 static inline void __threadfence() {}
 template <typename T> static T atomicAdd(T *p, T v) { T old = *p; *p += v; return old; }
+template <typename T> static T atomicMin(T *p, T v) { T old = *p; if (v < old) *p = v; return old; }
+template <typename T> static T atomicMax(T *p, T v) { T old = *p; if (v > old) *p = v; return old; }
+template <typename T> static T atomicOr(T *p, T v) { T old = *p; *p |= v; return old; }
 static inline float __int_as_float(unsigned int b) { float f; std::memcpy(&f, &b, 4); return f; }
 static inline double __longlong_as_double(unsigned long long b) {
     double d; std::memcpy(&d, &b, 8); return d;
@@ -128,7 +133,15 @@ def run_on_host(mod, values, lib=None):
         fn = getattr(lib, symbol(k))
         fn.argtypes = [ctypes.c_void_p] * len(k.params)
         fn(*[bufs[s].ctypes.data for s in k.params])
+    _check_errors(mod.program, bufs)
     return _outputs(mod.program, bufs)
+
+
+def _check_errors(prog, bufs) -> None:
+    """Raise the runtime's IndexError when a bound check recorded a bad index."""
+    words = bufs.get(ERROR_PARAM)
+    if words is not None and words[0]:
+        raise_index_error(prog.checks, words)
 
 
 def _buffers(prog, values) -> dict:
@@ -145,6 +158,8 @@ def _buffers(prog, values) -> dict:
     for st in prog.storages:
         if st.kind == "const":
             bufs[st.sid] = np.ascontiguousarray(np.asarray(st.value, dtype=st.dtype)).reshape(-1).copy()
+    if prog.checks:
+        bufs[ERROR_PARAM] = initial_words(prog.checks)
     return bufs
 
 
@@ -202,6 +217,19 @@ template <typename T> static T __shfl_down_sync(unsigned, T v, int off) {
     return r;
 }
 template <typename T> static T atomicAdd(T *p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
+template <typename T> static T atomicOr(T *p, T v) { return std::atomic_ref<T>(*p).fetch_or(v); }
+template <typename T> static T atomicMin(T *p, T v) {
+    std::atomic_ref<T> r(*p);
+    T old = r.load();
+    while (v < old && !r.compare_exchange_weak(old, v)) {}
+    return old;
+}
+template <typename T> static T atomicMax(T *p, T v) {
+    std::atomic_ref<T> r(*p);
+    T old = r.load();
+    while (v > old && !r.compare_exchange_weak(old, v)) {}
+    return old;
+}
 static inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 static inline float __int_as_float(unsigned int b) { float f; std::memcpy(&f, &b, 4); return f; }
 static inline double __longlong_as_double(unsigned long long b) {
@@ -242,7 +270,8 @@ def threaded_source(mods) -> str:
         for k in mod.kernels:
             kernels.setdefault(symbol(k), (k, mod.program.storages))
     for name, (k, table) in kernels.items():
-        args = ", ".join(f"({c_type(table[s].dtype)} *)args[{i}]" for i, s in enumerate(k.params))
+        args = ", ".join(f"({'long long' if s == ERROR_PARAM else c_type(table[s].dtype)} *)args[{i}]"
+                         for i, s in enumerate(k.params))
         launchers.append(f'extern "C" void launch_{name}(unsigned gx, unsigned gy, unsigned gz, '
                          f'unsigned block, void **args) {{ sg_run_grid({{gx, gy, gz}}, block, '
                          f'[&] {{ {name}({args}); }}); }}')
@@ -277,4 +306,5 @@ def run_threaded(mod, values, lib=None, max_blocks: int = 4):
         arr = (ctypes.c_void_p * max(len(k.params), 1))(*[bufs[s].ctypes.data for s in k.params])
         g = list(k.grid) if k.mode == "gemm" else [min(k.grid[0], max_blocks), 1, 1]
         fn(ctypes.c_uint(g[0]), ctypes.c_uint(g[1]), ctypes.c_uint(g[2]), ctypes.c_uint(k.block), arr)
+    _check_errors(prog, bufs)
     return _outputs(prog, bufs)

@@ -167,3 +167,24 @@ def test_exported_program_runs_from_c(tmp_path):
     assert lib.smx_run(p(int(xd.gpudata)), p(int(wd.gpudata)), p(int(out.gpudata)), p(0)) == 0
     np.testing.assert_allclose(out.get(), f(xs), rtol=1e-5, atol=1e-6)
     lib.smx_free()
+
+
+def test_out_of_range_indices_raise_and_keep_parameters():
+    rng = np.random.default_rng(5)
+    emb = sg.shared(rng.standard_normal((6, 3)).astype(np.float32), name="emb")
+    w = sg.shared(rng.standard_normal((3, 4)).astype(np.float32), name="w")
+    i, t = sg.vector("i", "int64"), sg.vector("t", "int64")
+    loss = sg.nn.cross_entropy(emb[i] @ w, t)
+    f = sg.compile([i, t], loss, updates=sg.nn.sgd(loss, [emb, w], lr=0.5), backend="cuda")
+    before = [emb.get_value().copy(), w.get_value().copy()]
+    big = np.arange(50000) % 6
+    big[49000] = 17  # many threads and blocks; one bad value
+    with pytest.raises(IndexError, match="index 17 is out of bounds for axis 0 with size 6"):
+        f(big, big % 4)
+    with pytest.raises(IndexError, match=r"labels must be in \[0, 4\)"):
+        f(big % 6, np.where(big == 17, 4, big % 4))
+    np.testing.assert_array_equal(emb.get_value(), before[0])
+    np.testing.assert_array_equal(w.get_value(), before[1])
+    good = np.arange(50000) % 6
+    ref = sg.compile([i, t], loss, backend="reference")(good, good % 4)
+    np.testing.assert_allclose(f(good, good % 4), ref, rtol=1e-4)
