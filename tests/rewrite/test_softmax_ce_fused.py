@@ -284,3 +284,18 @@ def test_second_order_graphs_keep_their_values():
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
     sg.verify_grad(lambda zz: sg.sum(sg.grad(sg.nn.cross_entropy(zz, sg.constant(T)), zz) * sg.constant(V)),
                    [Z.astype(np.float64)], backend="llvm")
+
+
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_out_of_range_labels_raise_through_the_fused_op(backend):
+    classes = 7
+    z, t, loss, dz = w6_graph((None, None))
+    f = sg.compile([z, t], [loss, dz], backend=backend)
+    assert op_names(f).count(FUSED) == 1
+    Z = np.zeros((4, classes), np.float32)
+    for labels in ([0, 7, 2, 1], [0, -1, 2, 3]):
+        with pytest.raises(IndexError, match=rf"labels must be in \[0, {classes}\), got values in "
+                                             rf"\[{min(labels)}, {max(labels)}\]"):
+            f(Z, np.array(labels))
+    got = f(Z, np.array([6, 0, 1, 2]))  # still usable after the failures
+    np.testing.assert_allclose(got[0], np.log(7), rtol=1e-6)
