@@ -70,10 +70,9 @@ def combine(kind: str, acc: S.SExpr, val: S.SExpr) -> S.SExpr:
         return S.apply("or", acc, val)
     if kind == "all":
         return S.apply("and", acc, val)
-    cmp = "gt" if kind == "max" else "lt"
-    take = S.apply(cmp, val, acc)
-    if is_float(val.dtype):
-        take = S.apply("or", take, S.apply("ne", val, val))
+    if is_float(val.dtype):  # NaN-propagating, and vectorised by the renderers
+        return S.apply("maximum" if kind == "max" else "minimum", acc, val)
+    take = S.apply("gt" if kind == "max" else "lt", val, acc)
     return S.apply("where", take, val, acc)
 
 
