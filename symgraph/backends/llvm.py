@@ -4,8 +4,13 @@
 lowers the graph to kernel IR for those shapes, renders one LLVM module (every kernel plus an
 entry point), optimises it for the host CPU, loads the object code (from the disk cache when
 it is there) and keeps it in memory keyed by the shapes.  A call then fills one array of
-pointers (inputs, fresh outputs, the scratch arena) and makes one ctypes call, which releases
-the GIL.
+pointers (inputs, fresh outputs, the scratch arena) and makes one native call without the GIL.
+
+Two call paths do that: the C extension ``symgraph._fastcall`` (when it was built and
+``SYMGRAPH_NO_FASTCALL`` is not set) handles every call whose arguments are exact
+ndarrays of the expected dtypes and already-seen shapes; everything else goes to the Python
+path (``make_caller``'s closure), which converts arguments, raises the argument errors,
+compiles new specialisations and registers them with the C caller.
 """
 
 from __future__ import annotations
@@ -36,6 +41,28 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def fastcall_module():
+    """The C call path module, or None when it was not built or ``SYMGRAPH_NO_FASTCALL`` is set."""
+    if os.environ.get("SYMGRAPH_NO_FASTCALL", "") not in ("", "0"):
+        return None
+    try:
+        from .. import _fastcall
+    except ImportError:
+        return None
+    return _fastcall
+
+
+def copied_results(output_map: list[int]) -> list[bool]:
+    """Per result: True when an earlier result is the same native output (it gets a copy, so
+    no two results, returned or installed, share memory)."""
+    seen: set[int] = set()
+    flags = []
+    for m in output_map:
+        flags.append(m in seen)
+        seen.add(m)
+    return flags
+
+
 class Specialization:
     """The native code and buffers for one tuple of input shapes."""
 
@@ -60,7 +87,9 @@ class Specialization:
         self.output_map = list(prog.output_map)
         self.cfunc = loaded.cfunc
         self._dups: dict[int, set[int]] = {}
-        self.lock = threading.Lock()
+        # the C and the Python call path take the same lock around the arena
+        fast = fastcall_module()
+        self.lock = fast.ArenaLock() if fast is not None else threading.Lock()
 
     def native_only(self, values: list):
         """A zero-argument callable making just the native call on ``values`` and fixed output
@@ -182,7 +211,8 @@ class LLVMProgram:
     def make_caller(self, cf):
         """The whole call path of ``CompiledFunction`` ``cf``: argument checks (unless
         ``trust_input``), one native call, updates (the fresh result arrays are installed
-        without a copy), results."""
+        without a copy), results.  Returns the C caller when the extension is available (it
+        falls back to the Python closure built here), else the closure itself."""
         shared, targets = cf.shared, cf.update_targets
         n_out, single, trust = cf.n_outputs, cf.single, cf.trust_input
         nspec = len(cf.specs)
@@ -193,6 +223,18 @@ class LLVMProgram:
         checks = [(s.np_dtype, s.ndim, tuple((a, d) for a, d in enumerate(s.shape) if d is not None),
                    s.convert) for s in cf.specs]
         program = self
+        # native outputs: one per distinct graph output (as ``lower`` numbers them)
+        natives: dict[int, int] = {}
+        out_vars = []
+        for v in self.fgraph.outputs:
+            if id(v) not in natives:
+                natives[id(v)] = len(out_vars)
+                out_vars.append(v)
+        output_map = [natives[id(v)] for v in self.fgraph.outputs]
+        copies = [(k, c) for k, c in enumerate(copied_results(output_map)) if c]
+        module = self._fast_module(cf, out_vars, output_map)
+        fast = None  # the C caller, once made (below)
+        registered: set[tuple] = set()
 
         def call(args):
             if len(args) != nspec:
@@ -224,12 +266,14 @@ class LLVMProgram:
             if spec is None:
                 spec = program.specialize(list(key) + list(shared_shapes))
                 table[key] = spec
+            if fast is not None and key not in registered:
+                registered.add(key)
+                program._register(module, fast, spec, key, targets, n_out, output_map)
             results = spec.run(values)
+            for k, _ in copies:
+                results[k] = results[k].copy()
             if targets:
-                dup = spec.duplicated_updates(n_out)
-                for k, (t, r) in enumerate(zip(targets, results[n_out:])):
-                    if k in dup:
-                        r = r.copy()
+                for t, r in zip(targets, results[n_out:]):
                     with t._lock:
                         t._value = r
                         t._version += 1
@@ -237,7 +281,37 @@ class LLVMProgram:
                             t.device_state.clear()
             return results[0] if single else results[:n_out]
 
-        return call
+        if module is None:
+            return call
+        fast = module.Caller(call, self.object_args, single, [s.np_dtype.num for s in cf.specs],
+                             [s.ndim for s in cf.specs], shared, [np.dtype(s.dtype).num for s in shared],
+                             list(shared_shapes), [np.dtype(v.dtype).num for v in out_vars],
+                             [v.ndim for v in out_vars], output_map, n_out, targets)
+        return fast
+
+    def _fast_module(self, cf, out_vars: list, output_map: list[int]):
+        """The C call path module when this function can use it (else None)."""
+        module = fastcall_module()
+        if module is None:
+            return None
+        n_arrays = len(cf.specs) + len(cf.shared) + len(out_vars)
+        if n_arrays > module.MAX_ARRAYS or len(output_map) >= module.MAX_ARRAYS:
+            return None
+        return module
+
+    @staticmethod
+    def _register(module, fast, spec: Specialization, key: tuple, targets: list, n_out: int,
+                  output_map: list[int]) -> None:
+        """Let the C caller run ``spec`` for input shapes ``key`` when its outputs are numbered
+        as the caller expects and every update has its target's shape (else calls with those
+        shapes stay on the Python path)."""
+        if list(spec.output_map) != output_map or not isinstance(spec.lock, module.ArenaLock):
+            return
+        shapes = [s for s, _ in spec.out_specs]
+        for t, m in zip(targets, spec.output_map[n_out:]):
+            if shapes[m] != tuple(t.shape):
+                return
+        fast.add(key, shapes, spec.loaded.address, spec.args[spec.ni + spec.no], spec.lock, spec)
 
     # --- building ----------------------------------------------------------------------------
     def _builder(self, prog):
