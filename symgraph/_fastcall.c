@@ -19,6 +19,7 @@
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
 #include "pythread.h"
+#include "structmember.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -121,7 +122,7 @@ typedef struct {
 } Caller;
 
 static PyObject *s_host, *s_pull, *s_version, *s_lock, *s_device_state, *s_acquire, *s_release,
-    *s_clear, *one;
+    *s_clear, *s_locked, *s_call, *one;
 
 static void spec_clear(Spec *s) {
     PyMem_Free(s->in_dims);
@@ -406,56 +407,71 @@ static inline int dims_equal(const npy_intp *a, const npy_intp *b, int n) {
     return 1;
 }
 
-/* Install one update: the same writes as SharedVariable's _value setter plus the version
- * bump and device_state reset, under the variable's lock. */
-static int install(PyObject *dict, PyObject *value) {
-    PyObject *lock = PyDict_GetItemWithError(dict, s_lock);
-    if (lock == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_lock");
-        return -1;
-    }
-    Py_INCREF(lock);
-    PyObject *r = PyObject_CallMethodNoArgs(lock, s_acquire);
-    if (r == NULL) {
-        Py_DECREF(lock);
-        return -1;
-    }
-    Py_DECREF(r);
-    int rc = -1;
+/* The writes of SharedVariable's _value setter plus the version bump.  The replaced values
+ * are appended to `old` (owned) so that no deallocation (which could run Python code and
+ * switch threads) happens in the middle of an installation. */
+static int write_value(PyObject *dict, PyObject *value, PyObject **old, int *nold) {
+    PyObject *prev[2] = {PyDict_GetItemWithError(dict, s_host), PyDict_GetItemWithError(dict, s_pull)};
+    if (PyErr_Occurred()) return -1;
+    for (int i = 0; i < 2; i++)
+        if (prev[i] != NULL) {
+            Py_INCREF(prev[i]);
+            old[(*nold)++] = prev[i];
+        }
     if (PyDict_SetItem(dict, s_host, value) < 0 || PyDict_SetItem(dict, s_pull, Py_None) < 0)
-        goto release;
+        return -1;
     PyObject *version = PyDict_GetItemWithError(dict, s_version);
     if (version == NULL) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_version");
-        goto release;
+        return -1;
     }
     PyObject *next = PyNumber_Add(version, one);
-    if (next == NULL) goto release;
+    if (next == NULL) return -1;
     int bad = PyDict_SetItem(dict, s_version, next);
     Py_DECREF(next);
-    if (bad < 0) goto release;
+    return bad;
+}
+
+/* Install one update as `with t._lock: t._value = r; t._version += 1; device_state.clear()`.
+ * When nobody holds the lock and there is no device state, the writes are made without
+ * taking it: the GIL is held throughout and no Python code runs in between, so no other
+ * thread can observe or interleave with them (the same guarantee the lock gives). */
+static int install(PyObject *dict, PyObject *value, PyObject **old, int *nold) {
+    PyObject *lock = PyDict_GetItemWithError(dict, s_lock);
     PyObject *state = PyDict_GetItemWithError(dict, s_device_state);
-    if (state != NULL) {
-        if (PyDict_CheckExact(state)) {
-            if (PyDict_GET_SIZE(state)) PyDict_Clear(state);
-        } else {
-            int truth = PyObject_IsTrue(state);
-            if (truth < 0) goto release;
-            if (truth) {
-                PyObject *c = PyObject_CallMethodNoArgs(state, s_clear);
-                if (c == NULL) goto release;
-                Py_DECREF(c);
-            }
-        }
-    } else if (PyErr_Occurred()) {
-        goto release;
+    if (lock == NULL || state == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_lock/device_state");
+        return -1;
     }
-    rc = 0;
-release:
-    r = PyObject_CallMethodNoArgs(lock, s_release);
-    Py_DECREF(lock);
-    if (r == NULL) return -1;
+    if (PyDict_CheckExact(state) && PyDict_GET_SIZE(state) == 0) {
+        PyObject *held = PyObject_CallMethodNoArgs(lock, s_locked);
+        if (held == NULL) return -1;
+        Py_DECREF(held);
+        if (held == Py_False) return write_value(dict, value, old, nold);
+    }
+    Py_INCREF(lock);
+    Py_INCREF(state);
+    int rc = -1;
+    PyObject *r = PyObject_CallMethodNoArgs(lock, s_acquire);
+    if (r == NULL) goto done;
     Py_DECREF(r);
+    rc = write_value(dict, value, old, nold);
+    if (rc == 0) {
+        int truth = PyObject_IsTrue(state);
+        if (truth < 0) {
+            rc = -1;
+        } else if (truth) {
+            PyObject *c = PyObject_CallMethodNoArgs(state, s_clear);
+            if (c == NULL) rc = -1;
+            Py_XDECREF(c);
+        }
+    }
+    r = PyObject_CallMethodNoArgs(lock, s_release);
+    if (r == NULL) rc = -1;
+    Py_XDECREF(r);
+done:
+    Py_DECREF(lock);
+    Py_DECREF(state);
     return rc;
 }
 
@@ -463,14 +479,8 @@ static PyObject *fall_back(Caller *self, PyObject *argtuple) {
     return PyObject_CallOneArg(self->fallback, argtuple);
 }
 
-static PyObject *Caller_vectorcall(PyObject *callable, PyObject *const *vargs, size_t nargsf,
-                                   PyObject *kwnames) {
-    Caller *self = (Caller *)callable;
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !PyTuple_CheckExact(vargs[0])) {
-        PyErr_SetString(PyExc_TypeError, "a fast caller takes one tuple of arguments");
-        return NULL;
-    }
-    PyObject *argtuple = vargs[0];
+/* One call with the arguments in a tuple. */
+static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     const Py_ssize_t ni = self->n_in, ns = self->n_shared, no = self->n_out;
     if (PyTuple_GET_SIZE(argtuple) != ni || self->n_specs == 0) return fall_back(self, argtuple);
     PyObject *const *items = &PyTuple_GET_ITEM(argtuple, 0);
@@ -549,8 +559,12 @@ static PyObject *Caller_vectorcall(PyObject *callable, PyObject *const *vargs, s
         }
         mapped[nmapped++] = o;
     }
-    for (Py_ssize_t k = 0; k < nup; k++)
-        if (install(self->target_dict[k], mapped[nu + k]) < 0) goto error_mapped;
+    PyObject *old[2 * STACK_SLOTS];
+    int nold = 0, bad = 0;
+    for (Py_ssize_t k = 0; k < nup && !bad; k++)
+        bad = install(self->target_dict[k], mapped[nu + k], old, &nold) < 0;
+    for (int i = 0; i < nold; i++) Py_DECREF(old[i]);
+    if (bad) goto error_mapped;
     if (self->single) {
         result = mapped[0];
         Py_INCREF(result);
@@ -571,6 +585,15 @@ error:
 fallback:
     for (Py_ssize_t i = 0; i < nheld; i++) Py_DECREF(held[i]);
     return fall_back(self, argtuple);
+}
+
+static PyObject *Caller_vectorcall(PyObject *callable, PyObject *const *vargs, size_t nargsf,
+                                   PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !PyTuple_CheckExact(vargs[0])) {
+        PyErr_SetString(PyExc_TypeError, "a fast caller takes one tuple of arguments");
+        return NULL;
+    }
+    return Caller_run((Caller *)callable, vargs[0]);
 }
 
 static PyObject *Caller_call(PyObject *self, PyObject *args, PyObject *kw) {
@@ -603,6 +626,67 @@ static PyTypeObject CallerType = {
     .tp_getset = Caller_getset,
 };
 
+/* ---------------------------------------------------------------------------------------
+ * FunctionBase: the base class of CompiledFunction.  Calling an instance runs its `_caller`
+ * (a Caller directly, any other callable with the argument tuple) without a Python frame;
+ * without a caller, or with keyword arguments, it calls the instance's `_call(*args)`.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *caller;
+} FunctionBase;
+
+static PyObject *FunctionBase_call(PyObject *self, PyObject *args, PyObject *kw) {
+    PyObject *caller = ((FunctionBase *)self)->caller;
+    if (caller != NULL && caller != Py_None && (kw == NULL || PyDict_GET_SIZE(kw) == 0)) {
+        Py_INCREF(caller); /* the call may replace self._caller */
+        PyObject *r = Py_TYPE(caller) == &CallerType ? Caller_run((Caller *)caller, args)
+                                                     : PyObject_CallOneArg(caller, args);
+        Py_DECREF(caller);
+        return r;
+    }
+    PyObject *method = PyObject_GetAttr(self, s_call);
+    if (method == NULL) return NULL;
+    PyObject *r = PyObject_Call(method, args, kw);
+    Py_DECREF(method);
+    return r;
+}
+
+static int FunctionBase_traverse(FunctionBase *self, visitproc visit, void *arg) {
+    Py_VISIT(self->caller);
+    return 0;
+}
+
+static int FunctionBase_clear(FunctionBase *self) {
+    Py_CLEAR(self->caller);
+    return 0;
+}
+
+static void FunctionBase_dealloc(FunctionBase *self) {
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->caller);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef FunctionBase_members[] = {
+    {"_caller", T_OBJECT, offsetof(FunctionBase, caller), 0,
+     "the whole call path (called with the argument tuple), or None"},
+    {NULL}};
+
+static PyTypeObject FunctionBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "symgraph._fastcall.FunctionBase",
+    .tp_basicsize = sizeof(FunctionBase),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Base of CompiledFunction: calls `_caller(args)` or `_call(*args)`.",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)FunctionBase_dealloc,
+    .tp_traverse = (traverseproc)FunctionBase_traverse,
+    .tp_clear = (inquiry)FunctionBase_clear,
+    .tp_call = FunctionBase_call,
+    .tp_members = FunctionBase_members,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "symgraph._fastcall",
     "The C call path of llvm-compiled functions (optional; the Python path is the fallback).", -1,
@@ -620,14 +704,20 @@ PyMODINIT_FUNC PyInit__fastcall(void) {
     INTERN(s_acquire, "acquire");
     INTERN(s_release, "release");
     INTERN(s_clear, "clear");
+    INTERN(s_locked, "locked");
+    INTERN(s_call, "_call");
     if (!(one = PyLong_FromLong(1))) return NULL;
-    if (PyType_Ready(&ArenaLockType) < 0 || PyType_Ready(&CallerType) < 0) return NULL;
+    if (PyType_Ready(&ArenaLockType) < 0 || PyType_Ready(&CallerType) < 0 ||
+        PyType_Ready(&FunctionBaseType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&ArenaLockType);
     Py_INCREF(&CallerType);
+    Py_INCREF(&FunctionBaseType);
     if (PyModule_AddObject(m, "ArenaLock", (PyObject *)&ArenaLockType) < 0 ||
         PyModule_AddObject(m, "Caller", (PyObject *)&CallerType) < 0 ||
+        PyModule_AddObject(m, "FunctionBase", (PyObject *)&FunctionBaseType) < 0 ||
         PyModule_AddIntConstant(m, "MAX_SPECS", MAX_SPECS) < 0 ||
         PyModule_AddIntConstant(m, "MAX_ARRAYS", STACK_SLOTS - 1) < 0) {
         Py_DECREF(m);

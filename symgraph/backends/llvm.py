@@ -24,6 +24,7 @@ import threading
 import numpy as np
 
 from ..errors import CompileError
+from ..fastcall import fastcall_module
 from ..graph.fgraph import FunctionGraph
 from . import KernelInfo, llvm_cache, llvm_jit
 
@@ -39,17 +40,6 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def fastcall_module():
-    """The C call path module, or None when it was not built or ``SYMGRAPH_NO_FASTCALL`` is set."""
-    if os.environ.get("SYMGRAPH_NO_FASTCALL", "") not in ("", "0"):
-        return None
-    try:
-        from .. import _fastcall
-    except ImportError:
-        return None
-    return _fastcall
 
 
 def copied_results(output_map: list[int]) -> list[bool]:
