@@ -119,6 +119,8 @@ typedef struct {
     Spec specs[MAX_SPECS];
     int n_specs;
     Py_ssize_t fast_calls;       /* calls completed on the C path (for tests) */
+    ArenaLock *fn_lock;          /* owned, or NULL: held from reading the shared values to
+                                    installing the updates (functions with updates) */
 } Caller;
 
 static PyObject *s_host, *s_pull, *s_version, *s_lock, *s_device_state, *s_acquire, *s_release,
@@ -135,6 +137,7 @@ static void spec_clear(Spec *s) {
 static void Caller_dealloc(Caller *self) {
     PyObject_GC_UnTrack(self);
     Py_CLEAR(self->fallback);
+    Py_CLEAR(self->fn_lock);
     for (Py_ssize_t i = 0; i < self->n_shared; i++)
         if (self->shared_dict) Py_CLEAR(self->shared_dict[i]);
     for (Py_ssize_t i = 0; i < self->n_upd; i++)
@@ -278,18 +281,26 @@ static PyObject *Caller_vectorcall(PyObject *callable, PyObject *const *args, si
                                    PyObject *kwnames);
 
 /* Caller(fallback, object_args, single, in_types, in_ndims, shared, sh_types, sh_shapes,
- *        out_types, out_ndims, output_map, n_user, targets) */
+ *        out_types, out_ndims, output_map, n_user, targets, fn_lock) */
 static PyObject *Caller_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *fallback, *in_types, *in_ndims, *shared, *sh_types, *sh_shapes, *out_types,
-        *out_ndims, *output_map, *targets;
+        *out_ndims, *output_map, *targets, *fn_lock;
     int object_args, single;
     Py_ssize_t n_user;
-    if (!PyArg_ParseTuple(args, "OppOOOOOOOOnO", &fallback, &object_args, &single, &in_types,
+    if (!PyArg_ParseTuple(args, "OppOOOOOOOOnOO", &fallback, &object_args, &single, &in_types,
                           &in_ndims, &shared, &sh_types, &sh_shapes, &out_types, &out_ndims,
-                          &output_map, &n_user, &targets))
+                          &output_map, &n_user, &targets, &fn_lock))
         return NULL;
+    if (fn_lock != Py_None && !PyObject_TypeCheck(fn_lock, &ArenaLockType)) {
+        PyErr_SetString(PyExc_TypeError, "fn_lock must be an ArenaLock or None");
+        return NULL;
+    }
     Caller *self = (Caller *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
+    if (fn_lock != Py_None) {
+        Py_INCREF(fn_lock);
+        self->fn_lock = (ArenaLock *)fn_lock;
+    }
     self->vectorcall = Caller_vectorcall;
     Py_INCREF(fallback);
     self->fallback = fallback;
@@ -504,6 +515,11 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     PyObject *held[STACK_SLOTS]; /* owned: shared values, then outputs */
     Py_ssize_t nheld = 0;
     PyObject *result = NULL;
+    PyObject *old[2 * STACK_SLOTS]; /* owned: values replaced by the updates */
+    int nold = 0;
+    /* with updates, reading the shared values, the call and the installation are one step */
+    PyThread_type_lock fn_lock = self->fn_lock ? self->fn_lock->lock : NULL;
+    if (fn_lock) acquire_released(fn_lock);
     for (Py_ssize_t i = 0; i < ni; i++)
         slots[i] = self->object_args ? (void *)items[i] : PyArray_DATA((PyArrayObject *)items[i]);
     /* shared values: the host array, unless a device holds the newest value */
@@ -559,11 +575,9 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
         }
         mapped[nmapped++] = o;
     }
-    PyObject *old[2 * STACK_SLOTS];
-    int nold = 0, bad = 0;
+    int bad = 0;
     for (Py_ssize_t k = 0; k < nup && !bad; k++)
         bad = install(self->target_dict[k], mapped[nu + k], old, &nold) < 0;
-    for (int i = 0; i < nold; i++) Py_DECREF(old[i]);
     if (bad) goto error_mapped;
     if (self->single) {
         result = mapped[0];
@@ -578,11 +592,18 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     }
     self->fast_calls++;
 error_mapped:
+    if (fn_lock) {
+        PyThread_release_lock(fn_lock);
+        fn_lock = NULL;
+    }
     for (Py_ssize_t i = 0; i < nmapped; i++) Py_DECREF(mapped[i]);
 error:
+    if (fn_lock) PyThread_release_lock(fn_lock);
+    for (int i = 0; i < nold; i++) Py_DECREF(old[i]); /* after the lock: may run Python code */
     for (Py_ssize_t i = 0; i < nheld; i++) Py_DECREF(held[i]);
     return result;
 fallback:
+    if (fn_lock) PyThread_release_lock(fn_lock);
     for (Py_ssize_t i = 0; i < nheld; i++) Py_DECREF(held[i]);
     return fall_back(self, argtuple);
 }

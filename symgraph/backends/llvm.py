@@ -221,8 +221,13 @@ class LLVMProgram:
                 natives[id(v)] = len(out_vars)
                 out_vars.append(v)
         output_map = [natives[id(v)] for v in self.fgraph.outputs]
-        copies = [(k, c) for k, c in enumerate(copied_results(output_map)) if c]
+        copies = [k for k, c in enumerate(copied_results(output_map)) if c]
         module = self._fast_module(cf, out_vars, output_map)
+        # calls of a function with updates are serialised (else two calls could read the same
+        # old value and one update would be lost); the C caller takes the same lock
+        fn_lock = None
+        if targets:
+            fn_lock = module.ArenaLock() if module is not None else threading.Lock()
         fast = None  # the C caller, once made (below)
         registered: set[tuple] = set()
 
@@ -249,8 +254,6 @@ class LLVMProgram:
                                 break
                     values.append(a)
                     key.append(a.shape)
-            for s in shared:
-                values.append(s._value)
             key = tuple(key)
             spec = table.get(key)
             if spec is None:
@@ -259,10 +262,17 @@ class LLVMProgram:
             if fast is not None and key not in registered:
                 registered.add(key)
                 program._register(module, fast, spec, key, targets, n_out, output_map)
-            results = spec.run(values)
-            for k, _ in copies:
-                results[k] = results[k].copy()
-            if targets:
+            if not targets:
+                values.extend([s._value for s in shared])
+                results = spec.run(values)
+                for k in copies:
+                    results[k] = results[k].copy()
+                return results[0] if single else results[:n_out]
+            with fn_lock:  # reading the shared values, the call and the updates are one step
+                values.extend([s._value for s in shared])
+                results = spec.run(values)
+                for k in copies:
+                    results[k] = results[k].copy()
                 for t, r in zip(targets, results[n_out:]):
                     with t._lock:
                         t._value = r
@@ -276,7 +286,7 @@ class LLVMProgram:
         fast = module.Caller(call, self.object_args, single, [s.np_dtype.num for s in cf.specs],
                              [s.ndim for s in cf.specs], shared, [np.dtype(s.dtype).num for s in shared],
                              list(shared_shapes), [np.dtype(v.dtype).num for v in out_vars],
-                             [v.ndim for v in out_vars], output_map, n_out, targets)
+                             [v.ndim for v in out_vars], output_map, n_out, targets, fn_lock)
         return fast
 
     def _fast_module(self, cf, out_vars: list, output_map: list[int]):
