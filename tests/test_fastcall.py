@@ -4,9 +4,11 @@ nothing, be safe from several threads, never alias outputs, and leak nothing."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import tracemalloc
+import weakref
 
 import numpy as np
 import pytest
@@ -286,3 +288,16 @@ def test_keyword_arguments_are_refused(path):
     f, _, _ = make_step()
     with pytest.raises(TypeError):
         f(X, y=Y)
+
+
+def test_a_dropped_function_is_collected(path):
+    """The C caller, its fallback closure and the function form a cycle the GC must free."""
+    x = sg.vector("x")
+    w = sg.shared(np.ones(3, np.float32), name="w")
+    f = sg.compile([x], x * w, updates=[(w, w + 1)], threads=1)
+    f(np.ones(3, np.float32))
+    f(np.ones(3, np.float32))
+    refs = weakref.ref(f), weakref.ref(f.program)
+    del f
+    gc.collect()
+    assert all(r() is None for r in refs)
