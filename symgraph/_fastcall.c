@@ -408,7 +408,8 @@ static inline int array_ok(PyObject *a, int type, int ndim) {
     PyArrayObject *arr = (PyArrayObject *)a;
     if (PyArray_NDIM(arr) != ndim) return 0;
     PyArray_Descr *d = PyArray_DESCR(arr);
-    if (d->type_num != type || PyArray_ISBYTESWAPPED(arr)) return 0;
+    if (d->type_num != type && !PyArray_EquivTypenums(d->type_num, type)) return 0; /* long/longlong */
+    if (PyArray_ISBYTESWAPPED(arr)) return 0;
     return PyArray_CHKFLAGS(arr, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
 }
 

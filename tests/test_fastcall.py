@@ -301,3 +301,24 @@ def test_a_dropped_function_is_collected(path):
     del f
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+def test_a_shared_variable_subclass_with_its_own_value_uses_the_python_path():
+    class Logged(sg.SharedVariable):
+        reads = 0
+
+        @property
+        def _value(self):
+            Logged.reads += 1
+            return self.__dict__["_host"]
+
+        @_value.setter
+        def _value(self, arr):
+            self.__dict__["_host"] = arr
+
+    w = Logged(np.ones(3, np.float32), name="w")
+    x = sg.vector("x")
+    f = sg.compile([x], x * w, threads=1)
+    for _ in range(3):
+        np.testing.assert_array_equal(f(np.ones(3, np.float32)), np.ones(3, np.float32))
+    assert not is_fast(f) and Logged.reads == 3

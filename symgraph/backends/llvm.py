@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..fastcall import fastcall_module
+from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
 from . import KernelInfo, llvm_cache, llvm_jit
 
@@ -296,6 +297,11 @@ class LLVMProgram:
             return None
         n_arrays = len(cf.specs) + len(cf.shared) + len(out_vars)
         if n_arrays > module.MAX_ARRAYS or len(output_map) >= module.MAX_ARRAYS:
+            return None
+        # the C caller reads and writes the attributes behind SharedVariable._value itself
+        plain = SharedVariable.__dict__["_value"]
+        if any(getattr(type(s), "_value", None) is not plain
+               for s in list(cf.shared) + list(cf.update_targets)):
             return None
         return module
 
