@@ -322,3 +322,25 @@ def test_a_shared_variable_subclass_with_its_own_value_uses_the_python_path():
     for _ in range(3):
         np.testing.assert_array_equal(f(np.ones(3, np.float32)), np.ones(3, np.float32))
     assert not is_fast(f) and Logged.reads == 3
+
+
+@needs_fast
+def test_a_nonzero_status_from_the_native_code_falls_back():
+    """A status other than 0 (a refused input, an error a kernel reports) sends the call to the
+    Python path, which handles it; nothing is installed twice."""
+    from symgraph.backends import llvm_jit
+    refuse = llvm_jit.Loaded(llvm_jit.emit_object(llvm_jit.optimize(
+        "define i32 @refuse(ptr %args) {\n  ret i32 1\n}\n")), "refuse")
+    n = sg.shared(np.int64(0), name="n")
+    x = sg.vector("x")
+    f = sg.compile([x], x * 2, updates=[(n, n + 1)], threads=1)
+    f(np.ones(3, np.float32))
+    # a specialisation for shape (5,) whose native code always refuses
+    assert f._caller.add([(5,)], [(5,), ()], refuse.address, 0, FAST.ArenaLock(), refuse)
+    fast = f._caller.fast_calls
+    for k in range(3):
+        np.testing.assert_array_equal(f(np.full(5, k, np.float32)), np.full(5, 2 * k, np.float32))
+        assert n.get_value() == 2 + k
+    assert f._caller.fast_calls == fast
+    f(np.ones(3, np.float32))
+    assert f._caller.fast_calls == fast + 1 and n.get_value() == 5
