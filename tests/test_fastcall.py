@@ -344,3 +344,33 @@ def test_a_nonzero_status_from_the_native_code_falls_back():
     assert f._caller.fast_calls == fast
     f(np.ones(3, np.float32))
     assert f._caller.fast_calls == fast + 1 and n.get_value() == 5
+
+
+def test_the_argument_errors_of_test_errors_match_the_reference_backend(path):
+    """Every bad call of tests/test_errors.py raises, on llvm, the reference backend's error."""
+    from test_errors import BAD_CALLS as ERROR_CALLS
+
+    def step(backend):
+        w = sg.shared(np.arange(6, dtype=np.float32).reshape(3, 2), name="w")
+        b = sg.shared(np.zeros(2, np.float32), name="b")
+        x = sg.tensor("x", (None, 3))
+        y = sg.tensor("y", (None,), "int64")
+        loss = sg.nn.cross_entropy(x @ w + b, y)
+        gw, gb = sg.grad(loss, [w, b])
+        f = sg.compile([x, y], loss, updates=[(w, w - 0.1 * gw), (b, b - 0.1 * gb)], backend=backend)
+        return f, w
+
+    (f, w), (g, _) = step("llvm"), step("reference")
+    good = np.ones((4, 3), np.float32), np.array([0, 1, 1, 0])
+    f(*good)
+    f(*good)
+    for label, args, exc, pattern in ERROR_CALLS:
+        version = w._version
+        with pytest.raises(exc, match=pattern) as got:
+            f(*args)
+        with pytest.raises(exc) as want:
+            g(*args)
+        assert str(got.value) == str(want.value), label
+        assert w._version == version
+    if path == "fast":
+        assert f._caller.fast_calls == 1
