@@ -77,7 +77,6 @@ class Specialization:
                           zip(prog.output_shapes, prog.outputs)]
         self.output_map = list(prog.output_map)
         self.cfunc = loaded.cfunc
-        self._dups: dict[int, set[int]] = {}
         # the C and the Python call path take the same lock around the arena
         fast = fastcall_module()
         self.lock = fast.ArenaLock() if fast is not None else threading.Lock()
@@ -98,17 +97,6 @@ class Specialization:
         def call():
             return cfunc(addr), keep, args
         return call
-
-    def duplicated_updates(self, n_out: int) -> set[int]:
-        """Updates whose result array is also returned elsewhere (they are installed as copies)."""
-        dup = self._dups.get(n_out)
-        if dup is None:
-            counts: dict[int, int] = {}
-            for m in self.output_map:
-                counts[m] = counts.get(m, 0) + 1
-            dup = {k for k, m in enumerate(self.output_map[n_out:]) if counts[m] > 1}
-            self._dups[n_out] = dup
-        return dup
 
     def run(self, values: list) -> list:
         """One native call.  ``values`` are ndarrays of the right dtypes and shapes; inputs
