@@ -455,16 +455,20 @@ static int install(PyObject *dict, PyObject *value, PyObject **old, int *nold) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_lock/device_state");
         return -1;
     }
-    if (PyDict_CheckExact(state) && PyDict_GET_SIZE(state) == 0) {
-        PyObject *held = PyObject_CallMethodNoArgs(lock, s_locked);
-        if (held == NULL) return -1;
-        Py_DECREF(held);
-        if (held == Py_False) return write_value(dict, value, old, nold);
-    }
     Py_INCREF(lock);
     Py_INCREF(state);
     int rc = -1;
-    PyObject *r = PyObject_CallMethodNoArgs(lock, s_acquire);
+    PyObject *r;
+    if (PyDict_CheckExact(state) && PyDict_GET_SIZE(state) == 0) {
+        PyObject *held = PyObject_CallMethodNoArgs(lock, s_locked);
+        if (held == NULL) goto done;
+        Py_DECREF(held);
+        if (held == Py_False) {
+            rc = write_value(dict, value, old, nold);
+            goto done;
+        }
+    }
+    r = PyObject_CallMethodNoArgs(lock, s_acquire);
     if (r == NULL) goto done;
     Py_DECREF(r);
     rc = write_value(dict, value, old, nold);
