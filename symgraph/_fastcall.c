@@ -30,15 +30,36 @@
  * ArenaLock: a lock the Python path uses with `with` and the C path takes with the GIL
  * released, so both serialise on one specialisation's arena.
  */
+/* A plain mutex: PyThread locks read the monotonic clock on every acquire, which costs more
+ * than the rest of the locking on a small call. */
+#ifndef _WIN32
+#include <pthread.h>
+typedef pthread_mutex_t sg_mutex;
+static int mutex_init(sg_mutex *m) { return pthread_mutex_init(m, NULL) == 0; }
+static void mutex_free(sg_mutex *m) { pthread_mutex_destroy(m); }
+static int mutex_try(sg_mutex *m) { return pthread_mutex_trylock(m) == 0; }
+static void mutex_wait(sg_mutex *m) { pthread_mutex_lock(m); }
+static void mutex_release(sg_mutex *m) { pthread_mutex_unlock(m); }
+#else
+typedef PyThread_type_lock sg_mutex;
+static int mutex_init(sg_mutex *m) { return (*m = PyThread_allocate_lock()) != NULL; }
+static void mutex_free(sg_mutex *m) { PyThread_free_lock(*m); }
+static int mutex_try(sg_mutex *m) { return PyThread_acquire_lock(*m, NOWAIT_LOCK); }
+static void mutex_wait(sg_mutex *m) { PyThread_acquire_lock(*m, WAIT_LOCK); }
+static void mutex_release(sg_mutex *m) { PyThread_release_lock(*m); }
+#endif
+
 typedef struct {
     PyObject_HEAD
-    PyThread_type_lock lock;
+    sg_mutex mutex;
+    int ready;
 } ArenaLock;
 
-static void acquire_released(PyThread_type_lock lock) {
-    if (!PyThread_acquire_lock(lock, NOWAIT_LOCK)) {
+/* Acquire with the GIL held, waiting (if it must) without it. */
+static void acquire_released(sg_mutex *m) {
+    if (!mutex_try(m)) {
         Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(lock, WAIT_LOCK);
+        mutex_wait(m);
         Py_END_ALLOW_THREADS
     }
 }
@@ -46,26 +67,26 @@ static void acquire_released(PyThread_type_lock lock) {
 static PyObject *ArenaLock_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     ArenaLock *self = (ArenaLock *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
-    self->lock = PyThread_allocate_lock();
-    if (self->lock == NULL) {
+    if (!mutex_init(&self->mutex)) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
+    self->ready = 1;
     return (PyObject *)self;
 }
 
 static void ArenaLock_dealloc(ArenaLock *self) {
-    if (self->lock) PyThread_free_lock(self->lock);
+    if (self->ready) mutex_free(&self->mutex);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *ArenaLock_enter(ArenaLock *self, PyObject *unused) {
-    acquire_released(self->lock);
+    acquire_released(&self->mutex);
     Py_RETURN_TRUE;
 }
 
 static PyObject *ArenaLock_exit(ArenaLock *self, PyObject *const *args, Py_ssize_t nargs) {
-    PyThread_release_lock(self->lock);
+    mutex_release(&self->mutex);
     Py_RETURN_FALSE;
 }
 
@@ -430,8 +451,8 @@ static int write_value(PyObject *dict, PyObject *value, PyObject **old, int *nol
             Py_INCREF(prev[i]);
             old[(*nold)++] = prev[i];
         }
-    if (PyDict_SetItem(dict, s_host, value) < 0 || PyDict_SetItem(dict, s_pull, Py_None) < 0)
-        return -1;
+    if (PyDict_SetItem(dict, s_host, value) < 0) return -1;
+    if (prev[1] != Py_None && PyDict_SetItem(dict, s_pull, Py_None) < 0) return -1;
     PyObject *version = PyDict_GetItemWithError(dict, s_version);
     if (version == NULL) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_version");
@@ -523,7 +544,7 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     PyObject *old[2 * STACK_SLOTS]; /* owned: values replaced by the updates */
     int nold = 0;
     /* with updates, reading the shared values, the call and the installation are one step */
-    PyThread_type_lock fn_lock = self->fn_lock ? self->fn_lock->lock : NULL;
+    sg_mutex *fn_lock = self->fn_lock ? &self->fn_lock->mutex : NULL;
     if (fn_lock) acquire_released(fn_lock);
     for (Py_ssize_t i = 0; i < ni; i++)
         slots[i] = self->object_args ? (void *)items[i] : PyArray_DATA((PyArrayObject *)items[i]);
@@ -555,12 +576,12 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     slots[ni + ns + no] = spec->arena;
     int32_t status;
     {
-        PyThread_type_lock lock = spec->lock->lock;
+        sg_mutex *lock = &spec->lock->mutex;
         entry_fn entry = spec->entry;
         Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(lock, WAIT_LOCK);
+        mutex_wait(lock);
         status = entry(slots);
-        PyThread_release_lock(lock);
+        mutex_release(lock);
         Py_END_ALLOW_THREADS
     }
     if (status != 0) goto fallback; /* the Python path retries, raises or handles it */
@@ -598,17 +619,17 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     self->fast_calls++;
 error_mapped:
     if (fn_lock) {
-        PyThread_release_lock(fn_lock);
+        mutex_release(fn_lock);
         fn_lock = NULL;
     }
     for (Py_ssize_t i = 0; i < nmapped; i++) Py_DECREF(mapped[i]);
 error:
-    if (fn_lock) PyThread_release_lock(fn_lock);
+    if (fn_lock) mutex_release(fn_lock);
     for (int i = 0; i < nold; i++) Py_DECREF(old[i]); /* after the lock: may run Python code */
     for (Py_ssize_t i = 0; i < nheld; i++) Py_DECREF(held[i]);
     return result;
 fallback:
-    if (fn_lock) PyThread_release_lock(fn_lock);
+    if (fn_lock) mutex_release(fn_lock);
     for (Py_ssize_t i = 0; i < nheld; i++) Py_DECREF(held[i]);
     return fall_back(self, argtuple);
 }
