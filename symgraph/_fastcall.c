@@ -118,6 +118,8 @@ typedef struct {
     void *arena;
     ArenaLock *lock;    /* owned */
     PyObject *keep;     /* owned: keeps the code and the arena alive */
+    PyObject **recycled; /* owned: the last call's outputs; one only this table holds (the
+                            caller dropped it) is written again instead of allocating */
 } Spec;
 
 typedef struct {
@@ -147,7 +149,11 @@ typedef struct {
 static PyObject *s_host, *s_pull, *s_version, *s_lock, *s_device_state, *s_acquire, *s_release,
     *s_clear, *s_locked, *s_call, *one;
 
-static void spec_clear(Spec *s) {
+static void spec_clear(Spec *s, Py_ssize_t n_out) {
+    if (s->recycled != NULL)
+        for (Py_ssize_t j = 0; j < n_out; j++) Py_CLEAR(s->recycled[j]);
+    PyMem_Free(s->recycled);
+    s->recycled = NULL;
     PyMem_Free(s->in_dims);
     PyMem_Free(s->out_dims);
     Py_CLEAR(s->lock);
@@ -163,7 +169,7 @@ static void Caller_dealloc(Caller *self) {
         if (self->shared_dict) Py_CLEAR(self->shared_dict[i]);
     for (Py_ssize_t i = 0; i < self->n_upd; i++)
         if (self->target_dict) Py_CLEAR(self->target_dict[i]);
-    for (int i = 0; i < self->n_specs; i++) spec_clear(&self->specs[i]);
+    for (int i = 0; i < self->n_specs; i++) spec_clear(&self->specs[i], self->n_out);
     PyMem_Free(self->in_type);
     PyMem_Free(self->in_ndim);
     PyMem_Free(self->shared_dict);
@@ -194,7 +200,7 @@ static int Caller_tp_clear(Caller *self) {
         if (self->shared_dict) Py_CLEAR(self->shared_dict[i]);
     for (Py_ssize_t i = 0; i < self->n_upd; i++)
         if (self->target_dict) Py_CLEAR(self->target_dict[i]);
-    for (int i = 0; i < self->n_specs; i++) spec_clear(&self->specs[i]);
+    for (int i = 0; i < self->n_specs; i++) spec_clear(&self->specs[i], self->n_out);
     self->n_specs = 0;
     return 0;
 }
@@ -406,6 +412,11 @@ static PyObject *Caller_add(Caller *self, PyObject *args) {
         PyMem_Free(s.in_dims);
         return NULL;
     }
+    if (!(s.recycled = PyMem_Calloc(self->n_out > 0 ? self->n_out : 1, sizeof(PyObject *)))) {
+        PyMem_Free(s.in_dims);
+        PyMem_Free(s.out_dims);
+        return PyErr_NoMemory();
+    }
     s.entry = (entry_fn)(uintptr_t)entry;
     s.arena = (void *)(uintptr_t)arena;
     Py_INCREF(lock);
@@ -564,10 +575,14 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
         held[nheld++] = host;
         slots[ni + i] = self->object_args ? (void *)host : PyArray_DATA((PyArrayObject *)host);
     }
-    /* fresh outputs */
+    /* outputs: the last call's array where nobody else holds it, else a fresh one */
     const npy_intp *out_dims = spec->out_dims;
     for (Py_ssize_t j = 0; j < no; j++) {
-        PyObject *o = PyArray_SimpleNew(self->out_ndim[j], (npy_intp *)out_dims, self->out_type[j]);
+        PyObject *o = spec->recycled[j];
+        if (o != NULL && Py_REFCNT(o) == 1)
+            Py_INCREF(o);
+        else
+            o = PyArray_SimpleNew(self->out_ndim[j], (npy_intp *)out_dims, self->out_type[j]);
         if (o == NULL) goto error;
         out_dims += self->out_ndim[j];
         held[nheld++] = o;
@@ -587,6 +602,12 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     if (status != 0) goto fallback; /* the Python path retries, raises or handles it */
 
     PyObject **outs = &held[ns];
+    for (Py_ssize_t j = 0; j < no; j++) {
+        PyObject *last = spec->recycled[j];
+        Py_INCREF(outs[j]);
+        spec->recycled[j] = outs[j];
+        Py_XDECREF(last); /* an array, so no Python code runs here */
+    }
     const Py_ssize_t nu = self->n_user, nup = self->n_upd;
     PyObject *mapped[STACK_SLOTS];
     Py_ssize_t nmapped = 0;
