@@ -118,8 +118,9 @@ typedef struct {
     void *arena;
     ArenaLock *lock;    /* owned */
     PyObject *keep;     /* owned: keeps the code and the arena alive */
-    PyObject **recycled; /* owned: the last call's outputs; one only this table holds (the
-                            caller dropped it) is written again instead of allocating */
+    PyObject **recycled; /* owned: per output, the arrays of the last two calls (newest
+                            first); one only this table holds is written again instead of
+                            allocating (two, so `y = f(x)` in a loop recycles too) */
 } Spec;
 
 typedef struct {
@@ -151,7 +152,7 @@ static PyObject *s_host, *s_pull, *s_version, *s_lock, *s_device_state, *s_acqui
 
 static void spec_clear(Spec *s, Py_ssize_t n_out) {
     if (s->recycled != NULL)
-        for (Py_ssize_t j = 0; j < n_out; j++) Py_CLEAR(s->recycled[j]);
+        for (Py_ssize_t j = 0; j < 2 * n_out; j++) Py_CLEAR(s->recycled[j]);
     PyMem_Free(s->recycled);
     s->recycled = NULL;
     PyMem_Free(s->in_dims);
@@ -412,7 +413,7 @@ static PyObject *Caller_add(Caller *self, PyObject *args) {
         PyMem_Free(s.in_dims);
         return NULL;
     }
-    if (!(s.recycled = PyMem_Calloc(self->n_out > 0 ? self->n_out : 1, sizeof(PyObject *)))) {
+    if (!(s.recycled = PyMem_Calloc(self->n_out > 0 ? 2 * self->n_out : 1, sizeof(PyObject *)))) {
         PyMem_Free(s.in_dims);
         PyMem_Free(s.out_dims);
         return PyErr_NoMemory();
@@ -578,8 +579,11 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     /* outputs: the last call's array where nobody else holds it, else a fresh one */
     const npy_intp *out_dims = spec->out_dims;
     for (Py_ssize_t j = 0; j < no; j++) {
-        PyObject *o = spec->recycled[j];
-        if (o != NULL && Py_REFCNT(o) == 1)
+        PyObject **pool = &spec->recycled[2 * j];
+        PyObject *o = NULL;
+        for (int q = 0; q < 2 && o == NULL; q++)
+            if (pool[q] != NULL && Py_REFCNT(pool[q]) == 1) o = pool[q];
+        if (o != NULL)
             Py_INCREF(o);
         else
             o = PyArray_SimpleNew(self->out_ndim[j], (npy_intp *)out_dims, self->out_type[j]);
@@ -602,11 +606,20 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     if (status != 0) goto fallback; /* the Python path retries, raises or handles it */
 
     PyObject **outs = &held[ns];
-    for (Py_ssize_t j = 0; j < no; j++) {
-        PyObject *last = spec->recycled[j];
-        Py_INCREF(outs[j]);
-        spec->recycled[j] = outs[j];
-        Py_XDECREF(last); /* an array, so no Python code runs here */
+    for (Py_ssize_t j = 0; j < no; j++) { /* the pool becomes (this output, the newest other) */
+        PyObject **pool = &spec->recycled[2 * j];
+        PyObject *o = outs[j];
+        if (pool[0] == o) continue;
+        if (pool[1] == o) {
+            pool[1] = pool[0];
+            pool[0] = o;
+            continue;
+        }
+        PyObject *drop = pool[1];
+        Py_INCREF(o);
+        pool[1] = pool[0];
+        pool[0] = o;
+        Py_XDECREF(drop); /* an array, so no Python code runs here */
     }
     const Py_ssize_t nu = self->n_user, nup = self->n_upd;
     PyObject *mapped[STACK_SLOTS];

@@ -87,11 +87,12 @@ class Specialization:
         self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
                           zip(prog.output_shapes, prog.outputs)]
         self.output_map = list(prog.output_map)
-        # the output arrays of the last call: one whose only reference is this list (the
-        # caller dropped it, or a shared variable moved on to a newer value) is written
-        # again instead of allocating, which for big outputs also saves the page faults
-        # of fresh memory
-        self.recycled: list = [None] * no
+        # per output, the arrays of the last two calls: one whose only reference is this
+        # table (the caller dropped it, or a shared variable moved on to a newer value) is
+        # written again instead of allocating, which for big outputs also saves the page
+        # faults of fresh memory.  Two, so that ``y = f(x)`` in a loop (the previous result
+        # still held during the call) recycles too.
+        self.recycled: list[list] = [[] for _ in range(no)]
         self.cfunc = loaded.cfunc
         # bound checks: @sg_error holds the error words (codegen/checks.py)
         self.errors = None
@@ -132,14 +133,14 @@ class Specialization:
                 status = self.cfunc(self.args_addr)
                 if status == STATUS_INDEX_ERROR:
                     self._raise_index_error()
-                self.recycled = outs
+                self._keep(outs)
             if status:
                 return self.run([np.ascontiguousarray(v) for v in values])
         else:
             values = [np.ascontiguousarray(v) for v in values]
             with self.lock:
                 outs = self._outputs()
-                self.recycled = outs
+                self._keep(outs)
                 i = 0
                 for v in values:
                     args[i] = v.ctypes.data
@@ -153,13 +154,20 @@ class Specialization:
 
     def _outputs(self) -> list[np.ndarray]:
         """Arrays for this call's outputs (call with ``self.lock`` held)."""
-        last, outs = self.recycled, []
-        for j, (shape, dtype) in enumerate(self.out_specs):
-            if last[j] is not None and _references(last, j) == _SOLE_REFERENCE:
-                outs.append(last[j])
+        outs = []
+        for pool, (shape, dtype) in zip(self.recycled, self.out_specs):
+            for q in range(len(pool)):
+                if _references(pool, q) == _SOLE_REFERENCE:
+                    outs.append(pool[q])
+                    break
             else:
                 outs.append(np.empty(shape, dtype))
         return outs
+
+    def _keep(self, outs: list[np.ndarray]) -> None:
+        """Remember this call's outputs (the newest two per output)."""
+        for pool, out in zip(self.recycled, outs):
+            pool[:] = [out] + [a for a in pool if a is not out][:1]
 
     def _raise_index_error(self) -> None:
         """Raise the IndexError for the failed bound check (call with ``self.lock`` held:

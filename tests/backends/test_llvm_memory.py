@@ -75,3 +75,16 @@ def test_streaming_elementwise_output(threads):
     small = sg.compile([x], sg.tanh(x) * 3 - x, backend="llvm")
     small(xv[:1000])
     assert "movnt" not in small.asm()
+
+
+def test_loop_holding_the_previous_result_recycles():
+    f = _double()
+    x = np.arange(1000, dtype=np.float32)
+    y = f(x)
+    y = f(x)
+    addresses = set()
+    for k in range(6):  # ``y`` still holds the previous result during each call
+        y = f(x + k)
+        addresses.add(y.ctypes.data)
+        np.testing.assert_array_equal(y, (x + k) * 2 + 1)
+    assert len(addresses) <= 2
