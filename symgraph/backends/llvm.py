@@ -20,10 +20,11 @@ import numpy as np
 
 from ..errors import CompileError
 from ..graph.fgraph import FunctionGraph
-from . import KernelInfo, llvm_cache, llvm_jit
+from . import KernelInfo, llvm_cache, llvm_jit, llvm_warm
 
 ENTRY = "symgraph_entry"
 FORMAT_VERSION = "1"
+WARM_START = True  # ``build`` accepts a lazy graph and a ``graph_key`` (see llvm_warm)
 
 
 def default_threads() -> int:
@@ -150,8 +151,12 @@ class LLVMProgram:
 
     backend_name = "llvm"
 
-    def __init__(self, fgraph: FunctionGraph, roots: list, options: dict):
-        self.fgraph = fgraph
+    def __init__(self, fgraph, roots: list, options: dict):
+        # ``fgraph`` may be a zero-argument callable returning the rewritten graph: with a
+        # ``graph_key`` (fingerprint of the unrewritten graph) a warm-start hit needs neither
+        self._fgraph = fgraph
+        self.graph_key = options.get("graph_key")
+        self.warm_hits = 0
         self.roots = roots
         self.threads = int(options.get("threads") or default_threads())
         self.profile = bool(options.get("profile"))
@@ -171,6 +176,12 @@ class LLVMProgram:
         static = [v.type.shape for v in roots]
         if all(d is not None for s in static for d in s):
             self.specialize([tuple(s) for s in static])
+
+    @property
+    def fgraph(self) -> FunctionGraph:
+        if callable(self._fgraph):
+            self._fgraph = self._fgraph()
+        return self._fgraph
 
     # --- calling -----------------------------------------------------------------------------
     def __call__(self, values: list) -> list:
@@ -242,31 +253,54 @@ class LLVMProgram:
     # --- building ----------------------------------------------------------------------------
     def _builder(self, prog):
         from ..codegen.llvm_render import ModuleBuilder
+        if isinstance(prog, llvm_warm.WarmProgram):
+            prog = prog.lowered()
         return ModuleBuilder(prog, ENTRY, gomp=self.gomp, math_functions=llvm_jit.math_module()[1],
                              object_args=self.object_args, profile=self.profile)
 
+    def _variant(self) -> str:
+        return f"gomp={self.gomp}|objargs={self.object_args}|profile={self.profile}"
+
+    def _lower(self, key: tuple):
+        from ..codegen.lower import lower
+        return lower(self.fgraph, self.roots, list(key))
+
     def specialize(self, shapes: list[tuple]) -> Specialization:
         """Compile (or load from cache) the code for one tuple of input shapes."""
-        from ..codegen.lower import lower
         with self._lock:
             key = tuple(tuple(s) for s in shapes)
             if key in self.specs:
                 return self.specs[key]
-            prog = lower(self.fgraph, self.roots, list(key))
-            digest = program_digest(prog, f"gomp={self.gomp}|objargs={self.object_args}|"
-                                          f"profile={self.profile}")
-            obj = llvm_cache.load(digest)
-            if obj is None:
-                mb = self._builder(prog)
-                mb.build()
-                text, sources = mb.annotated_text()
-                ref = llvm_jit.optimize(text)
-                obj = llvm_jit.emit_object(ref)
-                llvm_cache.store(digest, obj)
-                self.compiles += 1
+            variant = self._variant()
+            warm_key = None
+            if self.graph_key is not None and llvm_cache.cache_dir() is not None:
+                warm_key = llvm_warm.entry_key(self.graph_key, key, digest_context(variant))
+                hit = llvm_warm.load(warm_key)
             else:
-                text = sources = None
+                hit = None
+            text = sources = None
+            if hit is not None:
+                digest, summary, obj = hit
+                prog = llvm_warm.WarmProgram(summary, digest, lambda: self._lower(key),
+                                             lambda p: program_digest(p, variant), warm_key)
                 self.cache_hits += 1
+                self.warm_hits += 1
+            else:
+                prog = self._lower(key)
+                digest = program_digest(prog, variant)
+                obj = llvm_cache.load(digest)
+                if obj is None:
+                    mb = self._builder(prog)
+                    mb.build()
+                    text, sources = mb.annotated_text()
+                    ref = llvm_jit.optimize(text)
+                    obj = llvm_jit.emit_object(ref)
+                    llvm_cache.store(digest, obj)
+                    self.compiles += 1
+                else:
+                    self.cache_hits += 1
+                if warm_key is not None:
+                    llvm_warm.store(warm_key, digest, prog)
             loaded = llvm_jit.Loaded(obj, ENTRY)
             loaded.set_threads(self.threads)
             spec = Specialization(prog, loaded, digest, self._builder, self.object_args)
@@ -311,14 +345,19 @@ class LLVMProgram:
         return export_program(cf, spec, path, kind=kind, name=name)
 
 
+def digest_context(variant: str) -> str:
+    """What every cache key shares: format, versions, target (triple, CPU, features),
+    math helpers and the code-generation flags in ``variant``."""
+    from .. import __version__ as sg_version
+    return f"{FORMAT_VERSION}|{sg_version}|{llvm_jit.target_id()}|{llvm_jit.math_hash()}|{variant}"
+
+
 def program_digest(prog, variant: str) -> str:
     """Cache key: the kernel IR (a function of the rewritten graph, shapes and dtypes), the
     constants, the target (triple, CPU, features), math helpers and versions."""
-    from .. import __version__ as sg_version
     from ..codegen.kernel_ir import kernel_text
     h = hashlib.sha256()
-    h.update(f"{FORMAT_VERSION}|{sg_version}|{llvm_jit.target_id()}|{llvm_jit.math_hash()}|"
-             f"{variant}\n".encode())
+    h.update(f"{digest_context(variant)}\n".encode())
     for st in prog.storages:
         h.update(f"{st.sid}:{st.kind}:{st.dtype}:{st.size}:{st.slot}\n".encode())
         if st.value is not None:

@@ -6,7 +6,6 @@ Everything here is process-wide and initialised once, lazily (``import symgraph`
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import glob
 import hashlib
 import os
@@ -48,21 +47,13 @@ def libraries() -> dict:
             return _state["libs"]
         binding = llvm()
         libs: dict = {"gomp": None, "blas": None, "blas_handle": None}
-        for name in ("m",):
-            path = ctypes.util.find_library(name)
-            if path:
-                binding.load_library_permanently(path)
-        gomp = ctypes.util.find_library("gomp")
+        load_system_library(binding, "m", "libm.so.6")
         if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
             # idle OpenMP workers spin for a short time only, so they do not steal the cores
             # OpenBLAS's own threads need during the GEMMs that follow (read when libgomp loads)
             os.environ["GOMP_SPINCOUNT"] = "20000"
-        if gomp and os.environ.get("SYMGRAPH_NO_OPENMP") is None:
-            try:
-                binding.load_library_permanently(gomp)
-                libs["gomp"] = gomp
-            except RuntimeError:
-                pass
+        if os.environ.get("SYMGRAPH_NO_OPENMP") is None:
+            libs["gomp"] = load_system_library(binding, "gomp", "libgomp.so.1")
         blas = openblas_path()
         if blas:
             binding.load_library_permanently(blas)
@@ -70,6 +61,26 @@ def libraries() -> dict:
             libs["blas_handle"] = ctypes.CDLL(blas)
         _state["libs"] = libs
         return libs
+
+
+def load_system_library(binding, name: str, soname: str) -> str | None:
+    """Load a system library for the JIT: by its usual soname first (a plain ``dlopen``),
+    then through ``ctypes.util.find_library`` (which runs ``ldconfig``/``gcc``, slower).
+    Returns what was loaded, or None."""
+    try:
+        binding.load_library_permanently(soname)
+        return soname
+    except RuntimeError:
+        pass
+    import ctypes.util
+    path = ctypes.util.find_library(name)
+    if path:
+        try:
+            binding.load_library_permanently(path)
+            return path
+        except RuntimeError:
+            pass
+    return None
 
 
 def set_blas_threads(n: int) -> None:
@@ -192,7 +203,7 @@ def object_args_supported() -> bool:
     """Whether a NumPy array's data pointer sits at ``OBJECT_DATA_OFFSET`` in the object, so
     generated code can take array objects (``id(arr)``) instead of extracted pointers."""
     if "objargs" not in _state:
-        from ..codegen.llvm_render import OBJECT_DATA_OFFSET, OBJECT_FLAGS_OFFSET
+        from ..codegen.numpy_abi import OBJECT_DATA_OFFSET, OBJECT_FLAGS_OFFSET
         ok = ctypes.sizeof(ctypes.c_void_p) == 8
         for a in (np.zeros(3), np.zeros((), np.float32), np.empty((2, 0)), np.arange(5)[1:],
                   np.zeros((3, 4))[:, ::2], np.zeros((3, 4)).T):
