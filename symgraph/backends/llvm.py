@@ -273,7 +273,8 @@ class LLVMProgram:
                 return self.specs[key]
             variant = self._variant()
             warm_key = None
-            if self.graph_key is not None and llvm_cache.cache_dir() is not None:
+            if self.graph_key is not None and llvm_cache.cache_dir() is not None \
+                    and llvm_warm.usable():
                 warm_key = llvm_warm.entry_key(self.graph_key, key, digest_context(variant))
                 hit = llvm_warm.load(warm_key)
             else:

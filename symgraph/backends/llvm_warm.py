@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -55,6 +56,16 @@ def code_id() -> str:
                     h.update(f"{os.path.relpath(path, root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
         _state["code"] = h.hexdigest()[:32]
     return _state["code"]
+
+
+def usable() -> bool:
+    """False when rewrites from outside symgraph are registered: the warm key cannot see
+    what they do, so such processes compile from the graph."""
+    engine = sys.modules.get("symgraph.rewrite.engine")
+    if engine is None:
+        return True
+    fns = [r.fn for r in engine.LOCAL.values()] + [p.fn for p in engine.GLOBAL.values()]
+    return all(getattr(fn, "__module__", "").startswith("symgraph.") for fn in fns)
 
 
 def entry_key(graph_key: str, shapes: tuple, context: str) -> str:

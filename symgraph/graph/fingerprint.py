@@ -7,8 +7,8 @@ name only: their values are inputs.  Used as the key of the llvm backend's warm-
 so a warm process can find its compiled code before rewriting or lowering anything.
 
 Anything the encoder does not know how to write down exactly (a function, an arbitrary
-object) makes the graph unfingerprintable: ``fingerprint`` then returns None and the caller
-takes the ordinary path.
+object, an op class defined outside symgraph) makes the graph unfingerprintable:
+``fingerprint`` then returns None and the caller takes the ordinary path.
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ class _Encoder:
 
     def op(self, op: Op) -> None:
         cls = type(op)
+        if not cls.__module__.startswith("symgraph."):
+            # code outside symgraph may change without symgraph's sources changing
+            raise Unencodable(f"op class {cls.__module__}.{cls.__qualname__}")
         self.w(f"O{cls.__module__}.{cls.__qualname__}{{")
         # every attribute, not only __props__: whatever the op holds may steer the rewriter
         # or the code generator
