@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import CompileError
 from ..graph.fgraph import FunctionGraph
-from . import KernelInfo, llvm_cache, llvm_jit, llvm_warm
+from . import KernelInfo, llvm_cache, llvm_elf, llvm_jit, llvm_warm
 
 ENTRY = "symgraph_entry"
 FORMAT_VERSION = "1"
@@ -275,7 +275,7 @@ class LLVMProgram:
             warm_key = None
             if self.graph_key is not None and llvm_cache.cache_dir() is not None \
                     and llvm_warm.usable():
-                warm_key = llvm_warm.entry_key(self.graph_key, key, digest_context(variant))
+                warm_key = llvm_warm.entry_key(self.graph_key, key, warm_context(variant))
                 hit = llvm_warm.load(warm_key)
             else:
                 hit = None
@@ -302,7 +302,7 @@ class LLVMProgram:
                     self.cache_hits += 1
                 if warm_key is not None:
                     llvm_warm.store(warm_key, digest, prog)
-            loaded = llvm_jit.Loaded(obj, ENTRY)
+            loaded = llvm_elf.load(obj, ENTRY) or llvm_jit.Loaded(obj, ENTRY)
             loaded.set_threads(self.threads)
             spec = Specialization(prog, loaded, digest, self._builder, self.object_args)
             if text is not None:
@@ -351,6 +351,13 @@ def digest_context(variant: str) -> str:
     math helpers and the code-generation flags in ``variant``."""
     from .. import __version__ as sg_version
     return f"{FORMAT_VERSION}|{sg_version}|{llvm_jit.target_id()}|{llvm_jit.math_hash()}|{variant}"
+
+
+def warm_context(variant: str) -> str:
+    """``digest_context`` for the warm-start key: the same, with the host CPU read without
+    llvmlite (a warm process never imports it)."""
+    from .. import __version__ as sg_version
+    return f"{FORMAT_VERSION}|{sg_version}|{llvm_jit.host_id()}|{llvm_jit.math_hash()}|{variant}"
 
 
 def program_digest(prog, variant: str) -> str:

@@ -39,48 +39,73 @@ def openblas_path() -> str | None:
 
 
 def libraries() -> dict:
-    """Load libgomp, OpenBLAS and libm into the process for the JIT; returns what was found."""
+    """Load libm, libgomp and NumPy's OpenBLAS into the process (global scope) for generated
+    code; returns what was found: ``gomp`` / ``blas`` (names or paths), ``blas_handle`` and
+    ``handles`` (for symbol look-ups).  Needs no llvmlite."""
     if "libs" in _state:
         return _state["libs"]
     with _lock:
         if "libs" in _state:
             return _state["libs"]
-        binding = llvm()
-        libs: dict = {"gomp": None, "blas": None, "blas_handle": None}
-        load_system_library(binding, "m", "libm.so.6")
+        libs: dict = {"gomp": None, "blas": None, "blas_handle": None, "handles": [], "paths": []}
+
+        def add(name, handle):
+            libs["paths"].append(name)
+            libs["handles"].append(handle)
+            return handle
+
+        found = _dlopen("m", "libm.so.6")
+        if found:
+            add(*found)
         if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
             # idle OpenMP workers spin for a short time only, so they do not steal the cores
             # OpenBLAS's own threads need during the GEMMs that follow (read when libgomp loads)
             os.environ["GOMP_SPINCOUNT"] = "20000"
         if os.environ.get("SYMGRAPH_NO_OPENMP") is None:
-            libs["gomp"] = load_system_library(binding, "gomp", "libgomp.so.1")
+            found = _dlopen("gomp", "libgomp.so.1")
+            if found:
+                libs["gomp"] = found[0]
+                add(*found)
         blas = openblas_path()
         if blas:
-            binding.load_library_permanently(blas)
-            libs["blas"] = blas
-            libs["blas_handle"] = ctypes.CDLL(blas)
+            try:
+                libs["blas_handle"] = add(blas, ctypes.CDLL(blas, mode=ctypes.RTLD_GLOBAL))
+                libs["blas"] = blas
+            except OSError:
+                pass
         _state["libs"] = libs
         return libs
 
 
-def load_system_library(binding, name: str, soname: str) -> str | None:
-    """Load a system library for the JIT: by its usual soname first (a plain ``dlopen``),
-    then through ``ctypes.util.find_library`` (which runs ``ldconfig``/``gcc``, slower).
-    Returns what was loaded, or None."""
+def _dlopen(name: str, soname: str):
+    """``(what was loaded, handle)`` for a system library, by its usual soname first (a plain
+    ``dlopen``), then through ``ctypes.util.find_library`` (which runs ``ldconfig``, slower);
+    None if neither works."""
     try:
-        binding.load_library_permanently(soname)
-        return soname
-    except RuntimeError:
+        return soname, ctypes.CDLL(soname, mode=ctypes.RTLD_GLOBAL)
+    except OSError:
         pass
-    import ctypes.util
-    path = ctypes.util.find_library(name)
+    from ctypes.util import find_library
+    path = find_library(name)
     if path:
         try:
-            binding.load_library_permanently(path)
-            return path
-        except RuntimeError:
+            return path, ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
             pass
     return None
+
+
+def jit_libraries() -> dict:
+    """``libraries()``, also registered with LLVM so MCJIT resolves their symbols."""
+    libs = libraries()
+    if "jit_libs" not in _state:
+        with _lock:
+            if "jit_libs" not in _state:
+                binding = llvm()
+                for path in libs["paths"]:
+                    binding.load_library_permanently(path)
+                _state["jit_libs"] = True
+    return libs
 
 
 def set_blas_threads(n: int) -> None:
@@ -124,6 +149,34 @@ def target_id() -> str:
     import llvmlite
     return "|".join([binding.get_process_triple(), binding.get_host_cpu_name(),
                      binding.get_host_cpu_features().flatten(), llvmlite.__version__])
+
+
+def host_id() -> str:
+    """The host CPU as the warm-start key needs it, read without llvmlite where possible
+    (``/proc/cpuinfo``: vendor, family, model, stepping, flags), plus the llvmlite version."""
+    if "host" not in _state:
+        import platform
+        fields = {}
+        try:
+            with open("/proc/cpuinfo") as fh:
+                for line in fh:
+                    if not line.strip():
+                        break  # the first processor is enough
+                    key, _, value = line.partition(":")
+                    key = key.strip()
+                    if key in ("vendor_id", "cpu family", "model", "model name", "stepping",
+                               "flags", "CPU implementer", "CPU architecture", "CPU variant",
+                               "CPU part", "CPU revision", "Features"):
+                        fields[key] = " ".join(value.split())
+        except OSError:
+            pass
+        if fields:
+            from llvmlite import __version__ as llvmlite_version
+            _state["host"] = "|".join([platform.machine(), llvmlite_version] +
+                                      [f"{k}={v}" for k, v in sorted(fields.items())])
+        else:
+            _state["host"] = target_id()
+    return _state["host"]
 
 
 def math_module() -> tuple[str | None, set[str]]:
@@ -180,7 +233,7 @@ class Loaded:
 
     def __init__(self, obj: bytes, entry: str):
         binding = llvm()
-        libraries()
+        jit_libraries()
         # the engine owns its target machine, so it gets a fresh one
         self.engine = binding.create_mcjit_compiler(binding.parse_assembly(""), new_target_machine())
         self.engine.add_object_file(binding.ObjectFileRef.from_data(obj))
