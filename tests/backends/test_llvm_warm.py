@@ -29,12 +29,17 @@ def _cache_dir(monkeypatch, tmp_path):
     return tmp_path / "cache"
 
 
-def _run(code: str, cache: Path) -> dict:
+def _run(code: str, cache: Path, *args: str) -> dict:
     env = dict(os.environ, SYMGRAPH_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def test_import_does_not_load_heavy_modules():
@@ -45,7 +50,7 @@ def test_import_does_not_load_heavy_modules():
 
 
 _MLP = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
     import numpy as np
     import symgraph as sg
     rng = np.random.default_rng(0)
@@ -74,16 +79,20 @@ _MLP = textwrap.dedent("""
     state["asm_lines"] = len(f.asm().splitlines())
     state["rewrites"] = len(f.rewrite_log)
     state["nodes"] = len(f.fgraph.nodes)
+    files = f.export(sys.argv[1], kind="object")
+    state["export"] = sorted(os.path.basename(p) for p in files.values())
+    state["header"] = open(files["header"]).read()
     print(json.dumps(state))
 """)
 
 
 def test_warm_process_skips_rewrite_and_lowering_and_matches_a_cold_compile(_cache_dir):
-    cold = _run(_MLP, _cache_dir)
+    cold = _run(_MLP, _cache_dir, str(_mkdir(_cache_dir.parent / "cold") / "step"))
     assert cold["compiles"] == 1 and cold["warm_hits"] == 0 and cold["rewritten_before_call"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warm entry that disagreed with lowering would warn
-        warm = _run("import warnings; warnings.simplefilter('error')\n" + _MLP, _cache_dir)
+        warm = _run("import warnings; warnings.simplefilter('error')\n" + _MLP, _cache_dir,
+                    str(_mkdir(_cache_dir.parent / "warm") / "step"))
     assert warm["warm_hits"] == 1 and warm["compiles"] == 0
     assert not warm["rewritten_before_call"]
     assert not warm["lowered_before_call"] and not warm["lowered_after_call"]
@@ -91,7 +100,7 @@ def test_warm_process_skips_rewrite_and_lowering_and_matches_a_cold_compile(_cac
         assert not warm["llvmlite_binding_loaded"]
     assert warm["results"] == cold["results"]  # bit for bit: the same object code ran
     # inspection rewrites and lowers on demand and shows what a cold compile shows
-    for k in ("kernels", "source", "asm_lines", "rewrites", "nodes"):
+    for k in ("kernels", "source", "asm_lines", "rewrites", "nodes", "header"):
         assert warm[k] == cold[k], k
     assert cold["rewrites"] > 0 and cold["kernels"]
 
