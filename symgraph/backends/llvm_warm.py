@@ -71,7 +71,9 @@ def usable() -> bool:
 def entry_key(graph_key: str, shapes: tuple, context: str) -> str:
     """The warm-entry key: graph fingerprint, input shapes and ``context`` (the backend's
     code-generation flags, target and versions)."""
-    h = hashlib.sha256(f"{FORMAT}|{code_id()}|{context}|{graph_key}|{shapes!r}".encode())
+    import numpy as np
+    versions = f"py{sys.version_info[0]}.{sys.version_info[1]}|numpy{np.__version__}"
+    h = hashlib.sha256(f"{FORMAT}|{code_id()}|{versions}|{context}|{graph_key}|{shapes!r}".encode())
     return h.hexdigest()[:40]
 
 
@@ -98,7 +100,7 @@ class StorageInfo:
 def _plain(value):
     """``value`` with kernel-IR storages replaced by tagged dicts of their fields."""
     from ..codegen.kernel_ir import Storage
-    if isinstance(value, Storage):
+    if isinstance(value, Storage) and value.value is None:  # constants stay in the kernels
         return ("storage", {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
     if isinstance(value, list):
         return [_plain(v) for v in value]
@@ -113,18 +115,28 @@ def _revive(value):
     return value
 
 
+def _is_plain(value) -> bool:
+    """Plain data only (no graph objects, which would drag a stale copy of a graph along)."""
+    if value is None or type(value) in (bool, int, float, str, bytes):
+        return True
+    if type(value) in (tuple, list):
+        return all(_is_plain(v) for v in value)
+    if type(value) is dict:
+        return all(_is_plain(k) and _is_plain(v) for k, v in value.items())
+    return False
+
+
 def summarize(prog) -> dict:
-    """The fields of a lowered program a warm process may need without lowering."""
+    """The fields of a lowered program a warm process may need without lowering: those
+    holding plain data (storages become dicts of their fields); the rest is lowered on
+    demand."""
     out = {}
     for f in dataclasses.fields(prog):
         if f.name in _LAZY_FIELDS:
             continue
         value = _plain(getattr(prog, f.name))
-        try:
-            pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - a field that cannot travel is lowered on demand
-            continue
-        out[f.name] = value
+        if _is_plain(value):
+            out[f.name] = value
     return out
 
 
