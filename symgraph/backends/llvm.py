@@ -14,6 +14,7 @@ import ctypes
 import hashlib
 import os
 import struct
+import sys
 import threading
 
 import numpy as np
@@ -23,7 +24,7 @@ from ..graph.fgraph import FunctionGraph
 from . import KernelInfo, llvm_cache, llvm_elf, llvm_jit, llvm_warm
 
 ENTRY = "symgraph_entry"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # bump when the generated code changes for the same kernel IR
 WARM_START = True  # ``build`` accepts a lazy graph and a ``graph_key`` (see llvm_warm)
 
 
@@ -35,6 +36,15 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _references(items: list, j: int) -> int:
+    return sys.getrefcount(items[j])
+
+
+# what _references reports for an object held only by the list (measured, not assumed: the
+# temporaries it counts differ between Python versions)
+_SOLE_REFERENCE = _references([object()], 0)
 
 
 class Specialization:
@@ -59,6 +69,11 @@ class Specialization:
         self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
                           zip(prog.output_shapes, prog.outputs)]
         self.output_map = list(prog.output_map)
+        # the output arrays of the last call: one whose only reference is this list (the
+        # caller dropped it, or a shared variable moved on to a newer value) is written
+        # again instead of allocating, which for big outputs also saves the page faults
+        # of fresh memory
+        self.recycled: list = [None] * no
         self.cfunc = loaded.cfunc
         self._dups: dict[int, set[int]] = {}
         self.lock = threading.Lock()
@@ -96,16 +111,19 @@ class Specialization:
         that are not C-contiguous are copied (the native code refuses them, then Python
         retries with contiguous copies)."""
         args = self.args
-        outs = [np.empty(s, d) for s, d in self.out_specs]
         if self.object_args:  # the native code reads each array's data pointer itself
             with self.lock:  # the arena and the pointer array belong to this specialisation
+                outs = self._outputs()
                 self.pack(args, 0, *map(id, values), *map(id, outs))
                 status = self.cfunc(self.args_addr)
+                self.recycled = outs
             if status:
                 return self.run([np.ascontiguousarray(v) for v in values])
         else:
             values = [np.ascontiguousarray(v) for v in values]
             with self.lock:
+                outs = self._outputs()
+                self.recycled = outs
                 i = 0
                 for v in values:
                     args[i] = v.ctypes.data
@@ -115,6 +133,16 @@ class Specialization:
                     i += 1
                 self.cfunc(self.args_addr)
         return [outs[m] for m in self.output_map]
+
+    def _outputs(self) -> list[np.ndarray]:
+        """Arrays for this call's outputs (call with ``self.lock`` held)."""
+        last, outs = self.recycled, []
+        for j, (shape, dtype) in enumerate(self.out_specs):
+            if last[j] is not None and _references(last, j) == _SOLE_REFERENCE:
+                outs.append(last[j])
+            else:
+                outs.append(np.empty(shape, dtype))
+        return outs
 
     # inspection (rendered again on demand when the code came from the disk cache)
     def _render(self):
@@ -256,10 +284,12 @@ class LLVMProgram:
         if isinstance(prog, llvm_warm.WarmProgram):
             prog = prog.lowered()
         return ModuleBuilder(prog, ENTRY, gomp=self.gomp, math_functions=llvm_jit.math_module()[1],
-                             object_args=self.object_args, profile=self.profile)
+                             object_args=self.object_args, profile=self.profile,
+                             streaming=llvm_jit.streaming_stores())
 
     def _variant(self) -> str:
-        return f"gomp={self.gomp}|objargs={self.object_args}|profile={self.profile}"
+        return (f"gomp={self.gomp}|objargs={self.object_args}|profile={self.profile}|"
+                f"stream={llvm_jit.streaming_stores()}")
 
     def _lower(self, key: tuple):
         from ..codegen.lower import lower

@@ -179,6 +179,15 @@ def host_id() -> str:
     return _state["host"]
 
 
+def streaming_stores() -> bool:
+    """Whether generated code may use x86 non-temporal stores (and ``sfence``)."""
+    if os.environ.get("SYMGRAPH_NO_STREAMING"):
+        return False
+    # the host's architecture, read without llvmlite (a warm start never imports it)
+    import platform
+    return ctypes.sizeof(ctypes.c_void_p) == 8 and platform.machine().lower() in ("x86_64", "amd64")
+
+
 def math_module() -> tuple[str | None, set[str]]:
     """The text of ``kernels/llvm/math.ll`` (if shipped) and the functions it defines."""
     if "math" not in _state:
