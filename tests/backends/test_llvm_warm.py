@@ -258,3 +258,12 @@ def test_ops_defined_outside_symgraph_are_not_fingerprinted():
     assert fingerprint(build_fgraph([x], y)[0]) is None
     with pytest.raises(sg.CompileError, match="cannot lower"):  # still raised at build time
         sg.compile([x], y)
+
+
+def test_edited_sources_do_not_reuse_warm_entries(monkeypatch):
+    _compile(_graph())
+    assert _compile(_graph()).program.warm_hits == 1
+    # what an edit of any symgraph source or kernel template does to the code identity
+    monkeypatch.setitem(llvm_warm._state, "code", "edited-sources")
+    assert _compile(_graph()).program.warm_hits == 0
+    assert _compile(_graph()).program.warm_hits == 1
