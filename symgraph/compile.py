@@ -189,21 +189,45 @@ class CompiledFunction(FunctionBase):
         self.backend = backend
         self.trust_input = trust_input
         self.profile = profile
-        self.rewrite_log: list = []
         self.nodes_before_rewrite = len(fgraph.nodes)
-        if rewrite:
-            from .rewrite import rewrite_graph
-            self.rewrite_log = rewrite_graph(fgraph, backend=backend)
-        self.fgraph = fgraph
+        self._graph, self._rewrite_pending, self._rewrite_log = fgraph, rewrite, []
+        self._graph_lock = threading.Lock()
         self.specs = [InputSpec(v, i) for i, v in enumerate(self.inputs)]
         self._lock = threading.Lock()
         module = importlib.import_module(BACKENDS[backend])
         options = {"threads": threads, "profile": profile, "trust_input": trust_input,
                    "n_outputs": self.n_outputs}
-        self.program = module.build(fgraph, self.inputs + self.shared, options)
+        if getattr(module, "WARM_START", False):
+            # the backend may find its code by the unrewritten graph's fingerprint, and then
+            # rewrites (calls ``_rewritten``) only when it has to lower
+            from .graph.fingerprint import fingerprint
+            options["graph_key"] = fingerprint(fgraph, (backend, rewrite, profile, self.n_outputs))
+        graph = self._rewritten if options.get("graph_key") else self._rewritten()
+        self.program = module.build(graph, self.inputs + self.shared, options)
         # a backend may provide the whole call path (checks, native call, updates) itself
         make_caller = getattr(self.program, "make_caller", None)
         self._caller = make_caller(self) if make_caller is not None else None
+
+    def _rewritten(self) -> FunctionGraph:
+        """The graph after rewriting (done on first use)."""
+        if self._rewrite_pending:
+            with self._graph_lock:
+                if self._rewrite_pending:
+                    from .rewrite import rewrite_graph
+                    self._rewrite_log = rewrite_graph(self._graph, backend=self.backend)
+                    self._rewrite_pending = False
+        return self._graph
+
+    @property
+    def fgraph(self) -> FunctionGraph:
+        """The rewritten graph the backend compiled."""
+        return self._rewritten()
+
+    @property
+    def rewrite_log(self) -> list:
+        """What the rewriter did (rewrites the graph first if a warm start skipped that)."""
+        self._rewritten()
+        return self._rewrite_log
 
     # --- calling ------------------------------------------------------------------------
     def _convert(self, args) -> list[np.ndarray]:

@@ -29,10 +29,11 @@ from ..errors import CompileError
 from ..fastcall import fastcall_module
 from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
-from . import KernelInfo, llvm_cache, llvm_jit
+from . import KernelInfo, llvm_cache, llvm_elf, llvm_jit, llvm_warm
 
 ENTRY = "symgraph_entry"
 FORMAT_VERSION = "2"  # bump when the generated code changes for the same kernel IR
+WARM_START = True  # ``build`` accepts a lazy graph and a ``graph_key`` (see llvm_warm)
 
 
 def default_threads() -> int:
@@ -97,7 +98,9 @@ class Specialization:
         # bound checks: @sg_error holds the error words (codegen/checks.py)
         self.errors = None
         if prog.checks:
-            addr = loaded.engine.get_global_value_address("sg_error")
+            addr = loaded.global_address("sg_error")
+            if not addr:
+                raise RuntimeError("the bound-check error words (sg_error) are missing from the object code")
             self.errors = (ctypes.c_int64 * (1 + WORDS_PER_SITE * len(prog.checks))).from_address(addr)
         # the C and the Python call path take the same lock around the arena
         fast = fastcall_module()
@@ -209,8 +212,12 @@ class LLVMProgram:
 
     backend_name = "llvm"
 
-    def __init__(self, fgraph: FunctionGraph, roots: list, options: dict):
-        self.fgraph = fgraph
+    def __init__(self, fgraph, roots: list, options: dict):
+        # ``fgraph`` may be a zero-argument callable returning the rewritten graph: with a
+        # ``graph_key`` (fingerprint of the unrewritten graph) a warm-start hit needs neither
+        self._fgraph = fgraph
+        self.graph_key = options.get("graph_key")
+        self.warm_hits = 0
         self.roots = roots
         self.threads = int(options.get("threads") or default_threads())
         self.profile = bool(options.get("profile"))
@@ -230,6 +237,12 @@ class LLVMProgram:
         static = [v.type.shape for v in roots]
         if all(d is not None for s in static for d in s):
             self.specialize([tuple(s) for s in static])
+
+    @property
+    def fgraph(self) -> FunctionGraph:
+        if callable(self._fgraph):
+            self._fgraph = self._fgraph()
+        return self._fgraph
 
     # --- calling -----------------------------------------------------------------------------
     def __call__(self, values: list) -> list:
@@ -253,16 +266,9 @@ class LLVMProgram:
         checks = [(s.np_dtype, s.ndim, tuple((a, d) for a, d in enumerate(s.shape) if d is not None),
                    s.convert) for s in cf.specs]
         program = self
-        # native outputs: one per distinct graph output (as ``lower`` numbers them)
-        natives: dict[int, int] = {}
-        out_vars = []
-        for v in self.fgraph.outputs:
-            if id(v) not in natives:
-                natives[id(v)] = len(out_vars)
-                out_vars.append(v)
-        output_map = [natives[id(v)] for v in self.fgraph.outputs]
+        output_map, out_types = self._native_outputs()
         copies = [k for k, c in enumerate(copied_results(output_map)) if c]
-        module = self._fast_module(cf, out_vars, output_map)
+        module = self._fast_module(cf, out_types, output_map)
         # calls of a function with updates are serialised (else two calls could read the same
         # old value and one update would be lost); the C caller takes the same lock
         fn_lock = None
@@ -325,16 +331,31 @@ class LLVMProgram:
             return call
         fast = module.Caller(call, self.object_args, single, [s.np_dtype.num for s in cf.specs],
                              [s.ndim for s in cf.specs], shared, [np.dtype(s.dtype).num for s in shared],
-                             list(shared_shapes), [np.dtype(v.dtype).num for v in out_vars],
-                             [v.ndim for v in out_vars], output_map, n_out, targets, fn_lock)
+                             list(shared_shapes), [num for num, _ in out_types],
+                             [nd for _, nd in out_types], output_map, n_out, targets, fn_lock)
         return fast
 
-    def _fast_module(self, cf, out_vars: list, output_map: list[int]):
+    def _native_outputs(self) -> tuple[list[int], list[tuple[int, int]]]:
+        """``output_map`` (graph output -> native output, one native output per distinct graph
+        output, as ``lower`` numbers them) and each native output's (dtype number, rank).
+        Read from a specialisation when there is one, so a warm start need not rewrite."""
+        if self.last is not None:
+            spec = self.last
+            return list(spec.output_map), [(d.num, len(shape)) for shape, d in spec.out_specs]
+        natives: dict[int, int] = {}
+        types = []
+        for v in self.fgraph.outputs:
+            if id(v) not in natives:
+                natives[id(v)] = len(types)
+                types.append((np.dtype(v.dtype).num, v.ndim))
+        return [natives[id(v)] for v in self.fgraph.outputs], types
+
+    def _fast_module(self, cf, out_types: list, output_map: list[int]):
         """The C call path module when this function can use it (else None)."""
         module = fastcall_module()
         if module is None:
             return None
-        n_arrays = len(cf.specs) + len(cf.shared) + len(out_vars)
+        n_arrays = len(cf.specs) + len(cf.shared) + len(out_types)
         if n_arrays > module.MAX_ARRAYS or len(output_map) >= module.MAX_ARRAYS:
             return None
         # the C caller reads and writes the attributes behind SharedVariable._value itself
@@ -361,33 +382,58 @@ class LLVMProgram:
     # --- building ----------------------------------------------------------------------------
     def _builder(self, prog):
         from ..codegen.llvm_render import ModuleBuilder
+        if isinstance(prog, llvm_warm.WarmProgram):
+            prog = prog.lowered()
         return ModuleBuilder(prog, ENTRY, gomp=self.gomp, math_functions=llvm_jit.math_module()[1],
                              object_args=self.object_args, profile=self.profile,
                              streaming=llvm_jit.streaming_stores())
 
+    def _variant(self) -> str:
+        return (f"gomp={self.gomp}|objargs={self.object_args}|profile={self.profile}|"
+                f"stream={llvm_jit.streaming_stores()}")
+
+    def _lower(self, key: tuple):
+        from ..codegen.lower import lower
+        return lower(self.fgraph, self.roots, list(key))
+
     def specialize(self, shapes: list[tuple]) -> Specialization:
         """Compile (or load from cache) the code for one tuple of input shapes."""
-        from ..codegen.lower import lower
         with self._lock:
             key = tuple(tuple(s) for s in shapes)
             if key in self.specs:
                 return self.specs[key]
-            prog = lower(self.fgraph, self.roots, list(key))
-            digest = program_digest(prog, f"gomp={self.gomp}|objargs={self.object_args}|"
-                                          f"profile={self.profile}|stream={llvm_jit.streaming_stores()}")
-            obj = llvm_cache.load(digest)
-            if obj is None:
-                mb = self._builder(prog)
-                mb.build()
-                text, sources = mb.annotated_text()
-                ref = llvm_jit.optimize(text)
-                obj = llvm_jit.emit_object(ref)
-                llvm_cache.store(digest, obj)
-                self.compiles += 1
+            variant = self._variant()
+            warm_key = None
+            if self.graph_key is not None and llvm_cache.cache_dir() is not None \
+                    and llvm_warm.usable():
+                warm_key = llvm_warm.entry_key(self.graph_key, key, warm_context(variant))
+                hit = llvm_warm.load(warm_key)
             else:
-                text = sources = None
+                hit = None
+            text = sources = None
+            if hit is not None:
+                digest, summary, obj = hit
+                prog = llvm_warm.WarmProgram(summary, digest, lambda: self._lower(key),
+                                             lambda p: program_digest(p, variant), warm_key)
                 self.cache_hits += 1
-            loaded = llvm_jit.Loaded(obj, ENTRY)
+                self.warm_hits += 1
+            else:
+                prog = self._lower(key)
+                digest = program_digest(prog, variant)
+                obj = llvm_cache.load(digest)
+                if obj is None:
+                    mb = self._builder(prog)
+                    mb.build()
+                    text, sources = mb.annotated_text()
+                    ref = llvm_jit.optimize(text)
+                    obj = llvm_jit.emit_object(ref)
+                    llvm_cache.store(digest, obj)
+                    self.compiles += 1
+                else:
+                    self.cache_hits += 1
+                if warm_key is not None:
+                    llvm_warm.store(warm_key, digest, prog)
+            loaded = llvm_elf.load(obj, ENTRY) or llvm_jit.Loaded(obj, ENTRY)
             loaded.set_threads(self.threads)
             spec = Specialization(prog, loaded, digest, self._builder, self.object_args)
             if text is not None:
@@ -431,14 +477,26 @@ class LLVMProgram:
         return export_program(cf, spec, path, kind=kind, name=name)
 
 
+def digest_context(variant: str) -> str:
+    """What every cache key shares: format, versions, target (triple, CPU, features),
+    math helpers and the code-generation flags in ``variant``."""
+    from .. import __version__ as sg_version
+    return f"{FORMAT_VERSION}|{sg_version}|{llvm_jit.target_id()}|{llvm_jit.math_hash()}|{variant}"
+
+
+def warm_context(variant: str) -> str:
+    """``digest_context`` for the warm-start key: the same, with the host CPU read without
+    llvmlite (a warm process never imports it)."""
+    from .. import __version__ as sg_version
+    return f"{FORMAT_VERSION}|{sg_version}|{llvm_jit.host_id()}|{llvm_jit.math_hash()}|{variant}"
+
+
 def program_digest(prog, variant: str) -> str:
     """Cache key: the kernel IR (a function of the rewritten graph, shapes and dtypes), the
     constants, the target (triple, CPU, features), math helpers and versions."""
-    from .. import __version__ as sg_version
     from ..codegen.kernel_ir import kernel_text
     h = hashlib.sha256()
-    h.update(f"{FORMAT_VERSION}|{sg_version}|{llvm_jit.target_id()}|{llvm_jit.math_hash()}|"
-             f"{variant}\n".encode())
+    h.update(f"{digest_context(variant)}\n".encode())
     for st in prog.storages:
         h.update(f"{st.sid}:{st.kind}:{st.dtype}:{st.size}:{st.slot}\n".encode())
         if st.value is not None:

@@ -1,8 +1,10 @@
 """On-disk cache of compiled object code (``~/.cache/symgraph``; ``SYMGRAPH_CACHE_DIR``).
 
-An entry is ``MAGIC + sha256(payload) + len(payload) + payload``, written to a temporary
-file and renamed into place, so concurrent processes never see a partial file; an entry whose
-header or checksum does not match is treated as missing (and rewritten).
+Two kinds of entry share the folder: ``KEY.o`` holds object code keyed by the lowered program,
+``KEY.warm`` the warm-start record keyed by the unrewritten graph (``llvm_warm``).  An entry is
+``MAGIC + sha256(payload) + len(payload) + payload``, written to a temporary file and renamed
+into place, so concurrent processes never see a partial file; an entry whose header or
+checksum does not match is treated as missing (and rewritten).
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ def cache_dir() -> Path | None:
     return Path(env) if env else Path.home() / ".cache" / "symgraph"
 
 
-def _path(key: str) -> Path | None:
+def _path(key: str, suffix: str) -> Path | None:
     d = cache_dir()
-    return None if d is None else d / key[:2] / f"{key}.o"
+    return None if d is None else d / key[:2] / f"{key}{suffix}"
 
 
-def load(key: str) -> bytes | None:
+def load(key: str, suffix: str = ".o") -> bytes | None:
     """The payload stored under ``key``, or None (missing, truncated or corrupt)."""
-    path = _path(key)
+    path = _path(key, suffix)
     if path is None:
         return None
     try:
@@ -49,9 +51,9 @@ def load(key: str) -> bytes | None:
     return payload
 
 
-def store(key: str, payload: bytes) -> None:
+def store(key: str, payload: bytes, suffix: str = ".o") -> None:
     """Write atomically; errors (read-only disk...) only cost the cache."""
-    path = _path(key)
+    path = _path(key, suffix)
     if path is None:
         return
     try:
@@ -70,3 +72,13 @@ def store(key: str, payload: bytes) -> None:
             raise
     except OSError:
         pass
+
+
+def discard(key: str, suffix: str = ".o") -> None:
+    """Remove an entry (a stale or inconsistent one); a missing entry is fine."""
+    path = _path(key, suffix)
+    if path is not None:
+        try:
+            path.unlink()
+        except OSError:
+            pass

@@ -6,7 +6,6 @@ Everything here is process-wide and initialised once, lazily (``import symgraph`
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import glob
 import hashlib
 import os
@@ -40,36 +39,73 @@ def openblas_path() -> str | None:
 
 
 def libraries() -> dict:
-    """Load libgomp, OpenBLAS and libm into the process for the JIT; returns what was found."""
+    """Load libm, libgomp and NumPy's OpenBLAS into the process (global scope) for generated
+    code; returns what was found: ``gomp`` / ``blas`` (names or paths), ``blas_handle`` and
+    ``handles`` (for symbol look-ups).  Needs no llvmlite."""
     if "libs" in _state:
         return _state["libs"]
     with _lock:
         if "libs" in _state:
             return _state["libs"]
-        binding = llvm()
-        libs: dict = {"gomp": None, "blas": None, "blas_handle": None}
-        for name in ("m",):
-            path = ctypes.util.find_library(name)
-            if path:
-                binding.load_library_permanently(path)
-        gomp = ctypes.util.find_library("gomp")
+        libs: dict = {"gomp": None, "blas": None, "blas_handle": None, "handles": [], "paths": []}
+
+        def add(name, handle):
+            libs["paths"].append(name)
+            libs["handles"].append(handle)
+            return handle
+
+        found = _dlopen("m", "libm.so.6")
+        if found:
+            add(*found)
         if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
             # idle OpenMP workers spin for a short time only, so they do not steal the cores
             # OpenBLAS's own threads need during the GEMMs that follow (read when libgomp loads)
             os.environ["GOMP_SPINCOUNT"] = "20000"
-        if gomp and os.environ.get("SYMGRAPH_NO_OPENMP") is None:
-            try:
-                binding.load_library_permanently(gomp)
-                libs["gomp"] = gomp
-            except RuntimeError:
-                pass
+        if os.environ.get("SYMGRAPH_NO_OPENMP") is None:
+            found = _dlopen("gomp", "libgomp.so.1")
+            if found:
+                libs["gomp"] = found[0]
+                add(*found)
         blas = openblas_path()
         if blas:
-            binding.load_library_permanently(blas)
-            libs["blas"] = blas
-            libs["blas_handle"] = ctypes.CDLL(blas)
+            try:
+                libs["blas_handle"] = add(blas, ctypes.CDLL(blas, mode=ctypes.RTLD_GLOBAL))
+                libs["blas"] = blas
+            except OSError:
+                pass
         _state["libs"] = libs
         return libs
+
+
+def _dlopen(name: str, soname: str):
+    """``(what was loaded, handle)`` for a system library, by its usual soname first (a plain
+    ``dlopen``), then through ``ctypes.util.find_library`` (which runs ``ldconfig``, slower);
+    None if neither works."""
+    try:
+        return soname, ctypes.CDLL(soname, mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        pass
+    from ctypes.util import find_library
+    path = find_library(name)
+    if path:
+        try:
+            return path, ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            pass
+    return None
+
+
+def jit_libraries() -> dict:
+    """``libraries()``, also registered with LLVM so MCJIT resolves their symbols."""
+    libs = libraries()
+    if "jit_libs" not in _state:
+        with _lock:
+            if "jit_libs" not in _state:
+                binding = llvm()
+                for path in libs["paths"]:
+                    binding.load_library_permanently(path)
+                _state["jit_libs"] = True
+    return libs
 
 
 def set_blas_threads(n: int) -> None:
@@ -115,11 +151,41 @@ def target_id() -> str:
                      binding.get_host_cpu_features().flatten(), llvmlite.__version__])
 
 
+def host_id() -> str:
+    """The host CPU as the warm-start key needs it, read without llvmlite where possible
+    (``/proc/cpuinfo``: vendor, family, model, stepping, flags), plus the llvmlite version."""
+    if "host" not in _state:
+        import platform
+        fields = {}
+        try:
+            with open("/proc/cpuinfo") as fh:
+                for line in fh:
+                    if not line.strip():
+                        break  # the first processor is enough
+                    key, _, value = line.partition(":")
+                    key = key.strip()
+                    if key in ("vendor_id", "cpu family", "model", "model name", "stepping",
+                               "flags", "CPU implementer", "CPU architecture", "CPU variant",
+                               "CPU part", "CPU revision", "Features"):
+                        fields[key] = " ".join(value.split())
+        except OSError:
+            pass
+        if fields:
+            from llvmlite import __version__ as llvmlite_version
+            _state["host"] = "|".join([platform.machine(), llvmlite_version] +
+                                      [f"{k}={v}" for k, v in sorted(fields.items())])
+        else:
+            _state["host"] = target_id()
+    return _state["host"]
+
+
 def streaming_stores() -> bool:
     """Whether generated code may use x86 non-temporal stores (and ``sfence``)."""
     if os.environ.get("SYMGRAPH_NO_STREAMING"):
         return False
-    return llvm().get_process_triple().split("-")[0] in ("x86_64", "amd64")
+    # the host's architecture, read without llvmlite (a warm start never imports it)
+    import platform
+    return ctypes.sizeof(ctypes.c_void_p) == 8 and platform.machine().lower() in ("x86_64", "amd64")
 
 
 def math_module() -> tuple[str | None, set[str]]:
@@ -176,7 +242,7 @@ class Loaded:
 
     def __init__(self, obj: bytes, entry: str):
         binding = llvm()
-        libraries()
+        jit_libraries()
         # the engine owns its target machine, so it gets a fresh one
         self.engine = binding.create_mcjit_compiler(binding.parse_assembly(""), new_target_machine())
         self.engine.add_object_file(binding.ObjectFileRef.from_data(obj))
@@ -190,6 +256,10 @@ class Loaded:
         addr = self.engine.get_global_value_address("sg_profile")
         self.profile_addr = addr or None
 
+    def global_address(self, name: str) -> int:
+        """The address of global ``name`` in the loaded code (0 when absent)."""
+        return self.engine.get_global_value_address(name)
+
     def set_threads(self, n: int) -> None:
         if self.nthreads is not None:
             self.nthreads.value = int(n)
@@ -199,7 +269,7 @@ def object_args_supported() -> bool:
     """Whether a NumPy array's data pointer sits at ``OBJECT_DATA_OFFSET`` in the object, so
     generated code can take array objects (``id(arr)``) instead of extracted pointers."""
     if "objargs" not in _state:
-        from ..codegen.llvm_render import OBJECT_DATA_OFFSET, OBJECT_FLAGS_OFFSET
+        from ..codegen.numpy_abi import OBJECT_DATA_OFFSET, OBJECT_FLAGS_OFFSET
         ok = ctypes.sizeof(ctypes.c_void_p) == 8
         for a in (np.zeros(3), np.zeros((), np.float32), np.empty((2, 0)), np.arange(5)[1:],
                   np.zeros((3, 4))[:, ::2], np.zeros((3, 4)).T):

@@ -44,6 +44,7 @@ from .checks import (
     initial_words,
 )
 from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, checked_sites, kernel_text, walk
+from .numpy_abi import OBJECT_DATA_OFFSET, OBJECT_FLAGS_OFFSET
 
 F32, F64 = ir.FloatType(), ir.DoubleType()
 I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
@@ -54,8 +55,6 @@ _REG = {"float32": F32, "float64": F64, "int64": I64, "int32": I32, "int16": I16
         "uint8": I8, "bool": I1}
 _MEM = dict(_REG, bool=I8)
 _UNSIGNED = {"uint8", "bool"}
-OBJECT_DATA_OFFSET = 16  # offsetof(PyArrayObject, data) on 64-bit CPython
-OBJECT_FLAGS_OFFSET = 64  # offsetof(PyArrayObject, flags); bit 0 = C-contiguous
 PARALLEL_MIN_WORK = 1 << 15  # elements; smaller kernels run on the calling thread
 # an elementwise kernel writing at least this much uses non-temporal (streaming) stores: the
 # output would not stay in cache anyway, and streaming skips the read-for-ownership of every

@@ -183,7 +183,8 @@ class SharedVariable(Variable):
         arr = np.array(value, dtype=dtype, copy=True)
         if dtype is None and arr.dtype == np.float64 and not isinstance(value, np.ndarray):
             arr = arr.astype(np.float32)
-        arr = np.array(arr.astype(as_dtype(arr.dtype), copy=False), order="C")
+        # ``arr`` is already a private copy: only a non-C-contiguous one is copied again
+        arr = np.asarray(arr.astype(as_dtype(arr.dtype), copy=False), order="C")
         super().__init__(TensorType(arr.dtype.name, arr.shape), name=name)
         self._value = arr
         self._lock = threading.Lock()

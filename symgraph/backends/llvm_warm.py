@@ -1,0 +1,221 @@
+"""Warm start for the llvm backend: find compiled code before rewriting or lowering.
+
+The ordinary disk cache (``KEY.o``) is keyed by the lowered program, so finding an entry
+needs the rewriter and the lowering to run first.  This first-level cache is keyed by the
+fingerprint of the *unrewritten* graph (``graph.fingerprint``) plus everything else the code
+depends on: input shapes, code-generation flags, the target, the math library, the versions
+and the symgraph sources themselves.  A ``KEY.warm`` entry holds the object-code digest (the
+``.o`` entry) and a summary of the lowered program: what a ``Specialization`` reads (input and
+output storages, output shapes, ``output_map``, ``arena_size``...).  A warm hit runs from that
+summary; the full program is lowered on first access to anything else (inspection, export).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pickle
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+
+from . import llvm_cache
+
+WARM = ".warm"
+FORMAT = "sgwarm1"
+# fields of the lowered program that are rebuilt on demand rather than stored
+_LAZY_FIELDS = ("storages", "kernels")
+_state: dict = {}
+
+
+def code_id() -> str:
+    """Identity of the installed symgraph sources and kernel templates (paths, sizes and
+    modification times), so an edited checkout never reuses code built by older sources."""
+    if "code" not in _state:
+        import symgraph
+        h = hashlib.sha256()
+        roots = [os.path.dirname(os.path.abspath(symgraph.__file__))]
+        try:
+            from ..resources import kernels_dir
+            roots.append(str(kernels_dir()))
+        except (FileNotFoundError, ImportError):  # pragma: no cover - no templates shipped
+            pass
+        for root in roots:
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+                for name in sorted(filenames):
+                    if name.endswith((".pyc", ".tmp")):
+                        continue
+                    path = os.path.join(dirpath, name)
+                    try:
+                        st = os.stat(path)
+                    except OSError:
+                        continue
+                    h.update(f"{os.path.relpath(path, root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        _state["code"] = h.hexdigest()[:32]
+    return _state["code"]
+
+
+def usable() -> bool:
+    """False when rewrites from outside symgraph are registered: the warm key cannot see
+    what they do, so such processes compile from the graph."""
+    engine = sys.modules.get("symgraph.rewrite.engine")
+    if engine is None:
+        return True
+    fns = [r.fn for r in engine.LOCAL.values()] + [p.fn for p in engine.GLOBAL.values()]
+    return all(getattr(fn, "__module__", "").startswith("symgraph.") for fn in fns)
+
+
+def entry_key(graph_key: str, shapes: tuple, context: str) -> str:
+    """The warm-entry key: graph fingerprint, input shapes and ``context`` (the backend's
+    code-generation flags, target and versions)."""
+    import numpy as np
+    versions = f"py{sys.version_info[0]}.{sys.version_info[1]}|numpy{np.__version__}"
+    h = hashlib.sha256(f"{FORMAT}|{code_id()}|{versions}|{context}|{graph_key}|{shapes!r}".encode())
+    return h.hexdigest()[:40]
+
+
+class StorageInfo:
+    """A kernel-IR ``Storage`` as read back from a warm entry (same fields; importing the
+    kernel IR is left to the processes that lower)."""
+
+    def __init__(self, fields: dict):
+        self.__dict__.update(fields)
+
+    @property
+    def itemsize(self) -> int:
+        import numpy as np
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.itemsize
+
+    def __repr__(self) -> str:
+        return f"s{self.sid}:{self.kind}:{self.dtype}[{self.size}]"
+
+
+def _plain(value):
+    """``value`` with kernel-IR storages and bound-check sites replaced by tagged dicts of
+    their fields."""
+    from ..codegen.checks import CheckSite
+    from ..codegen.kernel_ir import Storage
+    if isinstance(value, Storage) and value.value is None:  # constants stay in the kernels
+        return ("storage", {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    if isinstance(value, CheckSite):
+        return ("check", {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _revive(value):
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "storage":
+        return StorageInfo(value[1])
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "check":
+        from ..codegen.checks import CheckSite
+        return CheckSite(**value[1])
+    if isinstance(value, list):
+        return [_revive(v) for v in value]
+    return value
+
+
+def _is_plain(value) -> bool:
+    """Plain data only (no graph objects, which would drag a stale copy of a graph along)."""
+    if value is None or type(value) in (bool, int, float, str, bytes):
+        return True
+    if type(value) in (tuple, list):
+        return all(_is_plain(v) for v in value)
+    if type(value) is dict:
+        return all(_is_plain(k) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def summarize(prog) -> dict:
+    """The fields of a lowered program a warm process may need without lowering: those
+    holding plain data (storages become dicts of their fields); the rest is lowered on
+    demand."""
+    out = {}
+    for f in dataclasses.fields(prog):
+        if f.name in _LAZY_FIELDS:
+            continue
+        value = _plain(getattr(prog, f.name))
+        if _is_plain(value):
+            out[f.name] = value
+    return out
+
+
+def store(key: str, digest: str, prog) -> None:
+    """Record that ``key`` compiles to the object code stored under ``digest``."""
+    record = {"format": FORMAT, "digest": digest, "summary": summarize(prog)}
+    llvm_cache.store(key, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL), WARM)
+
+
+def load(key: str) -> tuple[str, dict, bytes] | None:
+    """``(digest, summary, object code)`` for ``key``, or None when the entry or its object
+    code is missing or corrupt (checksums are checked by ``llvm_cache``)."""
+    blob = llvm_cache.load(key, WARM)
+    if blob is None:
+        return None
+    try:
+        record = pickle.loads(blob)
+        if record.get("format") != FORMAT:
+            return None
+        digest = record["digest"]
+        summary = {name: _revive(value) for name, value in record["summary"].items()}
+    except Exception:  # noqa: BLE001 - an unreadable entry is a miss
+        return None
+    obj = llvm_cache.load(digest)
+    if obj is None:
+        return None
+    return digest, summary, obj
+
+
+class WarmProgram:
+    """Stands in for a lowered program after a warm hit.
+
+    Reads of the summarised fields are answered from the cache entry; any other attribute
+    (``kernels``, ``storages``...) lowers the graph once, checks that it produces the program
+    the entry was built from, and from then on every read goes to the real program.
+    """
+
+    def __init__(self, summary: dict, digest: str, lower: Callable[[], object],
+                 digest_of: Callable[[object], str], key: str):
+        self._summary = summary
+        self._digest = digest
+        self._lower = lower
+        self._digest_of = digest_of
+        self._key = key
+        self._full = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_lowered(self) -> bool:
+        return self._full is not None
+
+    def lowered(self):
+        """The real kernel-IR program (lowered on first use)."""
+        if self._full is None:
+            with self._lock:
+                if self._full is None:
+                    full = self._lower()
+                    if self._digest_of(full) != self._digest:
+                        llvm_cache.discard(self._key, WARM)
+                        warnings.warn("symgraph: a warm-start cache entry did not match the "
+                                      "program lowered from this graph; it was removed (the "
+                                      "next process recompiles)", RuntimeWarning, stacklevel=3)
+                    self._full = full
+        return self._full
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        full = self._full
+        if full is None:
+            summary = self._summary
+            if name in summary:
+                return summary[name]
+            full = self.lowered()
+        return getattr(full, name)
