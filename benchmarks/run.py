@@ -129,6 +129,11 @@ def run_worker(python, peer, workloads, threads, args, backend) -> list[dict]:
 def run_w5(python, peer, threads, args, backend) -> dict:
     """A cold process (fresh cache directories), then a warm one reusing them."""
     from benchmarks.w5 import cache_env
+    if peer == "symgraph":
+        # an installed package has its bytecode compiled (pip does it); a source checkout run
+        # with PYTHONDONTWRITEBYTECODE would otherwise recompile every module in every process
+        subprocess.run([python, "-m", "compileall", "-q", os.path.join(ROOT, "symgraph")],
+                       capture_output=True)
     root = tempfile.mkdtemp(prefix="symgraph-w5-")
     row: dict = {"peer": peer}
     try:
