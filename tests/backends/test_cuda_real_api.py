@@ -286,7 +286,8 @@ def _header(name: str) -> str | None:
 
 
 def _prototype(text: str, fn: str) -> list[str]:
-    m = re.search(rf"\b{fn}\s*\(([^;{{]*?)\)\s*;", re.sub(r"/\*.*?\*/", "", text, flags=re.S))
+    code = re.sub(r"//[^\n]*", "", re.sub(r"/\*.*?\*/", "", text, flags=re.S))
+    m = re.search(rf"\b{fn}\s*\(([^;{{]*?)\)\s*;", code)
     assert m, f"{fn} is not declared"
     return [p.strip() for p in m.group(1).split(",") if p.strip() and p.strip() != "void"]
 
@@ -323,7 +324,8 @@ def test_ctypes_prototypes_match_the_installed_header(header, table):
 
 def test_prototype_parser_reads_declarations():
     """The header check's parser on declarations written in cuBLAS's style."""
-    text = ("cublasStatus_t CUBLASWINAPI cublasXgemm(cublasHandle_t handle, /* c */ int m,\n"
+    text = ("// cublasXgemm(int) in a line comment\n/** ::cublasXgemm(void *p); */\n"
+            "cublasStatus_t CUBLASWINAPI cublasXgemm(cublasHandle_t handle, /* c */ int m,\n"
             "    const float *alpha, long long int strideA, cudaStream_t s);")
     assert [_ctype_kind(p) for p in _prototype(text, "cublasXgemm")] == ["ptr", "i32", "ptr", "i64", "ptr"]
 
