@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import CompileError
+from .fastcall import FunctionBase
 from .graph.basic import Constant, SharedVariable, Variable, as_variable, executing_graph
 from .graph.fgraph import FunctionGraph, clone_replace, graph_inputs
 from .graph.types import format_shape, shape_conflict
@@ -176,7 +177,7 @@ def compile(inputs: Sequence[Variable], outputs=None, updates=None, givens=None,
                             profile, rewrite)
 
 
-class CompiledFunction:
+class CompiledFunction(FunctionBase):
     """A compiled graph: call it with NumPy arrays; inspect ``kernels``, ``source()``, ``asm()``."""
 
     def __init__(self, inputs, outputs, updates, givens, backend, trust_input, threads, profile,
@@ -214,9 +215,9 @@ class CompiledFunction:
             return list(args)
         return [spec.convert(a) for spec, a in zip(self.specs, args)]
 
-    def __call__(self, *args):
-        if self._caller is not None:
-            return self._caller(args)
+    def _call(self, *args):
+        """The generic call path (``FunctionBase.__call__`` runs ``_caller`` instead when the
+        backend provided one)."""
         values = self._convert(args)
         # a backend that keeps shared values on a device reads and updates them itself
         on_device = getattr(self.program, "device_shared", False)

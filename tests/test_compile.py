@@ -104,10 +104,11 @@ def test_constant_output():
     np.testing.assert_array_equal(f(), [1.0, 2.0])
 
 
-def test_threads_calling_one_function():
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_threads_calling_one_function(backend):
     x = sg.matrix("x")
     w = sg.shared(np.eye(8, dtype=np.float32) * 2, name="w")
-    f = ref([x], sg.tanh(x @ w).sum(axis=1))
+    f = sg.compile([x], sg.tanh(x @ w).sum(axis=1), backend=backend)
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal((16, 8)).astype(np.float32) for _ in range(8)]
     expected = [np.tanh(a @ (np.eye(8, dtype=np.float32) * 2)).sum(axis=1) for a in inputs]
@@ -118,7 +119,7 @@ def test_threads_calling_one_function():
         try:
             for _ in range(20):
                 results[k] = f(inputs[k])
-                np.testing.assert_allclose(results[k], expected[k], rtol=1e-5)
+                np.testing.assert_allclose(results[k], expected[k], rtol=1e-5, atol=1e-6)
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
@@ -130,9 +131,10 @@ def test_threads_calling_one_function():
     assert not errors, errors
 
 
-def test_threads_with_updates_count_every_call():
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_threads_with_updates_count_every_call(backend):
     n = sg.shared(np.int64(0), name="n")
-    f = ref([], n, updates=[(n, n + 1)])
+    f = sg.compile([], n, updates=[(n, n + 1)], backend=backend)
     threads = [threading.Thread(target=lambda: [f() for _ in range(50)]) for _ in range(4)]
     for t in threads:
         t.start()

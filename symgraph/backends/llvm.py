@@ -4,8 +4,13 @@
 lowers the graph to kernel IR for those shapes, renders one LLVM module (every kernel plus an
 entry point), optimises it for the host CPU, loads the object code (from the disk cache when
 it is there) and keeps it in memory keyed by the shapes.  A call then fills one array of
-pointers (inputs, fresh outputs, the scratch arena) and makes one ctypes call, which releases
-the GIL.
+pointers (inputs, fresh outputs, the scratch arena) and makes one native call without the GIL.
+
+Two call paths do that: the C extension ``symgraph._fastcall`` (when it was built and
+``SYMGRAPH_NO_FASTCALL`` is not set) handles every call whose arguments are exact
+ndarrays of the expected dtypes and already-seen shapes; everything else goes to the Python
+path (``make_caller``'s closure), which converts arguments, raises the argument errors,
+compiles new specialisations and registers them with the C caller.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ import numpy as np
 
 from ..codegen.checks import STATUS_INDEX_ERROR, WORDS_PER_SITE, raise_index_error
 from ..errors import CompileError
+from ..fastcall import fastcall_module
+from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
-from . import KernelInfo, blas_threads, llvm_cache, llvm_jit
+from . import KernelInfo, llvm_cache, llvm_jit
 
 ENTRY = "symgraph_entry"
 FORMAT_VERSION = "2"  # bump when the generated code changes for the same kernel IR
@@ -47,6 +54,17 @@ def _references(items: list, j: int) -> int:
 _SOLE_REFERENCE = _references([object()], 0)
 
 
+def copied_results(output_map: list[int]) -> list[bool]:
+    """Per result: True when an earlier result is the same native output (it gets a copy, so
+    no two results, returned or installed, share memory)."""
+    seen: set[int] = set()
+    flags = []
+    for m in output_map:
+        flags.append(m in seen)
+        seen.add(m)
+    return flags
+
+
 class Specialization:
     """The native code and buffers for one tuple of input shapes."""
 
@@ -69,19 +87,21 @@ class Specialization:
         self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
                           zip(prog.output_shapes, prog.outputs)]
         self.output_map = list(prog.output_map)
-        # the output arrays of the last call: one whose only reference is this list (the
-        # caller dropped it, or a shared variable moved on to a newer value) is written
-        # again instead of allocating, which for big outputs also saves the page faults
-        # of fresh memory
-        self.recycled: list = [None] * no
+        # per output, the arrays of the last two calls: one whose only reference is this
+        # table (the caller dropped it, or a shared variable moved on to a newer value) is
+        # written again instead of allocating, which for big outputs also saves the page
+        # faults of fresh memory.  Two, so that ``y = f(x)`` in a loop (the previous result
+        # still held during the call) recycles too.
+        self.recycled: list[list] = [[] for _ in range(no)]
         self.cfunc = loaded.cfunc
-        self._dups: dict[int, set[int]] = {}
-        self.lock = threading.Lock()
         # bound checks: @sg_error holds the error words (codegen/checks.py)
         self.errors = None
         if prog.checks:
             addr = loaded.engine.get_global_value_address("sg_error")
             self.errors = (ctypes.c_int64 * (1 + WORDS_PER_SITE * len(prog.checks))).from_address(addr)
+        # the C and the Python call path take the same lock around the arena
+        fast = fastcall_module()
+        self.lock = fast.ArenaLock() if fast is not None else threading.Lock()
 
     def native_only(self, values: list):
         """A zero-argument callable making just the native call on ``values`` and fixed output
@@ -100,17 +120,6 @@ class Specialization:
             return cfunc(addr), keep, args
         return call
 
-    def duplicated_updates(self, n_out: int) -> set[int]:
-        """Updates whose result array is also returned elsewhere (they are installed as copies)."""
-        dup = self._dups.get(n_out)
-        if dup is None:
-            counts: dict[int, int] = {}
-            for m in self.output_map:
-                counts[m] = counts.get(m, 0) + 1
-            dup = {k for k, m in enumerate(self.output_map[n_out:]) if counts[m] > 1}
-            self._dups[n_out] = dup
-        return dup
-
     def run(self, values: list) -> list:
         """One native call.  ``values`` are ndarrays of the right dtypes and shapes; inputs
         that are not C-contiguous are copied (the native code refuses them, then Python
@@ -124,14 +133,14 @@ class Specialization:
                 status = self.cfunc(self.args_addr)
                 if status == STATUS_INDEX_ERROR:
                     self._raise_index_error()
-                self.recycled = outs
+                self._keep(outs)
             if status:
                 return self.run([np.ascontiguousarray(v) for v in values])
         else:
             values = [np.ascontiguousarray(v) for v in values]
             with self.lock:
                 outs = self._outputs()
-                self.recycled = outs
+                self._keep(outs)
                 i = 0
                 for v in values:
                     args[i] = v.ctypes.data
@@ -145,13 +154,20 @@ class Specialization:
 
     def _outputs(self) -> list[np.ndarray]:
         """Arrays for this call's outputs (call with ``self.lock`` held)."""
-        last, outs = self.recycled, []
-        for j, (shape, dtype) in enumerate(self.out_specs):
-            if last[j] is not None and _references(last, j) == _SOLE_REFERENCE:
-                outs.append(last[j])
+        outs = []
+        for pool, (shape, dtype) in zip(self.recycled, self.out_specs):
+            for q in range(len(pool)):
+                if _references(pool, q) == _SOLE_REFERENCE:
+                    outs.append(pool[q])
+                    break
             else:
                 outs.append(np.empty(shape, dtype))
         return outs
+
+    def _keep(self, outs: list[np.ndarray]) -> None:
+        """Remember this call's outputs (the newest two per output)."""
+        for pool, out in zip(self.recycled, outs):
+            pool[:] = [out] + [a for a in pool if a is not out][:1]
 
     def _raise_index_error(self) -> None:
         """Raise the IndexError for the failed bound check (call with ``self.lock`` held:
@@ -209,8 +225,6 @@ class LLVMProgram:
         if libs["blas"] is None:
             raise CompileError("the llvm backend needs NumPy's bundled OpenBLAS (numpy.libs)")
         self.gomp = libs["gomp"] is not None
-        if self.gomp:
-            blas_threads.install()  # OpenBLAS's parallel sections run on libgomp's threads
         self.object_args = llvm_jit.object_args_supported()
         llvm_jit.set_blas_threads(self.threads)
         static = [v.type.shape for v in roots]
@@ -227,7 +241,8 @@ class LLVMProgram:
     def make_caller(self, cf):
         """The whole call path of ``CompiledFunction`` ``cf``: argument checks (unless
         ``trust_input``), one native call, updates (the fresh result arrays are installed
-        without a copy), results."""
+        without a copy), results.  Returns the C caller when the extension is available (it
+        falls back to the Python closure built here), else the closure itself."""
         shared, targets = cf.shared, cf.update_targets
         n_out, single, trust = cf.n_outputs, cf.single, cf.trust_input
         nspec = len(cf.specs)
@@ -238,6 +253,23 @@ class LLVMProgram:
         checks = [(s.np_dtype, s.ndim, tuple((a, d) for a, d in enumerate(s.shape) if d is not None),
                    s.convert) for s in cf.specs]
         program = self
+        # native outputs: one per distinct graph output (as ``lower`` numbers them)
+        natives: dict[int, int] = {}
+        out_vars = []
+        for v in self.fgraph.outputs:
+            if id(v) not in natives:
+                natives[id(v)] = len(out_vars)
+                out_vars.append(v)
+        output_map = [natives[id(v)] for v in self.fgraph.outputs]
+        copies = [k for k, c in enumerate(copied_results(output_map)) if c]
+        module = self._fast_module(cf, out_vars, output_map)
+        # calls of a function with updates are serialised (else two calls could read the same
+        # old value and one update would be lost); the C caller takes the same lock
+        fn_lock = None
+        if targets:
+            fn_lock = module.ArenaLock() if module is not None else threading.Lock()
+        fast = None  # the C caller, once made (below)
+        registered: set[tuple] = set()
 
         def call(args):
             if len(args) != nspec:
@@ -262,19 +294,26 @@ class LLVMProgram:
                                 break
                     values.append(a)
                     key.append(a.shape)
-            for s in shared:
-                values.append(s._value)
             key = tuple(key)
             spec = table.get(key)
             if spec is None:
                 spec = program.specialize(list(key) + list(shared_shapes))
                 table[key] = spec
-            results = spec.run(values)
-            if targets:
-                dup = spec.duplicated_updates(n_out)
-                for k, (t, r) in enumerate(zip(targets, results[n_out:])):
-                    if k in dup:
-                        r = r.copy()
+            if fast is not None and key not in registered:
+                registered.add(key)
+                program._register(module, fast, spec, key, targets, n_out, output_map)
+            if not targets:
+                values.extend([s._value for s in shared])
+                results = spec.run(values)
+                for k in copies:
+                    results[k] = results[k].copy()
+                return results[0] if single else results[:n_out]
+            with fn_lock:  # reading the shared values, the call and the updates are one step
+                values.extend([s._value for s in shared])
+                results = spec.run(values)
+                for k in copies:
+                    results[k] = results[k].copy()
+                for t, r in zip(targets, results[n_out:]):
                     with t._lock:
                         t._value = r
                         t._version += 1
@@ -282,7 +321,42 @@ class LLVMProgram:
                             t.device_state.clear()
             return results[0] if single else results[:n_out]
 
-        return call
+        if module is None:
+            return call
+        fast = module.Caller(call, self.object_args, single, [s.np_dtype.num for s in cf.specs],
+                             [s.ndim for s in cf.specs], shared, [np.dtype(s.dtype).num for s in shared],
+                             list(shared_shapes), [np.dtype(v.dtype).num for v in out_vars],
+                             [v.ndim for v in out_vars], output_map, n_out, targets, fn_lock)
+        return fast
+
+    def _fast_module(self, cf, out_vars: list, output_map: list[int]):
+        """The C call path module when this function can use it (else None)."""
+        module = fastcall_module()
+        if module is None:
+            return None
+        n_arrays = len(cf.specs) + len(cf.shared) + len(out_vars)
+        if n_arrays > module.MAX_ARRAYS or len(output_map) >= module.MAX_ARRAYS:
+            return None
+        # the C caller reads and writes the attributes behind SharedVariable._value itself
+        plain = SharedVariable.__dict__["_value"]
+        if any(getattr(type(s), "_value", None) is not plain
+               for s in list(cf.shared) + list(cf.update_targets)):
+            return None
+        return module
+
+    @staticmethod
+    def _register(module, fast, spec: Specialization, key: tuple, targets: list, n_out: int,
+                  output_map: list[int]) -> None:
+        """Let the C caller run ``spec`` for input shapes ``key`` when its outputs are numbered
+        as the caller expects and every update has its target's shape (else calls with those
+        shapes stay on the Python path)."""
+        if list(spec.output_map) != output_map or not isinstance(spec.lock, module.ArenaLock):
+            return
+        shapes = [s for s, _ in spec.out_specs]
+        for t, m in zip(targets, spec.output_map[n_out:]):
+            if shapes[m] != tuple(t.shape):
+                return
+        fast.add(key, shapes, spec.loaded.address, spec.args[spec.ni + spec.no], spec.lock, spec)
 
     # --- building ----------------------------------------------------------------------------
     def _builder(self, prog):

@@ -283,6 +283,8 @@ def _reduction_op(st: Assign) -> str | None:
         return e.op == "local" and e.value == me
     if v.op in ("add", "mul", "or", "and") and (is_me(v.args[0]) or is_me(v.args[1])):
         return v.op
+    if v.op in ("maximum", "minimum") and (is_me(v.args[0]) or is_me(v.args[1])):
+        return "max" if v.op == "maximum" else "min"
     if v.op == "where" and is_me(v.args[2]):
         take, val = v.args[0], v.args[1]
         core = take.args[0] if take.op == "or" else take

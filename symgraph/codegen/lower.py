@@ -70,10 +70,9 @@ def combine(kind: str, acc: S.SExpr, val: S.SExpr) -> S.SExpr:
         return S.apply("or", acc, val)
     if kind == "all":
         return S.apply("and", acc, val)
-    cmp = "gt" if kind == "max" else "lt"
-    take = S.apply(cmp, val, acc)
-    if is_float(val.dtype):
-        take = S.apply("or", take, S.apply("ne", val, val))
+    if is_float(val.dtype):  # NaN-propagating, and vectorised by the renderers
+        return S.apply("maximum" if kind == "max" else "minimum", acc, val)
+    take = S.apply("gt" if kind == "max" else "lt", val, acc)
     return S.apply("where", take, val, acc)
 
 
@@ -103,6 +102,14 @@ def _loops(extents, body, parallel=True, prefix="i"):
 
 def _idx(n, prefix="i"):
     return [var(f"{prefix}{a}") for a in range(n)]
+
+
+def _row_max(acc: S.SExpr, val: S.SExpr) -> S.SExpr:
+    """The running row max of the softmax-like kernels: ``maximum`` (NaN-propagating like
+    NumPy's max, and a reduction LLVM vectorises, unlike the compare-and-select form)."""
+    if not is_float(val.dtype):
+        return combine("max", acc, val)
+    return S.apply("maximum", acc, val)
 
 
 def _clamp(e: S.SExpr, hi: int) -> S.SExpr:
@@ -565,7 +572,7 @@ class Lowerer:
         mx = local("mx", x.dtype)
         finite = S.apply("eq", S.apply("sub", mx, mx), S.const(0, x.dtype))
         stmts = [Assign("mx", S.const(-math.inf, x.dtype)),
-                 For("j", n, [Assign("mx", combine("max", mx, xv), reduction=True)]),
+                 For("j", n, [Assign("mx", _row_max(mx, xv), reduction=True)]),
                  Assign("m", S.apply("where", finite, mx, S.const(0, x.dtype))),
                  Assign("s", S.const(0, x.dtype))]
         return stmts, xv, m, s
@@ -615,18 +622,18 @@ class Lowerer:
         stats, xv, m, s = self._row_stats(rows, r, n)
         e = S.apply("exp", S.apply("sub", xv, m))
         body = stats + [For("j", n, [Assign("s", S.apply("add", s, e), reduction=True)]),
-                        Assign("lse", S.apply("add", S.apply("log", s), m))]
-        lse = local("lse", z.dtype)
+                        Assign("ls", S.apply("log", s))]
+        ls = local("ls", z.dtype)  # log(sum) - (x - max): no cancellation at large max
         if op.sparse:
             t = self.contiguous(self.view(node.inputs[1])).reshape((nrows,))
             label = self.check_index(S.cast(t.load([r]), "int64"), 0, n, kind="label")
-            body.append(Store(out.storage, r, S.apply("sub", lse, rows.load([r, label]))))
+            body.append(Store(out.storage, r, S.apply("sub", ls, S.apply("sub", rows.load([r, label]), m))))
         else:
             t = self.view(node.inputs[1]).broadcast(z.shape)
             t = self.contiguous(t).reshape((nrows, n))
             tv = t.load([r, j])
             term = S.apply("where", S.apply("eq", tv, S.const(0, z.dtype)), S.const(0, z.dtype),
-                           S.apply("mul", tv, S.apply("sub", xv, lse)))
+                           S.apply("mul", tv, S.apply("sub", S.apply("sub", xv, m), ls)))
             acc = local("acc", z.dtype)
             body += [Assign("acc", S.const(0, z.dtype)),
                      For("j", n, [Assign("acc", S.apply("add", acc, term), reduction=True)]),
@@ -634,6 +641,78 @@ class Lowerer:
         self.emit("cross_entropy", [For("i0", nrows, body, parallel=True)], rows.size * 3,
                   [repr(z.storage)], [repr(out.storage)])
         self.env[id(node.outputs[0])] = out.reshape(self.shape_of[id(node.outputs[0])])
+
+    def op_SoftmaxCrossEntropyWithGrad(self, node, op):
+        """One kernel, parallel over rows; per row: the max, then ``e = exp(x - max)`` stored
+        into the gradient row while summing, then the loss and ``(e / sum) * g`` in place (the
+        row is still in cache), the one-hot term applied to the label's element alone."""
+        z = self.view(node.inputs[0])
+        rows, _ = self._rows(z, z.ndim - 1)
+        nrows, n = rows.shape
+        dt = z.dtype
+        loss = self.out_view(node.outputs[0], (nrows,))
+        dz = self.out_view(node.outputs[1], (nrows, n))
+        r, j = var("i0"), var("j")
+        xv, dv = rows.load([r, j]), dz.load([r, j])
+        di = dz.index([r, j])
+        g = self._row_values(self.view(node.inputs[2]), z.shape[:-1], r)
+        mx, m, s, inv = (local(k, dt) for k in ("mx", "m", "s", "inv"))
+
+        def c(v):
+            return S.const(v, dt)
+        finite = S.apply("eq", S.apply("sub", mx, mx), c(0))
+        pass1 = [Assign("mx", _row_max(mx, xv), reduction=True)]
+        if not op.sparse:
+            t = self.contiguous(self.view(node.inputs[1]).broadcast(z.shape)).reshape((nrows, n))
+            tv = t.load([r, j])
+            pass1.append(Assign("tot", S.apply("add", local("tot", dt), tv), reduction=True))
+        e = S.apply("exp", S.apply("sub", xv, m))
+        body = [Assign("mx", c(-math.inf))] + ([] if op.sparse else [Assign("tot", c(0))]) + [
+                For("j", n, pass1),
+                Assign("m", S.apply("where", finite, mx, c(0))), Assign("s", c(0)),
+                For("j", n, [Store(dz.storage, di, e), Assign("s", S.apply("add", s, e), reduction=True)]),
+                Assign("inv", S.apply("truediv", c(1), s)),
+                Assign("ls", S.apply("log", s))]
+        ls = local("ls", dt)  # loss = log(sum) - (x[label] - max): no cancellation at large max
+        p = S.apply("mul", dv, inv)
+        if op.sparse:
+            # the label, read and checked once per row (an out-of-range one fails the call)
+            body.append(Assign("lab", self._row_label(self.view(node.inputs[1]), nrows, r, n)))
+            label = local("lab", "int64")
+            if n == 0:  # no class: every label is out of range
+                body.append(Store(loss.storage, r, c(math.nan)))
+            else:
+                li = dz.index([r, label])
+                body += [Store(loss.storage, r, S.apply("sub", ls, S.apply("sub", rows.load([r, label]), m))),
+                         Assign("el", load(dz.storage, li)),
+                         For("j", n, [Store(dz.storage, di, S.apply("mul", p, g))]),
+                         Store(dz.storage, li, S.apply("mul", S.apply("sub", S.apply(
+                             "mul", local("el", dt), inv), c(1)), g))]
+        else:
+            term = S.apply("where", S.apply("eq", tv, c(0)), c(0),
+                           S.apply("mul", tv, S.apply("sub", S.apply("sub", xv, m), ls)))
+            grad = S.apply("mul", S.apply("sub", S.apply("mul", p, local("tot", dt)), tv), g)
+            body += [Assign("acc", c(0)),
+                     For("j", n, [Store(dz.storage, di, grad),
+                                  Assign("acc", S.apply("add", local("acc", dt), term), reduction=True)]),
+                     Store(loss.storage, r, S.apply("neg", local("acc", dt)))]
+        self.emit("softmax_ce_grad", [For("i0", nrows, body, parallel=True)], rows.size * 3,
+                  [repr(z.storage)], [repr(loss.storage), repr(dz.storage)])
+        self.env[id(node.outputs[0])] = loss.reshape(self.shape_of[id(node.outputs[0])])
+        self.env[id(node.outputs[1])] = dz.reshape(self.shape_of[id(node.outputs[1])])
+
+    def _row_label(self, labels: View, nrows: int, r, n: int) -> S.SExpr:
+        """The class label of row ``r``: the one place the fused cross-entropy reads a label,
+        checked like the plain cross-entropy's (``IndexError`` unless in ``[0, n)``)."""
+        t = self.contiguous(labels).reshape((nrows,))
+        return self.check_index(S.cast(t.load([r]), "int64"), 0, n, kind="label")
+
+    def _row_values(self, v: View, row_shape, r) -> S.SExpr:
+        """Row ``r``'s value of ``v`` broadcast to ``row_shape`` (one load; no copy for a scalar)."""
+        if v.size == 1:
+            return load(v.storage, iconst(v.offset))
+        b = self.contiguous(v.broadcast(tuple(row_shape)))
+        return b.reshape((b.size,)).load([r])
 
     # --- ops: pooling ----------------------------------------------------------------------
     def _planes(self, v: View) -> View:

@@ -5,12 +5,15 @@
   e.g. ``sum(exp(x - m))`` in one pass with no intermediate buffer.
 * ``MatMulEpilogue``: ``a @ b`` followed by an elementwise expression of the product and
   other tensors (bias add, activation), applied in one pass after the GEMM.
+* ``SoftmaxCrossEntropyWithGrad``: the per-row softmax cross-entropy and its gradient with
+  respect to the logits in one op (one kernel: the logits are read once, exp computed once).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ShapeError
 from ..graph.basic import Apply, Op, as_variable
 from ..graph.types import TensorType, broadcast_shapes
 from .elemwise import (
@@ -89,3 +92,79 @@ class MatMulEpilogue(Op):
         shape = np.broadcast_shapes(np.matmul(a[..., :1, :], b[..., :, :1]).shape[:-2] +
                                     (a.shape[-2], b.shape[-1]), *[np.shape(e) for e in extras])
         return [np.array(np.broadcast_to(out, shape), order="C")]
+
+
+class SoftmaxCrossEntropyWithGrad(Op):
+    """Per-row softmax cross-entropy and its logits gradient: ``(loss, dlogits)``.
+
+    Inputs ``(logits, targets, g)``: ``targets`` as for ``SoftmaxCrossEntropy`` (integer labels
+    one rank lower than ``logits`` when ``sparse``, else probabilities broadcastable to the
+    logits), ``g`` the upstream gradient of the per-row losses (broadcastable to their shape).
+    ``loss = -sum(t * log_softmax(logits))`` per row and
+    ``dlogits = (softmax(logits) * sum(t) - t) * g[..., None]`` (``sum(t) = 1``, ``t`` one-hot
+    for labels).  Produced by the ``softmax_ce_grad`` rewrite from a ``SoftmaxCrossEntropy``
+    and the gradient graph its ``L_op`` builds.
+    """
+
+    __props__ = ("sparse",)
+
+    def __init__(self, sparse: bool):
+        self.sparse = bool(sparse)
+
+    def make_node(self, logits, targets, g) -> Apply:
+        from .elemwise import cast
+        from .nn import SoftmaxCrossEntropy
+        ce = SoftmaxCrossEntropy(self.sparse).make_node(logits, targets)  # checks, casts targets
+        logits, targets = ce.inputs
+        rows = ce.outputs[0].type
+        g = as_variable(g)
+        if g.dtype != logits.dtype:
+            g = cast(g, logits.dtype)
+        if g.ndim > rows.ndim:
+            raise ShapeError(f"{self}: the upstream gradient {g.type} has more dimensions than "
+                             f"the per-row losses {rows}")
+        broadcast_shapes(rows.shape, g.shape, what=str(self))
+        return Apply(self, [logits, targets, g], [rows, TensorType(logits.dtype, logits.shape)])
+
+    def perform(self, node, inputs):
+        from .nn import Softmax, SoftmaxCrossEntropy
+        z, t, g = inputs
+        (loss,) = SoftmaxCrossEntropy(self.sparse).perform(node, [z, t])
+        (p,) = Softmax(-1).perform(node, [z])
+        with np.errstate(invalid="ignore", over="ignore"):
+            if self.sparse:
+                hot = np.arange(z.shape[-1]) == t[..., None]
+                d = (p - hot.astype(z.dtype)) * np.expand_dims(g, -1)
+            else:
+                total = np.sum(t, axis=-1, keepdims=True)
+                d = (p * total - t) * np.expand_dims(g, -1)
+        d = np.broadcast_to(d, z.shape)
+        return [np.asarray(loss, dtype=z.dtype), np.array(d, dtype=z.dtype, order="C")]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        from . import elemwise as E
+        from . import reduce as R
+        from .nn import LogSoftmax, Softmax
+        from .shape import expand_dims, sum_to
+        z, t, g = inputs
+        gl, gd = output_grads
+        p = Softmax(z.ndim - 1)(z)
+        gcol = expand_dims(g, -1)
+        if self.sparse:
+            from .nn import dense_targets
+            hot, total = dense_targets(t, z), None
+            core = E.sub(p, hot)
+        else:
+            total = R.sum(t, axis=-1, keepdims=True)
+            core = E.sub(E.mul(p, total), t)
+        # loss = CE(z, t): d/dz = core * gl
+        gz = E.mul(core, expand_dims(gl, -1))
+        # dlogits = core * g: through softmax for z, the row sum for g
+        u = E.mul(gd, gcol) if total is None else E.mul(E.mul(gd, gcol), total)
+        gz = E.add(gz, E.mul(p, E.sub(u, R.sum(E.mul(u, p), axis=-1, keepdims=True))))
+        gg = sum_to(R.sum(E.mul(gd, core), axis=-1), g)
+        if self.sparse:
+            return [gz, None, gg]
+        gt = E.mul(E.neg(LogSoftmax(z.ndim - 1)(z)), expand_dims(gl, -1))
+        gt = E.add(gt, E.mul(gcol, E.sub(R.sum(E.mul(gd, p), axis=-1, keepdims=True), gd)))
+        return [gz, sum_to(gt, t), gg]

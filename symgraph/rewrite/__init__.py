@@ -20,7 +20,16 @@ def load_all() -> None:
     if _loaded:
         return
     _loaded = True
-    from . import canonicalize, fold, fuse, memory, merge, specialize, stabilize  # noqa: F401
+    from . import (  # noqa: F401
+        canonicalize,
+        fold,
+        fuse,
+        memory,
+        merge,
+        softmax_ce,
+        specialize,
+        stabilize,
+    )
 
 
 def rewrite_graph(fgraph: FunctionGraph, backend: str = "reference",

@@ -112,7 +112,8 @@ def _block_sums():
 # scatter kernels (col2im, pooling gradients) run their atomics concurrently here
 THREADED = {"block_sums": _block_sums, "matmuls": lambda: CASES["matmuls"](), "long_rows": _long_rows,
             "whole_reductions": lambda: CASES["whole_reductions"](),
-            "convolution": lambda: CASES["convolution"](), "pooling": lambda: CASES["pooling"]()}
+            "convolution": lambda: CASES["convolution"](), "pooling": lambda: CASES["pooling"](),
+            "softmax_ce_grad": lambda: CASES["softmax_ce_grad"]()}
 
 
 @pytest.fixture(scope="module")

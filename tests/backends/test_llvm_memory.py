@@ -11,6 +11,14 @@ import symgraph as sg
 from symgraph.codegen.llvm_render import STREAM_MIN_BYTES
 
 
+@pytest.fixture(autouse=True, params=["C call path", "Python call path"])
+def call_path(request, monkeypatch):
+    """Both call paths recycle outputs (the C one when it is built)."""
+    if request.param == "Python call path":
+        monkeypatch.setenv("SYMGRAPH_NO_FASTCALL", "1")
+    return request.param
+
+
 def _double(n=1000):
     x = sg.vector("x")
     return sg.compile([x], x * 2 + 1, backend="llvm")
@@ -19,6 +27,7 @@ def _double(n=1000):
 def test_dropped_output_is_written_again():
     f = _double()
     x = np.arange(1000, dtype=np.float32)
+    f(x)  # the first call of a shape signature specialises (on the Python path)
     first = f(x)
     address = first.ctypes.data
     del first
@@ -66,3 +75,16 @@ def test_streaming_elementwise_output(threads):
     small = sg.compile([x], sg.tanh(x) * 3 - x, backend="llvm")
     small(xv[:1000])
     assert "movnt" not in small.asm()
+
+
+def test_loop_holding_the_previous_result_recycles():
+    f = _double()
+    x = np.arange(1000, dtype=np.float32)
+    y = f(x)
+    y = f(x)
+    addresses = set()
+    for k in range(6):  # ``y`` still holds the previous result during each call
+        y = f(x + k)
+        addresses.add(y.ctypes.data)
+        np.testing.assert_array_equal(y, (x + k) * 2 + 1)
+    assert len(addresses) <= 2

@@ -144,6 +144,19 @@ def softmax_family():
     return Case([z, z3, y, t], outs, vals)
 
 
+def softmax_ce_grad():
+    """Cross-entropy with its logits gradient (one fused kernel): labels with per-row weights
+    and probability targets, rows long enough for one block per row."""
+    from symgraph.ops.nn import SoftmaxCrossEntropy
+    z, t = sg.matrix("z"), sg.matrix("t")
+    y, w = sg.vector("y", dtype="int64"), sg.vector("w")
+    sparse = sg.sum(SoftmaxCrossEntropy(True)(z, y) * w)
+    dense = sg.nn.cross_entropy(z, sg.nn.softmax(t))
+    outs = [sparse, sg.grad(sparse, z), dense, sg.grad(dense, z)]
+    vals = [_r(4, 300) * 4, _r(4, 300, seed=2), np.array([0, 299, 7, 150], dtype=np.int64), _r(4, seed=3)]
+    return Case([z, t, y, w], outs, vals)
+
+
 def convolution():
     x, w = sg.tensor4("x"), sg.tensor4("w")
     out = sg.nn.conv2d(x, w, stride=2, padding=1)
@@ -176,7 +189,7 @@ def randomness():
 
 CASES = {f.__name__: f for f in (elementwise_unary, elementwise_binary, fused_dag, reductions,
                                 big_reductions, whole_reductions, matmuls, shapes_and_indexing,
-                                softmax_family, convolution, pooling, randomness)}
+                                softmax_family, softmax_ce_grad, convolution, pooling, randomness)}
 
 
 def mlp_step(batch=32, n_in=64, hidden=128, n_out=10, lr=0.1):

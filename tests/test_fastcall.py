@@ -1,0 +1,377 @@
+"""The llvm backend's two call paths: the C caller (``symgraph._fastcall``) and the Python
+fallback.  Both must give the same results, raise the same errors, install updates all or
+nothing, be safe from several threads, never alias outputs, and leak nothing."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import tracemalloc
+import weakref
+
+import numpy as np
+import pytest
+
+import symgraph as sg
+from symgraph.fastcall import fastcall_module
+
+FAST = fastcall_module()
+needs_fast = pytest.mark.skipif(FAST is None, reason="symgraph._fastcall was not built")
+
+
+@pytest.fixture(params=["fast", "python"])
+def path(request, monkeypatch):
+    """Which call path functions compiled in the test use."""
+    if request.param == "fast":
+        if FAST is None:
+            pytest.skip("symgraph._fastcall was not built")
+        monkeypatch.delenv("SYMGRAPH_NO_FASTCALL", raising=False)
+    else:
+        monkeypatch.setenv("SYMGRAPH_NO_FASTCALL", "1")
+    return request.param
+
+
+def is_fast(f) -> bool:
+    return FAST is not None and isinstance(f._caller, FAST.Caller)
+
+
+def make_step(trust_input: bool = False, backend: str = "llvm"):
+    """Logistic regression SGD step with two shared parameters (W3's shape, smaller)."""
+    w = sg.shared(np.linspace(-0.5, 0.5, 6).astype(np.float32), name="w")
+    b = sg.shared(np.float32(0.1), name="b")
+    x = sg.tensor("x", (None, 6))
+    y = sg.tensor("y", (None,))
+    p = sg.sigmoid(x @ w + b)
+    loss = -sg.mean(y * sg.log(p) + (1 - y) * sg.log(1 - p))
+    gw, gb = sg.grad(loss, [w, b])
+    f = sg.compile([x, y], loss, updates=[(w, w - 0.5 * gw), (b, b - 0.5 * gb)], backend=backend,
+                   trust_input=trust_input, threads=1)
+    return f, w, b
+
+
+def data(n: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, 6)).astype(np.float32),
+            (rng.random(n) < 0.5).astype(np.float32))
+
+
+def test_the_path_in_use(path):
+    f, _, _ = make_step()
+    x, y = data()
+    f(x, y)
+    f(x, y)
+    assert is_fast(f) == (path == "fast")
+    if path == "fast":
+        assert f._caller.n_specs == 1
+        assert f._caller.fast_calls == 1  # the first call compiled and registered the shapes
+
+
+@pytest.mark.parametrize("trust_input", [False, True])
+def test_steps_match_the_reference_backend(path, trust_input):
+    f, w, b = make_step(trust_input)
+    g, w_ref, b_ref = make_step(backend="reference")
+    for k, n in enumerate([8, 8, 5, 8, 5]):  # two shape signatures, revisited
+        x, y = data(n, seed=k)
+        np.testing.assert_allclose(f(x, y), g(x, y), rtol=1e-5)
+        np.testing.assert_allclose(w.get_value(), w_ref.get_value(), rtol=1e-5)
+        np.testing.assert_allclose(b.get_value(), b_ref.get_value(), rtol=1e-5)
+    if path == "fast":
+        assert f._caller.n_specs == 2 and f._caller.fast_calls == 3
+
+
+X = np.ones((4, 6), np.float32)
+Y = np.array([0, 1, 1, 0], np.float32)
+BAD_CALLS = [
+    ("too few", (X,), TypeError, r"takes 2 arguments.*got 1"),
+    ("too many", (X, Y, Y), TypeError, r"takes 2 arguments.*got 3"),
+    ("rank", (np.ones(6, np.float32), Y), ValueError, r"'x'.*rank"),
+    ("static dim", (np.ones((4, 5), np.float32), Y), ValueError, r"'x'.*dimension 1 must be 6"),
+    ("float64", (X.astype(np.float64), Y), TypeError, r"'x'.*float64"),
+    ("int to float ok, complex not", (X, Y.astype(np.complex64)), TypeError, r"'y'.*complex64"),
+    ("not an array", (X, object()), TypeError, r"'y'"),
+    ("labels rank", (X, Y[:, None]), ValueError, r"'y'.*rank"),
+]
+
+
+@pytest.mark.parametrize("args,exc,pattern", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])
+def test_bad_arguments_raise_the_same_errors_and_change_nothing(path, args, exc, pattern):
+    f, w, b = make_step()
+    f(X, Y)  # registers the good shapes, so the fast path is live
+    before = w.get_value(), b.get_value(), w._version
+    with pytest.raises(exc, match=pattern):
+        f(*args)
+    np.testing.assert_array_equal(w.get_value(), before[0])
+    np.testing.assert_array_equal(b.get_value(), before[1])
+    assert w._version == before[2]
+    f(X, Y)
+    assert w._version == before[2] + 1
+
+
+def test_error_messages_are_identical_on_both_paths(monkeypatch):
+    messages = {}
+    for name in ("fast", "python"):
+        if name == "python":
+            monkeypatch.setenv("SYMGRAPH_NO_FASTCALL", "1")
+        f, _, _ = make_step()
+        f(X, Y)
+        for label, args, exc, _ in BAD_CALLS:
+            with pytest.raises(exc) as info:
+                f(*args)
+            messages.setdefault(label, set()).add(str(info.value))
+    assert all(len(m) == 1 for m in messages.values()), messages
+
+
+def test_unusual_arguments_take_the_fallback_and_still_work(path):
+    f, w, b = make_step()
+    g, w_ref, b_ref = make_step(backend="reference")
+    x, y = data(4)
+    wide = np.zeros((4, 12), np.float32)
+    wide[:, ::2] = x
+    swapped = y.astype(">f4")
+    calls = [(x, y), (wide[:, ::2], y), (x.tolist(), y), (x, swapped), (x.astype(np.float16), y),
+             (np.asfortranarray(x), y)]
+    for args in calls:
+        version = w._version
+        np.testing.assert_allclose(f(*args), g(*args), rtol=1e-5)
+        assert w._version == version + 1  # exactly one update per call, whichever path ran it
+        np.testing.assert_allclose(w.get_value(), w_ref.get_value(), rtol=1e-5)
+    if path == "fast":
+        assert f._caller.fast_calls == 0  # every call above went to the Python path
+        f(x, y)
+        assert f._caller.fast_calls == 1
+
+
+def test_more_shapes_than_the_c_table_holds(path):
+    x = sg.vector("x")
+    f = sg.compile([x], x * 2, threads=1)
+    for n in list(range(1, 13)) * 2:
+        v = np.arange(n, dtype=np.float32)
+        np.testing.assert_array_equal(f(v), v * 2)
+    if path == "fast":
+        assert f._caller.n_specs == FAST.MAX_SPECS
+        assert f._caller.fast_calls == FAST.MAX_SPECS  # the second round of the first 8 shapes
+
+
+def test_outputs_never_alias(path):
+    w = sg.shared(np.arange(4, dtype=np.float32), name="w")
+    x = sg.vector("x")
+    y = x * 3
+    f = sg.compile([x], [x, y, y, w, w * 1], updates=[(w, y)], threads=1)
+    arg = np.ones(4, np.float32)
+    for _ in range(2):
+        w.set_value(np.arange(4, dtype=np.float32))
+        outs = f(arg)
+        stored = w._value
+        for i, o in enumerate(outs):
+            assert o.flags.writeable and o.flags.owndata
+            assert not np.shares_memory(o, arg) and not np.shares_memory(o, stored)
+            for other in outs[:i]:
+                assert not np.shares_memory(o, other)
+        for o in outs:
+            o[...] = -7
+        np.testing.assert_array_equal(arg, np.ones(4, np.float32))
+        np.testing.assert_array_equal(w.get_value(), np.full(4, 3, np.float32))
+    if path == "fast":
+        assert f._caller.fast_calls == 1
+
+
+def test_no_reference_or_memory_leak(path):
+    f, w, b = make_step()
+    x, y = data()
+    f(x, y)
+    refs = sys.getrefcount(x), sys.getrefcount(y), sys.getrefcount(w._value)
+    out = f(x, y)
+    # `out`, the recycling table of its specialisation and getrefcount's argument hold it
+    assert sys.getrefcount(out) == 3
+    del out
+    tracemalloc.start()
+    try:
+        for _ in range(2000):
+            f(x, y)
+        start = tracemalloc.get_traced_memory()[0]
+        for _ in range(10000):
+            f(x, y)
+        grown = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert (sys.getrefcount(x), sys.getrefcount(y), sys.getrefcount(w._value)) == refs
+    assert grown < 20_000, grown  # a leak of one small object per call would be >= 300 kB
+    if path == "fast":
+        assert f._caller.fast_calls == 12001
+
+
+def test_threads_share_one_function(path):
+    x = sg.matrix("x")
+    v = sg.shared(np.eye(8, dtype=np.float32) * 2, name="v")
+    n = sg.shared(np.int64(0), name="n")
+    f = sg.compile([x], sg.tanh(x @ v).sum(axis=1), updates=[(n, n + 1)], threads=1)
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((16, 8)).astype(np.float32) for _ in range(6)]
+    expected = [np.tanh(a @ (np.eye(8, dtype=np.float32) * 2)).sum(axis=1) for a in inputs]
+    f(inputs[0])
+    errors = []
+    barrier = threading.Barrier(len(inputs))
+
+    def work(k):
+        try:
+            barrier.wait()
+            for _ in range(200):
+                np.testing.assert_allclose(f(inputs[k]), expected[k], rtol=1e-5, atol=1e-5)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert n.get_value() == 1 + 200 * len(inputs)
+    if path == "fast":
+        assert f._caller.fast_calls == 200 * len(inputs)
+
+
+def test_threads_with_contended_shared_lock(path):
+    """An update target whose lock another thread holds is installed after it is released."""
+    n = sg.shared(np.int64(0), name="n")
+    f = sg.compile([], n, updates=[(n, n + 1)], threads=1)
+    f()
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with n._lock:
+            holding.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait(5)
+    result = []
+    caller = threading.Thread(target=lambda: result.append(f()))
+    caller.start()
+    caller.join(0.2)
+    assert n._version == 1  # still waiting for the lock
+    release.set()
+    t.join()
+    caller.join()
+    assert result[0] == 1 and n.get_value() == 2 and n._version == 2
+
+
+def test_device_held_shared_values(path):
+    """A shared value a device holds is pulled first; an update clears the device state."""
+    w = sg.shared(np.zeros(3, np.float32), name="w")
+    f = sg.compile([], w.sum(), updates=[(w, w + 1)], threads=1)
+    assert f() == 0
+    w._assign_device("fake", object(), lambda: np.full(3, 5, np.float32))
+    assert f() == 15
+    assert w.device_state == {} and w.__dict__["_pull"] is None
+    np.testing.assert_array_equal(w.get_value(), np.full(3, 6, np.float32))
+    w.device_state["fake"] = object()  # a stale handle: the update must drop it
+    assert f() == 18
+    assert w.device_state == {}
+    np.testing.assert_array_equal(w.get_value(), np.full(3, 7, np.float32))
+
+
+@needs_fast
+def test_trust_input_takes_the_fast_path():
+    f, w, b = make_step(trust_input=True)
+    x, y = data()
+    f(x, y)
+    f(x, y)
+    assert is_fast(f) and f._caller.fast_calls == 1
+    f(x.tolist(), y)  # converted by the fallback
+    assert f._caller.fast_calls == 1
+
+
+def test_keyword_arguments_are_refused(path):
+    f, _, _ = make_step()
+    with pytest.raises(TypeError):
+        f(X, y=Y)
+
+
+def test_a_dropped_function_is_collected(path):
+    """The C caller, its fallback closure and the function form a cycle the GC must free."""
+    x = sg.vector("x")
+    w = sg.shared(np.ones(3, np.float32), name="w")
+    f = sg.compile([x], x * w, updates=[(w, w + 1)], threads=1)
+    f(np.ones(3, np.float32))
+    f(np.ones(3, np.float32))
+    refs = weakref.ref(f), weakref.ref(f.program)
+    del f
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def test_a_shared_variable_subclass_with_its_own_value_uses_the_python_path():
+    class Logged(sg.SharedVariable):
+        reads = 0
+
+        @property
+        def _value(self):
+            Logged.reads += 1
+            return self.__dict__["_host"]
+
+        @_value.setter
+        def _value(self, arr):
+            self.__dict__["_host"] = arr
+
+    w = Logged(np.ones(3, np.float32), name="w")
+    x = sg.vector("x")
+    f = sg.compile([x], x * w, threads=1)
+    for _ in range(3):
+        np.testing.assert_array_equal(f(np.ones(3, np.float32)), np.ones(3, np.float32))
+    assert not is_fast(f) and Logged.reads == 3
+
+
+@needs_fast
+def test_a_nonzero_status_from_the_native_code_falls_back():
+    """A status other than 0 (a refused input, an error a kernel reports) sends the call to the
+    Python path, which handles it; nothing is installed twice."""
+    from symgraph.backends import llvm_jit
+    refuse = llvm_jit.Loaded(llvm_jit.emit_object(llvm_jit.optimize(
+        "define i32 @refuse(ptr %args) {\n  ret i32 1\n}\n")), "refuse")
+    n = sg.shared(np.int64(0), name="n")
+    x = sg.vector("x")
+    f = sg.compile([x], x * 2, updates=[(n, n + 1)], threads=1)
+    f(np.ones(3, np.float32))
+    # a specialisation for shape (5,) whose native code always refuses
+    assert f._caller.add([(5,)], [(5,), ()], refuse.address, 0, FAST.ArenaLock(), refuse)
+    fast = f._caller.fast_calls
+    for k in range(3):
+        np.testing.assert_array_equal(f(np.full(5, k, np.float32)), np.full(5, 2 * k, np.float32))
+        assert n.get_value() == 2 + k
+    assert f._caller.fast_calls == fast
+    f(np.ones(3, np.float32))
+    assert f._caller.fast_calls == fast + 1 and n.get_value() == 5
+
+
+def test_the_argument_errors_of_test_errors_match_the_reference_backend(path):
+    """Every bad call of tests/test_errors.py raises, on llvm, the reference backend's error."""
+    from test_errors import BAD_CALLS as ERROR_CALLS
+
+    def step(backend):
+        w = sg.shared(np.arange(6, dtype=np.float32).reshape(3, 2), name="w")
+        b = sg.shared(np.zeros(2, np.float32), name="b")
+        x = sg.tensor("x", (None, 3))
+        y = sg.tensor("y", (None,), "int64")
+        loss = sg.nn.cross_entropy(x @ w + b, y)
+        gw, gb = sg.grad(loss, [w, b])
+        f = sg.compile([x, y], loss, updates=[(w, w - 0.1 * gw), (b, b - 0.1 * gb)], backend=backend)
+        return f, w
+
+    (f, w), (g, _) = step("llvm"), step("reference")
+    good = np.ones((4, 3), np.float32), np.array([0, 1, 1, 0])
+    f(*good)
+    f(*good)
+    for label, args, exc, pattern in ERROR_CALLS:
+        version = w._version
+        with pytest.raises(exc, match=pattern) as got:
+            f(*args)
+        with pytest.raises(exc) as want:
+            g(*args)
+        assert str(got.value) == str(want.value), label
+        assert w._version == version
+    if path == "fast":
+        assert f._caller.fast_calls == 1
