@@ -16,11 +16,11 @@ template <typename T, typename Acc, class Epi>
 __device__ __forceinline__ void sg_gemm_tile(const T *__restrict__ A, const T *__restrict__ B,
                                              long long M, long long N, long long K,
                                              long long sam, long long sak, long long sbk, long long sbn,
-                                             Epi epi) {
+                                             long long row0, Epi epi) {
     __shared__ Acc As[SG_GEMM_BK][SG_GEMM_BM + 1];
     __shared__ Acc Bs[SG_GEMM_BK][SG_GEMM_BN + 1];
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    const long long row0 = (long long)blockIdx.y * SG_GEMM_BM, col0 = (long long)blockIdx.x * SG_GEMM_BN;
+    const long long col0 = (long long)blockIdx.x * SG_GEMM_BN;
     Acc acc[4][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
@@ -66,25 +66,28 @@ __device__ __forceinline__ void sg_gemm_tile(const T *__restrict__ A, const T *_
     }
 }
 
-// C = alpha * op(A) @ op(B) + beta * C on this block's 64 x 64 tile (blockIdx.x: columns,
-// blockIdx.y: rows); C is row-major with leading dimension ldc.  C is not read when beta == 0.
+// C = alpha * op(A) @ op(B) + beta * C on this block's 64 x 64 tiles (blockIdx.x: columns;
+// blockIdx.y strides over row tiles, since gridDim.y is at most 65535); C is row-major with
+// leading dimension ldc.  C is not read when beta == 0.
 template <typename T, typename Acc>
 __device__ __forceinline__ void sg_gemm(const T *__restrict__ A, const T *__restrict__ B, T *__restrict__ C,
                                         long long M, long long N, long long K, long long sam, long long sak,
                                         long long sbk, long long sbn, long long ldc, Acc alpha, Acc beta) {
-    if ((long long)blockIdx.y * SG_GEMM_BM >= M || (long long)blockIdx.x * SG_GEMM_BN >= N) return;
-    sg_gemm_tile<T, Acc>(A, B, M, N, K, sam, sak, sbk, sbn, [&](long long r, long long c, Acc acc) {
-        T *p = C + r * ldc + c;
-        *p = beta == (Acc)0 ? (T)(alpha * acc) : (T)(alpha * acc + beta * (Acc)*p);
-    });
+    if ((long long)blockIdx.x * SG_GEMM_BN >= N) return;
+    for (long long row0 = (long long)blockIdx.y * SG_GEMM_BM; row0 < M; row0 += (long long)gridDim.y * SG_GEMM_BM)
+        sg_gemm_tile<T, Acc>(A, B, M, N, K, sam, sak, sbk, sbn, row0, [&](long long r, long long c, Acc acc) {
+            T *p = C + r * ldc + c;
+            *p = beta == (Acc)0 ? (T)(alpha * acc) : (T)(alpha * acc + beta * (Acc)*p);
+        });
 }
 
-// op(A) @ op(B) on this block's tile, each element handed to epi(row, col, acc), which stores
+// op(A) @ op(B) on this block's tiles, each element handed to epi(row, col, acc), which stores
 // it and may apply an elementwise epilogue to it.
 template <typename T, typename Acc, class Epi>
 __device__ __forceinline__ void sg_gemm_epi(const T *__restrict__ A, const T *__restrict__ B, long long M,
                                             long long N, long long K, long long sam, long long sak,
                                             long long sbk, long long sbn, Epi epi) {
-    if ((long long)blockIdx.y * SG_GEMM_BM >= M || (long long)blockIdx.x * SG_GEMM_BN >= N) return;
-    sg_gemm_tile<T, Acc>(A, B, M, N, K, sam, sak, sbk, sbn, epi);
+    if ((long long)blockIdx.x * SG_GEMM_BN >= N) return;
+    for (long long row0 = (long long)blockIdx.y * SG_GEMM_BM; row0 < M; row0 += (long long)gridDim.y * SG_GEMM_BM)
+        sg_gemm_tile<T, Acc>(A, B, M, N, K, sam, sak, sbk, sbn, row0, epi);
 }

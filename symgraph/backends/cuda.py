@@ -90,8 +90,8 @@ class Specialization:
         self.dev = dev
         prog = mod.program
         self.prog = prog
-        binary = cuda_compiler.compile_module(mod.source, dev.arch, "cubin")
-        self.module = dev.drv.module_from_buffer(binary)
+        binary, kind = cuda_compiler.device_binary(mod.source, dev.arch)
+        self.module = load_module(dev, binary, kind)
         self.funcs = {}
         for k in mod.kernels:
             if k.mode != "cublas":
@@ -106,7 +106,8 @@ class Specialization:
             if st.kind == "const":
                 arr = np.ascontiguousarray(np.asarray(st.value, dtype=st.dtype))
                 buf = dev.alloc(arr.nbytes)
-                dev.drv.memcpy_htod(buf, arr)
+                if arr.nbytes:
+                    dev.drv.memcpy_htod(buf, arr)
                 self.consts[st.sid] = buf
         self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
                           zip(prog.output_shapes, prog.outputs)]
@@ -167,6 +168,23 @@ class Specialization:
             else:
                 results.append(DeviceValue(buf, int(prog.outputs[i].nbytes), dev))
         return results
+
+
+def load_module(dev, binary: bytes, kind: str):
+    """``module_from_buffer`` with an error that says what to change when the driver refuses
+    the image (typically a compiler newer than the driver)."""
+    try:
+        return dev.drv.module_from_buffer(binary)
+    except Exception as e:  # pycuda.driver.Error subclasses
+        drv_v = getattr(dev, "driver_version", 0)
+        driver = f"{drv_v // 1000}.{drv_v % 1000 // 10}" if drv_v else "unknown"
+        compiler = (cuda_compiler.nvrtc_version() if cuda_compiler.nvrtc_available()
+                    else cuda_compiler.nvcc_version())
+        raise CompileError(f"the NVIDIA driver could not load the compiled {kind} for {dev.arch} "
+                           f"({e}). Driver CUDA version {driver}, compiler: {compiler}. A compiler "
+                           "newer than the driver produces images it cannot load: update the driver, "
+                           "or point SYMGRAPH_NVCC at an older toolkit (SYMGRAPH_CUDA_NVRTC=0 to skip "
+                           "the NVRTC library)") from None
 
 
 def run_cublas(cublas, kernel, ptr: dict) -> None:
@@ -239,19 +257,23 @@ class CudaProgram:
     # --- calling -------------------------------------------------------------------------
     def _device_input(self, var, value):
         """Device pointer (and whatever keeps it alive) for one argument."""
-        from .cuda_runtime import device_pointer
+        from .cuda_runtime import device_pointer, foreign_stream
         dev = self.dev
         if isinstance(var, SharedVariable):
             ds = var.device_state.get("cuda")
             if ds is None or ds.device is not dev:
                 host = np.ascontiguousarray(var._value)
                 buf = dev.alloc(host.nbytes)
-                dev.drv.memcpy_htod(buf, host)
+                if host.nbytes:
+                    dev.drv.memcpy_htod(buf, host)
                 ds = DeviceValue(buf, host.nbytes, dev)
                 var.device_state["cuda"] = ds
             return int(ds.alloc), ds
         p = device_pointer(value)
         if p is not None:
+            producer = foreign_stream(value)
+            if producer is not None:  # the producer may still be writing it on its own stream
+                dev.sync_foreign_stream(producer)
             return p, value
         host = np.ascontiguousarray(value)
         buf = dev.alloc(host.nbytes)

@@ -14,6 +14,7 @@ import functools
 import glob
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -55,6 +56,50 @@ def nvcc_version() -> str:
         return "none"
     out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
     return out.strip().splitlines()[-1] if out.strip() else "unknown"
+
+
+@functools.cache
+def nvcc_archs() -> tuple[int, ...]:
+    """Real architectures nvcc can emit a CUBIN for (``nvcc --list-gpu-code``: 75, 80, ...)."""
+    nvcc = find_nvcc()
+    if nvcc is None:
+        return ()
+    out = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True).stdout
+    return tuple(sorted({int(m) for m in re.findall(r"\bsm_(\d+)\b", out)}))
+
+
+def arch_number(arch: str | int) -> int:
+    """``"sm_90"`` / ``"compute_90"`` / ``90`` -> ``90``."""
+    return int(re.sub(r"^(sm_|compute_)", "", str(arch)).rstrip("a").rstrip("f"))
+
+
+def device_target(arch: str | int, supported: tuple[int, ...]) -> tuple[str, str]:
+    """What to build for a device of architecture ``arch`` with a compiler that knows the
+    architectures ``supported``: ``("sm_XY", "cubin")`` when it knows the device; for a device
+    newer than the compiler, PTX for the newest older architecture (``"ptx"``), which the
+    driver compiles at load time; a CompileError for a device older than all of them."""
+    want = arch_number(arch)
+    if not supported or want in supported:
+        return f"sm_{want}", "cubin"
+    older = [a for a in supported if a < want]
+    if not older:
+        raise CompileError(f"the GPU's architecture sm_{want} is older than any this CUDA compiler "
+                           f"supports (sm_{min(supported)} and newer); install a CUDA toolkit or "
+                           "NVRTC that still supports it")
+    return f"sm_{max(older)}", "ptx"
+
+
+def device_binary(source: str, arch: str | int) -> tuple[bytes, str]:
+    """``(image, kind)`` to load on a device of architecture ``arch``: a CUBIN when the
+    compiler knows the architecture, else PTX (NUL-terminated, as ``cuModuleLoadData``
+    requires of text images) for the driver to compile."""
+    use_nvrtc = nvrtc_available()
+    supported = nvrtc_archs() if use_nvrtc else nvcc_archs()
+    target, kind = device_target(arch, supported)
+    data = compile_module(source, target, kind)
+    if kind == "ptx" and not data.endswith(b"\0"):
+        data += b"\0"
+    return data, kind
 
 
 def arch_flag(arch: str | int) -> str:
@@ -102,14 +147,57 @@ def _nvrtc():
     names += ["libnvrtc.so", "/usr/local/cuda/lib64/libnvrtc.so"]
     for name in names:
         try:
-            return ctypes.CDLL(name)
+            lib = ctypes.CDLL(name)
         except OSError:
             continue
+        for fn, argtypes in NVRTC_PROTOTYPES.items():
+            if hasattr(lib, fn):  # nvrtcGet*SupportedArchs came with NVRTC 11.2
+                getattr(lib, fn).argtypes = argtypes
+                getattr(lib, fn).restype = ctypes.c_int
+        lib.nvrtcGetErrorString.argtypes = [ctypes.c_int]
+        lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+        return lib
     return None
+
+
+_P, _CP = ctypes.c_void_p, ctypes.c_char_p
+_SZP, _IP = ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_int)
+# ctypes prototypes of the NVRTC entry points used (nvrtc.h; nvrtcResult is an int enum,
+# nvrtcProgram a pointer); the test suite checks them against the installed header if any.
+NVRTC_PROTOTYPES: dict[str, list] = {
+    "nvrtcVersion": [_IP, _IP],
+    "nvrtcGetNumSupportedArchs": [_IP],
+    "nvrtcGetSupportedArchs": [_IP],
+    "nvrtcCreateProgram": [ctypes.POINTER(_P), _CP, _CP, ctypes.c_int, ctypes.POINTER(_CP),
+                           ctypes.POINTER(_CP)],
+    "nvrtcDestroyProgram": [ctypes.POINTER(_P)],
+    "nvrtcCompileProgram": [_P, ctypes.c_int, ctypes.POINTER(_CP)],
+    "nvrtcGetPTXSize": [_P, _SZP],
+    "nvrtcGetPTX": [_P, _CP],
+    "nvrtcGetCUBINSize": [_P, _SZP],
+    "nvrtcGetCUBIN": [_P, _CP],
+    "nvrtcGetProgramLogSize": [_P, _SZP],
+    "nvrtcGetProgramLog": [_P, _CP],
+}
 
 
 def nvrtc_available() -> bool:
     return _nvrtc() is not None and os.environ.get("SYMGRAPH_CUDA_NVRTC", "1") != "0"
+
+
+@functools.cache
+def nvrtc_archs() -> tuple[int, ...]:
+    """Architectures NVRTC can compile for (``nvrtcGetSupportedArchs``, NVRTC 11.2+)."""
+    lib = _nvrtc()
+    if lib is None or not hasattr(lib, "nvrtcGetSupportedArchs"):
+        return ()
+    n = ctypes.c_int()
+    if lib.nvrtcGetNumSupportedArchs(ctypes.byref(n)) != 0 or n.value <= 0:
+        return ()
+    arr = (ctypes.c_int * n.value)()
+    if lib.nvrtcGetSupportedArchs(arr) != 0:
+        return ()
+    return tuple(sorted(int(a) for a in arr))
 
 
 def nvrtc_version() -> str:
@@ -156,8 +244,6 @@ def nvrtc_compile(source: str, arch: str | int, kind: str = "cubin") -> bytes:
 
 
 def _nvrtc_checker(lib):
-    lib.nvrtcGetErrorString.restype = ctypes.c_char_p
-
     def check(code: int, what: str) -> None:
         if code != 0:
             raise CompileError(f"{what} failed: {lib.nvrtcGetErrorString(code).decode()}")

@@ -622,7 +622,7 @@ class KernelWriter:
             zgrid = 1
         m = max(g.m for g in gemms)
         n = max(g.n for g in gemms)
-        grid = (max(1, (n + 63) // 64), max(1, (m + 63) // 64), zgrid)
+        grid = (max(1, (n + 63) // 64), max(1, min((m + 63) // 64, 65535)), zgrid)  # y: <= 65535
         note = ["tiled shared-memory GEMM (kernels/cuda/gemm.cuh)"]
         if self.epilogue is not None:
             note.append(f"with the epilogue {self.epilogue.name} fused into its stores")

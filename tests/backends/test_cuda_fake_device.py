@@ -35,7 +35,13 @@ class FakeFunction:
         self.fn.argtypes = [ctypes.c_void_p] * len(fmt)
 
     def prepared_async_call(self, grid, block, stream, *args):
-        assert len(grid) == 3 and block[0] >= 1
+        # pycuda takes Python tuples (boost.python py::tuple) of at most 3 unsigned ints, and
+        # cuLaunchKernel's limits: block <= 1024 threads, grid x < 2^31, grid y and z <= 65535
+        assert isinstance(grid, tuple) and isinstance(block, tuple) and len(grid) == 3 == len(block)
+        assert all(isinstance(v, int) and v >= 1 for v in grid + block)
+        assert block[0] * block[1] * block[2] <= 1024
+        assert grid[0] <= 2 ** 31 - 1 and grid[1] <= 65535 and grid[2] <= 65535
+        assert all(isinstance(a, int) for a in args)  # packed with the "P" format
         self.fn(*args)
 
 
@@ -125,9 +131,13 @@ class FakeDevice:
         self.name = "fake"
         self.cublas = cublas
         self.live = 0
+        self.synced: list = []
 
     def alloc(self, nbytes):
         return FakeAlloc(nbytes)
+
+    def sync_foreign_stream(self, handle):
+        self.synced.append(handle)
 
 
 @pytest.fixture
@@ -195,6 +205,12 @@ def test_device_array_arguments_are_used_in_place(fake_device):
         __cuda_array_interface__ = {"shape": (7,), "typestr": "<f4", "data": (host.ctypes.data, False),
                                     "strides": None, "version": 3}
     np.testing.assert_allclose(f(OnDevice()), np.exp(host), rtol=1e-6)
+    assert fake_device.synced == []
+
+    class OnAnotherStream:  # e.g. a CuPy array made on a non-default stream
+        __cuda_array_interface__ = {**OnDevice.__cuda_array_interface__, "stream": 0x5000}
+    np.testing.assert_allclose(f(OnAnotherStream()), np.exp(host), rtol=1e-6)
+    assert fake_device.synced == [0x5000]
 
 
 def test_outputs_that_alias_inputs_or_each_other(fake_device):
