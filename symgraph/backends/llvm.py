@@ -29,7 +29,7 @@ from ..errors import CompileError
 from ..fastcall import fastcall_module
 from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
-from . import KernelInfo, llvm_cache, llvm_elf, llvm_jit, llvm_warm
+from . import KernelInfo, blas_threads, llvm_cache, llvm_elf, llvm_jit, llvm_warm
 
 ENTRY = "symgraph_entry"
 FORMAT_VERSION = "2"  # bump when the generated code changes for the same kernel IR
@@ -232,6 +232,8 @@ class LLVMProgram:
         if libs["blas"] is None:
             raise CompileError("the llvm backend needs NumPy's bundled OpenBLAS (numpy.libs)")
         self.gomp = libs["gomp"] is not None
+        if self.gomp:
+            blas_threads.install()  # OpenBLAS's parallel sections run on libgomp's threads
         self.object_args = llvm_jit.object_args_supported()
         llvm_jit.set_blas_threads(self.threads)
         static = [v.type.shape for v in roots]
