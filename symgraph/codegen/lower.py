@@ -806,9 +806,11 @@ class Lowerer:
 
     # --- ops: convolution ------------------------------------------------------------------
     def _im2col(self, x: View, kh, kw, stride, padding, oh, ow) -> View:
+        """The patches of ``x`` as a ``(c*kh*kw, n, oh*ow)`` array: one ``(c*kh*kw, n*oh*ow)``
+        matrix, so each convolution GEMM covers the whole batch in one call."""
         n, c, h, w = x.shape
         (sh, sw), (ph, pw) = stride, padding
-        col = self.temp(x.dtype, (n, c * kh * kw, oh * ow))
+        col = self.temp(x.dtype, (c * kh * kw, n, oh * ow))
         b, ci, i, j, oy, ox = (var(v) for v in ("i0", "c", "wi", "wj", "oy", "ox"))
         y = iadd(imul(oy, iconst(sh)), iadd(i, iconst(-ph)))
         xx = iadd(imul(ox, iconst(sw)), iadd(j, iconst(-pw)))
@@ -818,64 +820,69 @@ class Lowerer:
         if ph or pw:
             val = S.apply("where", inside, val, S.const(0, x.dtype))
         row = iadd(imul(ci, iconst(kh * kw)), iadd(imul(i, iconst(kw)), j))
-        dst = col.index([b, row, iadd(imul(oy, iconst(ow)), ox)])
+        dst = col.index([row, b, iadd(imul(oy, iconst(ow)), ox)])
         body = [For("i0", n, [For("c", c, [For("wi", kh, [For("wj", kw, [For("oy", oh, [
             For("ox", ow, [Store(col.storage, dst, val)])])])])])], parallel=True)]
         self.emit("im2col", body, col.size, [repr(x.storage)], [repr(col.storage)])
         return col
 
+    def _channels_first(self, v: View) -> View:
+        """``(n, o, oh, ow)`` -> a contiguous ``(o, n, oh, ow)`` copy: a ``(o, n*oh*ow)`` matrix."""
+        return self.contiguous(v.permute((1, 0, 2, 3)))
+
     def op_Conv2d(self, node, op):
         x = self.contiguous(self.view(node.inputs[0]))
         w = self.contiguous(self.view(node.inputs[1]))
-        out_shape = self.shape_of[id(node.outputs[0])]
-        n, o, oh, ow = out_shape
+        n, o, oh, ow = self.shape_of[id(node.outputs[0])]
         c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
-        out = self.out_view(node.outputs[0])
         col = self._im2col(x, kh, kw, op.stride, op.padding, oh, ow)
-        ckk, p = c * kh * kw, oh * ow
-        bv = var("b0")
-        g = Gemm(out.dtype, False, False, o, p, ckk, w.storage, iconst(w.offset), ckk,
-                 col.storage, imul(bv, iconst(ckk * p)), p, out.storage, imul(bv, iconst(o * p)), p)
-        self.emit("conv_gemm", [For("b0", n, [g])], n * o * p * ckk, [repr(col.storage)],
-                  [repr(out.storage)])
-        self.env[id(node.outputs[0])] = out
+        ckk, np_ = c * kh * kw, n * oh * ow
+        # one GEMM for the batch: (o, ckk) @ (ckk, n*p) -> (o, n, oh, ow); the graph value is
+        # that array seen through a transposed view, copied only when it is a program output
+        prod = self.temp(node.outputs[0].dtype, (o, n, oh, ow))
+        g = Gemm(prod.dtype, False, False, o, np_, ckk, w.storage, iconst(w.offset), ckk,
+                 col.storage, iconst(0), np_, prod.storage, iconst(0), np_)
+        self.emit("conv_gemm", [g], o * np_ * ckk, [repr(col.storage)], [repr(prod.storage)])
+        result = prod.permute((1, 0, 2, 3))
+        if id(node.outputs[0]) in self.out_storage:
+            out = self.out_view(node.outputs[0])
+            self.copy(result, out)
+            result = out
+        self.env[id(node.outputs[0])] = result
 
     def op_Conv2dGradWeight(self, node, op):
         x = self.contiguous(self.view(node.inputs[0]))
-        gv = self.contiguous(self.view(node.inputs[1]))
+        gv = self.view(node.inputs[1])
         o, c, kh, kw = self.shape_of[id(node.outputs[0])]
         n, _, oh, ow = gv.shape
         out = self.out_view(node.outputs[0])
-        col = self._im2col(x, kh, kw, op.stride, op.padding, oh, ow)
-        ckk, p = c * kh * kw, oh * ow
-        if n == 0:
+        ckk, np_ = c * kh * kw, n * oh * ow
+        if np_ == 0:
             self.map_kernel("zeros", out, S.const(0, out.dtype), [])
         else:
-            bv = var("b0")
-            first = Gemm(out.dtype, False, True, o, ckk, p, gv.storage, iconst(gv.offset), p,
-                         col.storage, iconst(0), p, out.storage, iconst(out.offset), ckk)
-            rest = Gemm(out.dtype, False, True, o, ckk, p, gv.storage,
-                        iadd(iconst(gv.offset), imul(iadd(bv, iconst(1)), iconst(o * p))), p,
-                        col.storage, imul(iadd(bv, iconst(1)), iconst(ckk * p)), p,
-                        out.storage, iconst(out.offset), ckk, beta=1.0)
-            self.emit("conv_grad_weight", [first, For("b0", n - 1, [rest])], n * o * p * ckk,
-                      [repr(col.storage), repr(gv.storage)], [repr(out.storage)])
+            col = self._im2col(x, kh, kw, op.stride, op.padding, oh, ow)
+            gt = self._channels_first(gv)
+            # dW (o, ckk) = g (o, n*p) @ col (ckk, n*p)^T: the batch sum is the GEMM's k
+            g = Gemm(out.dtype, False, True, o, ckk, np_, gt.storage, iconst(gt.offset), np_,
+                     col.storage, iconst(0), np_, out.storage, iconst(out.offset), ckk)
+            self.emit("conv_grad_weight", [g], o * np_ * ckk, [repr(col.storage), repr(gt.storage)],
+                      [repr(out.storage)])
         self.env[id(node.outputs[0])] = out
 
     def op_Conv2dGradInput(self, node, op):
-        gv = self.contiguous(self.view(node.inputs[0]))
+        gv = self.view(node.inputs[0])
         w = self.contiguous(self.view(node.inputs[1]))
         n, c, h, wd = self.shape_of[id(node.outputs[0])]
         o, _, kh, kw = w.shape
         _, _, oh, ow = gv.shape
-        ckk, p = c * kh * kw, oh * ow
-        colg = self.temp(gv.dtype, (n, ckk, p))
-        bv = var("b0")
-        g = Gemm(gv.dtype, True, False, ckk, p, o, w.storage, iconst(w.offset), ckk,
-                 gv.storage, iadd(iconst(gv.offset), imul(bv, iconst(o * p))), p,
-                 colg.storage, imul(bv, iconst(ckk * p)), p)
-        self.emit("conv_grad_input_gemm", [For("b0", n, [g])], n * o * p * ckk,
-                  [repr(gv.storage), repr(w.storage)], [repr(colg.storage)])
+        ckk, np_ = c * kh * kw, n * oh * ow
+        gt = self._channels_first(gv)
+        # col (ckk, n*p) = W^T (ckk, o) @ g (o, n*p), then scattered back onto the input
+        colg = self.temp(gv.dtype, (ckk, n, oh * ow))
+        g = Gemm(gv.dtype, True, False, ckk, np_, o, w.storage, iconst(w.offset), ckk,
+                 gt.storage, iconst(gt.offset), np_, colg.storage, iconst(0), np_)
+        self.emit("conv_grad_input_gemm", [g], o * np_ * ckk,
+                  [repr(gt.storage), repr(w.storage)], [repr(colg.storage)])
         out = self.out_view(node.outputs[0])
         (sh, sw), (ph, pw) = op.stride, op.padding
         b, ci, i, j, oy, ox, yy, xv = (var(v) for v in ("i0", "c", "wi", "wj", "oy", "ox", "y", "x"))
@@ -884,7 +891,7 @@ class Lowerer:
         inside = S.apply("and", S.apply("and", S.apply("ge", y, iconst(0)), S.apply("lt", y, iconst(h))),
                          S.apply("and", S.apply("ge", xx, iconst(0)), S.apply("lt", xx, iconst(wd))))
         row = iadd(imul(ci, iconst(kh * kw)), iadd(imul(i, iconst(kw)), j))
-        src = colg.load([b, row, iadd(imul(oy, iconst(ow)), ox)])
+        src = colg.load([row, b, iadd(imul(oy, iconst(ow)), ox)])
         st = Store(out.storage, out.index([b, ci, y, xx]), src, accumulate="add")
         scatter = [If(inside, [st])] if (ph or pw) else [st]
         zero = [For("c", c, [For("y", h, [For("x", wd, [
