@@ -77,6 +77,7 @@ class Specialization:
         self._builder_factory = builder_factory
         self._text = None
         self._sources = None
+        self._plain_text = None  # a fresh compile's module text, annotated on inspection
         ni, no = len(prog.inputs), len(prog.outputs)
         self.ni, self.no = ni, no
         self.args = (ctypes.c_void_p * (ni + no + 1))()
@@ -180,9 +181,14 @@ class Specialization:
     # inspection (rendered again on demand when the code came from the disk cache)
     def _render(self):
         if self._text is None:
-            mb = self._builder_factory(self.prog)
-            mb.build()
-            self._text, self._sources = mb.annotated_text()
+            if self._plain_text is not None:
+                from ..codegen.llvm_render import annotate
+                self._text, self._sources = annotate(self._plain_text, self.prog.kernels)
+                self._plain_text = None
+            else:  # the code came from a cache: render it again
+                mb = self._builder_factory(self.prog)
+                mb.build()
+                self._text, self._sources = mb.annotated_text()
         return self._text, self._sources
 
     def source(self) -> str:
@@ -412,7 +418,7 @@ class LLVMProgram:
                 hit = llvm_warm.load(warm_key)
             else:
                 hit = None
-            text = sources = None
+            text = None
             if hit is not None:
                 digest, summary, obj = hit
                 prog = llvm_warm.WarmProgram(summary, digest, lambda: self._lower(key),
@@ -426,7 +432,8 @@ class LLVMProgram:
                 if obj is None:
                     mb = self._builder(prog)
                     mb.build()
-                    text, sources = mb.annotated_text()
+                    # the annotated text (kernel comments) is made on inspection only
+                    text = str(mb.module)
                     ref = llvm_jit.optimize(text)
                     obj = llvm_jit.emit_object(ref)
                     llvm_cache.store(digest, obj)
@@ -438,8 +445,7 @@ class LLVMProgram:
             loaded = llvm_elf.load(obj, ENTRY) or llvm_jit.Loaded(obj, ENTRY)
             loaded.set_threads(self.threads)
             spec = Specialization(prog, loaded, digest, self._builder, self.object_args)
-            if text is not None:
-                spec._text, spec._sources = text, sources
+            spec._plain_text = text
             self.specs[key] = spec
             self.last = spec
             return spec

@@ -283,19 +283,29 @@ class ModuleBuilder:
     # --- text with comments ----------------------------------------------------------------
     def annotated_text(self) -> tuple[str, dict[str, str]]:
         """The module text with a comment above each kernel, and each kernel's own text."""
-        text = str(self.module)
-        sources = {}
-        for k, _fn, _params in self.kernel_fns:
-            comment = f"; kernel {k.name}: from nodes {'; '.join(k.ops)}\n"
-            comment += "".join(f";   {line}\n" for line in kernel_text(k).splitlines()[1:])
-            head = f'define internal void @"{k.name}"('
-            pos = text.find(head)
-            if pos < 0:
-                continue
-            end = text.find("\n}\n", pos) + 3
-            sources[k.name] = comment + text[pos:end]
-            text = text[:pos] + comment + text[pos:]
-        return text, sources
+        return annotate(str(self.module), [k for k, _fn, _params in self.kernel_fns])
+
+
+def annotate(text: str, kernels) -> tuple[str, dict[str, str]]:
+    """``text`` (a rendered module) with a comment above each of ``kernels`` naming its graph
+    nodes and showing its kernel IR, and each kernel's own commented text."""
+    sources = {}
+    pieces, last = [], 0
+    found = []
+    for k in kernels:
+        head = f'define internal void @"{k.name}"('
+        pos = text.find(head)
+        if pos >= 0:
+            found.append((pos, k))
+    for pos, k in sorted(found, key=lambda item: item[0]):
+        comment = f"; kernel {k.name}: from nodes {'; '.join(k.ops)}\n"
+        comment += "".join(f";   {line}\n" for line in kernel_text(k).splitlines()[1:])
+        end = text.find("\n}\n", pos) + 3
+        sources[k.name] = comment + text[pos:end]
+        pieces += [text[last:pos], comment]
+        last = pos
+    pieces.append(text[last:])
+    return "".join(pieces), sources
 
 
 class KernelEmitter:
