@@ -21,6 +21,7 @@ import threading
 import warnings
 from collections.abc import Callable
 
+from ..codegen.storage_fields import StorageMethods
 from . import llvm_cache
 
 WARM = ".warm"
@@ -77,24 +78,12 @@ def entry_key(graph_key: str, shapes: tuple, context: str) -> str:
     return h.hexdigest()[:40]
 
 
-class StorageInfo:
+class StorageInfo(StorageMethods):
     """A kernel-IR ``Storage`` as read back from a warm entry (same fields; importing the
     kernel IR is left to the processes that lower)."""
 
     def __init__(self, fields: dict):
         self.__dict__.update(fields)
-
-    @property
-    def itemsize(self) -> int:
-        import numpy as np
-        return np.dtype(self.dtype).itemsize
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.itemsize
-
-    def __repr__(self) -> str:
-        return f"s{self.sid}:{self.kind}:{self.dtype}[{self.size}]"
 
 
 def _plain(value):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._scalar import S
+from .storage_fields import StorageMethods
 
 EXTRA_OPS = ("var", "load", "local", "xor", "shr", "shl", "checked")
 
@@ -37,7 +38,7 @@ EXTRA_OPS = ("var", "load", "local", "xor", "shr", "shl", "checked")
 # --- storage and views ---------------------------------------------------------------------
 
 @dataclass(eq=False)
-class Storage:
+class Storage(StorageMethods):
     """A flat typed memory block.  ``kind``: input / output / temp / const."""
 
     sid: int
@@ -48,17 +49,6 @@ class Storage:
     value: np.ndarray | None = None  # const storages
     name: str = ""
     shape: tuple = ()  # the shape of the value it was created for (documentation, export)
-
-    @property
-    def itemsize(self) -> int:
-        return np.dtype(self.dtype).itemsize
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.itemsize
-
-    def __repr__(self) -> str:
-        return f"s{self.sid}:{self.kind}:{self.dtype}[{self.size}]"
 
 
 def contiguous_strides(shape) -> tuple[int, ...]:
