@@ -62,3 +62,23 @@ def rand(rng: np.random.Generator, shape, dtype="float32", low=-3.0, high=3.0) -
     if np.dtype(dtype).kind == "b":
         return np.asarray(x > 0)
     return np.asarray(x).astype(dtype)
+
+
+def run_in_threads(work, n: int) -> list[BaseException]:
+    """Run ``work(k)`` for ``k`` in ``range(n)``, each on its own thread, and return what they
+    raised (an empty list when every call succeeded)."""
+    import threading
+    errors: list[BaseException] = []
+
+    def guarded(k):
+        try:
+            work(k)
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import run_in_threads
 
 import symgraph as sg
 
@@ -113,21 +114,13 @@ def test_threads_calling_one_function(backend):
     inputs = [rng.standard_normal((16, 8)).astype(np.float32) for _ in range(8)]
     expected = [np.tanh(a @ (np.eye(8, dtype=np.float32) * 2)).sum(axis=1) for a in inputs]
     results = [None] * len(inputs)
-    errors = []
 
     def work(k):
-        try:
-            for _ in range(20):
-                results[k] = f(inputs[k])
-                np.testing.assert_allclose(results[k], expected[k], rtol=1e-5, atol=1e-6)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for _ in range(20):
+            results[k] = f(inputs[k])
+            np.testing.assert_allclose(results[k], expected[k], rtol=1e-5, atol=1e-6)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(work, len(inputs))
     assert not errors, errors
 
 

@@ -12,6 +12,7 @@ import weakref
 
 import numpy as np
 import pytest
+from helpers import run_in_threads
 
 import symgraph as sg
 from symgraph.fastcall import fastcall_module
@@ -210,22 +211,14 @@ def test_threads_share_one_function(path):
     inputs = [rng.standard_normal((16, 8)).astype(np.float32) for _ in range(6)]
     expected = [np.tanh(a @ (np.eye(8, dtype=np.float32) * 2)).sum(axis=1) for a in inputs]
     f(inputs[0])
-    errors = []
     barrier = threading.Barrier(len(inputs))
 
     def work(k):
-        try:
-            barrier.wait()
-            for _ in range(200):
-                np.testing.assert_allclose(f(inputs[k]), expected[k], rtol=1e-5, atol=1e-5)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
+        barrier.wait()
+        for _ in range(200):
+            np.testing.assert_allclose(f(inputs[k]), expected[k], rtol=1e-5, atol=1e-5)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(work, len(inputs))
     assert not errors, errors
     assert n.get_value() == 1 + 200 * len(inputs)
     if path == "fast":
