@@ -759,6 +759,10 @@ class Lowerer:
         g = self._planes(self.view(node.inputs[1]))
         out = self.out_view(node.outputs[0], x.shape)
         (sh, sw) = op.stride
+        if tuple(op.size) == tuple(op.stride):
+            self._max_pool_grad_tiled(x, g, out, op.size)
+            self.env[id(node.outputs[0])] = out.reshape(self.shape_of[id(node.outputs[0])])
+            return
         b, oy, ox, y, xx = var("i0"), var("oy"), var("ox"), var("y"), var("x")
         target = out.index([b, iadd(imul(oy, iconst(sh)), local("bi", "int64")),
                             iadd(imul(ox, iconst(sw)), local("bj", "int64"))])
@@ -770,6 +774,55 @@ class Lowerer:
                     parallel=True)]
         self.emit("max_pool_grad", body, x.size, [repr(x.storage), repr(g.storage)], [repr(out.storage)])
         self.env[id(node.outputs[0])] = out.reshape(self.shape_of[id(node.outputs[0])])
+
+    def _max_pool_grad_tiled(self, x: View, g: View, out: View, size) -> None:
+        """The max-pool gradient when windows tile the input (stride == size): every input
+        element belongs to at most one window, so each window writes its own ``kh*kw``
+        elements (``g`` where the element is the window's first maximum, NaN counting as the
+        largest and the first NaN winning, as ``np.argmax``; else 0), with no scatter and no
+        zeroing pass.  The loop over windows along a row vectorises (interleaved accesses)."""
+        (kh, kw) = size
+        planes, h, w = x.shape
+        oh, ow = g.shape[1], g.shape[2]
+        b, oy, ox = var("i0"), var("oy"), var("ox")
+
+        def at(k):
+            return [b, iadd(imul(oy, iconst(kh)), iconst(k // kw)),
+                    iadd(imul(ox, iconst(kw)), iconst(k % kw))]
+
+        vals = [x.load(at(k)) for k in range(kh * kw)]
+        grad = S.cast(g.load([b, oy, ox]), out.dtype)
+        zero = S.const(0, out.dtype)
+        floating = is_float(x.dtype)
+        stores = []
+        for k, me in enumerate(vals):
+            wins = None
+            for m, other in enumerate(vals):
+                if m == k:
+                    continue
+                if m < k:  # an earlier element wins ties
+                    cond = S.apply("gt", me, other)
+                    if floating:  # ... and an earlier NaN wins outright
+                        cond = S.apply("and", S.apply("eq", other, other),
+                                       S.apply("or", S.apply("ne", me, me), cond))
+                else:
+                    cond = S.apply("ge", me, other)
+                    if floating:  # a NaN here beats every later element
+                        cond = S.apply("or", S.apply("ne", me, me), cond)
+                wins = cond if wins is None else S.apply("and", wins, cond)
+            value = grad if wins is None else S.apply("where", wins, grad, zero)
+            stores.append(Store(out.storage, out.index(at(k)), value))
+        yy, xx = var("y"), var("x")
+        # rows and columns no window covers (the input size is not a multiple of the window)
+        edges = []
+        if h > oh * kh:
+            edges.append(For("y", h - oh * kh, [For("x", w, [
+                Store(out.storage, out.index([b, iadd(yy, iconst(oh * kh)), xx]), zero)])]))
+        if w > ow * kw:
+            edges.append(For("y", oh * kh, [For("x", w - ow * kw, [
+                Store(out.storage, out.index([b, yy, iadd(xx, iconst(ow * kw))]), zero)])]))
+        body = [For("i0", planes, [For("oy", oh, [For("ox", ow, stores)])] + edges, parallel=True)]
+        self.emit("max_pool_grad", body, x.size, [repr(x.storage), repr(g.storage)], [repr(out.storage)])
 
     def op_MaxPoolSelect(self, node, op):
         x = self._planes(self.view(node.inputs[0]))
