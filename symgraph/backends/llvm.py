@@ -144,7 +144,6 @@ class Specialization:
             values = [np.ascontiguousarray(v) for v in values]
             with self.lock:
                 outs = self._outputs()
-                self._keep(outs)
                 i = 0
                 for v in values:
                     args[i] = v.ctypes.data
@@ -154,6 +153,7 @@ class Specialization:
                     i += 1
                 if self.cfunc(self.args_addr) == STATUS_INDEX_ERROR:
                     self._raise_index_error()
+                self._keep(outs)
         return [outs[m] for m in self.output_map]
 
     def _outputs(self) -> list[np.ndarray]:

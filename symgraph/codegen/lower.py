@@ -742,25 +742,25 @@ class Lowerer:
         oh, ow = oshape[-2], oshape[-1]
         out = self.out_view(node.outputs[0], (x.shape[0], oh, ow))
         (kh, kw), (sh, sw) = op.size, op.stride
-        b, oy, ox, i, j = var("i0"), var("oy"), var("ox"), var("wi"), var("wj")
-        val = x.load([b, iadd(imul(oy, iconst(sh)), i), iadd(imul(ox, iconst(sw)), j)])
+        b, oy, ox = var("i0"), var("oy"), var("ox")
         kind = "max" if op.mode == "max" else "sum"
+
+        def at(di, dj):  # the window element at offset (di, dj)
+            return x.load([b, iadd(imul(oy, iconst(sh)), di), iadd(imul(ox, iconst(sw)), dj)])
+
         if kh * kw <= 16:
             # small windows unrolled: the loop over ox (innermost) vectorises
-            def at(k):
-                return x.load([b, iadd(imul(oy, iconst(sh)), iconst(k // kw)),
-                               iadd(imul(ox, iconst(sw)), iconst(k % kw))])
-            total = at(0)
+            total = at(iconst(0), iconst(0))
             for k in range(1, kh * kw):
-                total = combine(kind, total, at(k))
-            result = total if kind == "max" else S.apply("mul", total, S.const(1.0 / (kh * kw), x.dtype))
-            inner = [Store(out.storage, out.index([b, oy, ox]), S.cast(result, out.dtype))]
+                total = combine(kind, total, at(iconst(k // kw), iconst(k % kw)))
+            inner = []
         else:
-            acc = local("acc", x.dtype)
-            result = acc if kind == "max" else S.apply("mul", acc, S.const(1.0 / (kh * kw), x.dtype))
+            total = local("acc", x.dtype)
+            update = Assign("acc", combine(kind, total, at(var("wi"), var("wj"))), reduction=True)
             inner = [Assign("acc", S.const(_init_value(kind, x.dtype), x.dtype)),
-                     For("wi", kh, [For("wj", kw, [Assign("acc", combine(kind, acc, val), reduction=True)])]),
-                     Store(out.storage, out.index([b, oy, ox]), S.cast(result, out.dtype))]
+                     For("wi", kh, [For("wj", kw, [update])])]
+        result = total if kind == "max" else S.apply("mul", total, S.const(1.0 / (kh * kw), x.dtype))
+        inner.append(Store(out.storage, out.index([b, oy, ox]), S.cast(result, out.dtype)))
         body = [For("i0", x.shape[0], [For("oy", oh, [For("ox", ow, inner)])], parallel=True)]
         self.emit(f"{op.mode}_pool", body, out.size * kh * kw, [repr(x.storage)], [repr(out.storage)])
         self.env[id(node.outputs[0])] = out.reshape(oshape)
