@@ -82,3 +82,18 @@ def run_in_threads(work, n: int) -> list[BaseException]:
     for t in threads:
         t.join()
     return errors
+
+
+def host_vector_registers() -> str | None:
+    """Regex of the vector registers a vectorised loop may use on this host, or None below AVX2.
+
+    AVX2 hosts vectorise with 256-bit ``ymm``; AVX-512 hosts with ``zmm`` or, where LLVM's tuning
+    for the CPU prefers 256-bit vectors, ``ymm``. Tests read this instead of assuming the ISA."""
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    if features.get("avx512f", False):
+        return r"[yz]mm"
+    if features.get("avx2", False):
+        return r"ymm"
+    return None

@@ -13,6 +13,8 @@ import pytest
 
 llvm = pytest.importorskip("llvmlite.binding")
 
+from helpers import host_vector_registers  # noqa: E402
+
 from symgraph.codegen.llvm_math import (  # noqa: E402
     BINARY_FUNCTIONS,
     UNARY_FUNCTIONS,
@@ -20,6 +22,7 @@ from symgraph.codegen.llvm_math import (  # noqa: E402
     function_name,
     function_names,
     intrinsic_declarations,
+    loop_ir,
     math_ir,
 )
 
@@ -221,17 +224,19 @@ def _loop_asm(asm: str, name: str) -> str:
 
 
 def test_loops_vectorise_without_calls(loops):
-    """After inlining, a loop over sg_expf is vectorised (ymm on AVX2 hosts) and calls nothing."""
+    """After inlining, a loop over sg_expf is vectorised (256 bits or wider on AVX2 and AVX-512
+    hosts) and calls nothing."""
     asm = loops.assembly()
     for name in function_names():
         body = _loop_asm(asm, name)
         assert not re.search(r"\bcall", body), f"loop_{name} still calls: {re.findall(r'call.*', body)[:3]}"
     exp_body = _loop_asm(asm, "sg_expf")
     assert "expf" not in exp_body
-    if not llvm.get_host_cpu_features().get("avx2", False):
-        pytest.skip("host CPU has no AVX2: vector width (ymm) not checked; no-call check passed")
+    registers = host_vector_registers()
+    if registers is None:
+        pytest.skip("host CPU has no AVX2: vector width not checked; no-call check passed")
     for name in function_names():
-        assert "ymm" in _loop_asm(asm, name), f"loop_{name} is not vectorised to 256-bit"
+        assert re.search(registers, _loop_asm(asm, name)), f"loop_{name} is not vectorised"
 
 
 def test_link_into_an_llvmlite_ir_module():
@@ -301,3 +306,27 @@ def test_ir_interface():
     assert len(function_names()) == 2 * (len(UNARY_FUNCTIONS) + len(BINARY_FUNCTIONS))
     with pytest.raises(KeyError):
         function_name("gamma", "float32")
+
+
+@pytest.mark.parametrize("cpu, registers", [("haswell", "ymm"), ("znver4", "zmm"),
+                                            ("x86-64-v4", "[yz]mm")])
+def test_loops_vectorise_for_pinned_targets(cpu, registers):
+    """Whatever the host, a loop over each helper vectorises to the named CPU's vector width
+    and calls nothing (assembly only: nothing runs, so an AVX2 host checks AVX-512 code)."""
+    dtypes = {function_name(f, d): d for d in ("float32", "float64") for f in ("exp", "tanh", "log")}
+    names = list(dtypes)
+    text = math_ir(names) + "\n" + "".join(loop_ir(n, dtypes[n], 1) for n in names)
+    target = llvm.Target.from_triple("x86_64-unknown-linux-gnu")
+    tm = target.create_target_machine(cpu=cpu, features="", opt=3)
+    mod = llvm.parse_assembly(text)
+    mod.triple, mod.data_layout = tm.triple, str(tm.target_data)
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    asm = tm.emit_assembly(mod)
+    for name in names:
+        body = _loop_asm(asm, name)
+        assert not re.search(r"\bcall", body), name
+        assert re.search(registers, body), f"loop_{name} not vectorised to {registers} for {cpu}"
