@@ -77,7 +77,7 @@ from .ops import (
     var,
     where,
 )
-from .ops.random import RandomStream
+from .ops.random import RandomStream, seed
 from .printing import debugprint, to_dot
 from .verify import verify_grad
 

@@ -140,10 +140,29 @@ class Variable:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.label()}: {self.type})"
 
+    def eval(self, inputs: dict | None = None, backend: str = "reference") -> np.ndarray:
+        """This value computed for ``inputs`` (``{input variable: array}``), for quick checks.
+
+        The function compiled for a set of inputs is kept on the variable, so evaluating again
+        with new values costs no compilation."""
+        from ..compile import compile
+        items = list((inputs or {}).items())
+        key = (backend, tuple(v.id for v, _ in items))
+        cache = self.__dict__.setdefault("_eval_functions", {})
+        if key not in cache:
+            cache[key] = compile([v for v, _ in items], self, backend=backend)
+        return cache[key](*[a for _, a in items])
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_eval_functions", None)  # compiled functions are rebuilt on demand
+        return state
+
     def clone(self) -> Variable:
         """A fresh root variable of the same type and name (no owner)."""
         v = type(self).__new__(type(self))
         v.__dict__.update(self.__dict__)
+        v.__dict__.pop("_eval_functions", None)  # compiled for the original, not the clone
         v.owner, v.index, v.id = None, 0, next(_ids)
         return v
 
@@ -225,7 +244,7 @@ class SharedVariable(Variable):
 
     def __getstate__(self):
         self._value  # noqa: B018 - bring a device-held value back to the host first
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state.pop("_lock")
         state["_pull"] = None
         state["device_state"] = {}

@@ -7,13 +7,41 @@ from ..ops import reduce as R
 from ..ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, _axis, avg_pool2d, conv2d, max_pool2d
 from ..ops.random import RandomStream, dropout
 from ..ops.shape import reshape
-from . import init, optimizers
-from .optimizers import adadelta, adagrad, adam, momentum, nesterov, rmsprop, sgd
+from . import init, layers, optimizers, schedules, training
+from .layers import (
+    Activation,
+    AvgPool2d,
+    BatchNorm,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    Maxout,
+    MaxPool2d,
+    Sequential,
+    state_updates,
+)
+from .optimizers import Optimizer, adadelta, adagrad, adam, momentum, nesterov, rmsprop, sgd
+from .training import (
+    EarlyStopping,
+    accuracy,
+    confusion_matrix,
+    load_checkpoint,
+    minibatches,
+    progress,
+    save_checkpoint,
+    summary,
+)
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "binary_cross_entropy", "mse", "hinge",
            "conv2d", "max_pool2d", "avg_pool2d", "dropout", "maxout", "relu", "sigmoid", "tanh",
            "gelu", "elu", "leaky_relu", "softplus", "init", "optimizers", "sgd", "momentum",
-           "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "RandomStream"]
+           "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "RandomStream", "Optimizer",
+           "layers", "schedules", "training", "Layer", "Dense", "Conv2d", "MaxPool2d", "AvgPool2d",
+           "Flatten", "Activation", "Dropout", "Maxout", "BatchNorm", "Sequential", "state_updates",
+           "EarlyStopping", "accuracy", "confusion_matrix", "load_checkpoint", "minibatches",
+           "progress", "save_checkpoint", "summary"]
 
 relu, sigmoid, tanh, gelu, elu = E.relu, E.sigmoid, E.tanh, E.gelu, E.elu
 leaky_relu, softplus = E.leaky_relu, E.softplus

@@ -17,6 +17,23 @@ from . import elemwise as E
 from .shape import as_shape_vector, static_shape_value
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_package_rng = np.random.default_rng(0)
+
+
+def seed(n: int) -> None:
+    """Reset the package-level generator that unseeded initialisers and streams draw from."""
+    global _package_rng
+    _package_rng = np.random.default_rng(int(n))
+
+
+def next_seed() -> int:
+    """A fresh seed from the package-level generator (each call a different one)."""
+    return int(_package_rng.integers(0, 2 ** 62))
+
+
+def package_rng() -> np.random.Generator:
+    """The package-level generator (reset by ``seed``)."""
+    return _package_rng
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
@@ -78,11 +95,16 @@ class RandomDraw(Op):
 
 
 class RandomStream:
-    """A seeded source of random tensors: ``uniform``, ``normal``, ``bernoulli``."""
+    """A seeded source of random tensors: ``uniform``, ``normal``, ``bernoulli``.
 
-    def __init__(self, seed: int = 0):
-        self.seed = int(seed)
-        self.state = SharedVariable(np.array([self.seed, 0], dtype=np.int64), name=f"rng_state_{seed}")
+    Without ``seed`` the stream takes a fresh one from the package-level generator
+    (``sg.seed(n)`` makes the whole program reproducible), so two streams never repeat
+    each other by accident."""
+
+    def __init__(self, seed: int | None = None):
+        self.seed = next_seed() if seed is None else int(seed)
+        self.state = SharedVariable(np.array([self.seed, 0], dtype=np.int64),
+                                    name=f"rng_state_{self.seed}")
         self.state.default_update = E.add(self.state, np.array([0, 1], dtype=np.int64))
         self._draws = 0
 
