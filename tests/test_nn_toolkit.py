@@ -180,7 +180,8 @@ def test_schedules_match_torch(sched, torch_sched):
 def test_warmup_schedule_values():
     s = sg.nn.schedules.warmup(sg.nn.schedules.cosine(1.0, total_steps=10), steps=4)
     np.testing.assert_allclose([s(0), s(1)], [0.25, 0.5 * (0.5 + 0.5 * np.cos(np.pi * 0.1))])
-    np.testing.assert_allclose(s.value(np.arange(20))[4:], sg.nn.schedules.cosine(1.0, 10).value(np.arange(4, 20)))
+    after = sg.nn.schedules.cosine(1.0, 10).value(np.arange(4, 20))
+    np.testing.assert_allclose(s.value(np.arange(20))[4:], after)
 
 
 def test_shared_learning_rate_changes_without_recompiling():
@@ -276,9 +277,9 @@ def test_checkpoint_restores_training_in_a_fresh_process(tmp_path):
                 step(xs, ys)
         print(repr(model.w.get_value().ravel().tolist()))
     """)
-    run = lambda arg: subprocess.run([sys.executable, "-c", script, arg], capture_output=True, text=True,
-                                     cwd=ROOT, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-                                                                 "SYMGRAPH_CACHE_DIR": "off"})
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "SYMGRAPH_CACHE_DIR": "off"}
+    run = lambda arg: subprocess.run([sys.executable, "-c", script, arg], capture_output=True,
+                                     text=True, cwd=ROOT, timeout=300, env=env)
     first, second = run("first"), run("second")
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
