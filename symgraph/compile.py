@@ -96,7 +96,7 @@ def _as_list(x) -> tuple[list, bool]:
     return [x], True
 
 
-def build_fgraph(inputs, outputs, updates=None, givens=None):
+def build_fgraph(inputs, outputs, updates=None, givens=None, no_default_updates: bool = False):
     """Validate the arguments of ``compile`` and build the FunctionGraph it will rewrite.
 
     Returns ``(fgraph, input_vars, shared_vars, n_outputs, update_targets, single)``; the
@@ -139,7 +139,7 @@ def build_fgraph(inputs, outputs, updates=None, givens=None):
         targets.append(target)
         values.append(value)
     # random streams and similar state advance by default on every call
-    for root in graph_inputs(outs + values):
+    for root in [] if no_default_updates else graph_inputs(outs + values):
         default = getattr(root, "default_update", None)
         if default is not None and not any(t is root for t in targets):
             targets.append(root)
@@ -169,23 +169,33 @@ def build_fgraph(inputs, outputs, updates=None, givens=None):
 
 def compile(inputs: Sequence[Variable], outputs=None, updates=None, givens=None,
             backend: str = DEFAULT_BACKEND, trust_input: bool = False, threads: int | None = None,
-            profile: bool = False, rewrite: bool = True) -> CompiledFunction:
-    """Compile a graph into a callable on NumPy arrays.  See API.md for the contract."""
+            profile: bool = False, rewrite: bool = True, check_finite: bool = False,
+            no_default_updates: bool = False) -> CompiledFunction:
+    """Compile a graph into a callable on NumPy arrays (see docs/user-guide.md).
+
+    ``check_finite=True`` returns a guard that installs updates only when every result is
+    finite and otherwise names the node and line that produced the NaN or infinity
+    (``symgraph.debug``). ``no_default_updates=True`` leaves shared variables with a default
+    update (random streams) unchanged by calls."""
     if backend not in BACKENDS:
         raise ValueError(f"compile: unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    if check_finite:
+        from .debug import FiniteGuard
+        return FiniteGuard(inputs, outputs, updates, givens, backend, trust_input=trust_input,
+                           threads=threads, profile=profile, rewrite=rewrite)
     return CompiledFunction(inputs, outputs, updates, givens, backend, trust_input, threads,
-                            profile, rewrite)
+                            profile, rewrite, no_default_updates)
 
 
 class CompiledFunction(FunctionBase):
     """A compiled graph: call it with NumPy arrays; inspect ``kernels``, ``source()``, ``asm()``."""
 
-    def __init__(self, inputs, outputs, updates, givens, backend, trust_input, threads, profile,
-                 rewrite=True):
+    def __init__(self, inputs, outputs, updates, givens, backend, trust_input=False, threads=None,
+                 profile=False, rewrite=True, no_default_updates=False):
         self._args = (list(inputs), outputs, updates, givens, backend, trust_input, threads,
-                      profile, rewrite)
+                      profile, rewrite, no_default_updates)
         fgraph, self.inputs, self.shared, self.n_outputs, self.update_targets, self.single = \
-            build_fgraph(inputs, outputs, updates, givens)
+            build_fgraph(inputs, outputs, updates, givens, no_default_updates)
         self.backend = backend
         self.trust_input = trust_input
         self.profile = profile
