@@ -48,3 +48,16 @@ def test_user_guide_code_runs(monkeypatch):
     for block in blocks:
         exec(compile(block, "user-guide.md", "exec"), namespace)
     assert namespace["w"].get_value().shape == (4,)
+
+
+def test_training_page_code_runs(monkeypatch):
+    """Every ```python block of docs/training.md runs, in order, in one namespace."""
+    import re
+
+    text = open(os.path.join(ROOT, "docs", "training.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 5
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "training.md", "exec"), namespace)
+    assert namespace["extra"]["epoch"] == namespace["epoch"]
