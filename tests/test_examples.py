@@ -51,3 +51,24 @@ def test_export_c(tmp_path):
 
 def _has_llvm() -> bool:
     return importlib.util.find_spec("symgraph.backends.llvm") is not None
+
+
+def test_digits_toolkit_checkpoint_restores_in_a_fresh_process(tmp_path):
+    """The toolkit example trains, saves a checkpoint, and a fresh process restores it to the
+    same validation accuracy; the example stays under 40 lines of code."""
+    import subprocess
+    import sys
+    path = os.path.join(ROOT, "examples", "digits_toolkit.py")
+    lines = [ln for ln in open(path).read().splitlines() if ln.strip()]
+    assert len(lines) <= 40
+    ckpt = str(tmp_path / "ckpt.npz")
+    best = load("digits_toolkit.py").main(["--backend", "reference", "--epochs", "3",
+                                           "--checkpoint", ckpt])
+    assert best > 0.7
+    env = dict(os.environ, PYTHONPATH=ROOT, SYMGRAPH_CACHE_DIR="off")
+    code = (f"import runpy, sys; sys.argv = ['x', '--backend', 'reference', '--resume', "
+            f"'--checkpoint', {ckpt!r}]; m = runpy.run_path({path!r}); print(m['main']())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.split()[-1]) == best
