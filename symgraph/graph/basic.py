@@ -200,7 +200,9 @@ class SharedVariable(Variable):
 
     def __init__(self, value, name: str | None = None, dtype=None):
         arr = np.array(value, dtype=dtype, copy=True)
-        if dtype is None and arr.dtype == np.float64 and not isinstance(value, np.ndarray):
+        # Python floats (and lists of them) are weakly typed: float32, as symbolic constants;
+        # NumPy arrays and scalars keep their dtype
+        if dtype is None and arr.dtype == np.float64 and not isinstance(value, (np.ndarray, np.generic)):
             arr = arr.astype(np.float32)
         # ``arr`` is already a private copy: only a non-C-contiguous one is copied again
         arr = np.asarray(arr.astype(as_dtype(arr.dtype), copy=False), order="C")
@@ -209,6 +211,11 @@ class SharedVariable(Variable):
         self._lock = threading.Lock()
         self._version = 0
         self.device_state: dict[str, Any] = {}
+
+    def __bool__(self) -> bool:
+        # a shared variable is an object that exists (``if not W: W = sg.shared(...)`` in
+        # Theano-style code); only computed symbolic values have an unknown truth value
+        return True
 
     @property
     def _value(self) -> np.ndarray:
