@@ -61,3 +61,15 @@ def test_training_page_code_runs(monkeypatch):
     for block in blocks:
         exec(compile(block, "training.md", "exec"), namespace)
     assert namespace["extra"]["epoch"] == namespace["epoch"]
+
+
+def test_coming_from_theano_code_runs():
+    import re
+
+    text = open(os.path.join(ROOT, "docs", "coming-from-theano.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "coming-from-theano.md", "exec"), namespace)
+    assert namespace["W"].get_value().any()

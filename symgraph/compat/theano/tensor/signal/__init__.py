@@ -1,0 +1,5 @@
+"""``theano.tensor.signal``."""
+
+from . import pool
+
+__all__ = ["pool"]
