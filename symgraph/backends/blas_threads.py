@@ -131,7 +131,7 @@ def _install() -> bool:
     setter(loaded.address)
     _installed["engine"] = loaded  # keeps the code alive for the life of the process
     _installed["setter"] = setter
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    llvm_jit.on_fork_in_child(_after_fork_in_child)
     return True
 
 

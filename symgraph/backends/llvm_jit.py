@@ -70,7 +70,7 @@ def libraries() -> dict:
             if found:
                 libs["gomp"] = found[0]
                 add(*found)
-                os.register_at_fork(after_in_child=_after_fork_in_child)
+                on_fork_in_child(_after_fork_in_child)
         blas = openblas_path()
         if blas:
             try:
@@ -111,6 +111,13 @@ def jit_libraries() -> dict:
                     binding.load_library_permanently(path)
                 _state["jit_libs"] = True
     return libs
+
+
+def on_fork_in_child(hook) -> None:
+    """Run ``hook()`` in the child after every fork made through Python (``os.fork``,
+    ``multiprocessing``); nothing where there is no ``fork``."""
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=hook)
 
 
 def _after_fork_in_child() -> None:
