@@ -13,6 +13,12 @@ always get their own threads even when a BLAS call happens inside a parallel reg
 
 The callback is process-wide: NumPy's own matrix products in the same process use libgomp's
 threads too, with the thread count OpenBLAS is set to.
+
+libgomp is not fork-safe (see ``llvm_jit._after_fork_in_child``), OpenBLAS's own pool is: it
+stops its threads before a fork and starts new ones on the next call.  A forked child
+therefore gets OpenBLAS's own threading back (``_after_fork_in_child``), so NumPy there keeps
+its threads; without that, the child's first parallel BLAS call spins forever waiting for a
+job that a dead libgomp worker was meant to run.
 """
 
 from __future__ import annotations
@@ -111,16 +117,30 @@ def install() -> bool:
 
 def _install() -> bool:
     libs = llvm_jit.libraries()
-    ok = False
-    if libs["gomp"] and libs["blas_handle"] is not None and not os.environ.get("SYMGRAPH_BLAS_OWN_THREADS"):
-        setter = getattr(libs["blas_handle"], "scipy_openblas_set_threads_callback_function64_", None)
-        if setter is not None:
-            gomp = ctypes.CDLL(libs["gomp"])
-            gomp.omp_set_max_active_levels.argtypes = [ctypes.c_int]
-            gomp.omp_set_max_active_levels(2)  # a team started inside a region still gets threads
-            loaded = _load_bridge()
-            setter.argtypes = [ctypes.c_void_p]
-            setter(loaded.address)
-            _installed["engine"] = loaded  # keeps the code alive for the life of the process
-            ok = True
-    return ok
+    if (not libs["gomp"] or libs["blas_handle"] is None or llvm_jit.forked_child()
+            or os.environ.get("SYMGRAPH_BLAS_OWN_THREADS")):
+        return False
+    setter = getattr(libs["blas_handle"], "scipy_openblas_set_threads_callback_function64_", None)
+    if setter is None:
+        return False
+    gomp = ctypes.CDLL(libs["gomp"])
+    gomp.omp_set_max_active_levels.argtypes = [ctypes.c_int]
+    gomp.omp_set_max_active_levels(2)  # a team started inside a region still gets threads
+    loaded = _load_bridge()
+    setter.argtypes = [ctypes.c_void_p]
+    setter(loaded.address)
+    _installed["engine"] = loaded  # keeps the code alive for the life of the process
+    _installed["setter"] = setter
+    llvm_jit.on_fork_in_child(_after_fork_in_child)
+    return True
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: OpenBLAS runs its parallel sections on its own threads again (NULL
+    callback), and the bridge is not installed again in this process."""
+    global _lock
+    _lock = threading.Lock()  # another thread of the parent may have held it
+    setter = _installed.pop("setter", None)
+    if setter is not None:
+        setter(None)
+    _installed["ok"] = False

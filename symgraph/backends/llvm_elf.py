@@ -74,6 +74,7 @@ class Image:
         addr = symbols.get("sg_num_threads")
         self.nthreads = ctypes.c_int32.from_address(addr) if addr else None
         self.profile_addr = symbols.get("sg_profile") or None
+        llvm_jit.track_threads(self)
 
     def global_address(self, name: str) -> int:
         """The address of global ``name`` in the loaded code (0 when absent)."""
@@ -81,7 +82,7 @@ class Image:
 
     def set_threads(self, n: int) -> None:
         if self.nthreads is not None:
-            self.nthreads.value = int(n)
+            self.nthreads.value = llvm_jit.usable_threads(n)
 
 
 def load(obj: bytes, entry: str) -> Image | None:

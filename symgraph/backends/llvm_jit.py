@@ -11,11 +11,15 @@ import hashlib
 import os
 import re
 import threading
+import weakref
 
 import numpy as np
 
 _lock = threading.RLock()
 _state: dict = {}
+# loaded code with an ``sg_num_threads`` global (``Loaded`` / ``llvm_elf.Image``), so a forked
+# child can make all of it single-threaded
+_threaded_code: weakref.WeakSet = weakref.WeakSet()
 
 
 def llvm():
@@ -66,6 +70,7 @@ def libraries() -> dict:
             if found:
                 libs["gomp"] = found[0]
                 add(*found)
+                on_fork_in_child(_after_fork_in_child)
         blas = openblas_path()
         if blas:
             try:
@@ -106,6 +111,41 @@ def jit_libraries() -> dict:
                     binding.load_library_permanently(path)
                 _state["jit_libs"] = True
     return libs
+
+
+def on_fork_in_child(hook) -> None:
+    """Run ``hook()`` in the child after every fork made through Python (``os.fork``,
+    ``multiprocessing``); nothing where there is no ``fork``."""
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=hook)
+
+
+def _after_fork_in_child() -> None:
+    """libgomp is not fork-safe: the forking thread's pool still lists the parent's workers,
+    which do not exist in the child, so the next parallel region waits for them forever.
+    From here on (and in this child's own children) generated code runs on one thread."""
+    global _lock
+    _lock = threading.RLock()  # another thread of the parent may have held it
+    _state["forked"] = True
+    for code in list(_threaded_code):
+        code.set_threads(1)
+
+
+def forked_child() -> bool:
+    """Whether this process was forked from one that had libgomp loaded (see
+    ``_after_fork_in_child``): compiled code then runs single-threaded."""
+    return bool(_state.get("forked"))
+
+
+def usable_threads(n: int) -> int:
+    """The thread count generated code may use for a request of ``n``: 1 in a forked child."""
+    return 1 if _state.get("forked") else int(n)
+
+
+def track_threads(code) -> None:
+    """Remember loaded code whose ``set_threads`` a fork has to reach."""
+    if code.nthreads is not None:
+        _threaded_code.add(code)
 
 
 def set_blas_threads(n: int) -> None:
@@ -255,6 +295,7 @@ class Loaded:
         self.nthreads = ctypes.c_int32.from_address(addr) if addr else None
         addr = self.engine.get_global_value_address("sg_profile")
         self.profile_addr = addr or None
+        track_threads(self)
 
     def global_address(self, name: str) -> int:
         """The address of global ``name`` in the loaded code (0 when absent)."""
@@ -262,7 +303,7 @@ class Loaded:
 
     def set_threads(self, n: int) -> None:
         if self.nthreads is not None:
-            self.nthreads.value = int(n)
+            self.nthreads.value = usable_threads(n)
 
 
 def object_args_supported() -> bool:
