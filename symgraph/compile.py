@@ -195,8 +195,10 @@ class CompiledFunction(FunctionBase):
         self.specs = [InputSpec(v, i) for i, v in enumerate(self.inputs)]
         self._lock = threading.Lock()
         module = importlib.import_module(BACKENDS[backend])
+        # ``built_outputs``: the graph as built (rewriting works on copies), which reports a
+        # call-time shape error in the user's terms on every backend (codegen/specialize.py)
         options = {"threads": threads, "profile": profile, "trust_input": trust_input,
-                   "n_outputs": self.n_outputs}
+                   "n_outputs": self.n_outputs, "built_outputs": list(fgraph.outputs)}
         if getattr(module, "WARM_START", False):
             # the backend may find its code by the unrewritten graph's fingerprint, and then
             # rewrites (calls ``_rewritten``) only when it has to lower

@@ -40,9 +40,11 @@ class DeviceValue:
 class CudaCodegen:
     """Everything that needs no GPU: specialise, lower, render, compile to PTX / CUBIN."""
 
-    def __init__(self, fgraph: FunctionGraph, roots: list, use_cublas: bool = False, name: str = "symgraph"):
+    def __init__(self, fgraph: FunctionGraph, roots: list, use_cublas: bool = False, name: str = "symgraph",
+                 built_outputs: list | None = None):
         self.fgraph = fgraph
         self.roots = roots
+        self.built_outputs = built_outputs  # the graph as built: call-time errors in its terms
         self.use_cublas = use_cublas
         self.name = name
         self._modules: dict[tuple, object] = {}
@@ -62,12 +64,22 @@ class CudaCodegen:
         mod = self._modules.get(key)
         if mod is None:
             from ..codegen.cuda_render import render_program
-            from ..codegen.lower import lower
-            prog = lower(self.fgraph, self.roots, [list(s) for s in key])
+            prog = self._lower(key)
             mod = render_program(prog, use_cublas=self.use_cublas, title=f"{self.name} CUDA module")
             self._modules[key] = mod
         self.last = mod
         return mod
+
+    def _lower(self, key: tuple):
+        from ..codegen.lower import lower
+        from ..codegen.specialize import as_built
+        try:
+            return lower(self.fgraph, self.roots, [list(s) for s in key])
+        except (ValueError, IndexError, TypeError) as e:  # shapes that do not fit together
+            err = as_built(e, self.roots, self.built_outputs, list(key))
+            if err is e:
+                raise
+            raise err from None
 
     def current(self):
         if self.last is None:
@@ -246,7 +258,8 @@ class CudaProgram:
             elif use_cublas and self.dev.cublas is None:
                 raise CompileError("cublas=True but no libcublas could be loaded "
                                    "(pip install nvidia-cublas, or a CUDA toolkit with cuBLAS)")
-        self.codegen = CudaCodegen(fgraph, roots, bool(use_cublas))
+        self.codegen = CudaCodegen(fgraph, roots, bool(use_cublas),
+                                   built_outputs=options.get("built_outputs"))
         self._specs: dict[tuple, Specialization] = {}
         self._lock = threading.Lock()
         self.n_outputs = len(fgraph.outputs)

@@ -225,6 +225,7 @@ class LLVMProgram:
         self.graph_key = options.get("graph_key")
         self.warm_hits = 0
         self.roots = roots
+        self.built_outputs = options.get("built_outputs")
         self.threads = int(options.get("threads") or default_threads())
         self.profile = bool(options.get("profile"))
         if self.threads < 1:
@@ -402,7 +403,14 @@ class LLVMProgram:
 
     def _lower(self, key: tuple):
         from ..codegen.lower import lower
-        return lower(self.fgraph, self.roots, list(key))
+        from ..codegen.specialize import as_built
+        try:
+            return lower(self.fgraph, self.roots, list(key))
+        except (ValueError, IndexError, TypeError) as e:  # shapes that do not fit together
+            err = as_built(e, self.roots, self.built_outputs, list(key))
+            if err is e:
+                raise
+            raise err from None
 
     def specialize(self, shapes: list[tuple]) -> Specialization:
         """Compile (or load from cache) the code for one tuple of input shapes."""

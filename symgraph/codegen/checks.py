@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import CompileError, ShapeError
+
 STATUS_OK = 0
 STATUS_NONCONTIGUOUS = 1  # llvm with array-object arguments: retry with contiguous copies
 STATUS_INDEX_ERROR = 2  # a bound check failed: read the error words, raise IndexError
@@ -101,3 +103,45 @@ def raise_index_error(sites: list[CheckSite], words) -> None:
         if site_words[BAD]:
             raise IndexError(s.message(site_words))
     raise IndexError("an index was out of bounds (the failing check could not be identified)")
+
+
+# --- shapes that do not fit together at call time ----------------------------------------------
+
+# what an op's shape check may raise about its arguments, most specific first (``ShapeError``
+# is a ``ValueError``); anything else is a failure of the compiler itself
+_ARGUMENT_ERRORS = (ShapeError, IndexError, TypeError, ValueError)
+
+
+def describe_inputs(inputs, shapes) -> str:
+    """``a: (2, 3), (4,)``: each input's shape, after its name when it is a named graph input
+    (the same on every backend: intermediate values differ between rewritten graphs)."""
+    from ..graph.basic import Constant
+    from ..graph.types import format_shape
+    parts = []
+    for v, s in zip(inputs, shapes):
+        named = v.name and v.owner is None and not isinstance(v, Constant)
+        parts.append(f"{v.name}: {format_shape(s)}" if named else format_shape(s))
+    return ", ".join(parts)
+
+
+def node_error(node, in_shapes, exc: BaseException) -> Exception:
+    """The error to raise when ``node`` rejects concrete input shapes (or constant values).
+
+    Keeps the kind (``ShapeError``, ``IndexError``, ``TypeError``, ``ValueError``); the message
+    is the op's own, prefixed by the op unless it names itself, followed by the input names and
+    shapes and the user's line that built the node.  Any other exception is a compiler failure
+    (``CompileError``).
+    """
+    from ..graph.basic import executing_graph, format_trace
+    body = str(exc).split("\n  built at ")[0]
+    inputs = describe_inputs(node.inputs, in_shapes)
+    kind = next((k for k in _ARGUMENT_ERRORS if isinstance(exc, k)), None)
+    if kind is None:
+        return CompileError(f"{node.op}: cannot specialise for input shapes {inputs}: "
+                            f"{type(exc).__name__}: {body}")
+    op_name = str(node.op).split("{")[0].split("[")[0].lower()
+    named = body.lower().replace("_", "").startswith(op_name.replace("_", ""))
+    prefix = "" if named else f"{node.op}: "
+    message = f"{prefix}{body} (input shapes {inputs}){format_trace(node.trace)}"
+    with executing_graph():  # the message already names the line: ShapeError must not add one
+        return kind(message)

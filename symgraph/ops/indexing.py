@@ -154,8 +154,8 @@ class Subtensor(Op):
             if e[0] == "a" and isinstance(indices[e[1]], Constant):
                 d, vals = x.shape[axis], indices[e[1]].value
                 if d is not None and vals.size and (vals.max() >= d or vals.min() < -d):
-                    raise IndexError(f"index array has values out of bounds for axis {axis} "
-                                     f"with size {d}")
+                    bad = vals[(vals >= d) | (vals < -d)].flat[0]  # the first, as NumPy says
+                    raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {d}")
             axis += 1
         shape = _infer_shape(self.spec, x.shape, [i.shape for i in indices])
         return Apply(self, [x, *indices], [TensorType(x.dtype, shape)])
