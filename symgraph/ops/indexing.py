@@ -253,5 +253,10 @@ def one_hot(labels, n: int, dtype: str = "float32") -> Variable:
     labels = as_variable(labels)
     if not is_int(labels.dtype):
         raise TypeError(f"one_hot: labels must be integers, got {labels.type}")
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"one_hot: n (the number of classes) must be an int, got "
+                        f"{type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"one_hot: n (the number of classes) must be at least 1, got {n}")
     from .shape import expand_dims
     return E.cast(E.eq(expand_dims(labels, -1), Constant(np.arange(n, dtype=labels.dtype))), dtype)
