@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import CompileError
 from .fastcall import FunctionBase
-from .graph.basic import Constant, SharedVariable, Variable, as_variable, executing_graph
+from .graph.basic import Constant, SharedVariable, Variable, as_variable, executing_graph, short_repr
 from .graph.fgraph import FunctionGraph, clone_replace, graph_inputs
 from .graph.types import format_shape, shape_conflict
 
@@ -51,7 +51,7 @@ class InputSpec:
             else:
                 ok = self.np_dtype.kind == "f"
             if not ok:
-                raise TypeError(f"{what}: cannot use {value!r} for a {self.dtype} input")
+                raise TypeError(f"{what}: cannot use {value!r} for {_a(self.dtype)} input")
             if isinstance(value, np.generic) and not np.can_cast(arr.dtype, self.np_dtype, "safe"):
                 raise TypeError(f"{what}: expected {self.dtype}, got a {arr.dtype} scalar, "
                                 "which does not cast safely")
@@ -59,13 +59,16 @@ class InputSpec:
         else:
             try:
                 arr = np.asarray(value)
-            except Exception as e:  # pragma: no cover - NumPy error text is clear enough
-                raise TypeError(f"{what}: cannot convert {type(value).__name__} to an array") from e
+            except Exception as e:
+                raise TypeError(f"{what}: cannot convert {type(value).__name__} to an array: {e}") from e
             if arr.dtype.kind == "f" and self.np_dtype.kind == "f":
                 arr = arr.astype(self.np_dtype)  # Python float lists are weakly typed
             elif arr.dtype.kind in "iub" and self.np_dtype.kind == "f":
                 arr = arr.astype(self.np_dtype)
         if arr.dtype != self.np_dtype:
+            if arr.dtype.kind in "OSUV":  # not numbers: say what was given
+                raise TypeError(f"{what}: expected {_a(self.dtype)} array or number, got "
+                                f"{type(value).__name__} {short_repr(value)}")
             if not np.can_cast(arr.dtype, self.np_dtype, "safe"):
                 raise TypeError(f"{what}: expected {self.dtype}, got {arr.dtype} (shape "
                                 f"{arr.shape}), which does not cast safely; convert it with "
@@ -102,6 +105,11 @@ class InputSpec:
             raise ValueError(f"{what}: expected shape {format_shape(self.shape)}, got a device array "
                              f"of shape {shape}")
         return value
+
+
+def _a(dtype: str) -> str:
+    """``dtype`` with its article: "an int32", "a float32"."""
+    return f"an {dtype}" if dtype[0] in "aeiou" else f"a {dtype}"
 
 
 def _as_list(x) -> tuple[list, bool]:
@@ -175,7 +183,10 @@ def build_fgraph(inputs, outputs, updates=None, givens=None):
         if isinstance(v, SharedVariable):
             raise TypeError(f"compile: inputs[{i}] ({v.label()}) is a shared variable; shared "
                             "variables are implicit inputs, leave them out of the input list")
-        if isinstance(v, Constant) or v.owner is not None:
+        if isinstance(v, Constant):
+            raise TypeError(f"compile: inputs[{i}] ({v.label()}) is a constant; constants are "
+                            "part of the graph, leave them out of the input list")
+        if v.owner is not None:
             raise TypeError(f"compile: inputs[{i}] ({v.label()}) is not a graph input "
                             "(it is computed from other values)")
         if id(v) in seen:

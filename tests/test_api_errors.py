@@ -272,3 +272,62 @@ def test_reshape_shape_entries_are_ints(shape, match):
         sg.vector("x").reshape(shape)
     with pytest.raises(TypeError, match="got float32"):
         sg.vector("x").reshape((sg.scalar("s"),))
+
+
+@pytest.mark.parametrize("value,match", [
+    ("abc", r"argument 'x': expected a float32 array or number, got str 'abc'"),
+    (None, r"argument 'x': expected a float32 array or number, got NoneType None"),
+    ({"a": 1}, r"argument 'x': expected a float32 array or number, got dict \{'a': 1\}"),
+    ([1, [2, 3]], r"argument 'x': cannot convert list to an array: .*inhomogeneous"),
+])
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_call_with_something_that_is_not_numbers(backend, value, match):
+    x = sg.vector("x")
+    f = sg.compile([x], x * 2, backend=backend)
+    with pytest.raises(TypeError, match=match):
+        f(value)
+
+
+def test_int_list_beyond_int64_names_the_argument():
+    i = sg.vector("i", "int32")
+    f = sg.compile([i], i + 1, backend="reference")
+    with pytest.raises(TypeError, match=r"argument 'i': expected an int32 array or number, got "
+                                        r"list \[1180591620717411303424\]"):
+        f([2 ** 70])
+
+
+def test_compile_refuses_a_constant_input():
+    c = sg.constant(np.ones(3, F32))
+    with pytest.raises(TypeError, match=r"compile: inputs\[0\] \(\[1.,1.,1.\]\) is a constant; "
+                                        "constants are part of the graph"):
+        sg.compile([c], c * 2)
+
+
+@pytest.mark.parametrize("cost", ["abc", np.ones(3), 3.0])
+def test_grad_of_something_that_is_not_symbolic(cost):
+    x = sg.vector("x")
+    with pytest.raises(TypeError, match=r"grad: cost must be a symbolic scalar \(built from the "
+                                        rf"variables in wrt\), got {type(cost).__name__}"):
+        sg.grad(cost, x)
+
+
+def test_grad_known_grads_must_be_a_dict():
+    x = sg.vector("x")
+    with pytest.raises(TypeError, match=r"grad: known_grads must be a dict \{variable: gradient\}, "
+                                        "got list"):
+        sg.grad(sg.sum(x), x, known_grads=[x])
+
+
+@pytest.mark.parametrize("axis", ["0", 1.0, (0, "1")])
+def test_reduction_axis_must_be_ints(axis):
+    with pytest.raises(TypeError, match=rf"sum: axis must be an int, a tuple of ints or None, got "
+                                        rf"{type(axis).__name__}"):
+        sg.sum(sg.matrix("m"), axis=axis)
+
+
+@pytest.mark.parametrize("join", [sg.concatenate, sg.stack])
+def test_join_needs_a_list_of_tensors(join):
+    x = sg.matrix("x")
+    with pytest.raises(TypeError, match=rf"{join.__name__}: expected a list of tensors, got "
+                                        r"Variable; write \[x, y\]"):
+        join(x)

@@ -156,7 +156,7 @@ class Variable:
         return v
 
 
-def _short(value) -> str:
+def short_repr(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -170,9 +170,9 @@ def value_array(value, dtype, what: str) -> np.ndarray:
     try:
         arr = np.array(value, dtype=dtype)
     except (TypeError, ValueError, OverflowError) as e:
-        raise TypeError(f"cannot make {what} from {type(value).__name__} {_short(value)}: {e}") from None
+        raise TypeError(f"cannot make {what} from {type(value).__name__} {short_repr(value)}: {e}") from None
     if arr.dtype == object:
-        raise TypeError(f"cannot make {what} from {type(value).__name__} {_short(value)}: "
+        raise TypeError(f"cannot make {what} from {type(value).__name__} {short_repr(value)}: "
                         "it is not a number or an array of numbers")
     return arr
 
@@ -181,7 +181,7 @@ def _supported_dtype(arr: np.ndarray, value, what: str) -> str:
     try:
         return as_dtype(arr.dtype)
     except TypeError as e:
-        raise TypeError(f"cannot make {what} from {type(value).__name__} {_short(value)}: {e}") from None
+        raise TypeError(f"cannot make {what} from {type(value).__name__} {short_repr(value)}: {e}") from None
 
 
 def check_name(name, what: str) -> None:

@@ -471,9 +471,18 @@ def zeros_like(x: Variable) -> Variable:
     return fill(x, Constant(np.zeros((), dtype=x.dtype)))
 
 
+def _tensor_list(xs, what: str) -> list:
+    """``xs`` must be a list (or tuple) of tensors, as in NumPy; a single tensor is refused
+    (a symbolic tensor cannot be split into its rows)."""
+    if not isinstance(xs, (list, tuple)):
+        raise TypeError(f"{what}: expected a list of tensors, got {type(xs).__name__}"
+                        + ("; write [x, y] to join several tensors" if isinstance(xs, Variable) else ""))
+    return list(xs)
+
+
 def concatenate(xs: Sequence, axis: int = 0) -> Variable:
     """Join tensors along ``axis`` (NumPy ``concatenate``)."""
-    xs = [as_variable(x) for x in xs]
+    xs = [as_variable(x) for x in _tensor_list(xs, "concatenate")]
     if not xs:
         raise ValueError("concatenate needs at least one tensor")
     axis = _norm_axis(axis, max(xs[0].ndim, 1), "concatenate")
@@ -484,7 +493,7 @@ def concatenate(xs: Sequence, axis: int = 0) -> Variable:
 
 def stack(xs: Sequence, axis: int = 0) -> Variable:
     """Join tensors along a new axis (NumPy ``stack``)."""
-    xs = [as_variable(x) for x in xs]
+    xs = [as_variable(x) for x in _tensor_list(xs, "stack")]
     if not xs:
         raise ValueError("stack needs at least one tensor")
     nd = xs[0].ndim
