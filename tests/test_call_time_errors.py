@@ -156,7 +156,8 @@ CASES = [  # builder, marker, arguments, exception, texts the message must conta
     (take_constant, "@take", [ones(3, 2)], IndexError, ["index 9", "axis 0 with size 3", "x: (3, 2)"]),
     (take_constant_negative, "@take-neg", [ones(3, 2)], IndexError,
      ["index -9", "axis 1 with size 2", "x: (3, 2)"]),
-    (gather_data, "@gather", [ones(3, 2), np.array([1, 7])], IndexError, ["index 7", "size 3"]),
+    (gather_data, "@gather", [ones(3, 2), np.array([1, 7])], IndexError,
+     ["index 7", "size 3", "x: (3, 2), i: (2,)"]),
 ]
 
 

@@ -9,7 +9,6 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..graph.basic import Apply, Constant, format_trace
 from ..graph.fgraph import FunctionGraph
-from ..graph.types import format_shape
 from . import KernelInfo
 
 
@@ -96,6 +95,7 @@ class ReferenceProgram:
         text every backend gives, see ``codegen.specialize``), else ``e`` with the op, the
         input shapes and the user's line (a bad index read from the data, as the native
         backends' bound checks report it)."""
+        from ..codegen.checks import describe_inputs
         from ..codegen.specialize import first_error
         if self.built_outputs is not None:
             err = first_error(self.roots, self.built_outputs, [np.shape(v) for v in values])
@@ -107,7 +107,7 @@ class ReferenceProgram:
             return ShapeError(f"{prefix}{e}{format_trace(node.trace)}")
         if isinstance(e, TypeError):
             return e
-        shapes = ", ".join(format_shape(np.shape(a)) for a in args)
+        shapes = describe_inputs(node.inputs, [np.shape(a) for a in args])
         return type(e)(f"{node.op}: {e} (input shapes {shapes}){format_trace(node.trace)}")
 
     def source(self) -> str:

@@ -57,6 +57,7 @@ class CheckSite:
     shapes: tuple = ()
     trace: tuple | None = None
     wrapped: bool = False
+    names: tuple = ()  # per input: its name when it is a named graph input (``input_names``)
 
     @property
     def extremes(self) -> bool:
@@ -66,7 +67,6 @@ class CheckSite:
     def message(self, words) -> str:
         """The error text from this site's ``WORDS_PER_SITE`` error words."""
         from ..graph.basic import format_trace
-        from ..graph.types import format_shape
         if self.kind == "label":
             body = (f"cross_entropy: labels must be in [0, {self.hi}), got values in "
                     f"[{int(words[MIN])}, {int(words[MAX])}]")
@@ -78,7 +78,7 @@ class CheckSite:
             if self.wrapped and bad < 0:  # checked after wrapping: show the user's index
                 bad -= self.hi
             body = f"index {bad} is out of bounds for axis {self.axis} with size {self.hi}"
-        shapes = ", ".join(format_shape(s) for s in self.shapes)
+        shapes = format_inputs(self.names, self.shapes)
         return f"{self.op}: {body} (input shapes {shapes}){format_trace(self.trace)}"
 
 
@@ -112,16 +112,25 @@ def raise_index_error(sites: list[CheckSite], words) -> None:
 _ARGUMENT_ERRORS = (ShapeError, IndexError, TypeError, ValueError)
 
 
-def describe_inputs(inputs, shapes) -> str:
-    """``a: (2, 3), (4,)``: each input's shape, after its name when it is a named graph input
-    (the same on every backend: intermediate values differ between rewritten graphs)."""
+def input_names(inputs) -> tuple:
+    """Per input, its name when it is a named graph input, else None (intermediate values
+    differ between the rewritten graphs of different backends; graph inputs do not)."""
     from ..graph.basic import Constant
+    return tuple(v.name if v.name and v.owner is None and not isinstance(v, Constant) else None
+                 for v in inputs)
+
+
+def format_inputs(names, shapes) -> str:
+    """``a: (2, 3), (4,)``: each input's shape, after its name when it has one."""
     from ..graph.types import format_shape
-    parts = []
-    for v, s in zip(inputs, shapes):
-        named = v.name and v.owner is None and not isinstance(v, Constant)
-        parts.append(f"{v.name}: {format_shape(s)}" if named else format_shape(s))
-    return ", ".join(parts)
+    names = tuple(names) + (None,) * (len(shapes) - len(names))
+    return ", ".join(f"{n}: {format_shape(s)}" if n else format_shape(s)
+                     for n, s in zip(names, shapes))
+
+
+def describe_inputs(inputs, shapes) -> str:
+    """``a: (2, 3), (4,)`` for these input variables and their concrete shapes."""
+    return format_inputs(input_names(inputs), shapes)
 
 
 def node_error(node, in_shapes, exc: BaseException) -> Exception:
