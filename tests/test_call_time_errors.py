@@ -204,3 +204,22 @@ def test_llvm_call_time_error_leaves_the_function_usable():
         with pytest.raises(sg.ShapeError):
             f(ones(2, 3), ones(4, 5))
     np.testing.assert_allclose(f(ones(2, 3), ones(3, 5)), np.full((2, 5), 3, F32))
+
+
+def test_label_error_of_a_training_step_names_the_cross_entropy_line():
+    """The forward and its gradient are fused into one node; a bad label is the forward's
+    error, so it names the line of ``cross_entropy``, not the line that took the gradient."""
+    messages = []
+    for backend in ("reference", "llvm"):
+        emb = sg.shared(np.zeros((10, 4), F32), name="emb")
+        i, t = sg.vector("i", "int64"), sg.vector("t", "int64")
+        loss = sg.nn.cross_entropy(emb[i], t)  # @xent-step
+        step = [(emb, emb - 0.1 * sg.grad(loss, emb))]
+        f = sg.compile([i, t], loss, updates=step, backend=backend)
+        with pytest.raises(IndexError) as info:
+            f(np.array([3, 1]), np.array([0, 4]))
+        messages.append(str(info.value))
+        np.testing.assert_array_equal(emb.get_value(), 0)  # no update was installed
+    assert messages[0] == messages[1]
+    assert "labels must be in [0, 4), got values in [0, 4]" in messages[0]
+    assert re.search(rf"built at .*{re.escape(HERE)}:{line_of('@xent-step')} ", messages[0]), messages[0]
