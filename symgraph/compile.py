@@ -3,6 +3,7 @@ wrapped in a ``CompiledFunction`` that checks arguments and applies updates atom
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ DEFAULT_BACKEND = "llvm"
 class InputSpec:
     """How one positional argument is checked and converted."""
 
-    __slots__ = ("var", "name", "dtype", "ndim", "shape", "np_dtype")
+    __slots__ = ("var", "name", "dtype", "ndim", "shape", "np_dtype", "bounds")
 
     def __init__(self, var: Variable, position: int):
         self.var = var
@@ -33,6 +34,8 @@ class InputSpec:
         self.np_dtype = np.dtype(var.dtype)
         self.ndim = var.ndim
         self.shape = var.shape
+        # the range a Python int argument must fit (numeric inputs only)
+        self.bounds = _bounds(self.np_dtype) if self.np_dtype.kind in "iuf" else None
 
     def convert(self, value) -> np.ndarray:
         what = f"argument {self.name!r}"
@@ -41,7 +44,7 @@ class InputSpec:
         if isinstance(value, np.ndarray):
             arr = value
         elif isinstance(value, (bool, int, float, np.generic)):
-            if type(value) is int and self.np_dtype.kind in "iuf":
+            if type(value) is int and self.bounds is not None:
                 self._check_int_range(value, what)
             arr = np.asarray(value)
             if isinstance(value, bool) or arr.dtype.kind == "b":
@@ -86,12 +89,11 @@ class InputSpec:
     def _check_int_range(self, value: int, what: str) -> None:
         """A Python int is weakly typed, but must fit the input's dtype (``TypeError``, as for
         an int64 array or scalar that does not cast safely)."""
-        dt = self.np_dtype
-        info = np.iinfo(dt) if dt.kind in "iu" else np.finfo(dt)
-        if int(info.min) <= value <= int(info.max):
+        lo, hi = self.bounds
+        if lo <= value <= hi:
             return
         text = str(value) if value.bit_length() <= 128 else f"of {len(str(abs(value)))} digits"
-        bounds = f"[{info.min:g}, {info.max:g}]" if dt.kind == "f" else f"[{info.min}, {info.max}]"
+        bounds = f"[{lo:g}, {hi:g}]" if self.np_dtype.kind == "f" else f"[{lo}, {hi}]"
         raise TypeError(f"{what}: the Python integer {text} does not fit in {self.dtype} "
                         f"(range {bounds})")
 
@@ -105,6 +107,13 @@ class InputSpec:
             raise ValueError(f"{what}: expected shape {format_shape(self.shape)}, got a device array "
                              f"of shape {shape}")
         return value
+
+
+@functools.cache
+def _bounds(dtype: np.dtype) -> tuple:
+    """The smallest and largest value of ``dtype`` (ints exactly, floats as floats)."""
+    info = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
+    return (int(info.min), int(info.max)) if dtype.kind in "iu" else (float(info.min), float(info.max))
 
 
 def _a(dtype: str) -> str:
