@@ -64,22 +64,12 @@ class CudaCodegen:
         mod = self._modules.get(key)
         if mod is None:
             from ..codegen.cuda_render import render_program
-            prog = self._lower(key)
+            from ..codegen.specialize import lower_for_call
+            prog = lower_for_call(self.fgraph, self.roots, list(key), self.built_outputs)
             mod = render_program(prog, use_cublas=self.use_cublas, title=f"{self.name} CUDA module")
             self._modules[key] = mod
         self.last = mod
         return mod
-
-    def _lower(self, key: tuple):
-        from ..codegen.lower import lower
-        from ..codegen.specialize import as_built
-        try:
-            return lower(self.fgraph, self.roots, [list(s) for s in key])
-        except (ValueError, IndexError, TypeError) as e:  # shapes that do not fit together
-            err = as_built(e, self.roots, self.built_outputs, list(key))
-            if err is e:
-                raise
-            raise err from None
 
     def current(self):
         if self.last is None:

@@ -402,15 +402,8 @@ class LLVMProgram:
                 f"stream={llvm_jit.streaming_stores()}")
 
     def _lower(self, key: tuple):
-        from ..codegen.lower import lower
-        from ..codegen.specialize import as_built
-        try:
-            return lower(self.fgraph, self.roots, list(key))
-        except (ValueError, IndexError, TypeError) as e:  # shapes that do not fit together
-            err = as_built(e, self.roots, self.built_outputs, list(key))
-            if err is e:
-                raise
-            raise err from None
+        from ..codegen.specialize import lower_for_call
+        return lower_for_call(self.fgraph, self.roots, list(key), self.built_outputs)
 
     def specialize(self, shapes: list[tuple]) -> Specialization:
         """Compile (or load from cache) the code for one tuple of input shapes."""
