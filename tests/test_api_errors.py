@@ -331,3 +331,23 @@ def test_join_needs_a_list_of_tensors(join):
     with pytest.raises(TypeError, match=rf"{join.__name__}: expected a list of tensors, got "
                                         r"Variable; write \[x, y\]"):
         join(x)
+
+
+def test_compile_input_and_update_mistakes_name_the_variable():
+    """Already clear before this suite existed; kept so that they stay so."""
+    x, v = sg.vector("x"), sg.vector("v")
+    w = sg.shared(np.zeros(3, F32), name="w")
+    with pytest.raises(ValueError, match=r"compile: inputs\[1\] \(x\) is listed twice"):
+        sg.compile([x, x], x)
+    with pytest.raises(TypeError, match=r"compile: inputs\[0\] \(w\) is a shared variable; shared "
+                                        "variables are implicit inputs"):
+        sg.compile([w], w * 2)
+    with pytest.raises(TypeError, match=r"compile: updates\[0\] targets Variable\(v: float32\[\?,\]\), "
+                                        "which is not a shared variable"):
+        sg.compile([v], v, updates=[(v, v * 2)])
+    with pytest.raises(ValueError, match="compile: shared variable 'w' is updated twice"):
+        sg.compile([v], v, updates=[(w, v), (w, v * 2)])
+    with pytest.raises(TypeError, match=r"grad: wrt\[1\] is NoneType, not a symbolic variable"):
+        sg.grad(sg.sum(x), [x, None])
+    with pytest.raises(TypeError, match="grad: wrt is str, not a symbolic variable"):
+        sg.grad(sg.sum(x), "x")
