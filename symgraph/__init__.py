@@ -12,7 +12,9 @@ from .errors import CompileError, GradientError, ShapeError
 from .formula import elementwise
 from .grad import Lop, Rop, grad, hessian, jacobian, stop_gradient
 from .graph.basic import Constant, SharedVariable, Variable
+from .graph.basic import check_name as _check_name
 from .graph.types import TensorType
+from .graph.types import static_shape as _static_shape
 from .ops import (
     abs,
     add,
@@ -86,7 +88,8 @@ __version__ = "0.1.0"
 
 def tensor(name: str | None = None, shape=(None,), dtype: str = "float32") -> Variable:  # noqa: F811
     """A symbolic input; each dim of ``shape`` is an int (static) or ``None``."""
-    return Variable(TensorType(dtype, tuple(shape)), name=name)
+    _check_name(name, "tensor")
+    return Variable(TensorType(dtype, _static_shape(shape, "tensor: shape")), name=name)
 
 
 def scalar(name: str | None = None, dtype: str = "float32") -> Variable:
@@ -116,11 +119,13 @@ def tensor4(name: str | None = None, dtype: str = "float32") -> Variable:
 
 def constant(value, name: str | None = None, dtype=None) -> Constant:
     """A constant folded into the graph (Python floats default to float32)."""
+    _check_name(name, "constant")
     return Constant(value, dtype=dtype, name=name)
 
 
 def shared(value, name: str | None = None, dtype=None) -> SharedVariable:
     """Persistent state such as model parameters; read with ``get_value``, set with ``set_value``."""
+    _check_name(name, "shared")
     return SharedVariable(value, name=name, dtype=dtype)
 
 

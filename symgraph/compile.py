@@ -3,6 +3,7 @@ wrapped in a ``CompiledFunction`` that checks arguments and applies updates atom
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ import numpy as np
 
 from .errors import CompileError
 from .fastcall import FunctionBase
-from .graph.basic import Constant, SharedVariable, Variable, as_variable, executing_graph
+from .graph.basic import Constant, SharedVariable, Variable, as_variable, executing_graph, short_repr
 from .graph.fgraph import FunctionGraph, clone_replace, graph_inputs
 from .graph.types import format_shape, shape_conflict
 
@@ -24,7 +25,7 @@ DEFAULT_BACKEND = "llvm"
 class InputSpec:
     """How one positional argument is checked and converted."""
 
-    __slots__ = ("var", "name", "dtype", "ndim", "shape", "np_dtype")
+    __slots__ = ("var", "name", "dtype", "ndim", "shape", "np_dtype", "bounds")
 
     def __init__(self, var: Variable, position: int):
         self.var = var
@@ -33,6 +34,8 @@ class InputSpec:
         self.np_dtype = np.dtype(var.dtype)
         self.ndim = var.ndim
         self.shape = var.shape
+        # the range a Python int argument must fit (numeric inputs only)
+        self.bounds = _bounds(self.np_dtype) if self.np_dtype.kind in "iuf" else None
 
     def convert(self, value) -> np.ndarray:
         what = f"argument {self.name!r}"
@@ -41,6 +44,8 @@ class InputSpec:
         if isinstance(value, np.ndarray):
             arr = value
         elif isinstance(value, (bool, int, float, np.generic)):
+            if type(value) is int and self.bounds is not None:
+                self._check_int_range(value, what)
             arr = np.asarray(value)
             if isinstance(value, bool) or arr.dtype.kind == "b":
                 ok = True
@@ -49,7 +54,7 @@ class InputSpec:
             else:
                 ok = self.np_dtype.kind == "f"
             if not ok:
-                raise TypeError(f"{what}: cannot use {value!r} for a {self.dtype} input")
+                raise TypeError(f"{what}: cannot use {value!r} for {_a(self.dtype)} input")
             if isinstance(value, np.generic) and not np.can_cast(arr.dtype, self.np_dtype, "safe"):
                 raise TypeError(f"{what}: expected {self.dtype}, got a {arr.dtype} scalar, "
                                 "which does not cast safely")
@@ -57,13 +62,16 @@ class InputSpec:
         else:
             try:
                 arr = np.asarray(value)
-            except Exception as e:  # pragma: no cover - NumPy error text is clear enough
-                raise TypeError(f"{what}: cannot convert {type(value).__name__} to an array") from e
+            except Exception as e:
+                raise TypeError(f"{what}: cannot convert {type(value).__name__} to an array: {e}") from e
             if arr.dtype.kind == "f" and self.np_dtype.kind == "f":
                 arr = arr.astype(self.np_dtype)  # Python float lists are weakly typed
             elif arr.dtype.kind in "iub" and self.np_dtype.kind == "f":
                 arr = arr.astype(self.np_dtype)
         if arr.dtype != self.np_dtype:
+            if arr.dtype.kind in "OSUV":  # not numbers: say what was given
+                raise TypeError(f"{what}: expected {_a(self.dtype)} array or number, got "
+                                f"{type(value).__name__} {short_repr(value)}")
             if not np.can_cast(arr.dtype, self.np_dtype, "safe"):
                 raise TypeError(f"{what}: expected {self.dtype}, got {arr.dtype} (shape "
                                 f"{arr.shape}), which does not cast safely; convert it with "
@@ -78,6 +86,17 @@ class InputSpec:
                              f"{format_shape(self.shape)}), got shape {arr.shape}")
         return arr
 
+    def _check_int_range(self, value: int, what: str) -> None:
+        """A Python int is weakly typed, but must fit the input's dtype (``TypeError``, as for
+        an int64 array or scalar that does not cast safely)."""
+        lo, hi = self.bounds
+        if lo <= value <= hi:
+            return
+        text = str(value) if value.bit_length() <= 128 else f"of {len(str(abs(value)))} digits"
+        bounds = f"[{lo:g}, {hi:g}]" if self.np_dtype.kind == "f" else f"[{lo}, {hi}]"
+        raise TypeError(f"{what}: the Python integer {text} does not fit in {self.dtype} "
+                        f"(range {bounds})")
+
     def _check_device(self, value, what: str):
         """A GPU array (pycuda GPUArray, CuPy...) is passed through after a dtype/shape check."""
         iface = value.__cuda_array_interface__
@@ -90,10 +109,72 @@ class InputSpec:
         return value
 
 
+@functools.cache
+def _bounds(dtype: np.dtype) -> tuple:
+    """The smallest and largest value of ``dtype`` (ints exactly, floats as floats)."""
+    info = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
+    return (int(info.min), int(info.max)) if dtype.kind in "iu" else (float(info.min), float(info.max))
+
+
+def _a(dtype: str) -> str:
+    """``dtype`` with its article: "an int32", "a float32"."""
+    return f"an {dtype}" if dtype[0] in "aeiou" else f"a {dtype}"
+
+
 def _as_list(x) -> tuple[list, bool]:
     if isinstance(x, (list, tuple)):
         return list(x), False
     return [x], True
+
+
+def _symbolic(value, what: str) -> Variable:
+    """``as_variable(value)``: a variable, or a number / array (a constant); a ``TypeError``
+    naming ``what`` for anything else."""
+    if isinstance(value, Variable):
+        return value
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"compile: {what} is {type(value).__name__} {value!r}, not a symbolic value")
+    try:
+        return as_variable(value)
+    except TypeError as e:
+        raise TypeError(f"compile: {what}: {e}") from None
+
+
+def _input_list(inputs) -> list:
+    """``inputs`` must be a list (or tuple), as in Theano: a single variable is not accepted."""
+    if not isinstance(inputs, (list, tuple)):
+        hint = f"; write [{inputs.label()}] for a single input" if isinstance(inputs, Variable) else ""
+        raise TypeError(f"compile: inputs must be a list of symbolic variables, got "
+                        f"{type(inputs).__name__}{hint}")
+    return list(inputs)
+
+
+def _pairs(items, what: str, form: str) -> list[tuple]:
+    """``items`` (a dict, or a list of 2-item pairs) as a list of pairs; ``TypeError`` naming
+    ``what`` otherwise (``form`` says what each pair holds)."""
+    if isinstance(items, dict):
+        return list(items.items())
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise TypeError(f"compile: {what} must be a dict or a list of {form} pairs, got "
+                        f"{type(items).__name__}")
+    pairs = []
+    for k, pair in enumerate(items):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            got = (f"a {type(pair).__name__} of {len(pair)} items" if isinstance(pair, (list, tuple))
+                   else repr(pair))
+            raise TypeError(f"compile: {what}[{k}] must be a {form} pair, got {got}")
+        pairs.append(tuple(pair))
+    return pairs
+
+
+def _check_threads(threads) -> None:
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"compile: threads must be an int or None, got {type(threads).__name__} "
+                        f"{threads!r}")
+    if threads < 1:
+        raise ValueError(f"compile: threads must be at least 1, got {threads}")
 
 
 def build_fgraph(inputs, outputs, updates=None, givens=None, no_default_updates: bool = False):
@@ -103,7 +184,7 @@ def build_fgraph(inputs, outputs, updates=None, givens=None, no_default_updates:
     FunctionGraph's outputs are the user outputs followed by the update values, and its
     inputs the declared inputs followed by the shared variables.
     """
-    inputs = list(inputs)
+    inputs = _input_list(inputs)
     seen = set()
     for i, v in enumerate(inputs):
         if not isinstance(v, Variable):
@@ -111,22 +192,25 @@ def build_fgraph(inputs, outputs, updates=None, givens=None, no_default_updates:
         if isinstance(v, SharedVariable):
             raise TypeError(f"compile: inputs[{i}] ({v.label()}) is a shared variable; shared "
                             "variables are implicit inputs, leave them out of the input list")
-        if isinstance(v, Constant) or v.owner is not None:
+        if isinstance(v, Constant):
+            raise TypeError(f"compile: inputs[{i}] ({v.label()}) is a constant; constants are "
+                            "part of the graph, leave them out of the input list")
+        if v.owner is not None:
             raise TypeError(f"compile: inputs[{i}] ({v.label()}) is not a graph input "
                             "(it is computed from other values)")
         if id(v) in seen:
             raise ValueError(f"compile: inputs[{i}] ({v.label()}) is listed twice")
         seen.add(id(v))
     outs, single = _as_list(outputs if outputs is not None else [])
-    outs = [as_variable(o) for o in outs]
-    pairs = list(updates.items()) if isinstance(updates, dict) else list(updates or [])
+    outs = [_symbolic(o, "outputs" if single else f"outputs[{k}]") for k, o in enumerate(outs)]
+    pairs = _pairs(updates or [], "updates", "(shared variable, new value)")
     targets, values = [], []
     for k, (target, value) in enumerate(pairs):
         if not isinstance(target, SharedVariable):
             raise TypeError(f"compile: updates[{k}] targets {target!r}, which is not a shared variable")
         if any(t is target for t in targets):
             raise ValueError(f"compile: shared variable {target.label()!r} is updated twice")
-        value = as_variable(value)
+        value = _symbolic(value, f"the new value of {target.label()!r} (updates[{k}])")
         if shape_conflict(target.shape, value.shape):
             raise ValueError(f"compile: update of {target.label()!r} has shape "
                              f"{format_shape(value.shape)} but the variable has shape {target.shape}")
@@ -146,10 +230,14 @@ def build_fgraph(inputs, outputs, updates=None, givens=None, no_default_updates:
             values.append(default)
     all_outputs = outs + values
     if givens:
-        items = list(givens.items()) if isinstance(givens, dict) else list(givens)
         mapping = {}
-        for old, new in items:
-            new = as_variable(new)
+        for old, new in _pairs(givens, "givens", "(variable, replacement)"):
+            if not isinstance(old, Variable):
+                hint = (f" (pass the variable itself, not its name: {{{old}: ...}})"
+                        if isinstance(old, str) else "")
+                raise TypeError(f"compile: givens key {old!r} is a {type(old).__name__}, not a "
+                                f"symbolic variable{hint}")
+            new = _symbolic(new, f"the replacement of {old.label()} in givens")
             if old.ndim != new.ndim:
                 raise TypeError(f"givens: {old.label()} has rank {old.ndim}, replacement has {new.ndim}")
             if old.dtype != new.dtype:
@@ -179,6 +267,7 @@ def compile(inputs: Sequence[Variable], outputs=None, updates=None, givens=None,
     update (random streams) unchanged by calls."""
     if backend not in BACKENDS:
         raise ValueError(f"compile: unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    _check_threads(threads)
     if check_finite:
         from .debug import FiniteGuard
         return FiniteGuard(inputs, outputs, updates, givens, backend, trust_input=trust_input,
@@ -192,7 +281,7 @@ class CompiledFunction(FunctionBase):
 
     def __init__(self, inputs, outputs, updates, givens, backend, trust_input=False, threads=None,
                  profile=False, rewrite=True, no_default_updates=False):
-        self._args = (list(inputs), outputs, updates, givens, backend, trust_input, threads,
+        self._args = (_input_list(inputs), outputs, updates, givens, backend, trust_input, threads,
                       profile, rewrite, no_default_updates)
         fgraph, self.inputs, self.shared, self.n_outputs, self.update_targets, self.single = \
             build_fgraph(inputs, outputs, updates, givens, no_default_updates)
@@ -205,8 +294,10 @@ class CompiledFunction(FunctionBase):
         self.specs = [InputSpec(v, i) for i, v in enumerate(self.inputs)]
         self._lock = threading.Lock()
         module = importlib.import_module(BACKENDS[backend])
+        # ``built_outputs``: the graph as built (rewriting works on copies), which reports a
+        # call-time shape error in the user's terms on every backend (codegen/specialize.py)
         options = {"threads": threads, "profile": profile, "trust_input": trust_input,
-                   "n_outputs": self.n_outputs}
+                   "n_outputs": self.n_outputs, "built_outputs": list(fgraph.outputs)}
         if getattr(module, "WARM_START", False):
             # the backend may find its code by the unrewritten graph's fingerprint, and then
             # rewrites (calls ``_rewritten``) only when it has to lower
@@ -249,9 +340,36 @@ class CompiledFunction(FunctionBase):
             return list(args)
         return [spec.convert(a) for spec, a in zip(self.specs, args)]
 
-    def _call(self, *args):
+    def _bind(self, args: tuple, kwargs: dict) -> tuple:
+        """The positional arguments of a call that names inputs: ``f(x=..., y=...)``."""
+        names = [s.var.name for s in self.specs]
+        if len(args) > len(names):
+            self._convert(args)  # raises the TypeError naming the inputs
+        missing = object()
+        bound = list(args) + [missing] * (len(names) - len(args))
+        for key, value in kwargs.items():
+            where = [i for i, name in enumerate(names) if name == key]
+            if not where:
+                known = ", ".join(n for n in names if n) or "none"
+                raise TypeError(f"compiled function got an unexpected keyword argument {key!r} "
+                                f"(inputs that can be passed by name: {known})")
+            if len(where) > 1:
+                raise TypeError(f"compiled function: inputs {where} are all named {key!r}; pass "
+                                "them by position")
+            if bound[where[0]] is not missing:
+                raise TypeError(f"compiled function got multiple values for argument {key!r}")
+            bound[where[0]] = value
+        absent = [self.specs[i].name for i, b in enumerate(bound) if b is missing]
+        if absent:
+            raise TypeError(f"compiled function missing argument{'s' if len(absent) > 1 else ''} "
+                            f"{', '.join(map(repr, absent))}")
+        return tuple(bound)
+
+    def _call(self, *args, **kwargs):
         """The generic call path (``FunctionBase.__call__`` runs ``_caller`` instead when the
-        backend provided one)."""
+        backend provided one, unless there are keyword arguments)."""
+        if kwargs:
+            return self(*self._bind(args, kwargs))
         values = self._convert(args)
         # a backend that keeps shared values on a device reads and updates them itself
         on_device = getattr(self.program, "device_shared", False)

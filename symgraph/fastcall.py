@@ -25,13 +25,14 @@ try:
     from ._fastcall import FunctionBase
 except ImportError:
     class FunctionBase:  # type: ignore[no-redef]
-        """Calling an instance runs ``_caller(args)`` when a backend provided one, else
-        ``_call(*args)`` (the C version of this class does the same without a Python frame)."""
+        """Calling an instance runs ``_caller(args)`` when a backend provided one and there
+        are no keyword arguments, else ``_call(*args, **kwargs)`` (the C version of this class
+        does the same without a Python frame)."""
 
         _caller = None
 
-        def __call__(self, *args):
+        def __call__(self, *args, **kwargs):
             caller = self._caller
-            if caller is not None:
+            if caller is not None and not kwargs:
                 return caller(args)
-            return self._call(*args)
+            return self._call(*args, **kwargs)

@@ -142,8 +142,13 @@ def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"
         raise ValueError(f"disconnected must be 'raise', 'warn' or 'ignore', got {disconnected!r}")
     wrt_list, single = _check_wrt(wrt)
     seeds: dict[Variable, Variable] = {}
+    if known_grads is not None and not isinstance(known_grads, dict):
+        raise TypeError(f"grad: known_grads must be a dict {{variable: gradient}}, got "
+                        f"{type(known_grads).__name__}")
     if cost is not None:
-        cost = as_variable(cost)
+        if not isinstance(cost, Variable):
+            raise TypeError(f"grad: cost must be a symbolic scalar (built from the variables in "
+                            f"wrt), got {type(cost).__name__} {cost!r}")
         if not known_grads and cost.ndim == 0:
             cost = _stabilize_before_backprop(cost, wrt_list)
         if cost.ndim != 0:

@@ -278,10 +278,22 @@ def test_trust_input_takes_the_fast_path():
     assert f._caller.fast_calls == 1
 
 
-def test_keyword_arguments_are_refused(path):
-    f, _, _ = make_step()
-    with pytest.raises(TypeError):
-        f(X, y=Y)
+def test_keyword_arguments_bind_by_input_name(path):
+    """``f(x=..., y=...)`` is ``f(..., ...)`` by the inputs' names (the positional call keeps
+    the fast path); a bad keyword is a TypeError naming it, and changes no shared value."""
+    f, w, b = make_step()
+    g, w2, b2 = make_step()
+    for call in (lambda: f(X, y=Y), lambda: f(y=Y, x=X)):
+        np.testing.assert_array_equal(call(), g(X, Y))
+        np.testing.assert_array_equal(w.get_value(), w2.get_value())
+        np.testing.assert_array_equal(b.get_value(), b2.get_value())
+    before = w.get_value()
+    for bad, match in [(lambda: f(X, z=Y), "unexpected keyword argument 'z'.*x, y"),
+                       (lambda: f(X, x=X, y=Y), "multiple values for argument 'x'"),
+                       (lambda: f(x=X), "missing argument 'y'")]:
+        with pytest.raises(TypeError, match=match):
+            bad()
+    np.testing.assert_array_equal(w.get_value(), before)
 
 
 def test_a_dropped_function_is_collected(path):

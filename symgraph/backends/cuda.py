@@ -40,9 +40,11 @@ class DeviceValue:
 class CudaCodegen:
     """Everything that needs no GPU: specialise, lower, render, compile to PTX / CUBIN."""
 
-    def __init__(self, fgraph: FunctionGraph, roots: list, use_cublas: bool = False, name: str = "symgraph"):
+    def __init__(self, fgraph: FunctionGraph, roots: list, use_cublas: bool = False, name: str = "symgraph",
+                 built_outputs: list | None = None):
         self.fgraph = fgraph
         self.roots = roots
+        self.built_outputs = built_outputs  # the graph as built: call-time errors in its terms
         self.use_cublas = use_cublas
         self.name = name
         self._modules: dict[tuple, object] = {}
@@ -62,8 +64,8 @@ class CudaCodegen:
         mod = self._modules.get(key)
         if mod is None:
             from ..codegen.cuda_render import render_program
-            from ..codegen.lower import lower
-            prog = lower(self.fgraph, self.roots, [list(s) for s in key])
+            from ..codegen.specialize import lower_for_call
+            prog = lower_for_call(self.fgraph, self.roots, list(key), self.built_outputs)
             mod = render_program(prog, use_cublas=self.use_cublas, title=f"{self.name} CUDA module")
             self._modules[key] = mod
         self.last = mod
@@ -246,7 +248,8 @@ class CudaProgram:
             elif use_cublas and self.dev.cublas is None:
                 raise CompileError("cublas=True but no libcublas could be loaded "
                                    "(pip install nvidia-cublas, or a CUDA toolkit with cuBLAS)")
-        self.codegen = CudaCodegen(fgraph, roots, bool(use_cublas))
+        self.codegen = CudaCodegen(fgraph, roots, bool(use_cublas),
+                                   built_outputs=options.get("built_outputs"))
         self._specs: dict[tuple, Specialization] = {}
         self._lock = threading.Lock()
         self.n_outputs = len(fgraph.outputs)

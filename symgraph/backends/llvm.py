@@ -225,6 +225,7 @@ class LLVMProgram:
         self.graph_key = options.get("graph_key")
         self.warm_hits = 0
         self.roots = roots
+        self.built_outputs = options.get("built_outputs")
         self.threads = int(options.get("threads") or default_threads())
         self.profile = bool(options.get("profile"))
         if self.threads < 1:
@@ -401,8 +402,8 @@ class LLVMProgram:
                 f"stream={llvm_jit.streaming_stores()}")
 
     def _lower(self, key: tuple):
-        from ..codegen.lower import lower
-        return lower(self.fgraph, self.roots, list(key))
+        from ..codegen.specialize import lower_for_call
+        return lower_for_call(self.fgraph, self.roots, list(key), self.built_outputs)
 
     def specialize(self, shapes: list[tuple]) -> Specialization:
         """Compile (or load from cache) the code for one tuple of input shapes."""

@@ -9,7 +9,6 @@ import numpy as np
 from ..errors import CompileError, ShapeError
 from ..graph.basic import Apply, Constant, format_trace
 from ..graph.fgraph import FunctionGraph
-from ..graph.types import format_shape
 from . import KernelInfo
 
 
@@ -18,9 +17,11 @@ class ReferenceProgram:
 
     backend_name = "reference"
 
-    def __init__(self, fgraph: FunctionGraph, roots: list, profile: bool = False):
+    def __init__(self, fgraph: FunctionGraph, roots: list, profile: bool = False,
+                 built_outputs: list | None = None):
         self.fgraph = fgraph
         self.roots = roots  # the variables whose values the caller passes, in order
+        self.built_outputs = built_outputs  # the graph as built: call-time errors in its terms
         self.nodes: list[Apply] = fgraph.toposort()
         self.profile = profile
         self.check_types = True
@@ -63,13 +64,11 @@ class ReferenceProgram:
             t0 = time.perf_counter() if self.profile else 0.0
             try:
                 outs = node.op.perform(node, args)
-            except ShapeError as e:
-                named = str(e).lower().startswith(str(node.op).split("{")[0].lower())
-                prefix = "" if named else f"{node.op}: "
-                raise ShapeError(f"{prefix}{e}{format_trace(node.trace)}") from None
-            except (ValueError, IndexError) as e:
-                shapes = ", ".join(format_shape(np.shape(a)) for a in args)
-                raise type(e)(f"{node.op}: {e} (input shapes {shapes}){format_trace(node.trace)}") from None
+            except (ValueError, IndexError, TypeError) as e:
+                err = self._call_time_error(node, args, values, e)
+                if err is e:
+                    raise
+                raise err from None
             if self.profile:
                 k = self.kernels[i].stats
                 k["calls"] += 1
@@ -91,6 +90,26 @@ class ReferenceProgram:
                 out.append(v.value)
         return out
 
+    def _call_time_error(self, node: Apply, args: list, values: list, e: Exception) -> Exception:
+        """What to raise for ``node``'s failure: the shape error of the graph as built (the
+        text every backend gives, see ``codegen.specialize``), else ``e`` with the op, the
+        input shapes and the user's line (a bad index read from the data, as the native
+        backends' bound checks report it)."""
+        from ..codegen.checks import describe_inputs
+        from ..codegen.specialize import first_error
+        if self.built_outputs is not None:
+            err = first_error(self.roots, self.built_outputs, [np.shape(v) for v in values])
+            if err is not None:
+                return err
+        if isinstance(e, ShapeError):
+            named = str(e).lower().startswith(str(node.op).split("{")[0].lower())
+            prefix = "" if named else f"{node.op}: "
+            return ShapeError(f"{prefix}{e}{format_trace(node.trace)}")
+        if isinstance(e, TypeError):
+            return e
+        shapes = describe_inputs(node.inputs, [np.shape(a) for a in args])
+        return type(e)(f"{node.op}: {e} (input shapes {shapes}){format_trace(node.trace)}")
+
     def source(self) -> str:
         return "\n".join(k.source for k in self.kernels)
 
@@ -108,4 +127,5 @@ def _check_inferred(node: Apply, var, val: np.ndarray) -> None:
 
 
 def build(fgraph: FunctionGraph, roots: list, options: dict) -> ReferenceProgram:
-    return ReferenceProgram(fgraph, roots, profile=options.get("profile", False))
+    return ReferenceProgram(fgraph, roots, profile=options.get("profile", False),
+                            built_outputs=options.get("built_outputs"))

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import CompileError, ShapeError
+
 STATUS_OK = 0
 STATUS_NONCONTIGUOUS = 1  # llvm with array-object arguments: retry with contiguous copies
 STATUS_INDEX_ERROR = 2  # a bound check failed: read the error words, raise IndexError
@@ -55,6 +57,7 @@ class CheckSite:
     shapes: tuple = ()
     trace: tuple | None = None
     wrapped: bool = False
+    names: tuple = ()  # per input: its name when it is a named graph input (``input_names``)
 
     @property
     def extremes(self) -> bool:
@@ -64,7 +67,6 @@ class CheckSite:
     def message(self, words) -> str:
         """The error text from this site's ``WORDS_PER_SITE`` error words."""
         from ..graph.basic import format_trace
-        from ..graph.types import format_shape
         if self.kind == "label":
             body = (f"cross_entropy: labels must be in [0, {self.hi}), got values in "
                     f"[{int(words[MIN])}, {int(words[MAX])}]")
@@ -76,7 +78,7 @@ class CheckSite:
             if self.wrapped and bad < 0:  # checked after wrapping: show the user's index
                 bad -= self.hi
             body = f"index {bad} is out of bounds for axis {self.axis} with size {self.hi}"
-        shapes = ", ".join(format_shape(s) for s in self.shapes)
+        shapes = format_inputs(self.names, self.shapes)
         return f"{self.op}: {body} (input shapes {shapes}){format_trace(self.trace)}"
 
 
@@ -101,3 +103,54 @@ def raise_index_error(sites: list[CheckSite], words) -> None:
         if site_words[BAD]:
             raise IndexError(s.message(site_words))
     raise IndexError("an index was out of bounds (the failing check could not be identified)")
+
+
+# --- shapes that do not fit together at call time ----------------------------------------------
+
+# what an op's shape check may raise about its arguments, most specific first (``ShapeError``
+# is a ``ValueError``); anything else is a failure of the compiler itself
+_ARGUMENT_ERRORS = (ShapeError, IndexError, TypeError, ValueError)
+
+
+def input_names(inputs) -> tuple:
+    """Per input, its name when it is a named graph input, else None (intermediate values
+    differ between the rewritten graphs of different backends; graph inputs do not)."""
+    from ..graph.basic import Constant
+    return tuple(v.name if v.name and v.owner is None and not isinstance(v, Constant) else None
+                 for v in inputs)
+
+
+def format_inputs(names, shapes) -> str:
+    """``a: (2, 3), (4,)``: each input's shape, after its name when it has one."""
+    from ..graph.types import format_shape
+    names = tuple(names) + (None,) * (len(shapes) - len(names))
+    return ", ".join(f"{n}: {format_shape(s)}" if n else format_shape(s)
+                     for n, s in zip(names, shapes))
+
+
+def describe_inputs(inputs, shapes) -> str:
+    """``a: (2, 3), (4,)`` for these input variables and their concrete shapes."""
+    return format_inputs(input_names(inputs), shapes)
+
+
+def node_error(node, in_shapes, exc: BaseException) -> Exception:
+    """The error to raise when ``node`` rejects concrete input shapes (or constant values).
+
+    Keeps the kind (``ShapeError``, ``IndexError``, ``TypeError``, ``ValueError``); the message
+    is the op's own, prefixed by the op unless it names itself, followed by the input names and
+    shapes and the user's line that built the node.  Any other exception is a compiler failure
+    (``CompileError``).
+    """
+    from ..graph.basic import executing_graph, format_trace
+    body = str(exc).split("\n  built at ")[0]
+    inputs = describe_inputs(node.inputs, in_shapes)
+    kind = next((k for k in _ARGUMENT_ERRORS if isinstance(exc, k)), None)
+    if kind is None:
+        return CompileError(f"{node.op}: cannot specialise for input shapes {inputs}: "
+                            f"{type(exc).__name__}: {body}")
+    op_name = str(node.op).split("{")[0].split("[")[0].lower()
+    named = body.lower().replace("_", "").startswith(op_name.replace("_", ""))
+    prefix = "" if named else f"{node.op}: "
+    message = f"{prefix}{body} (input shapes {inputs}){format_trace(node.trace)}"
+    with executing_graph():  # the message already names the line: ShapeError must not add one
+        return kind(message)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 
+from ..errors import CompileError
 from ..graph.types import is_float
 from ._scalar import S
 from .checks import (
@@ -70,11 +71,23 @@ MATH_FUNCS = ("exp", "log", "log1p", "expm1", "tanh", "sigmoid", "erf", "softplu
 
 
 def reg_type(dtype: str) -> ir.Type:
-    return _REG[dtype]
+    try:
+        return _REG[dtype]
+    except KeyError:
+        raise _unsupported(dtype) from None
 
 
 def mem_type(dtype: str) -> ir.Type:
-    return _MEM[dtype]
+    try:
+        return _MEM[dtype]
+    except KeyError:
+        raise _unsupported(dtype) from None
+
+
+def _unsupported(dtype: str) -> CompileError:
+    return CompileError(f"the llvm backend does not support {dtype} (it supports "
+                        f"{', '.join(sorted(_MEM))}); cast with .astype('float32') or use "
+                        "another backend")
 
 
 def _signed_const(dtype: str, value) -> ir.Constant:

@@ -19,7 +19,7 @@ from ..graph.basic import Apply, Constant
 from ..graph.fgraph import FunctionGraph
 from ..graph.types import is_float
 from ._scalar import S
-from .checks import CheckSite
+from .checks import CheckSite, input_names
 from .kernel_ir import (
     Assign,
     For,
@@ -187,7 +187,8 @@ class Lowerer:
                          _op_label(node) if node is not None else "gather", int(axis),
                          tuple(tuple(self.shape_of.get(id(v), getattr(v.type, "shape", ())))
                                for v in node.inputs) if node is not None else (),
-                         node.trace if node is not None else None, wrapped)
+                         node.trace if node is not None else None, wrapped,
+                         input_names(node.inputs) if node is not None else ())
         self.checks.append(site)
         return checked(index, site.site, lo, hi, site.extremes)
 

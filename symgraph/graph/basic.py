@@ -39,10 +39,18 @@ def user_trace() -> tuple[str, int, str] | None:
     frame = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
-        if not _is_internal(code.co_filename):
+        if not _is_internal(code.co_filename) and not _generated(frame):
             return (code.co_filename, frame.f_lineno, code.co_name)
         frame = frame.f_back
     return None
+
+
+def _generated(frame) -> bool:
+    """Code that Python generated for symgraph (a dataclass's ``__init__``): source-less
+    ``<string>`` code called from symgraph, so not the user's line."""
+    caller = frame.f_back
+    return (frame.f_code.co_filename == "<string>" and caller is not None
+            and _is_internal(caller.f_code.co_filename))
 
 
 def format_trace(trace) -> str:
@@ -167,19 +175,54 @@ class Variable:
         return v
 
 
+def short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def value_array(value, dtype, what: str) -> np.ndarray:
+    """``np.array(value, dtype)`` (a copy) for making ``what``, with a ``TypeError`` naming the value
+    when NumPy cannot (or only as Python objects)."""
+    if isinstance(value, Variable):
+        raise TypeError(f"cannot make {what} from the symbolic value {value.label()} "
+                        f"({value.type}); its value is only known when a compiled function runs")
+    try:
+        arr = np.array(value, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise TypeError(f"cannot make {what} from {type(value).__name__} {short_repr(value)}: {e}") from None
+    if arr.dtype == object:
+        raise TypeError(f"cannot make {what} from {type(value).__name__} {short_repr(value)}: "
+                        "it is not a number or an array of numbers")
+    return arr
+
+
+def _supported_dtype(arr: np.ndarray, value, what: str) -> str:
+    try:
+        return as_dtype(arr.dtype)
+    except TypeError as e:
+        raise TypeError(f"cannot make {what} from {type(value).__name__} {short_repr(value)}: {e}") from None
+
+
+def check_name(name, what: str) -> None:
+    """A variable's name is a str (or None); a tuple here is usually a shape in the wrong place."""
+    if name is not None and not isinstance(name, str):
+        hint = " (the first argument is the name: pass the shape as shape=...)" \
+            if isinstance(name, (tuple, list, int)) else ""
+        raise TypeError(f"{what}: name must be a str or None, got {type(name).__name__} "
+                        f"{name!r}{hint}")
+
+
 class Constant(Variable):
     """A value fixed when the graph is built; folded into the generated code."""
 
     def __init__(self, value, dtype=None, name: str | None = None):
-        arr = np.array(value, dtype=dtype)
-        if arr.dtype == object:
-            raise TypeError(f"cannot make a constant from {value!r}")
+        arr = value_array(value, dtype, "a constant")
         if dtype is None and arr.dtype == np.float64 and not isinstance(value, np.ndarray):
             # Python floats and lists of floats default to float32, like every other input.
             arr = arr.astype(np.float32)
         if dtype is None and arr.dtype == np.int64 and not isinstance(value, (np.ndarray, np.generic)):
             arr = arr.astype(np.int64)
-        arr = arr.astype(as_dtype(arr.dtype), copy=False)
+        arr = arr.astype(_supported_dtype(arr, value, "a constant"), copy=False)
         arr.setflags(write=False)
         super().__init__(TensorType(arr.dtype.name, arr.shape), name=name)
         self.value = arr
@@ -199,13 +242,14 @@ class SharedVariable(Variable):
     """Persistent state (model parameters) that lives across calls of compiled functions."""
 
     def __init__(self, value, name: str | None = None, dtype=None):
-        arr = np.array(value, dtype=dtype, copy=True)
+        arr = value_array(value, dtype, "a shared variable")
         # Python floats (and lists of them) are weakly typed: float32, as symbolic constants;
         # NumPy arrays and scalars keep their dtype
         if dtype is None and arr.dtype == np.float64 and not isinstance(value, (np.ndarray, np.generic)):
             arr = arr.astype(np.float32)
         # ``arr`` is already a private copy: only a non-C-contiguous one is copied again
-        arr = np.asarray(arr.astype(as_dtype(arr.dtype), copy=False), order="C")
+        arr = np.asarray(arr.astype(_supported_dtype(arr, value, "a shared variable"), copy=False),
+                         order="C")
         super().__init__(TensorType(arr.dtype.name, arr.shape), name=name)
         self._value = arr
         self._lock = threading.Lock()

@@ -22,10 +22,36 @@ def as_dtype(dtype) -> str:
     """Normalise anything NumPy understands as a dtype to its canonical name."""
     if isinstance(dtype, str) and dtype in _DTYPE_SET:
         return dtype
-    name = np.dtype(dtype).name
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unknown dtype {dtype!r}; symgraph supports {', '.join(DTYPES)}") from None
+    name = np_dtype.name
     if name not in DTYPES:
-        raise TypeError(f"unsupported dtype {name!r}; symgraph supports {', '.join(DTYPES)}")
+        what = {"U": "str", "S": "bytes", "O": "object"}.get(np_dtype.kind, name)
+        raise TypeError(f"unsupported dtype {what!r}; symgraph supports {', '.join(DTYPES)}")
     return name
+
+
+def static_shape(shape, what: str = "shape") -> Shape:
+    """A declared shape as a tuple of ints and ``None`` (an int alone is a 1-tuple, as in
+    NumPy); ``TypeError`` for anything else (floats, strings, bools), ``ShapeError`` for a
+    negative dim."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
+        shape = (shape,)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{what} must be a tuple of ints and None (unknown), got "
+                        f"{type(shape).__name__} {shape!r}")
+    dims = tuple(shape)
+    for axis, d in enumerate(dims):
+        if d is None:
+            continue
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            raise TypeError(f"{what}: dimension {axis} is {type(d).__name__} {d!r}; each "
+                            f"dimension must be an int or None (unknown), in {dims!r}")
+        if d < 0:
+            raise ShapeError(f"{what}: dimension {axis} is negative ({d}) in {dims!r}")
+    return tuple(None if d is None else int(d) for d in dims)
 
 
 def is_float(dtype: str) -> bool:

@@ -154,8 +154,8 @@ class Subtensor(Op):
             if e[0] == "a" and isinstance(indices[e[1]], Constant):
                 d, vals = x.shape[axis], indices[e[1]].value
                 if d is not None and vals.size and (vals.max() >= d or vals.min() < -d):
-                    raise IndexError(f"index array has values out of bounds for axis {axis} "
-                                     f"with size {d}")
+                    bad = vals[(vals >= d) | (vals < -d)].flat[0]  # the first, as NumPy says
+                    raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {d}")
             axis += 1
         shape = _infer_shape(self.spec, x.shape, [i.shape for i in indices])
         return Apply(self, [x, *indices], [TensorType(x.dtype, shape)])
@@ -253,5 +253,10 @@ def one_hot(labels, n: int, dtype: str = "float32") -> Variable:
     labels = as_variable(labels)
     if not is_int(labels.dtype):
         raise TypeError(f"one_hot: labels must be integers, got {labels.type}")
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"one_hot: n (the number of classes) must be an int, got "
+                        f"{type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"one_hot: n (the number of classes) must be at least 1, got {n}")
     from .shape import expand_dims
     return E.cast(E.eq(expand_dims(labels, -1), Constant(np.arange(n, dtype=labels.dtype))), dtype)

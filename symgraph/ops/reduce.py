@@ -18,9 +18,12 @@ _NUMPY = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min,
 def normalize_axes(axis, ndim: int, what: str) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, (tuple, list, np.ndarray)) else (axis,)
     out = []
     for a in axes:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+            raise TypeError(f"{what}: axis must be an int, a tuple of ints or None, got "
+                            f"{type(axis).__name__} {axis!r}")
         if not -ndim <= a < ndim:
             raise ShapeError(f"{what}: axis {a} is out of bounds for a tensor of rank {ndim}")
         out.append(int(a) % ndim)

@@ -74,6 +74,13 @@ def as_shape_vector(shape_like) -> Variable:
     if isinstance(shape_like, (int, np.integer)):
         shape_like = (shape_like,)
     parts = list(shape_like)
+    for k, p in enumerate(parts):
+        integral = is_int(p.dtype) and p.ndim == 0 if isinstance(p, Variable) else \
+            isinstance(p, (int, np.integer)) and not isinstance(p, (bool, np.bool_))
+        if not integral:
+            what = p.type if isinstance(p, Variable) else f"{type(p).__name__} {p!r}"
+            raise TypeError(f"a shape's entries must be ints or int scalars, got {what} at "
+                            f"position {k} of {tuple(shape_like)!r}")
     if all(isinstance(p, (int, np.integer)) for p in parts):
         return Constant(np.array(parts, dtype=np.int64))
     return MakeVector()(*parts)
@@ -101,6 +108,9 @@ class Reshape(Op):
         if known is not None:
             if known.count(-1) > 1:
                 raise ShapeError(f"reshape: at most one -1 allowed in {known}")
+            if any(d is not None and d < -1 for d in known):
+                raise ShapeError(f"reshape: negative dimension in {tuple(known)}; each dimension "
+                                 "must be >= 0, or -1 (once) for the size that fits")
             out = [d if d is None or d >= 0 else None for d in known]
             total = x.size
             if -1 in known and total is not None and all(d is not None for d in known):
@@ -461,9 +471,18 @@ def zeros_like(x: Variable) -> Variable:
     return fill(x, Constant(np.zeros((), dtype=x.dtype)))
 
 
+def _tensor_list(xs, what: str) -> list:
+    """``xs`` must be a list (or tuple) of tensors, as in NumPy; a single tensor is refused
+    (a symbolic tensor cannot be split into its rows)."""
+    if not isinstance(xs, (list, tuple)):
+        raise TypeError(f"{what}: expected a list of tensors, got {type(xs).__name__}"
+                        + ("; write [x, y] to join several tensors" if isinstance(xs, Variable) else ""))
+    return list(xs)
+
+
 def concatenate(xs: Sequence, axis: int = 0) -> Variable:
     """Join tensors along ``axis`` (NumPy ``concatenate``)."""
-    xs = [as_variable(x) for x in xs]
+    xs = [as_variable(x) for x in _tensor_list(xs, "concatenate")]
     if not xs:
         raise ValueError("concatenate needs at least one tensor")
     axis = _norm_axis(axis, max(xs[0].ndim, 1), "concatenate")
@@ -474,7 +493,7 @@ def concatenate(xs: Sequence, axis: int = 0) -> Variable:
 
 def stack(xs: Sequence, axis: int = 0) -> Variable:
     """Join tensors along a new axis (NumPy ``stack``)."""
-    xs = [as_variable(x) for x in xs]
+    xs = [as_variable(x) for x in _tensor_list(xs, "stack")]
     if not xs:
         raise ValueError("stack needs at least one tensor")
     nd = xs[0].ndim

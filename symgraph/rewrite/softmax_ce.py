@@ -58,6 +58,9 @@ def _fuse(ce: Apply, ctx: RewriteContext) -> None:
             if ctx.commit(root, [dz], "softmax_ce_grad") is None:
                 continue
             ctx.commit(ce, [loss], "softmax_ce_grad")
+            # its errors (labels out of range) are about the forward: name the user's
+            # cross_entropy line, not the line that took the gradient
+            loss.owner.trace = ce.trace
             return
 
 
