@@ -47,10 +47,12 @@ _SUBDIR = re.compile(r"[0-9a-f]{2}")
 _TMP = re.compile(r"\.[0-9a-f]{2,64}\.[0-9a-f]{16}\.tmp")
 _LEGACY_CUDA = re.compile(r"[0-9a-f]{64}\.(ptx|cubin|fatbin)")  # the former ROOT/cuda/ layout
 _STALE_TMP_S = 3600
+_RESCAN_S = 60.0
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _O_ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _keys: dict[str, bytes] = {}  # cache folder -> its secret, read once per process
 _state: dict[str, str] = {}
+_usage: dict[str, tuple[int, float]] = {}  # cache folder -> (estimated bytes, time of last scan)
 _warned: set[str] = set()
 
 
@@ -106,16 +108,17 @@ def _check_owner_mode(st: os.stat_result, what: str, private: bool = False) -> N
         raise Refused(f"{what} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})")
     bad = 0o077 if private else 0o022
     if st.st_mode & bad:
-        who = "others" if private else "group or others"
-        raise Refused(f"{what} has mode {stat.S_IMODE(st.st_mode):04o}: {who} may "
-                      f"{'access' if private else 'write'} it")
+        who = "group or others may " + ("read" if private else "write")
+        raise Refused(f"{what} has mode {stat.S_IMODE(st.st_mode):04o}: {who} it")
 
 
-def _open_dir(path: Path | str, dir_fd: int | None = None, follow: bool = True) -> int:
-    """An fd of a checked cache folder (a real folder owned by this user, closed to others)."""
+def _open_dir(path: Path | str, dir_fd: int | None = None, follow: bool = True,
+              label: Path | None = None) -> int:
+    """An fd of a checked cache folder (a real folder owned by this user, closed to others);
+    ``label``: its full path, for messages."""
     fd = os.open(path, _O_DIR | (0 if follow else os.O_NOFOLLOW), dir_fd=dir_fd)
     try:
-        _check_owner_mode(os.fstat(fd), f"cache folder {path}")
+        _check_owner_mode(os.fstat(fd), f"cache folder {label or path}")
     except BaseException:
         os.close(fd)
         raise
@@ -148,28 +151,29 @@ def _open_subdir(root_fd: int, root_path: Path, key: str, create: bool) -> int |
                 os.mkdir(sub, 0o700, dir_fd=root_fd)
             except FileExistsError:
                 pass
-        return _open_dir(sub, dir_fd=root_fd, follow=False)
+        return _open_dir(sub, dir_fd=root_fd, follow=False, label=root_path / sub)
     except Refused as exc:
-        _warn_once(f"sub:{root_path / sub}", f"{exc}; its entries are not used")
+        _warn_once(f"sub:{root_path / sub}", f"{exc}; its entries are ignored (compiled again, not cached)")
     except OSError:
         pass
     return None
 
 
 def read_regular(name: str, dir_fd: int | None, limit: int, touch: bool = False,
-                 private: bool = False) -> bytes:
+                 private: bool = False, label: str = "") -> bytes:
     """The bytes of ``name``: only a regular file, owned by this user, not writable (when
     ``private``: not readable) by others, at most ``limit`` bytes; never follows a link, never
-    blocks on a FIFO.  ``touch`` marks it used (for least-recently-used eviction).  Raises
-    OSError or Refused."""
+    blocks on a FIFO.  ``touch`` marks it used (for least-recently-used eviction); ``label``
+    names it in messages.  Raises OSError or Refused."""
+    label = label or f"cache file {name}"
     fd = os.open(name, _O_ENTRY, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise Refused(f"cache file {name} is not a regular file")
-        _check_owner_mode(st, f"cache file {name}", private)
+            raise Refused(f"{label} is not a regular file")
+        _check_owner_mode(st, label, private)
         if st.st_size > limit:
-            raise Refused(f"cache file {name} is larger than the limit ({limit} bytes)")
+            raise Refused(f"{label} is larger than the limit ({limit} bytes)")
         chunks, left = [], st.st_size + 1  # one byte more: a file that grew is refused
         while left > 0:
             chunk = os.read(fd, left)
@@ -178,7 +182,7 @@ def read_regular(name: str, dir_fd: int | None, limit: int, touch: bool = False,
             chunks.append(chunk)
             left -= len(chunk)
         if left <= 0:
-            raise Refused(f"cache file {name} grew while it was read")
+            raise Refused(f"{label} grew while it was read")
         if touch:
             try:
                 os.utime(fd)
@@ -198,10 +202,11 @@ def _secret(root_fd: int, root_path: Path, create: bool) -> bytes | None:
     if cached is not None:
         return cached
     try:
-        key = read_regular(KEY_FILE, root_fd, _KEY_BYTES, private=True)
+        label = f"cache key file {root_path / KEY_FILE}"
+        key = read_regular(KEY_FILE, root_fd, _KEY_BYTES, private=True, label=label)
         if len(key) != _KEY_BYTES:
-            raise Refused(f"cache key file {root_path / KEY_FILE} is damaged (remove it, or run "
-                          "`python -m symgraph cache clear`)")
+            raise Refused(f"{label} is damaged (remove it: a new one is made, and the entries "
+                          "signed with the old one are recompiled)")
     except FileNotFoundError:
         if not create:
             return None
@@ -209,8 +214,8 @@ def _secret(root_fd: int, root_path: Path, create: bool) -> bytes | None:
         if key is None:
             return None
     except Refused as exc:
-        _warn_once(f"key:{root_path}", f"{exc} (the cache key file {root_path / KEY_FILE}); "
-                                       "compiling without the disk cache")
+        _warn_once(f"key:{root_path}", f"{exc}; compiling without the disk cache (see "
+                                       "docs/errors.md, 'The disk cache')")
         return None
     except OSError:
         return None
@@ -283,11 +288,13 @@ def load(key: str, kind: str) -> bytes | None:
         if sub_fd is None:
             return None
         try:
-            blob = read_regular(name, sub_fd, _HEADER + max_bytes(), touch=True)
+            blob = read_regular(name, sub_fd, _HEADER + max_bytes(), touch=True,
+                                label=f"cache entry {root_path / key[:2] / name}")
         finally:
             os.close(sub_fd)
     except Refused as exc:
-        _warn_once(f"entry:{root_path / key[:2] / name}", f"{exc}; it is not used")
+        _warn_once(f"entry:{root_path / key[:2] / name}", f"{exc}; it is ignored (and "
+                                                        "recompiled)")
         return None
     except OSError:
         return None
@@ -319,7 +326,17 @@ def store(key: str, payload: bytes, kind: str) -> None:
         return
     finally:
         os.close(root_fd)
-    evict(root_path)
+    _account(root_path, _HEADER + len(payload))
+
+
+def _account(root_path: Path, added: int) -> None:
+    """Evict when this process's estimate of the folder's size passes the limit, or when its
+    last scan is a minute old (other processes write too): a store need not list the folder."""
+    total, scanned = _usage.get(str(root_path), (0, float("-inf")))
+    if total + added > max_bytes() or time.monotonic() - scanned > _RESCAN_S:
+        evict(root_path)  # records the folder's real size
+    else:
+        _usage[str(root_path)] = (total + added, scanned)
 
 
 def _write_atomic(dir_fd: int, name: str, blob: bytes) -> None:
@@ -398,6 +415,7 @@ def evict(root_path: Path, limit: int | None = None) -> int:
         if _unlink(path):
             total -= size
             removed += 1
+    _usage[str(root_path)] = (total, time.monotonic())
     return removed
 
 
