@@ -166,7 +166,12 @@ def read_regular(name: str, dir_fd: int | None, limit: int, touch: bool = False,
     blocks on a FIFO.  ``touch`` marks it used (for least-recently-used eviction); ``label``
     names it in messages.  Raises OSError or Refused."""
     label = label or f"cache file {name}"
-    fd = os.open(name, _O_ENTRY, dir_fd=dir_fd)
+    try:
+        fd = os.open(name, _O_ENTRY, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Refused(f"{label} is a symbolic link") from None
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
