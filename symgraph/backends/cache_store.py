@@ -50,7 +50,7 @@ _STALE_TMP_S = 3600
 _RESCAN_S = 60.0
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _O_ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_keys: dict[str, bytes] = {}  # cache folder -> its secret, read once per process
+_keys: dict[tuple, bytes] = {}  # (cache folder, key file inode, mtime) -> the secret
 _state: dict[str, str] = {}
 _usage: dict[str, tuple[int, float]] = {}  # cache folder -> (estimated bytes, time of last scan)
 _warned: set[str] = set()
@@ -202,30 +202,31 @@ def read_regular(name: str, dir_fd: int | None, limit: int, touch: bool = False,
 
 def _secret(root_fd: int, root_path: Path, create: bool) -> bytes | None:
     """The per-user HMAC key of this cache folder (made on first use), or None (refused:
-    warned; missing and not ``create``)."""
-    cached = _keys.get(str(root_path))
-    if cached is not None:
-        return cached
+    warned; missing and not ``create``).  Its owner and mode are checked on every use; its
+    bytes are read again only when the file changed (another key after a removal)."""
+    label = f"cache key file {root_path / KEY_FILE}"
     try:
-        label = f"cache key file {root_path / KEY_FILE}"
-        key = read_regular(KEY_FILE, root_fd, _KEY_BYTES, private=True, label=label)
-        if len(key) != _KEY_BYTES:
-            raise Refused(f"{label} is damaged (remove it: a new one is made, and the entries "
-                          "signed with the old one are recompiled)")
-    except FileNotFoundError:
-        if not create:
-            return None
-        key = _make_secret(root_fd)
+        st = os.stat(KEY_FILE, dir_fd=root_fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(f"{label} is not a regular file")
+        _check_owner_mode(st, label, private=True)
+        memo = (str(root_path), st.st_ino, st.st_mtime_ns)
+        key = _keys.get(memo)
         if key is None:
-            return None
+            key = read_regular(KEY_FILE, root_fd, _KEY_BYTES, private=True, label=label)
+            if len(key) != _KEY_BYTES:
+                raise Refused(f"{label} is damaged (remove it: a new one is made, and the "
+                              "entries signed with the old one are recompiled)")
+            _keys[memo] = key
+        return key
+    except FileNotFoundError:
+        return _make_secret(root_fd) if create else None
     except Refused as exc:
         _warn_once(f"key:{root_path}", f"{exc}; compiling without the disk cache (see "
                                        "docs/errors.md, 'The disk cache')")
-        return None
     except OSError:
-        return None
-    _keys[str(root_path)] = key
-    return key
+        pass
+    return None
 
 
 def _make_secret(root_fd: int) -> bytes | None:

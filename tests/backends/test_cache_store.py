@@ -109,9 +109,7 @@ def test_an_unsafe_cache_entry_or_subfolder_is_refused(_cache_dir, damage, what)
 @pytest.mark.parametrize("damage", ["foreign owner", "readable by others"])
 def test_an_unsafe_key_file_is_refused(_cache_dir, damage):
     _check(_compile())
-    key = _cache_dir / "secret.key"
-    from symgraph.backends import cache_store
-    cache_store._keys.clear()  # as in a new process
+    key = _cache_dir / "secret.key"  # (already read by this process: checked again)
     if damage == "foreign owner":
         os.chown(key, FOREIGN_UID, -1)
     else:
@@ -120,6 +118,18 @@ def test_an_unsafe_key_file_is_refused(_cache_dir, damage):
         f = _compile()
     _check(f)
     assert f.program.compiles == 1 and f.program.cache_hits == 0
+
+
+def test_a_removed_key_file_is_replaced_and_entries_signed_with_the_old_one_are_misses(_cache_dir):
+    _check(_compile())
+    key = _cache_dir / "secret.key"
+    old = key.read_bytes()
+    key.unlink()  # what rotating the key does
+    f = _compile()
+    _check(f)
+    assert f.program.compiles == 1 and key.read_bytes() != old
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert _compile().program.cache_hits == 1
 
 
 # --- entries are authenticated, and never unpickled ------------------------------------------
