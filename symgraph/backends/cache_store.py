@@ -68,10 +68,16 @@ class Refused(Exception):
 
 def root() -> Path | None:
     """The cache folder, or None when ``SYMGRAPH_CACHE_DIR`` is ``off`` (or ``0``/``none``)."""
+    path = _root()
+    return None if path is None else Path(path)
+
+
+def _root() -> str | None:
+    # plain strings: pathlib's parsing cost more than the rest of a cache lookup
     env = os.environ.get("SYMGRAPH_CACHE_DIR")
     if env is not None and env.strip().lower() in ("off", "0", "none", ""):
         return None
-    return Path(env) if env else Path.home() / ".cache" / "symgraph"
+    return env if env else os.path.join(os.path.expanduser("~"), ".cache", "symgraph")
 
 
 def max_bytes() -> int:
@@ -113,7 +119,7 @@ def _check_owner_mode(st: os.stat_result, what: str, private: bool = False) -> N
 
 
 def _open_dir(path: Path | str, dir_fd: int | None = None, follow: bool = True,
-              label: Path | None = None) -> int:
+              label: str = "") -> int:
     """An fd of a checked cache folder (a real folder owned by this user, closed to others);
     ``label``: its full path, for messages."""
     fd = os.open(path, _O_DIR | (0 if follow else os.O_NOFOLLOW), dir_fd=dir_fd)
@@ -125,15 +131,15 @@ def _open_dir(path: Path | str, dir_fd: int | None = None, follow: bool = True,
     return fd
 
 
-def _open_root(create: bool) -> tuple[Path, int] | None:
+def _open_root(create: bool) -> tuple[str, int] | None:
     """``(path, fd)`` of the checked cache root; None when off, missing (and not ``create``)
     or refused (with a warning)."""
-    path = root()
+    path = _root()
     if path is None:
         return None
     try:
         if create:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.makedirs(path, mode=0o700, exist_ok=True)
         return path, _open_dir(path)
     except Refused as exc:
         _warn_once(f"root:{path}", f"{exc}; compiling without the disk cache (see "
@@ -143,7 +149,7 @@ def _open_root(create: bool) -> tuple[Path, int] | None:
     return None
 
 
-def _open_subdir(root_fd: int, root_path: Path, key: str, create: bool) -> int | None:
+def _open_subdir(root_fd: int, root_path: str, key: str, create: bool) -> int | None:
     sub = key[:2]
     try:
         if create:
@@ -151,9 +157,10 @@ def _open_subdir(root_fd: int, root_path: Path, key: str, create: bool) -> int |
                 os.mkdir(sub, 0o700, dir_fd=root_fd)
             except FileExistsError:
                 pass
-        return _open_dir(sub, dir_fd=root_fd, follow=False, label=root_path / sub)
+        return _open_dir(sub, dir_fd=root_fd, follow=False, label=f"{root_path}/{sub}")
     except Refused as exc:
-        _warn_once(f"sub:{root_path / sub}", f"{exc}; its entries are ignored (compiled again, not cached)")
+        _warn_once(f"sub:{root_path}/{sub}", f"{exc}; its entries are ignored (compiled again, "
+                                              "not cached)")
     except OSError:
         pass
     return None
@@ -200,17 +207,17 @@ def read_regular(name: str, dir_fd: int | None, limit: int, touch: bool = False,
 
 # --- the secret key -------------------------------------------------------------------------
 
-def _secret(root_fd: int, root_path: Path, create: bool) -> bytes | None:
+def _secret(root_fd: int, root_path: str, create: bool) -> bytes | None:
     """The per-user HMAC key of this cache folder (made on first use), or None (refused:
     warned; missing and not ``create``).  Its owner and mode are checked on every use; its
     bytes are read again only when the file changed (another key after a removal)."""
-    label = f"cache key file {root_path / KEY_FILE}"
+    label = f"cache key file {root_path}/{KEY_FILE}"
     try:
         st = os.stat(KEY_FILE, dir_fd=root_fd, follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode):
             raise Refused(f"{label} is not a regular file")
         _check_owner_mode(st, label, private=True)
-        memo = (str(root_path), st.st_ino, st.st_mtime_ns)
+        memo = (root_path, st.st_ino, st.st_mtime_ns)
         key = _keys.get(memo)
         if key is None:
             key = read_regular(KEY_FILE, root_fd, _KEY_BYTES, private=True, label=label)
@@ -295,12 +302,12 @@ def load(key: str, kind: str) -> bytes | None:
             return None
         try:
             blob = read_regular(name, sub_fd, _HEADER + max_bytes(), touch=True,
-                                label=f"cache entry {root_path / key[:2] / name}")
+                                label=f"cache entry {root_path}/{key[:2]}/{name}")
         finally:
             os.close(sub_fd)
     except Refused as exc:
-        _warn_once(f"entry:{root_path / key[:2] / name}", f"{exc}; it is ignored (and "
-                                                        "recompiled)")
+        _warn_once(f"entry:{root_path}/{key[:2]}/{name}", f"{exc}; it is ignored (and "
+                                                          "recompiled)")
         return None
     except OSError:
         return None
@@ -335,7 +342,7 @@ def store(key: str, payload: bytes, kind: str) -> None:
     _account(root_path, _HEADER + len(payload))
 
 
-def _account(root_path: Path, added: int) -> None:
+def _account(root_path: str, added: int) -> None:
     """Evict when this process's estimate of the folder's size passes the limit, or when its
     last scan is a minute old (other processes write too): a store need not list the folder."""
     total, scanned = _usage.get(str(root_path), (0, float("-inf")))
@@ -374,7 +381,7 @@ def discard(key: str, kind: str) -> None:
 
 # --- size limit, inspection, clearing -------------------------------------------------------
 
-def _entries(root_path: Path) -> list[tuple[Path, os.stat_result]]:
+def _entries(root_path: str | Path) -> list[tuple[Path, os.stat_result]]:
     """Every entry file (and stale temporary file) under the cache folder, with its lstat;
     anything that does not look like an entry is left alone."""
     out = []
@@ -400,7 +407,7 @@ def _entries(root_path: Path) -> list[tuple[Path, os.stat_result]]:
     return out
 
 
-def evict(root_path: Path, limit: int | None = None) -> int:
+def evict(root_path: str | Path, limit: int | None = None) -> int:
     """Remove the least recently used entries until the folder holds at most ``limit`` bytes
     (``max_bytes()``), and temporary files older than an hour; returns the number removed."""
     limit = max_bytes() if limit is None else limit
