@@ -28,7 +28,7 @@ import hashlib
 import os
 import threading
 
-from . import llvm_cache, llvm_elf, llvm_jit
+from . import cache_store, llvm_elf, llvm_jit
 
 # the context handed to every thread: job function, job array, job size, job argument, count
 _IR = """
@@ -97,10 +97,10 @@ def _load_bridge():
     """The compiled callback, from the disk cache when it is there (a warm process then needs
     no llvmlite), else compiled now and stored."""
     key = hashlib.sha256(f"blas-bridge|{llvm_jit.host_id()}|{_IR}".encode()).hexdigest()[:40]
-    obj = llvm_cache.load(key, ".bridge")
+    obj = cache_store.load(key, ".bridge")
     if obj is None:
         obj = llvm_jit.emit_object(llvm_jit.optimize(_IR))
-        llvm_cache.store(key, obj, ".bridge")
+        cache_store.store(key, obj, ".bridge")
     return llvm_elf.load(obj, "sg_blas_threads") or llvm_jit.Loaded(obj, "sg_blas_threads")
 
 

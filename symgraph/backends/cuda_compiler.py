@@ -1,9 +1,9 @@
 """CUDA C -> PTX / CUBIN: NVRTC in process when its library loads, else the ``nvcc`` binary.
 
-Binaries are cached on disk (``$SYMGRAPH_CACHE_DIR/cuda``, default ``~/.cache/symgraph/cuda``;
-``SYMGRAPH_CACHE_DIR=off`` disables) under a hash of the source, the target architecture, the
-compiler's version and the options, and written atomically (temporary file + rename), so
-concurrent processes never read half a file.  Needs no GPU: tests compile PTX for sm_80/sm_90.
+Binaries are kept in the disk cache (``cache_store``: ``~/.cache/symgraph``, ``SYMGRAPH_CACHE_DIR``;
+authenticated entries ``KEY.ptx`` / ``KEY.cubin``) under a hash of the source, the target
+architecture, the compiler's version and options and symgraph's own code.  Needs no GPU: tests
+compile PTX for sm_80/sm_90.
 """
 
 from __future__ import annotations
@@ -21,17 +21,9 @@ import tempfile
 from pathlib import Path
 
 from ..errors import CompileError
+from . import cache_store
 
 NVCC_FLAGS = ("-std=c++17", "-O3", "--use_fast_math")
-
-
-def cache_dir() -> Path | None:
-    """Where compiled binaries are kept, or None when caching is off."""
-    root = os.environ.get("SYMGRAPH_CACHE_DIR", "")
-    if root.lower() == "off":
-        return None
-    base = Path(root) if root else Path.home() / ".cache" / "symgraph"
-    return base / "cuda"
 
 
 @functools.cache
@@ -256,24 +248,17 @@ def compile_module(source: str, arch: str | int, kind: str = "cubin") -> bytes:
     """PTX or CUBIN for ``source``, from the disk cache when possible."""
     use_nvrtc = nvrtc_available() and kind in ("ptx", "cubin")
     compiler = nvrtc_version() if use_nvrtc else nvcc_version()
-    key = hashlib.sha256("\0".join([source, arch_flag(arch), kind, compiler, " ".join(NVCC_FLAGS)])
-                         .encode()).hexdigest()
-    root = cache_dir()
-    path = root / f"{key}.{kind}" if root is not None else None
-    if path is not None and path.exists():
-        return path.read_bytes()
-    data = nvrtc_compile(source, arch, kind) if use_nvrtc else nvcc_compile(source, arch, kind)
-    if path is not None:
-        _atomic_write(path, data)
+    key = module_key(source, arch, kind, compiler)
+    data = cache_store.load(key, f".{kind}")
+    if data is None:
+        data = nvrtc_compile(source, arch, kind) if use_nvrtc else nvcc_compile(source, arch, kind)
+        cache_store.store(key, data, f".{kind}")
     return data
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache must not break compilation
-        pass
+def module_key(source: str, arch: str | int, kind: str, compiler: str) -> str:
+    """The cache key of a compiled module: source, architecture, kind, compiler, options and
+    symgraph's own code (which holds the NVRTC options)."""
+    parts = [source, arch_flag(arch), kind, compiler, " ".join(NVCC_FLAGS),
+             cache_store.code_fingerprint()]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()

@@ -29,7 +29,7 @@ from ..errors import CompileError
 from ..fastcall import fastcall_module
 from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
-from . import KernelInfo, blas_threads, llvm_cache, llvm_elf, llvm_jit, llvm_warm
+from . import KernelInfo, blas_threads, cache_store, llvm_elf, llvm_jit, llvm_warm
 
 ENTRY = "symgraph_entry"
 FORMAT_VERSION = "2"  # bump when the generated code changes for the same kernel IR
@@ -413,7 +413,7 @@ class LLVMProgram:
                 return self.specs[key]
             variant = self._variant()
             warm_key = None
-            if self.graph_key is not None and llvm_cache.cache_dir() is not None \
+            if self.graph_key is not None and cache_store.root() is not None \
                     and llvm_warm.usable():
                 warm_key = llvm_warm.entry_key(self.graph_key, key, warm_context(variant))
                 hit = llvm_warm.load(warm_key)
@@ -429,7 +429,7 @@ class LLVMProgram:
             else:
                 prog = self._lower(key)
                 digest = program_digest(prog, variant)
-                obj = llvm_cache.load(digest)
+                obj = cache_store.load(digest, ".o")
                 if obj is None:
                     mb = self._builder(prog)
                     mb.build()
@@ -437,7 +437,7 @@ class LLVMProgram:
                     text = str(mb.module)
                     ref = llvm_jit.optimize(text)
                     obj = llvm_jit.emit_object(ref)
-                    llvm_cache.store(digest, obj)
+                    cache_store.store(digest, obj, ".o")
                     self.compiles += 1
                 else:
                     self.cache_hits += 1
@@ -487,10 +487,12 @@ class LLVMProgram:
 
 
 def digest_context(variant: str) -> str:
-    """What every cache key shares: format, versions, target (triple, CPU, features),
-    math helpers and the code-generation flags in ``variant``."""
+    """What every cache key shares: format, versions, symgraph's own code (an edited renderer
+    must not reuse stale object code), target (triple, CPU, features), math helpers and the
+    code-generation flags in ``variant``."""
     from .. import __version__ as sg_version
-    return f"{FORMAT_VERSION}|{sg_version}|{llvm_jit.target_id()}|{llvm_jit.math_hash()}|{variant}"
+    return (f"{FORMAT_VERSION}|{sg_version}|{cache_store.code_fingerprint()}|"
+            f"{llvm_jit.target_id()}|{llvm_jit.math_hash()}|{variant}")
 
 
 def warm_context(variant: str) -> str:

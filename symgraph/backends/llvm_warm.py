@@ -6,57 +6,29 @@ fingerprint of the *unrewritten* graph (``graph.fingerprint``) plus everything e
 depends on: input shapes, code-generation flags, the target, the math library, the versions
 and the symgraph sources themselves.  A ``KEY.warm`` entry holds the object-code digest (the
 ``.o`` entry) and a summary of the lowered program: what a ``Specialization`` reads (input and
-output storages, output shapes, ``output_map``, ``arena_size``...).  A warm hit runs from that
-summary; the full program is lowered on first access to anything else (inspection, export).
+output storages, output shapes, ``output_map``, ``arena_size``...) as JSON (plain data: reading
+an entry never runs code).  A warm hit runs from that summary; the full program is lowered on
+first access to anything else (inspection, export).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
-import os
-import pickle
+import json
 import sys
 import threading
 import warnings
 from collections.abc import Callable
 
 from ..codegen.storage_fields import StorageMethods
-from . import llvm_cache
+from . import cache_store
 
 WARM = ".warm"
-FORMAT = "sgwarm1"
+FORMAT = "sgwarm2"
 # fields of the lowered program that are rebuilt on demand rather than stored
 _LAZY_FIELDS = ("storages", "kernels")
-_state: dict = {}
-
-
-def code_id() -> str:
-    """Identity of the installed symgraph sources and kernel templates (paths, sizes and
-    modification times), so an edited checkout never reuses code built by older sources."""
-    if "code" not in _state:
-        import symgraph
-        h = hashlib.sha256()
-        roots = [os.path.dirname(os.path.abspath(symgraph.__file__))]
-        try:
-            from ..resources import kernels_dir
-            roots.append(str(kernels_dir()))
-        except (FileNotFoundError, ImportError):  # pragma: no cover - no templates shipped
-            pass
-        for root in roots:
-            for dirpath, dirnames, filenames in os.walk(root):
-                dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-                for name in sorted(filenames):
-                    if name.endswith((".pyc", ".tmp")):
-                        continue
-                    path = os.path.join(dirpath, name)
-                    try:
-                        st = os.stat(path)
-                    except OSError:
-                        continue
-                    h.update(f"{os.path.relpath(path, root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        _state["code"] = h.hexdigest()[:32]
-    return _state["code"]
 
 
 def usable() -> bool:
@@ -74,7 +46,8 @@ def entry_key(graph_key: str, shapes: tuple, context: str) -> str:
     code-generation flags, target and versions)."""
     import numpy as np
     versions = f"py{sys.version_info[0]}.{sys.version_info[1]}|numpy{np.__version__}"
-    h = hashlib.sha256(f"{FORMAT}|{code_id()}|{versions}|{context}|{graph_key}|{shapes!r}".encode())
+    code = cache_store.code_fingerprint()
+    h = hashlib.sha256(f"{FORMAT}|{code}|{versions}|{context}|{graph_key}|{shapes!r}".encode())
     return h.hexdigest()[:40]
 
 
@@ -95,6 +68,8 @@ def _plain(value):
         return ("storage", {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
     if isinstance(value, CheckSite):
         return ("check", {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    if isinstance(value, StorageInfo):  # read back from an entry
+        return ("storage", dict(value.__dict__))
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
@@ -136,27 +111,73 @@ def summarize(prog) -> dict:
     return out
 
 
+# --- the entry format: JSON; tuples, bytes and dicts with keys other than strings are tagged ---
+# objects (plain data only: reading an entry never runs code, unlike pickle)
+_TAGS = ("__t", "__b", "__d")
+
+
+def _tag_plain(value):
+    kind = type(value)
+    if kind is tuple:
+        return {"__t": [_tag_plain(v) for v in value]}
+    if kind is list:
+        return [_tag_plain(v) for v in value]
+    if kind is dict:
+        if all(type(k) is str for k in value) and not (len(value) == 1 and next(iter(value)) in _TAGS):
+            return {k: _tag_plain(v) for k, v in value.items()}
+        return {"__d": [[_tag_plain(k), _tag_plain(v)] for k, v in value.items()]}
+    if kind is bytes:
+        return {"__b": base64.b64encode(value).decode()}
+    return value
+
+
+def _untag(obj: dict):
+    """``json.loads`` object hook: a JSON object back to the value ``_tag_plain`` tagged."""
+    if len(obj) == 1:
+        tag, body = next(iter(obj.items()))
+        if tag == "__t":
+            return tuple(body)
+        if tag == "__d":
+            return {k: v for k, v in body}
+        if tag == "__b":
+            return base64.b64decode(body)
+    return obj
+
+
+def encode(record: dict) -> bytes:
+    """A warm record (plain data: see ``_is_plain``) as JSON text."""
+    return json.dumps(_tag_plain(record), separators=(",", ":")).encode()
+
+
+def decode(blob: bytes) -> dict:
+    """The record ``encode`` wrote; ValueError (or KeyError/TypeError) for anything else."""
+    record = json.loads(blob, object_hook=_untag)
+    if type(record) is not dict:
+        raise ValueError("a warm entry is not a record")
+    return record
+
+
 def store(key: str, digest: str, prog) -> None:
     """Record that ``key`` compiles to the object code stored under ``digest``."""
     record = {"format": FORMAT, "digest": digest, "summary": summarize(prog)}
-    llvm_cache.store(key, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL), WARM)
+    cache_store.store(key, encode(record), WARM)
 
 
 def load(key: str) -> tuple[str, dict, bytes] | None:
     """``(digest, summary, object code)`` for ``key``, or None when the entry or its object
-    code is missing or corrupt (checksums are checked by ``llvm_cache``)."""
-    blob = llvm_cache.load(key, WARM)
+    code is missing, corrupt or not authenticated (``cache_store`` checks)."""
+    blob = cache_store.load(key, WARM)
     if blob is None:
         return None
     try:
-        record = pickle.loads(blob)
+        record = decode(blob)
         if record.get("format") != FORMAT:
             return None
         digest = record["digest"]
         summary = {name: _revive(value) for name, value in record["summary"].items()}
-    except Exception:  # noqa: BLE001 - an unreadable entry is a miss
+    except (ValueError, KeyError, TypeError, AttributeError):  # an unreadable entry is a miss
         return None
-    obj = llvm_cache.load(digest)
+    obj = cache_store.load(digest, ".o")
     if obj is None:
         return None
     return digest, summary, obj
@@ -191,7 +212,7 @@ class WarmProgram:
                 if self._full is None:
                     full = self._lower()
                     if self._digest_of(full) != self._digest:
-                        llvm_cache.discard(self._key, WARM)
+                        cache_store.discard(self._key, WARM)
                         warnings.warn("symgraph: a warm-start cache entry did not match the "
                                       "program lowered from this graph; it was removed (the "
                                       "next process recompiles)", RuntimeWarning, stacklevel=3)

@@ -126,11 +126,11 @@ def test_compile_module_caches_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("SYMGRAPH_CUDA_NVRTC", "0")
     src = 'extern "C" __global__ void k(float *x) { x[threadIdx.x] += 1.0f; }\n'
     first = cuda_compiler.compile_module(src, "sm_80", "ptx")
-    files = list((tmp_path / "cuda").iterdir())
-    assert len(files) == 1 and files[0].read_bytes() == first
-    files[0].write_bytes(b"// from the cache\n")
-    assert cuda_compiler.compile_module(src, "sm_80", "ptx") == b"// from the cache\n"
-    assert cuda_compiler.compile_module(src, "sm_90", "ptx") != b"// from the cache\n"
+    files = list(tmp_path.rglob("*.ptx"))
+    assert len(files) == 1 and files[0].read_bytes().endswith(first)
+    assert cuda_compiler.compile_module(src, "sm_80", "ptx") == first
+    assert cuda_compiler.compile_module(src, "sm_90", "ptx") != first
+    assert len(list(tmp_path.rglob("*.ptx"))) == 2
 
 
 def test_nvcc_errors_become_compile_errors():

@@ -17,7 +17,7 @@ from helpers import host_vector_registers
 from test_llvm_helpers import compare, rand
 
 import symgraph as sg
-from symgraph.backends import llvm_cache
+from symgraph.backends import cache_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,11 +81,11 @@ def test_disk_cache_hit_and_corruption(_cache_dir):
     h = sg.compile([x], sg.exp(x) * 3)
     np.testing.assert_allclose(h(v), np.exp(v) * 3, rtol=1e-6)
     assert h.program.compiles == 1
-    assert llvm_cache.load(files[0].stem) is not None  # rewritten
+    assert cache_store.load(files[0].stem, ".o") is not None  # rewritten
     corrupt = bytearray(files[0].read_bytes())
     corrupt[-5] ^= 0xFF
     files[0].write_bytes(bytes(corrupt))
-    assert llvm_cache.load(files[0].stem) is None
+    assert cache_store.load(files[0].stem, ".o") is None
 
 
 def test_cache_off(monkeypatch, _cache_dir):

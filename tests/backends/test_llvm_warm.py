@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import platform
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 import symgraph as sg
-from symgraph.backends import llvm_cache, llvm_warm
+from symgraph.backends import cache_store, llvm_warm
 from symgraph.compile import build_fgraph
 from symgraph.graph.fingerprint import fingerprint
 
@@ -186,7 +185,7 @@ def test_corrupted_warm_entries_are_detected_and_rewritten(_cache_dir, damage):
         data = data[:len(data) // 2]
     else:  # a valid checksum around a payload that is not a warm record
         entry.unlink()
-        llvm_cache.store(entry.stem, b"not a pickle", llvm_warm.WARM)
+        cache_store.store(entry.stem, b"not a warm record", llvm_warm.WARM)
         data = entry.read_bytes()
     entry.write_bytes(data)
     assert llvm_warm.load(entry.stem) is None
@@ -212,8 +211,9 @@ def test_a_warm_entry_that_disagrees_with_lowering_warns_and_is_removed(_cache_d
     (e1, r1), (e2, r2) = ((e, llvm_warm.load(e.stem)) for e in _warm_files(_cache_dir))
     # swap the object code the two entries point at: both are now stale
     for entry, summary, digest in ((e1, r1[1], r2[0]), (e2, r2[1], r1[0])):
+        summary = {name: llvm_warm._plain(value) for name, value in summary.items()}
         record = {"format": llvm_warm.FORMAT, "digest": digest, "summary": summary}
-        llvm_cache.store(entry.stem, pickle.dumps(record), llvm_warm.WARM)
+        cache_store.store(entry.stem, llvm_warm.encode(record), llvm_warm.WARM)
     g = _compile(_graph())
     assert g.program.warm_hits == 1
     with pytest.warns(RuntimeWarning, match="warm-start cache entry did not match"):
@@ -264,6 +264,6 @@ def test_edited_sources_do_not_reuse_warm_entries(monkeypatch):
     _compile(_graph())
     assert _compile(_graph()).program.warm_hits == 1
     # what an edit of any symgraph source or kernel template does to the code identity
-    monkeypatch.setitem(llvm_warm._state, "code", "edited-sources")
+    monkeypatch.setitem(cache_store._state, "code", "edited-sources")
     assert _compile(_graph()).program.warm_hits == 0
     assert _compile(_graph()).program.warm_hits == 1
