@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import os
 
+import pytest
+
 import symgraph as sg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,3 +75,44 @@ def test_coming_from_theano_code_runs():
     for block in blocks:
         exec(compile(block, "coming-from-theano.md", "exec"), namespace)
     assert namespace["W"].get_value().any()
+
+
+def _doc_pages() -> list[str]:
+    pages = sorted(f for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md"))
+    return [os.path.join("docs", f) for f in pages] + ["README.md"]
+
+
+def _has_cuda() -> bool:
+    try:
+        import pycuda.driver as drv
+        drv.init()
+        return drv.Device.count() > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.parametrize("page", _doc_pages())
+def test_every_python_block_runs(page, monkeypatch, tmp_path):
+    """Every ```python block of every docs page (and the README) runs, in order, in one
+    namespace per page. A block whose first line is ``# raises: Name`` must raise that
+    exception; ``# needs: cuda`` blocks run only with a GPU. Excerpts of symgraph's own code
+    use ```py fences and are not run."""
+    import re
+    import textwrap
+
+    text = open(os.path.join(ROOT, page)).read()
+    blocks = [textwrap.dedent(b) for b in re.findall(r"^ *```python\n(.*?)^ *```", text, flags=re.S | re.M)]
+    monkeypatch.chdir(tmp_path)  # blocks that write files write them here
+    namespace: dict = {}
+    for i, block in enumerate(blocks):
+        first = block.lstrip().splitlines()[0] if block.strip() else ""
+        code = compile(block, f"{page}[block {i}]", "exec")
+        if first.startswith("# needs: cuda") and not _has_cuda():
+            continue
+        if first.startswith("# raises:"):
+            name = first.split(":", 1)[1].strip()
+            with pytest.raises(Exception) as info:
+                exec(code, namespace)
+            assert type(info.value).__name__ == name, f"{page} block {i}: raised {info.value!r}"
+        else:
+            exec(code, namespace)
