@@ -19,8 +19,9 @@ Layout of the module:
   and the global flag when a value left its range.  The entry resets the words on every call
   and returns 2 after the first kernel whose check failed.
 
-Floating-point ops carry the ``contract`` flag (FMA); reduction updates also carry
-``reassoc nsz`` so LLVM vectorises them with partial sums.
+Floating-point ops carry no fast-math flag, so an expression is evaluated as NumPy evaluates
+it (no FMA contraction, no regrouping); only reduction updates carry ``contract reassoc nsz``,
+so LLVM vectorises them with partial sums (NumPy's own sums are pairwise, not sequential).
 """
 
 from __future__ import annotations
@@ -611,9 +612,8 @@ class KernelEmitter:
 
     # --- primitives ------------------------------------------------------------------------
     def _flags(self, inst, fast=False):
-        inst.flags.append("contract")
-        if fast:
-            inst.flags.extend(["reassoc", "nsz"])
+        if fast:  # a reduction update
+            inst.flags.extend(["contract", "reassoc", "nsz"])
         return inst
 
     def prim(self, op: str, args, dts, out: str, fast: bool = False):
