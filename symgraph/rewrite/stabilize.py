@@ -129,9 +129,10 @@ def sigmoid_logits(p: Variable) -> Variable | None:
     return make_elemwise(z, keep)
 
 
-def _reduced_back(v: Variable, kind: str, shapes) -> tuple[int, Variable] | None:
-    """``(axis, x)`` when ``v`` is ``kind``-reduction of ``x`` over one axis with that axis kept
-    (``keepdims=True``, or dropped and put back by ``expand_dims`` / a reshape)."""
+def _reduced_back(v: Variable, kind: str, ndim: int, shapes) -> tuple[int, Variable] | None:
+    """``(axis, x)`` when ``v``, used against a rank-``ndim`` operand, is the ``kind``-reduction
+    of ``x`` over one axis with that axis kept: ``keepdims=True``, dropped and put back by
+    ``expand_dims`` / a reshape, or axis 0 dropped and put back by broadcasting."""
     from ..grad import StopGradient
     from ..ops.shape import DimShuffle, Reshape
     o = v.owner
@@ -140,23 +141,30 @@ def _reduced_back(v: Variable, kind: str, shapes) -> tuple[int, Variable] | None
     if o is None:
         return None
     if isinstance(o.op, Reduce):
-        if o.op.kind == kind and len(o.op.axes) == 1 and o.op.keepdims:
+        if o.op.kind != kind or len(o.op.axes) != 1 or o.inputs[0].ndim != ndim:
+            return None
+        if o.op.keepdims or (o.op.axes == (0,) and v.ndim == ndim - 1):
             return o.op.axes[0], o.inputs[0]
         return None
-    if not isinstance(o.op, (DimShuffle, Reshape)):
+    if not isinstance(o.op, (DimShuffle, Reshape)) or v.ndim != ndim:
         return None
     r = o.inputs[0].owner
     if r is None or not isinstance(r.op, Reduce) or r.op.kind != kind or len(r.op.axes) != 1 \
-            or r.op.keepdims:
+            or r.op.keepdims or r.inputs[0].ndim != ndim:
         return None
     (axis,), x = r.op.axes, r.inputs[0]
     if isinstance(o.op, DimShuffle):
-        order = list(range(x.ndim - 1))
+        order: list = list(range(ndim - 1))
         order.insert(axis, "x")
         return (axis, x) if tuple(o.op.order) == tuple(order) else None
     want = list(shapes.shape(x))
     want[axis] = 1
-    return (axis, x) if v.ndim == x.ndim and tuple(shapes.shape(v)) == tuple(want) else None
+    got = shapes.vector_value(o.inputs[1])
+    if got is None or len(got) != ndim or got[axis] != 1:
+        return None
+    # one -1 is inferred as the only dim left over when every other dim matches
+    unknown = [a for a, (g, w) in enumerate(zip(got, want)) if g != w]
+    return (axis, x) if not unknown or (len(unknown) == 1 and got[unknown[0]] == -1) else None
 
 
 def _same_value(a: Variable, b: Variable) -> bool:
@@ -197,9 +205,9 @@ def softmax_by_hand(node: Apply, ctx: RewriteContext):
     if expr.op != "truediv" or any(a.op != "input" for a in expr.args) or not is_float(out.dtype):
         return None
     e, s = (node.inputs[a.value] for a in expr.args)
-    if e is s or e.dtype != out.dtype or not ctx.shapes.same(e, out):
+    if e is s or e.dtype != out.dtype or e.ndim != out.ndim:
         return None
-    found = _reduced_back(s, "sum", ctx.shapes)
+    found = _reduced_back(s, "sum", e.ndim, ctx.shapes)
     arg = _exp_argument(e)
     if found is None or arg is None or not _same_value(found[1], e):
         return None
@@ -207,11 +215,10 @@ def softmax_by_hand(node: Apply, ctx: RewriteContext):
     if c is None:
         logits = z
     else:
-        m = _reduced_back(c, "max", ctx.shapes)
+        m = _reduced_back(c, "max", z.ndim, ctx.shapes)
         logits = z if m is not None and m[0] == axis and m[1] is z else E.sub(z, c)
-    if logits.dtype != out.dtype or not ctx.shapes.same(logits, out):
-        return None
-    return Softmax(axis)(logits)
+    # the divisor is the sum of ``e`` over ``axis`` put back in place: ``out`` has e's shape
+    return Softmax(axis)(logits) if logits.dtype == out.dtype else None
 
 
 @local_rewrite("stabilize", tracks=(Elemwise,))
@@ -282,8 +289,8 @@ def sparse_cross_entropy(node: Apply, ctx: RewriteContext):
 
     ``n`` may be the rows of ``z``, the length of ``y`` (Theano's
     ``log(p)[arange(y.shape[0]), y]``) or a constant.  When ``n`` is not provably the number
-    of rows, the loss is taken over ``z[:n]`` (what the indexing reads); negative labels count
-    from the end, as in NumPy indexing.
+    of rows, the loss is taken over ``z[arange(n)]`` (the rows the indexing reads); labels are
+    broadcast like the index arrays, and negative labels count from the end, as in NumPy.
     """
     if node.op.spec != (("a", 0), ("a", 1)):
         return None
@@ -297,13 +304,11 @@ def sparse_cross_entropy(node: Apply, ctx: RewriteContext):
     if found is None:
         return None
     n, n_var = found
-    from ..ops.indexing import getitem
     from ..ops.shape import broadcast_to, shape
-    count = n_var if n_var is not None else n
     if n != ctx.shapes.shape(z)[0]:
-        z = getitem(z, (slice(None, count),))
+        z = Subtensor((("a", 0),))(z, rows)  # the rows the indexing reads (IndexError as it)
     if n != ctx.shapes.shape(labels)[0]:
-        labels = broadcast_to(labels, (count,))  # as the index arrays broadcast
+        labels = broadcast_to(labels, (n_var if n_var is not None else n,))  # as indices do
     classes = z.shape[1] if isinstance(z.shape[1], int) else shape(z)[1]
     return E.neg(SoftmaxCrossEntropy(sparse=True)(z, _wrap_negative(labels, classes)))
 
