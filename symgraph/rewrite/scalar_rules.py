@@ -156,15 +156,24 @@ def neg_neg(n: S.SExpr):
     return None
 
 
+def _negation_in(x: S.SExpr, n: S.SExpr) -> S.SExpr | None:
+    """``y`` when ``x`` is ``-y`` computed in ``n``'s dtype (an integer ``-y`` promoted to a
+    float afterwards may have wrapped around)."""
+    return x.args[0] if x.op == "neg" and x.dtype == n.dtype else None
+
+
 def sub_neg(n: S.SExpr):
     """x - (-y) -> x + y; x + (-y) -> x - y; (-y) + x -> x - y (IEEE: ``x - y`` is
     ``x + (-y)`` exactly)."""
-    if n.op == "sub" and n.args[1].op == "neg":
-        return S.apply("add", n.args[0], n.args[1].args[0])
-    if n.op == "add" and n.args[1].op == "neg":
-        return S.apply("sub", n.args[0], n.args[1].args[0])
-    if n.op == "add" and n.args[0].op == "neg":
-        return S.apply("sub", n.args[1], n.args[0].args[0])
+    if n.op not in ("add", "sub"):
+        return None
+    a, b = n.args
+    y = _negation_in(b, n)
+    if y is not None:
+        return S.apply("add" if n.op == "sub" else "sub", a, y)
+    y = _negation_in(a, n)
+    if n.op == "add" and y is not None:
+        return S.apply("sub", b, y)
     return None
 
 

@@ -117,6 +117,10 @@ def sigmoid_logits(p: Variable) -> Variable | None:
     node = p.owner
     if node is None or not isinstance(node.op, Elemwise) or not is_float(p.dtype):
         return None
+    expr = node.op.expr
+    if expr.op == "sigmoid" and expr.args[0].op == "input":  # sg.sigmoid(z)
+        z = node.inputs[expr.args[0].value]
+        return z if z.dtype == p.dtype and z.ndim == p.ndim else None
     from .shapes import ShapeInfo
     shapes = ShapeInfo()
     expr, leaves = _composed(node, shapes)

@@ -111,6 +111,7 @@ def test_hand_written_logistic_regression_trains_with_large_inputs(backend):
     assert "sigmoid" in stabilize_log(f)
     for (lh, wh, bh), (lb, wb, bb), (lt, wt, bt) in zip(hand, builtin, want):
         assert np.isfinite(lh) and np.all(np.isfinite(wh)) and np.isfinite(bh)
+        np.testing.assert_allclose([lh, bh], [lb, bb], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(wh, wb, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(lh, lt, rtol=1e-4)
         np.testing.assert_allclose(wh, wt, rtol=1e-4, atol=1e-4)
