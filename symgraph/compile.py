@@ -169,21 +169,26 @@ def build_fgraph(inputs, outputs, updates=None, givens=None):
 
 def compile(inputs: Sequence[Variable], outputs=None, updates=None, givens=None,
             backend: str = DEFAULT_BACKEND, trust_input: bool = False, threads: int | None = None,
-            profile: bool = False, rewrite: bool = True) -> CompiledFunction:
-    """Compile a graph into a callable on NumPy arrays.  See API.md for the contract."""
+            profile: bool = False, rewrite: bool = True,
+            fast_math: bool = False) -> CompiledFunction:
+    """Compile a graph into a callable on NumPy arrays.  See API.md for the contract.
+
+    ``fast_math=True`` (llvm backend) lets LLVM fuse a product and a sum into one FMA: faster
+    elementwise kernels, results that may differ from NumPy's in the last bit.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"compile: unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
     return CompiledFunction(inputs, outputs, updates, givens, backend, trust_input, threads,
-                            profile, rewrite)
+                            profile, rewrite, fast_math)
 
 
 class CompiledFunction(FunctionBase):
     """A compiled graph: call it with NumPy arrays; inspect ``kernels``, ``source()``, ``asm()``."""
 
     def __init__(self, inputs, outputs, updates, givens, backend, trust_input, threads, profile,
-                 rewrite=True):
+                 rewrite=True, fast_math=False):
         self._args = (list(inputs), outputs, updates, givens, backend, trust_input, threads,
-                      profile, rewrite)
+                      profile, rewrite, fast_math)
         fgraph, self.inputs, self.shared, self.n_outputs, self.update_targets, self.single = \
             build_fgraph(inputs, outputs, updates, givens)
         self.backend = backend
@@ -196,12 +201,13 @@ class CompiledFunction(FunctionBase):
         self._lock = threading.Lock()
         module = importlib.import_module(BACKENDS[backend])
         options = {"threads": threads, "profile": profile, "trust_input": trust_input,
-                   "n_outputs": self.n_outputs}
+                   "n_outputs": self.n_outputs, "fast_math": bool(fast_math)}
         if getattr(module, "WARM_START", False):
             # the backend may find its code by the unrewritten graph's fingerprint, and then
             # rewrites (calls ``_rewritten``) only when it has to lower
             from .graph.fingerprint import fingerprint
-            options["graph_key"] = fingerprint(fgraph, (backend, rewrite, profile, self.n_outputs))
+            options["graph_key"] = fingerprint(fgraph, (backend, rewrite, profile, self.n_outputs,
+                                                        bool(fast_math)))
         graph = self._rewritten if options.get("graph_key") else self._rewritten()
         self.program = module.build(graph, self.inputs + self.shared, options)
         # a backend may provide the whole call path (checks, native call, updates) itself

@@ -22,6 +22,7 @@ Layout of the module:
 Floating-point ops carry no fast-math flag, so an expression is evaluated as NumPy evaluates
 it (no FMA contraction, no regrouping); only reduction updates carry ``contract reassoc nsz``,
 so LLVM vectorises them with partial sums (NumPy's own sums are pairwise, not sequential).
+``sg.compile(..., fast_math=True)`` adds ``contract`` to elementwise float ops (FMAs).
 """
 
 from __future__ import annotations
@@ -96,8 +97,10 @@ class ModuleBuilder:
 
     def __init__(self, prog: Program, entry_name: str = "symgraph_entry", gomp: bool = True,
                  math_functions: set[str] | None = None, object_args: bool = False,
-                 profile: bool = False, streaming: bool = False):
+                 profile: bool = False, streaming: bool = False, fast_math: bool = False):
         self.prog = prog
+        # fast_math: elementwise float ops may be contracted into FMAs (``sg.compile(fast_math=)``)
+        self.fast_math = fast_math
         # streaming: big elementwise outputs use non-temporal stores (x86-64 hosts)
         self.streaming = streaming
         # profile: count calls and cycles (llvm.readcyclecounter) per kernel in @sg_profile
@@ -614,6 +617,8 @@ class KernelEmitter:
     def _flags(self, inst, fast=False):
         if fast:  # a reduction update
             inst.flags.extend(["contract", "reassoc", "nsz"])
+        elif self.mb.fast_math:
+            inst.flags.append("contract")
         return inst
 
     def prim(self, op: str, args, dts, out: str, fast: bool = False):
