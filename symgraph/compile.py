@@ -258,31 +258,34 @@ def build_fgraph(inputs, outputs, updates=None, givens=None, no_default_updates:
 def compile(inputs: Sequence[Variable], outputs=None, updates=None, givens=None,
             backend: str = DEFAULT_BACKEND, trust_input: bool = False, threads: int | None = None,
             profile: bool = False, rewrite: bool = True, check_finite: bool = False,
-            no_default_updates: bool = False) -> CompiledFunction:
+            no_default_updates: bool = False, fast_math: bool = False) -> CompiledFunction:
     """Compile a graph into a callable on NumPy arrays (see docs/user-guide.md).
 
     ``check_finite=True`` returns a guard that installs updates only when every result is
     finite and otherwise names the node and line that produced the NaN or infinity
     (``symgraph.debug``). ``no_default_updates=True`` leaves shared variables with a default
-    update (random streams) unchanged by calls."""
+    update (random streams) unchanged by calls. ``fast_math=True`` (llvm backend) lets LLVM
+    fuse a product and a sum into one FMA: faster elementwise kernels, results that may differ
+    from NumPy's in the last bit.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"compile: unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
     _check_threads(threads)
     if check_finite:
         from .debug import FiniteGuard
         return FiniteGuard(inputs, outputs, updates, givens, backend, trust_input=trust_input,
-                           threads=threads, profile=profile, rewrite=rewrite)
+                           threads=threads, profile=profile, rewrite=rewrite, fast_math=fast_math)
     return CompiledFunction(inputs, outputs, updates, givens, backend, trust_input, threads,
-                            profile, rewrite, no_default_updates)
+                            profile, rewrite, no_default_updates, fast_math)
 
 
 class CompiledFunction(FunctionBase):
     """A compiled graph: call it with NumPy arrays; inspect ``kernels``, ``source()``, ``asm()``."""
 
     def __init__(self, inputs, outputs, updates, givens, backend, trust_input=False, threads=None,
-                 profile=False, rewrite=True, no_default_updates=False):
+                 profile=False, rewrite=True, no_default_updates=False, fast_math=False):
         self._args = (_input_list(inputs), outputs, updates, givens, backend, trust_input, threads,
-                      profile, rewrite, no_default_updates)
+                      profile, rewrite, no_default_updates, fast_math)
         fgraph, self.inputs, self.shared, self.n_outputs, self.update_targets, self.single = \
             build_fgraph(inputs, outputs, updates, givens, no_default_updates)
         self.backend = backend
@@ -297,12 +300,14 @@ class CompiledFunction(FunctionBase):
         # ``built_outputs``: the graph as built (rewriting works on copies), which reports a
         # call-time shape error in the user's terms on every backend (codegen/specialize.py)
         options = {"threads": threads, "profile": profile, "trust_input": trust_input,
-                   "n_outputs": self.n_outputs, "built_outputs": list(fgraph.outputs)}
+                   "n_outputs": self.n_outputs, "built_outputs": list(fgraph.outputs),
+                   "fast_math": bool(fast_math)}
         if getattr(module, "WARM_START", False):
             # the backend may find its code by the unrewritten graph's fingerprint, and then
             # rewrites (calls ``_rewritten``) only when it has to lower
             from .graph.fingerprint import fingerprint
-            options["graph_key"] = fingerprint(fgraph, (backend, rewrite, profile, self.n_outputs))
+            options["graph_key"] = fingerprint(fgraph, (backend, rewrite, profile, self.n_outputs,
+                                                        bool(fast_math)))
         graph = self._rewritten if options.get("graph_key") else self._rewritten()
         self.program = module.build(graph, self.inputs + self.shared, options)
         # a backend may provide the whole call path (checks, native call, updates) itself

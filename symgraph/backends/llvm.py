@@ -228,6 +228,7 @@ class LLVMProgram:
         self.built_outputs = options.get("built_outputs")
         self.threads = int(options.get("threads") or default_threads())
         self.profile = bool(options.get("profile"))
+        self.fast_math = bool(options.get("fast_math"))
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         self.specs: dict[tuple, Specialization] = {}
@@ -395,11 +396,11 @@ class LLVMProgram:
             prog = prog.lowered()
         return ModuleBuilder(prog, ENTRY, gomp=self.gomp, math_functions=llvm_jit.math_module()[1],
                              object_args=self.object_args, profile=self.profile,
-                             streaming=llvm_jit.streaming_stores())
+                             streaming=llvm_jit.streaming_stores(), fast_math=self.fast_math)
 
     def _variant(self) -> str:
         return (f"gomp={self.gomp}|objargs={self.object_args}|profile={self.profile}|"
-                f"stream={llvm_jit.streaming_stores()}")
+                f"stream={llvm_jit.streaming_stores()}|fastmath={self.fast_math}")
 
     def _lower(self, key: tuple):
         from ..codegen.specialize import lower_for_call

@@ -19,8 +19,10 @@ Layout of the module:
   and the global flag when a value left its range.  The entry resets the words on every call
   and returns 2 after the first kernel whose check failed.
 
-Floating-point ops carry the ``contract`` flag (FMA); reduction updates also carry
-``reassoc nsz`` so LLVM vectorises them with partial sums.
+Floating-point ops carry no fast-math flag, so an expression is evaluated as NumPy evaluates
+it (no FMA contraction, no regrouping); only reduction updates carry ``contract reassoc nsz``,
+so LLVM vectorises them with partial sums (NumPy's own sums are pairwise, not sequential).
+``sg.compile(..., fast_math=True)`` adds ``contract`` to elementwise float ops (FMAs).
 """
 
 from __future__ import annotations
@@ -108,8 +110,10 @@ class ModuleBuilder:
 
     def __init__(self, prog: Program, entry_name: str = "symgraph_entry", gomp: bool = True,
                  math_functions: set[str] | None = None, object_args: bool = False,
-                 profile: bool = False, streaming: bool = False):
+                 profile: bool = False, streaming: bool = False, fast_math: bool = False):
         self.prog = prog
+        # fast_math: elementwise float ops may be contracted into FMAs (``sg.compile(fast_math=)``)
+        self.fast_math = fast_math
         # streaming: big elementwise outputs use non-temporal stores (x86-64 hosts)
         self.streaming = streaming
         # profile: count calls and cycles (llvm.readcyclecounter) per kernel in @sg_profile
@@ -624,9 +628,10 @@ class KernelEmitter:
 
     # --- primitives ------------------------------------------------------------------------
     def _flags(self, inst, fast=False):
-        inst.flags.append("contract")
-        if fast:
-            inst.flags.extend(["reassoc", "nsz"])
+        if fast:  # a reduction update
+            inst.flags.extend(["contract", "reassoc", "nsz"])
+        elif self.mb.fast_math:
+            inst.flags.append("contract")
         return inst
 
     def prim(self, op: str, args, dts, out: str, fast: bool = False):

@@ -70,12 +70,18 @@ def binary_cross_entropy(x, targets, from_logits: bool = True) -> Variable:
     """Mean binary cross-entropy of logits (default) or probabilities against 0/1 targets.
 
     From logits it is ``softplus(x) - t * x`` (stable for any magnitude); from probabilities the
-    logs are clamped at -100, as PyTorch does.
+    logs are clamped at -100, as PyTorch does, except that probabilities ``sigmoid(z)`` (also
+    written ``1 / (1 + exp(-z))``) are computed from their logits ``z``, without clamp.
     """
     x, t = as_variable(x), as_variable(targets)
     if not x.dtype.startswith("float"):
         raise TypeError(f"binary_cross_entropy: expected float predictions, got {x.type}")
     t = E.cast(t, x.dtype)
+    if not from_logits:
+        from ..rewrite.stabilize import sigmoid_logits
+        z = sigmoid_logits(x)  # p = sigmoid(z), also written 1 / (1 + exp(-z)): exact from z
+        if z is not None:
+            x, from_logits = z, True
     if from_logits:
         return R.mean(E.sub(E.softplus(x), E.mul(t, x)))
     # the inner `where`s keep the discarded branch finite, so at p = 0 or 1 the gradient is

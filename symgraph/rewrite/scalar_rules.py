@@ -98,30 +98,40 @@ def fold_scalar_constants(n: S.SExpr):
     return None
 
 
+def _signbit(k: S.SExpr) -> bool:
+    return bool(np.signbit(float(k.value)))
+
+
+def _float_zero_sign_matters(x: S.SExpr, n: S.SExpr) -> bool:
+    """Does the sign of a zero constant combined with ``x`` show in ``n``'s value?  Only when
+    ``n`` is a float and ``x`` may be a signed zero (a float or a cast of one)."""
+    return is_float(n.dtype) and is_float(x.dtype)
+
+
 def add_zero(n: S.SExpr):
-    """x + 0 -> x, 0 + x -> x."""
+    """x + 0 -> x, 0 + x -> x: integers; floats only with -0.0 (``-0.0 + 0.0`` is ``+0.0``)."""
     if n.op == "add":
         a, b = n.args
-        if is_c(b, 0):
-            return _same_dtype(a, n)
-        if is_c(a, 0):
-            return _same_dtype(b, n)
+        for x, k in ((a, b), (b, a)):
+            if is_c(k, 0) and (not _float_zero_sign_matters(x, n) or _signbit(k)):
+                return _same_dtype(x, n)
     return None
 
 
 def sub_zero(n: S.SExpr):
-    """x - 0 -> x, 0 - x -> -x."""
+    """x - 0 -> x (floats: +0.0 only); 0 - x -> -x (floats: -0.0 only, ``0.0 - 0.0`` is
+    ``+0.0``, and an integer cast to float may be zero too)."""
     if n.op == "sub":
         a, b = n.args
-        if is_c(b, 0):
+        if is_c(b, 0) and (not _float_zero_sign_matters(a, n) or not _signbit(b)):
             return _same_dtype(a, n)
-        if is_c(a, 0) and n.dtype != "bool":
+        if is_c(a, 0) and n.dtype != "bool" and (not is_float(n.dtype) or _signbit(a)):
             return S.apply("neg", _same_dtype(b, n))
     return None
 
 
 def mul_one(n: S.SExpr):
-    """x * 1 -> x, x * -1 -> -x."""
+    """x * 1 -> x, x * -1 -> -x (both exact, also for signed zeros, inf and NaN)."""
     if n.op == "mul":
         a, b = n.args
         for x, k in ((a, b), (b, a)):
@@ -146,20 +156,36 @@ def neg_neg(n: S.SExpr):
     return None
 
 
+def _negation_in(x: S.SExpr, n: S.SExpr) -> S.SExpr | None:
+    """``y`` when ``x`` is ``-y`` computed in ``n``'s dtype (an integer ``-y`` promoted to a
+    float afterwards may have wrapped around)."""
+    return x.args[0] if x.op == "neg" and x.dtype == n.dtype else None
+
+
 def sub_neg(n: S.SExpr):
-    """x - (-y) -> x + y; x + (-y) -> x - y; (-y) + x -> x - y."""
-    if n.op == "sub" and n.args[1].op == "neg":
-        return S.apply("add", n.args[0], n.args[1].args[0])
-    if n.op == "add" and n.args[1].op == "neg":
-        return S.apply("sub", n.args[0], n.args[1].args[0])
-    if n.op == "add" and n.args[0].op == "neg":
-        return S.apply("sub", n.args[1], n.args[0].args[0])
+    """x - (-y) -> x + y; x + (-y) -> x - y; (-y) + x -> x - y (IEEE: ``x - y`` is
+    ``x + (-y)`` exactly)."""
+    if n.op not in ("add", "sub"):
+        return None
+    a, b = n.args
+    y = _negation_in(b, n)
+    if y is not None:
+        return S.apply("add" if n.op == "sub" else "sub", a, y)
+    y = _negation_in(a, n)
+    if n.op == "add" and y is not None:
+        return S.apply("sub", b, y)
     return None
 
 
+def _reassociable(dtype: str) -> bool:
+    """Integer arithmetic wraps modulo 2**bits, so add / mul chains may be regrouped; float
+    chains may not: ``(x + 1e20) - 1e20`` is 0 in NumPy, regrouped it would be ``x``."""
+    return dtype != "bool" and not is_float(dtype)
+
+
 def sub_const(n: S.SExpr):
-    """x - c -> x + (-c), so that constants of add chains can be gathered."""
-    if n.op == "sub" and n.args[1].op == "const" and n.dtype != "bool" and is_float(n.dtype):
+    """x - c -> x + (-c) on integers, so that constants of add chains can be gathered."""
+    if n.op == "sub" and n.args[1].op == "const" and _reassociable(n.dtype):
         return S.apply("add", n.args[0], S.const(-n.args[1].value, n.args[1].dtype))
     return None
 
@@ -177,8 +203,10 @@ def _chain(n: S.SExpr, op: str) -> list[S.SExpr]:
 
 
 def gather_constants(n: S.SExpr):
-    """Flatten add / mul chains and combine their constants: (x + 1) + 2 -> x + 3."""
-    if n.op not in ("add", "mul") or n.dtype == "bool":
+    """Flatten integer add / mul chains and combine their constants: (x + 1) + 2 -> x + 3.
+
+    Floating-point chains keep NumPy's evaluation order (``_reassociable``)."""
+    if n.op not in ("add", "mul") or not _reassociable(n.dtype):
         return None
     terms = _chain(n, n.op)
     consts = [t for t in terms if t.op == "const"]
@@ -209,6 +237,10 @@ CANONICAL: dict[str, Rule] = {
 
 
 # --- stabilisation ------------------------------------------------------------------------
+# Each rule replaces an expression by one that is equal in real arithmetic and at least as
+# accurate in floating point.  None assumes anything about the values (no "this clamp never
+# binds", no "sigmoid never reaches 0"): a rule that only holds under such an assumption would
+# also fire on user code where it does not.
 
 def _one_plus(x: S.SExpr) -> S.SExpr | None:
     """``y`` when ``x`` is ``1 + y`` (either order), else None."""
@@ -222,15 +254,18 @@ def _one_plus(x: S.SExpr) -> S.SExpr | None:
 
 
 def log1p_rule(n: S.SExpr):
-    """log(1 + x) -> log1p(x); log(1 - x) -> log1p(-x)."""
+    """log(1 + x) -> log1p(x); log(1 - x) -> log1p(-x) (float sums: an integer ``1 + x`` may
+    wrap around)."""
     if n.op != "log":
         return None
     x = n.args[0]
+    if not is_float(x.dtype):
+        return None
     y = _one_plus(x)
     if y is not None:
-        return S.apply("log1p", y)
+        return S.apply("log1p", _same_dtype(y, x))
     if x.op == "sub" and is_c(x.args[0], 1):
-        return S.apply("log1p", S.apply("neg", x.args[1]))
+        return S.apply("log1p", S.apply("neg", _same_dtype(x.args[1], x)))
     return None
 
 
@@ -246,10 +281,57 @@ def expm1_rule(n: S.SExpr):
     return None
 
 
+def _negated(x: S.SExpr) -> S.SExpr | None:
+    """``z`` when ``x`` is ``-z``, ``0 - z``, ``z * -1`` or ``-1 * z`` (the sign of a zero
+    result does not matter where this is used: under ``exp``)."""
+    if x.op == "neg":
+        return x.args[0]
+    if x.op == "sub" and is_c(x.args[0], 0):
+        return x.args[1]
+    if x.op == "mul":
+        a, b = x.args
+        if is_c(a, -1):
+            return b
+        if is_c(b, -1):
+            return a
+    return None
+
+
+def _exp_of_neg(x: S.SExpr) -> S.SExpr | None:
+    """``z`` when ``x`` is ``exp(-z)`` of a float ``z``."""
+    if x.op != "exp":
+        return None
+    z = _negated(x.args[0])
+    return z if z is not None and is_float(z.dtype) else None
+
+
+def _sigmoid(z: S.SExpr, like: S.SExpr) -> S.SExpr:
+    return S.apply("sigmoid", _same_dtype(z, like))
+
+
+def sigmoid_rule(n: S.SExpr):
+    """Hand-written logistic functions -> sigmoid: ``1 / (1 + exp(-z))`` (either order of the
+    sum, ``-z`` also as ``0 - z`` or ``-1 * z``), ``(1 + exp(-z)) ** -1`` and
+    ``exp(z) / (1 + exp(z))``.  Written out, ``exp`` overflows for large ``|z|``: the value is
+    still right, but its gradient and a log of it are not."""
+    if n.op not in ("truediv", "pow") or not is_float(n.dtype):
+        return None
+    num, den = n.args
+    if (n.op == "truediv" and is_c(num, 1)) or (n.op == "pow" and is_c(den, -1)):
+        d = den if n.op == "truediv" else num
+        e = _one_plus(d)
+        z = _exp_of_neg(e) if e is not None else None
+        return _sigmoid(z, d) if z is not None else None
+    if n.op == "truediv" and num.op == "exp" and is_float(num.dtype) and _one_plus(den) is num:
+        return _sigmoid(num.args[0], num)
+    return None
+
+
 def log_sigmoid_rule(n: S.SExpr):
     """log(sigmoid(x)) -> -softplus(-x)."""
     if n.op == "log" and n.args[0].op == "sigmoid":
-        x = n.args[0].args[0]
+        s = n.args[0]
+        x = _same_dtype(s.args[0], s)
         return S.apply("neg", S.apply("softplus", S.apply("neg", x)))
     return None
 
@@ -257,7 +339,8 @@ def log_sigmoid_rule(n: S.SExpr):
 def log1m_sigmoid_rule(n: S.SExpr):
     """log(1 - sigmoid(x)) = log1p(-sigmoid(x)) -> -softplus(x)."""
     if n.op == "log1p" and n.args[0].op == "neg" and n.args[0].args[0].op == "sigmoid":
-        return S.apply("neg", S.apply("softplus", n.args[0].args[0].args[0]))
+        s = n.args[0].args[0]
+        return S.apply("neg", S.apply("softplus", _same_dtype(s.args[0], s)))
     return None
 
 
@@ -270,46 +353,36 @@ def softplus_rule(n: S.SExpr):
     return None
 
 
-BCE_CLAMP = -50.0  # clamps at or below this only guard log(0) of an underflowed probability
+def log_of_select_rule(n: S.SExpr):
+    """log(where(c, sigmoid(z), k)) -> where(c, log(sigmoid(z)), log(k)) for a constant ``k``
+    (either branch; also log1p and ``log1p(-where(...))``).
 
-
-def bce_clamp_rule(n: S.SExpr):
-    """maximum(-softplus(y), c) with c <= -50 -> -softplus(y).
-
-    ``binary_cross_entropy`` on probabilities clamps ``log(p)`` at -100 because ``p`` may have
-    underflowed to 0.  Once ``log(sigmoid(x))`` is rewritten to ``-softplus(-x)`` it is exact
-    for every ``x``, so the clamp is dropped and the loss becomes the logits form.
+    The log of the selected value is the selected log, so this is exact; it lets the log of the
+    sigmoid become ``-softplus(-z)`` under a guard such as ``log(where(p > 0, p, 1))``.
     """
-    if n.op != "maximum":
+    if n.op not in ("log", "log1p"):
         return None
-    for a, k in (n.args, reversed(n.args)):
-        if (k.op == "const" and is_float(k.dtype) and k.value <= BCE_CLAMP and a.op == "neg"
-                and a.args[0].op == "softplus"):
-            return a
-    return None
-
-
-def sigmoid_range_rule(n: S.SExpr):
-    """where(sigmoid(z) > 0, a, b) -> a and where(sigmoid(z) < 1, a, b) -> a.
-
-    Guards that protect a log from a sigmoid that underflowed (``binary_cross_entropy`` on
-    probabilities): once the log is rewritten to the exact softplus form, the guard goes.
-    """
-    if n.op != "where":
+    x, negate = n.args[0], False
+    if n.op == "log1p" and x.op == "neg":
+        x, negate = x.args[0], True
+    if x.op != "where":
         return None
-    c = n.args[0]
-    if c.op == "gt" and c.args[0].op == "sigmoid" and is_c(c.args[1], 0):
-        return n.args[1]
-    if c.op == "lt" and c.args[0].op == "sigmoid" and is_c(c.args[1], 1):
-        return n.args[1]
-    return None
+    c, a, b = x.args
+    if not ((a.op == "sigmoid" and b.op == "const") or (b.op == "sigmoid" and a.op == "const")):
+        return None
+
+    def branch(v: S.SExpr) -> S.SExpr:
+        v = _same_dtype(v, x)
+        # the new logs sit below the node the driver revisits: settle them here
+        log = S.apply(n.op, S.apply("neg", v) if negate else v)
+        return _apply_rules(log, {**STABILIZE, "fold": fold_scalar_constants}, [])
+    return S.apply("where", c, branch(a), branch(b))
 
 
 STABILIZE: dict[str, Rule] = {
-    "sigmoid_range": sigmoid_range_rule,
+    "sigmoid": sigmoid_rule, "log_of_select": log_of_select_rule,
     "log1p": log1p_rule, "expm1": expm1_rule, "log_sigmoid": log_sigmoid_rule,
     "log1m_sigmoid": log1m_sigmoid_rule, "softplus": softplus_rule,
-    "bce_on_probabilities": bce_clamp_rule,
 }
 
 
@@ -317,7 +390,13 @@ STABILIZE: dict[str, Rule] = {
 
 def pow_const(n: S.SExpr):
     """x ** k for a constant small integer k -> multiplications (squaring), x ** 0.5 -> sqrt(x),
-    x ** -k -> 1 / x ** k (float x).  A general pow costs an exp and a log per element."""
+    x ** -k -> 1 / x ** k (float x).  A general pow costs an exp and a log per element.
+
+    For k in (1, 2, -1, 0.5) this is what NumPy's ``**`` computes.  For other k the products
+    round more than once, so the last bit may differ from NumPy's ``pow`` (as it may for exp
+    or tanh, whose implementations differ from NumPy's too): W1's GELU ``x ** 3`` would be 3-5
+    times slower as a ``pow``.
+    """
     if n.op != "pow" or n.args[1].op != "const" or not is_float(n.dtype):
         return None
     x, k = _same_dtype(n.args[0], n), n.args[1].value

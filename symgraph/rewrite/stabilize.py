@@ -1,10 +1,13 @@
 """Stabilisation: naive formulas that overflow or lose all precision become stable ops.
 
-Scalar forms (log1p, expm1, log-sigmoid, log(1 - sigmoid), BCE on probabilities) are rules on
+Scalar forms (hand-written sigmoid, log1p, expm1, log-sigmoid, log(1 - sigmoid)) are rules on
 the scalar DAG (``scalar_rules.STABILIZE``) applied to an Elemwise together with the small
 producers it reads, so ``log(1 + x)`` matches even when ``1 + x`` is its own node.  Tensor
-forms: log(softmax) -> LogSoftmax, softmax + cross-entropy -> SoftmaxCrossEntropy, and
-log(sum(exp(x))) -> the max-shifted logsumexp.
+forms: a hand-written softmax -> Softmax, log(softmax) -> LogSoftmax, softmax + cross-entropy
+-> SoftmaxCrossEntropy, and log(sum(exp(x))) -> the max-shifted logsumexp.
+
+Every rewrite here is an identity of real arithmetic that holds for all values: none assumes
+that a clamp never binds or that a guard is always true.
 
 ``sg.grad`` calls ``stabilize_cost`` on the cost before differentiating, so the gradient is
 built from the stable forms (e.g. softmax minus targets) and is finite too.
@@ -16,6 +19,7 @@ import numpy as np
 
 from ..graph.basic import Apply, Constant, Variable
 from ..graph.fgraph import FunctionGraph
+from ..graph.types import is_float
 from ..ops import elemwise as E
 from ..ops.elemwise import (
     Elemwise,
@@ -29,12 +33,14 @@ from . import scalar_rules as R
 from .elemwise_util import compose, info, make_elemwise, tidy
 from .engine import RewriteContext, local_rewrite
 
-_RELEVANT = {"add", "sub", "neg", "sigmoid", "exp", "log", "log1p", "softplus", "where", "gt",
-             "lt", "maximum"}
+# producers a stabilisation rule may look into ("input", "const": a ``fill``, e.g. ones-like)
+_RELEVANT = {"add", "sub", "neg", "mul", "truediv", "pow", "sigmoid", "exp", "log", "log1p",
+             "softplus", "where", "gt", "lt", "maximum", "input", "const"}
+_TRIGGERS = {"log", "log1p", "sub", "add", "truediv", "pow"}  # ops at which some rule matches
 _RULES = {**R.STABILIZE, "neg_neg": R.neg_neg, "fold_scalar_constants": R.fold_scalar_constants}
 
 
-def _small_producers(node: Apply, ctx: RewriteContext, depth: int = 3) -> list[Apply]:
+def _small_producers(node: Apply, depth: int = 3) -> list[Apply]:
     """Elemwise producers (up to ``depth`` levels) that stabilisation rules may look into."""
     found: list[Apply] = []
     seen: set[int] = set()
@@ -76,23 +82,147 @@ def local_toposort(nodes: list[Apply]) -> list[Apply]:
     return order
 
 
-@local_rewrite("stabilize", tracks=(Elemwise,))
-def scalar_stabilize(node: Apply, ctx: RewriteContext):
-    """log1p / expm1 / log-sigmoid / log(1-sigmoid) / BCE-on-probabilities forms."""
-    expr = node.op.expr
-    if not set(info(expr).ops) & {"log", "log1p", "sub", "add", "maximum", "where"}:
-        return None
-    region = _small_producers(node, ctx)
+def _composed(node: Apply, shapes) -> tuple[S.SExpr, list[Variable]]:
+    """``node``'s DAG with its small producers inlined and size-1 constants as literals."""
+    region = _small_producers(node)
     if region:
         expr, leaves = compose(node, region)
     else:
-        leaves = list(node.inputs)
+        expr, leaves = node.op.expr, list(node.inputs)
+    expr, leaves, _ = tidy(expr, leaves, node.outputs[0], shapes)
+    return expr, leaves
+
+
+@local_rewrite("stabilize", tracks=(Elemwise,))
+def scalar_stabilize(node: Apply, ctx: RewriteContext):
+    """Hand-written sigmoid / log1p / expm1 / log-sigmoid / log(1-sigmoid) / softplus forms."""
+    if not set(info(node.op.expr).ops) & _TRIGGERS:
+        return None
+    expr, leaves = _composed(node, ctx.shapes)
     new_expr, fired = R.rewrite_expr(expr, _RULES)
     if not any(f in R.STABILIZE for f in fired):
         return None
     new_expr, keep, _ = tidy(new_expr, leaves, node.outputs[0], ctx.shapes)
     ctx.note(f for f in fired if f in R.STABILIZE)
     return make_elemwise(new_expr, keep)
+
+
+def sigmoid_logits(p: Variable) -> Variable | None:
+    """``z`` when ``p`` is ``sigmoid(z)``, written with ``sg.sigmoid`` or by hand
+    (``1 / (1 + exp(-z))`` and the variants of ``scalar_rules.sigmoid_rule``), else None.
+
+    ``nn.binary_cross_entropy(p, t, from_logits=False)`` uses it to compute the loss from the
+    logits, exactly, instead of clamping the logs of an underflowed probability.
+    """
+    node = p.owner
+    if node is None or not isinstance(node.op, Elemwise) or not is_float(p.dtype):
+        return None
+    expr = node.op.expr
+    if expr.op == "sigmoid" and expr.args[0].op == "input":  # sg.sigmoid(z)
+        z = node.inputs[expr.args[0].value]
+        return z if z.dtype == p.dtype and z.ndim == p.ndim else None
+    from .shapes import ShapeInfo
+    shapes = ShapeInfo()
+    expr, leaves = _composed(node, shapes)
+    expr, _ = R.rewrite_expr(expr, {"sigmoid": R.sigmoid_rule})
+    if expr.op != "sigmoid":
+        return None
+    z, keep, _ = tidy(S.cast(expr.args[0], p.dtype), leaves, p, shapes)
+    if z.op == "input" and shapes.same(keep[z.value], p):
+        return keep[z.value]
+    return make_elemwise(z, keep)
+
+
+def _reduced_back(v: Variable, kind: str, ndim: int, shapes) -> tuple[int, Variable] | None:
+    """``(axis, x)`` when ``v``, used against a rank-``ndim`` operand, is the ``kind``-reduction
+    of ``x`` over one axis with that axis kept: ``keepdims=True``, dropped and put back by
+    ``expand_dims`` / a reshape, or axis 0 dropped and put back by broadcasting."""
+    from ..grad import StopGradient
+    from ..ops.shape import DimShuffle, Reshape
+    o = v.owner
+    if o is not None and isinstance(o.op, StopGradient):
+        v, o = o.inputs[0], o.inputs[0].owner
+    if o is None:
+        return None
+    if isinstance(o.op, Reduce):
+        if o.op.kind != kind or len(o.op.axes) != 1 or o.inputs[0].ndim != ndim:
+            return None
+        if o.op.keepdims or (o.op.axes == (0,) and v.ndim == ndim - 1):
+            return o.op.axes[0], o.inputs[0]
+        return None
+    if not isinstance(o.op, (DimShuffle, Reshape)) or v.ndim != ndim:
+        return None
+    r = o.inputs[0].owner
+    if r is None or not isinstance(r.op, Reduce) or r.op.kind != kind or len(r.op.axes) != 1 \
+            or r.op.keepdims or r.inputs[0].ndim != ndim:
+        return None
+    (axis,), x = r.op.axes, r.inputs[0]
+    if isinstance(o.op, DimShuffle):
+        order: list = list(range(ndim - 1))
+        order.insert(axis, "x")
+        return (axis, x) if tuple(o.op.order) == tuple(order) else None
+    want = list(shapes.shape(x))
+    want[axis] = 1
+    got = shapes.vector_value(o.inputs[1])
+    if got is None or len(got) != ndim or got[axis] != 1:
+        return None
+    # one -1 is inferred as the only dim left over when every other dim matches
+    unknown = [a for a, (g, w) in enumerate(zip(got, want)) if g != w]
+    return (axis, x) if not unknown or (len(unknown) == 1 and got[unknown[0]] == -1) else None
+
+
+def _same_value(a: Variable, b: Variable) -> bool:
+    """``a`` and ``b`` are the same variable or the same elementwise op of the same inputs."""
+    if a is b:
+        return True
+    pa, pb = a.owner, b.owner
+    return (pa is not None and pb is not None and isinstance(pa.op, Elemwise)
+            and pa.op == pb.op and len(pa.inputs) == len(pb.inputs)
+            and all(x is y for x, y in zip(pa.inputs, pb.inputs)))
+
+
+def _exp_argument(e: Variable) -> tuple[Variable, Variable | None] | None:
+    """``(u, None)`` when ``e`` is ``exp(u)``, ``(z, c)`` when it is ``exp(z - c)``."""
+    o = e.owner
+    if o is None or not isinstance(o.op, Elemwise) or o.op.expr.op != "exp":
+        return None
+    arg = o.op.expr.args[0]
+    if arg.op == "input" and arg.dtype == e.dtype:
+        u = o.inputs[arg.value]
+        uo = u.owner
+        if uo is not None and isinstance(uo.op, Elemwise) and uo.op.nin == 2 \
+                and uo.op.expr == S.apply("sub", S.inp(0, u.dtype), S.inp(1, u.dtype)):
+            return uo.inputs[0], uo.inputs[1]
+        return u, None
+    if arg.op == "sub" and all(a.op == "input" and a.dtype == e.dtype for a in arg.args):
+        return o.inputs[arg.args[0].value], o.inputs[arg.args[1].value]
+    return None
+
+
+@local_rewrite("stabilize", tracks=(Elemwise,))
+def softmax_by_hand(node: Apply, ctx: RewriteContext):
+    """exp(x) / sum(exp(x), axis, keepdims=True) -> softmax(x, axis); also with the sum's axis
+    put back by expand_dims or a reshape, and with ``x = z - c``: when ``c`` is ``max(z)`` along
+    the axis, softmax(z) (a softmax does not change when a constant along the axis is added).
+    """
+    expr, out = node.op.expr, node.outputs[0]
+    if expr.op != "truediv" or any(a.op != "input" for a in expr.args) or not is_float(out.dtype):
+        return None
+    e, s = (node.inputs[a.value] for a in expr.args)
+    if e is s or e.dtype != out.dtype or e.ndim != out.ndim:
+        return None
+    found = _reduced_back(s, "sum", e.ndim, ctx.shapes)
+    arg = _exp_argument(e)
+    if found is None or arg is None or not _same_value(found[1], e):
+        return None
+    axis, (z, c) = found[0], arg
+    if c is None:
+        logits = z
+    else:
+        m = _reduced_back(c, "max", z.ndim, ctx.shapes)
+        logits = z if m is not None and m[0] == axis and m[1] is z else E.sub(z, c)
+    # the divisor is the sum of ``e`` over ``axis`` put back in place: ``out`` has e's shape
+    return Softmax(axis)(logits) if logits.dtype == out.dtype else None
 
 
 @local_rewrite("stabilize", tracks=(Elemwise,))
@@ -131,38 +261,60 @@ def log_softmax(node: Apply, ctx: RewriteContext):
     return make_elemwise(new_expr, inputs)
 
 
-def _row_count_matches(idx: Variable, z: Variable, ctx: RewriteContext) -> bool:
-    """``idx`` is ``arange(rows of z)``."""
-    rows = ctx.shapes.shape(z)[0]
+def _row_count(idx: Variable, ctx: RewriteContext) -> tuple[object, Variable | None] | None:
+    """For ``idx = arange(n)``: the symbolic size ``n`` and the variable holding it (None for a
+    constant ``n``); None when ``idx`` is not such a range."""
     if isinstance(idx, Constant):
         v = idx.value
-        return v.ndim == 1 and rows == v.size and np.array_equal(v, np.arange(v.size))
+        ok = v.ndim == 1 and np.array_equal(v, np.arange(v.size))
+        return (v.size, None) if ok else None
     if idx.owner is None or not isinstance(idx.owner.op, ARange):
-        return False
+        return None
     n = idx.owner.inputs[0]
     if isinstance(n, Constant):
-        return rows == int(n.value)
+        return int(n.value), None
     p = n.owner
     if (p is not None and isinstance(p.op, Subtensor) and p.op.spec == (("i", 0),)
             and p.inputs[0].owner is not None and isinstance(p.inputs[0].owner.op, Shape)):
-        return ctx.shapes.shape(p.inputs[0].owner.inputs[0])[0] == rows
-    return False
+        return ctx.shapes.shape(p.inputs[0].owner.inputs[0])[0], n
+    return None
+
+
+def _wrap_negative(labels: Variable, n_classes) -> Variable:
+    """Labels with NumPy's negative indices (``-1``: the last class) made non-negative."""
+    if labels.dtype.startswith("uint"):
+        return labels
+    return E.where(E.lt(labels, 0), E.add(labels, n_classes), labels)
 
 
 @local_rewrite("stabilize", tracks=(Subtensor,))
 def sparse_cross_entropy(node: Apply, ctx: RewriteContext):
-    """log_softmax(z)[arange(n), y] -> -SoftmaxCrossEntropy(z, y)."""
+    """log_softmax(z)[arange(n), y] -> -SoftmaxCrossEntropy(z, y).
+
+    ``n`` may be the rows of ``z``, the length of ``y`` (Theano's
+    ``log(p)[arange(y.shape[0]), y]``) or a constant.  When ``n`` is not provably the number
+    of rows, the loss is taken over ``z[arange(n)]`` (the rows the indexing reads); labels are
+    broadcast like the index arrays, and negative labels count from the end, as in NumPy.
+    """
     if node.op.spec != (("a", 0), ("a", 1)):
         return None
     ls, rows, labels = node.inputs
     if ls.owner is None or not isinstance(ls.owner.op, LogSoftmax) or ls.ndim != 2:
         return None
-    if ls.owner.op.axis != 1 or labels.ndim != 1:
+    if ls.owner.op.axis != 1 or labels.ndim != 1 or rows.ndim != 1:
         return None
     z = ls.owner.inputs[0]
-    if not _row_count_matches(rows, z, ctx):
+    found = _row_count(rows, ctx)
+    if found is None:
         return None
-    return E.neg(SoftmaxCrossEntropy(sparse=True)(z, labels))
+    n, n_var = found
+    from ..ops.shape import broadcast_to, shape
+    if n != ctx.shapes.shape(z)[0]:
+        z = Subtensor((("a", 0),))(z, rows)  # the rows the indexing reads (IndexError as it)
+    if n != ctx.shapes.shape(labels)[0]:
+        labels = broadcast_to(labels, (n_var if n_var is not None else n,))  # as indices do
+    classes = z.shape[1] if isinstance(z.shape[1], int) else shape(z)[1]
+    return E.neg(SoftmaxCrossEntropy(sparse=True)(z, _wrap_negative(labels, classes)))
 
 
 @local_rewrite("stabilize", tracks=(Reduce,))
@@ -244,8 +396,9 @@ def stabilize_cost(cost: Variable, wrt) -> Variable:
     from .engine import privatize, run_groups
     fg = FunctionGraph([], [cost])
     privatize(fg)
-    log = run_groups(fg, ["stabilize"])
-    if not log:
+    # merge first: a hand-written softmax often builds ``exp(z)`` twice
+    log = run_groups(fg, ["merge", "stabilize"])
+    if not any(r.group == "stabilize" for r in log):
         return cost
     return fg.outputs[0]
 

@@ -38,11 +38,38 @@ def exprs(nodes_):
 X = RNG.standard_normal((3, 4)).astype(np.float32)
 
 
-def test_x_times_one_plus_zero_minus_zero_divided_by_one_is_x():
+def test_x_times_one_plus_minus_zero_minus_zero_divided_by_one_is_x():
     x = sg.matrix("x")
-    fg, nodes_, log = rewrite([x], ((x * 1.0 + 0.0) - 0.0) / 1.0, [X])
+    fg, nodes_, log = rewrite([x], ((x * 1.0 + -0.0) - 0.0) / 1.0, [X])
     assert nodes_ == [] and fg.outputs[0] is x
     assert {"mul_one", "add_zero", "div_one"} <= names(log)
+
+
+SIGNED_ZEROS = np.array([-0.0, 0.0, 1.5, -np.inf], np.float64)
+
+
+def _same_bits(got, want):
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_adding_plus_zero_is_kept_for_negative_zero():
+    # -0.0 + 0.0 is +0.0 in IEEE arithmetic: x + 0.0 -> x would keep -0.0 (and 1 / x = -inf)
+    x = sg.vector("x", dtype="float64")
+    for expr, want in ((x + 0.0, SIGNED_ZEROS + 0.0), (0.0 + x, 0.0 + SIGNED_ZEROS),
+                       (x - (-0.0), SIGNED_ZEROS - (-0.0)), (0.0 - x, 0.0 - SIGNED_ZEROS)):
+        for backend in ("llvm", "reference"):
+            _same_bits(sg.compile([x], expr, backend=backend)(SIGNED_ZEROS), want)
+
+
+def test_exact_zero_identities_still_fire():
+    x = sg.vector("x", dtype="float64")
+    for expr, want in ((x - 0.0, SIGNED_ZEROS), (-0.0 - x, -0.0 - SIGNED_ZEROS),
+                       (x + -0.0, SIGNED_ZEROS)):
+        fg, nodes_, log = rewrite([x], expr, [SIGNED_ZEROS])
+        assert len(nodes_) <= 1 and ({"sub_zero", "add_zero"} & names(log))
+        for backend in ("llvm", "reference"):
+            _same_bits(sg.compile([x], expr, backend=backend)(SIGNED_ZEROS), want)
 
 
 def test_double_negation():
@@ -51,11 +78,54 @@ def test_double_negation():
     assert exprs(nodes_) == ["exp(in0)"] and "neg_neg" in names(log)
 
 
-def test_constants_of_add_and_mul_chains_are_gathered():
-    x = sg.matrix("x")
-    fg, nodes_, log = rewrite([x], ((x * 2.0) * 3.0 + 1.0) + 2.0, [X])
+def test_constants_of_integer_add_and_mul_chains_are_gathered():
+    x = sg.matrix("x", dtype="int64")
+    xs = RNG.integers(-100, 100, (3, 4))
+    fg, nodes_, log = rewrite([x], ((x * 2) * 3 + 1) + 2, [xs])
     assert "elemwise_affine_chain" in names(log)
-    assert exprs(nodes_) == ["(in0 * 6.0)", "(in0 + 3.0)"]
+    assert exprs(nodes_) == ["(in0 * 6)", "(in0 + 3)"]
+
+
+def test_float_chains_keep_numpy_evaluation_order():
+    # regrouped, (x + 1e20) - 1e20 would be x; NumPy computes 0 (x is absorbed by 1e20)
+    x = sg.vector("x", dtype="float64")
+    xs = np.array([1.0, 3.0, -2.5, 1e5])
+    cases = [((x + 1e20) - 1e20, (xs + 1e20) - 1e20),
+             ((x * 1e300) * 1e-300, (xs * 1e300) * 1e-300),
+             ((x * 3.0) * (1 / 3.0), (xs * 3.0) * (1 / 3.0)),
+             ((x + 0.1) + 0.2, (xs + 0.1) + 0.2)]
+    for expr, want in cases:
+        for backend in ("llvm", "reference"):
+            np.testing.assert_array_equal(sg.compile([x], expr, backend=backend)(xs), want)
+        fg, nodes_, log = rewrite([x], expr, [xs])
+        assert "gather_constants" not in names(log)
+
+
+def test_llvm_does_not_contract_into_fused_multiply_add():
+    # a * b - c with c = a * b rounded: 0 in NumPy; an FMA would give the rounding error of a * b
+    a, b, c = (sg.vector(n, dtype="float64") for n in "abc")
+    v = np.array([0.1, 1 / 3, 0.7, 1.1] * 8)
+    sub = sg.compile([a, b, c], a * b - c, backend="llvm")
+    add = sg.compile([a, b, c], a * b + c, backend="llvm")
+    np.testing.assert_array_equal(sub(v, v, v * v), np.zeros_like(v))
+    np.testing.assert_array_equal(add(v, v, -(v * v)), np.zeros_like(v))
+
+
+def test_fast_math_is_opt_in_and_survives_pickling():
+    import pickle
+    a, b, c = (sg.vector(n, dtype="float64") for n in "abc")
+    v = np.array([0.1, 1 / 3, 0.7, 1.1] * 8)
+    fast = sg.compile([a, b, c], a * b - c, backend="llvm", fast_math=True)
+    # an FMA (where the CPU has one) gives the rounding error of a * b: at most half an ulp
+    ulp = np.spacing(v * v)
+    assert np.all(np.abs(fast(v, v, v * v)) <= ulp / 2)
+    again = pickle.loads(pickle.dumps(fast))
+    assert np.all(np.abs(again(v, v, v * v)) <= ulp / 2)
+    assert "fmul contract" in fast.source() and "fmul contract" in again.source()
+    exact = sg.compile([a, b, c], a * b - c, backend="llvm")
+    for f in (exact, pickle.loads(pickle.dumps(exact))):
+        np.testing.assert_array_equal(f(v, v, v * v), np.zeros_like(v))
+        assert "fmul contract" not in f.source()
 
 
 def test_double_transpose_disappears():
