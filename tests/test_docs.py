@@ -116,3 +116,19 @@ def test_every_python_block_runs(page, monkeypatch, tmp_path):
             assert type(info.value).__name__ == name, f"{page} block {i}: raised {info.value!r}"
         else:
             exec(code, namespace)
+
+
+def test_docs_site_builds_strictly(tmp_path):
+    """The MkDocs site (API reference from the docstrings included) builds with --strict: no
+    broken link, anchor or reference."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocstrings")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (tmp_path / "site" / "api" / "nn" / "index.html").exists()
+    assert (tmp_path / "site" / "images" / "mdn.png").exists()

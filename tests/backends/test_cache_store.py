@@ -363,3 +363,4 @@ def test_cache_off_writes_nothing(monkeypatch, _cache_dir, fake_nvcc):
     cuda_compiler.compile_module(SRC, "sm_80", "ptx")
     cuda_compiler.compile_module(SRC, "sm_80", "ptx")
     assert len(fake_nvcc) == 2 and not _cache_dir.exists()
+
