@@ -439,7 +439,7 @@ class CompiledFunction(FunctionBase):
         return [{"kernel": k.name, **k.stats} for k in self.kernels]
 
     def export(self, path, kind: str = "shared", example_inputs=None, name: str | None = None):
-        """Write a native library + C header of this function (llvm backend; see API.md)."""
+        """Write a native library + C header of this function (llvm backend; see docs/user-guide.md, "Pickling and export")."""
         export = getattr(self.program, "export", None)
         if export is None:
             raise CompileError(f"the {self.backend} backend cannot export")
