@@ -9,9 +9,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import CompileError
+from .errors import CompileError, ShapeError
 from .fastcall import FunctionBase
-from .graph.basic import Constant, SharedVariable, Variable, as_variable, executing_graph
+from .graph.basic import (
+    Constant,
+    SharedVariable,
+    Variable,
+    as_variable,
+    executing_graph,
+    format_trace,
+    install_values,
+    user_trace,
+)
 from .graph.fgraph import FunctionGraph, clone_replace, graph_inputs
 from .graph.types import format_shape, shape_conflict
 
@@ -53,7 +62,7 @@ class InputSpec:
             if isinstance(value, np.generic) and not np.can_cast(arr.dtype, self.np_dtype, "safe"):
                 raise TypeError(f"{what}: expected {self.dtype}, got a {arr.dtype} scalar, "
                                 "which does not cast safely")
-            return np.asarray(value, dtype=self.np_dtype)
+            arr = np.asarray(value, dtype=self.np_dtype)  # then the rank check below
         else:
             try:
                 arr = np.asarray(value)
@@ -126,16 +135,7 @@ def build_fgraph(inputs, outputs, updates=None, givens=None):
             raise TypeError(f"compile: updates[{k}] targets {target!r}, which is not a shared variable")
         if any(t is target for t in targets):
             raise ValueError(f"compile: shared variable {target.label()!r} is updated twice")
-        value = as_variable(value)
-        if shape_conflict(target.shape, value.shape):
-            raise ValueError(f"compile: update of {target.label()!r} has shape "
-                             f"{format_shape(value.shape)} but the variable has shape {target.shape}")
-        if value.dtype != target.dtype:
-            if not np.can_cast(value.dtype, target.dtype, "same_kind"):
-                raise TypeError(f"compile: update of {target.label()!r} ({target.dtype}) has dtype "
-                                f"{value.dtype}")
-            from .ops.elemwise import cast
-            value = cast(value, target.dtype)
+        value = _checked_update(target, as_variable(value))
         targets.append(target)
         values.append(value)
     # random streams and similar state advance by default on every call
@@ -167,6 +167,33 @@ def build_fgraph(inputs, outputs, updates=None, givens=None):
     return fgraph, inputs, shared, len(outs), targets, single
 
 
+def _checked_update(target: SharedVariable, value: Variable) -> Variable:
+    """The update expression of ``target``, cast to its dtype where that is safe; a static
+    shape or a dtype that cannot fit the shared variable raises (with the user's line)."""
+    if shape_conflict(target.shape, value.shape):
+        raise ShapeError(f"compile: update of {target.label()!r} has shape "
+                         f"{format_shape(value.shape)} but the variable has shape {target.shape}")
+    if value.dtype != target.dtype:
+        if not np.can_cast(value.dtype, target.dtype, "safe"):
+            raise TypeError(f"compile: update of shared variable {target.label()!r} "
+                            f"({target.dtype}) has dtype {value.dtype}, which does not cast "
+                            f"safely; write the update as (expr).astype({target.dtype!r}) if "
+                            "the loss of range or precision is intended"
+                            + format_trace(user_trace()))
+        from .ops.elemwise import cast
+        value = cast(value, target.dtype)
+    return value
+
+
+def update_shape_error(target: SharedVariable, shape: tuple, trace) -> ShapeError:
+    """The error of an update whose run-time shape is not its shared variable's (every backend
+    raises it before installing anything); ``trace`` is the line that compiled the function."""
+    with executing_graph():  # the message names the compile() line, not the caller's
+        return ShapeError(f"update of shared variable {target.label()!r} computed shape "
+                          f"{tuple(shape)}, but the variable has shape {target.shape}; no "
+                          f"shared variable was changed{format_trace(trace)}")
+
+
 def compile(inputs: Sequence[Variable], outputs=None, updates=None, givens=None,
             backend: str = DEFAULT_BACKEND, trust_input: bool = False, threads: int | None = None,
             profile: bool = False, rewrite: bool = True) -> CompiledFunction:
@@ -184,6 +211,7 @@ class CompiledFunction(FunctionBase):
                  rewrite=True):
         self._args = (list(inputs), outputs, updates, givens, backend, trust_input, threads,
                       profile, rewrite)
+        self.compiled_at = user_trace()  # the user's line, for errors raised at call time
         fgraph, self.inputs, self.shared, self.n_outputs, self.update_targets, self.single = \
             build_fgraph(inputs, outputs, updates, givens)
         self.backend = backend
@@ -235,8 +263,9 @@ class CompiledFunction(FunctionBase):
             names = ", ".join(s.name for s in self.specs)
             raise TypeError(f"compiled function takes {len(self.specs)} argument"
                             f"{'s' if len(self.specs) != 1 else ''} ({names}), got {len(args)}")
-        if self.trust_input:
-            return list(args)
+        # trust_input skips nothing here: an exact ndarray of the declared dtype, rank and
+        # static dims passes through ``convert`` unchanged at the cost of a few checks, and
+        # anything else must be converted or refused (see docs/user-guide.md)
         return [spec.convert(a) for spec, a in zip(self.specs, args)]
 
     def _call(self, *args):
@@ -251,6 +280,7 @@ class CompiledFunction(FunctionBase):
                     roots = values + self._shared_args(on_device)
                     results = self.program(roots)
                     if on_device:
+                        self._check_update_shapes(results[self.n_outputs:])
                         self.program.apply_updates(self.update_targets, results[self.n_outputs:])
                     else:
                         self._apply_updates(results[self.n_outputs:])
@@ -277,17 +307,19 @@ class CompiledFunction(FunctionBase):
             outs.append(r)
         return outs
 
-    def _apply_updates(self, new_values) -> None:
-        checked = []
+    def _check_update_shapes(self, new_values) -> None:
+        """Raise before anything is installed when an update has the wrong shape."""
         for target, value in zip(self.update_targets, new_values):
-            value = np.asarray(value)
-            if value.shape != target.shape:
-                raise ValueError(f"update of shared variable {target.label()!r} computed shape "
-                                 f"{value.shape}, but the variable has shape {target.shape}; "
-                                 "no shared variable was changed")
-            checked.append((target, value))
-        for target, value in checked:  # all or nothing
-            target._assign(np.array(value, dtype=target.dtype, copy=True))
+            shape = tuple(value.shape if hasattr(value, "shape") else np.shape(value))
+            if shape != target.shape:
+                raise update_shape_error(target, shape, self.compiled_at)
+
+    def _apply_updates(self, new_values) -> None:
+        """Check every update, copy it, then install all of them at once (all or nothing)."""
+        self._check_update_shapes(new_values)
+        fresh = [np.array(v, dtype=t.dtype, order="C", copy=True)
+                 for t, v in zip(self.update_targets, new_values)]
+        install_values(self.update_targets, fresh)
 
     # --- inspection ---------------------------------------------------------------------
     @property

@@ -11,7 +11,10 @@ import itertools
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Sequence
+from itertools import chain
+from operator import call, methodcaller
 from typing import Any
 
 import numpy as np
@@ -213,15 +216,19 @@ class SharedVariable(Variable):
         return self._value.copy()
 
     def set_value(self, value) -> None:
-        """Replace the value; dtype must cast safely and the shape must stay the same."""
+        """Replace the value (a copy is stored).  The shape must stay the same; the dtype must
+        be of the same kind (float into float, int or bool into int or float) and every
+        value must survive the cast: an integer that does not fit, or a finite float that
+        would overflow to inf, raises and changes nothing (NaN and inf already in ``value``
+        are kept)."""
         arr = np.asarray(value)
+        what = f"shared variable {self.label()!r}"
         if not np.can_cast(arr.dtype, self.dtype, "same_kind") and arr.size:
-            raise TypeError(f"shared variable {self.label()!r}: cannot store a {arr.dtype} "
-                            f"array in a {self.dtype} variable")
+            raise TypeError(f"{what}: cannot store a {arr.dtype} array in a {self.dtype} "
+                            "variable")
         if arr.shape != self.shape:
-            raise ValueError(f"shared variable {self.label()!r}: shape must stay {self.shape}, "
-                             f"got {arr.shape}")
-        self._assign(np.array(arr, dtype=self.dtype, copy=True))
+            raise ValueError(f"{what}: shape must stay {self.shape}, got {arr.shape}")
+        self._assign(checked_cast(arr, np.dtype(self.dtype), what))
 
     def __getstate__(self):
         self._value  # noqa: B018 - bring a device-held value back to the host first
@@ -236,6 +243,11 @@ class SharedVariable(Variable):
         self._lock = threading.Lock()
 
     def _assign(self, arr: np.ndarray) -> None:
+        """Install ``arr`` (all of the value, version and device state, or none of it)."""
+        install_values([self], [np.array(arr, order="C", copy=None)])
+
+    def _assign_locked(self, arr: np.ndarray) -> None:
+        """``_assign`` for a subclass with its own ``_value`` storage."""
         with self._lock:
             self._value = np.array(arr, order="C", copy=None)
             self._version += 1
@@ -249,6 +261,66 @@ class SharedVariable(Variable):
             self.device_state.clear()
             self.device_state[key] = handle
             self.__dict__["_pull"] = pull
+
+
+def checked_cast(arr: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+    """A C-contiguous copy of ``arr`` as ``dtype``.  Raises ``ValueError`` naming ``what`` when
+    a value does not survive the cast: an integer outside ``dtype``'s range, or a finite value
+    that becomes inf (NaN and inf already in ``arr`` stay as they are)."""
+    if dtype.kind in "iu" and arr.dtype.kind in "iu" and arr.size:
+        info = np.iinfo(dtype)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < info.min or hi > info.max:
+            raise ValueError(f"{what}: {lo if lo < info.min else hi} does not fit in {dtype} "
+                             f"(range [{info.min}, {info.max}]); nothing was changed")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.array(arr, dtype=dtype, order="C", copy=True)
+    if dtype.kind == "f" and arr.dtype.kind in "fiu" and arr.size:
+        overflow = np.isinf(out) & np.isfinite(arr)
+        if overflow.any():
+            bad = np.asarray(arr)[overflow].flat[0].item()
+            raise ValueError(f"{what}: {bad!r} overflows {dtype} (largest finite value "
+                             f"{np.finfo(dtype).max.item():.6g}); nothing was changed")
+    return out
+
+
+_update_dict = dict.update
+_clear_dict = dict.clear
+_is_locked = methodcaller("locked")
+
+
+def install_values(targets: Sequence[SharedVariable], values: Sequence[np.ndarray]) -> None:
+    """Make each target hold its new value, all or none, whatever signal arrives.
+
+    ``values`` are installed as they are (fresh arrays of the targets' dtypes and shapes that
+    nobody else holds).  Everything is prepared first; the installation itself is one C-level
+    step (``dict.update`` on every target's ``__dict__`` and ``dict.clear`` on stale device
+    state, driven by ``map`` and consumed by a ``deque``) during which no bytecode runs, so
+    no signal handler can raise ``KeyboardInterrupt`` in the middle of it and no other thread
+    can interleave.  A target lock another thread holds (a ``set_value`` or a device pull in
+    progress) is waited for before that step, as the C call path does.
+    """
+    plain = SharedVariable.__dict__["_value"]
+    if any(type(t).__dict__.get("_value", plain) is not plain for t in targets):
+        for t, v in zip(targets, values):  # a subclass with its own storage: its own setter
+            t._assign_locked(v)
+        return
+    dicts = [t.__dict__ for t in targets]
+    locks = [t._lock for t in targets]
+    while True:
+        for lock in locks:
+            if lock.locked():  # wait for it: acquire and release in one C-level step
+                deque(map(call, (lock.acquire, lock.release)), maxlen=0)
+        states = [{"_host": v, "_pull": None, "_version": d["_version"] + 1}
+                  for d, v in zip(dicts, values)]
+        stale = [t.device_state for t in targets if t.device_state]
+        # the replaced values stay referenced until after the step, so no deallocation
+        # (which could run Python code) happens inside it
+        replaced = [(d.get("_host"), d.get("_pull")) for d in dicts] + [dict(s) for s in stale]
+        if not any(map(_is_locked, locks)):
+            break
+    deque(chain(map(_update_dict, dicts, states), map(_clear_dict, stale)), maxlen=0)
+    del replaced
 
 
 class Apply:
