@@ -140,6 +140,8 @@ typedef struct {
     int *output_map;             /* n_user + n_upd entries -> native output index */
     int *copy;                   /* per mapped result: an earlier result already returned it */
     PyObject **target_dict;      /* owned: each update target's __dict__ */
+    PyObject **target_lock;      /* owned: each target's _lock when the caller was made, then
+                                    its bound `locked` method (2 per target) */
     Spec specs[MAX_SPECS];
     int n_specs;
     Py_ssize_t fast_calls;       /* calls completed on the C path (for tests) */
@@ -170,6 +172,8 @@ static void Caller_dealloc(Caller *self) {
         if (self->shared_dict) Py_CLEAR(self->shared_dict[i]);
     for (Py_ssize_t i = 0; i < self->n_upd; i++)
         if (self->target_dict) Py_CLEAR(self->target_dict[i]);
+    for (Py_ssize_t i = 0; i < 2 * self->n_upd; i++)
+        if (self->target_lock) Py_CLEAR(self->target_lock[i]);
     for (int i = 0; i < self->n_specs; i++) spec_clear(&self->specs[i], self->n_out);
     PyMem_Free(self->in_type);
     PyMem_Free(self->in_ndim);
@@ -182,6 +186,7 @@ static void Caller_dealloc(Caller *self) {
     PyMem_Free(self->output_map);
     PyMem_Free(self->copy);
     PyMem_Free(self->target_dict);
+    PyMem_Free(self->target_lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -383,6 +388,20 @@ static PyObject *Caller_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
             if (self->output_map[j] == self->output_map[i]) self->copy[i] = 1;
     }
     if (!(self->target_dict = dict_list(targets, &self->n_upd))) goto fail;
+    if (!(self->target_lock = PyMem_Calloc(2 * self->n_upd + 1, sizeof(PyObject *)))) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t k = 0; k < self->n_upd; k++) {
+        PyObject *lock = PyDict_GetItemWithError(self->target_dict[k], s_lock);
+        if (lock == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_lock");
+            goto fail;
+        }
+        Py_INCREF(lock);
+        self->target_lock[2 * k] = lock;
+        if (!(self->target_lock[2 * k + 1] = PyObject_GetAttr(lock, s_locked))) goto fail;
+    }
     if (self->n_user + self->n_upd != n_map) {
         PyErr_SetString(PyExc_ValueError, "output_map must cover the outputs and the updates");
         goto fail;
@@ -474,7 +493,9 @@ static int targets_ready(Caller *self) {
                 PyErr_SetString(PyExc_TypeError, "device_state must be a dict, _version an int");
                 return -1;
             }
-            PyObject *held = PyObject_CallMethodNoArgs(lock, s_locked);
+            PyObject *held = lock == self->target_lock[2 * k] /* a bound method is cheaper */
+                                 ? PyObject_CallNoArgs(self->target_lock[2 * k + 1])
+                                 : PyObject_CallMethodNoArgs(lock, s_locked);
             if (held == NULL) return -1;
             Py_DECREF(held);
             if (held != Py_False) busy = lock;
@@ -517,7 +538,8 @@ static int install(PyObject *dict, PyObject *value, PyObject **old, int *nold) {
             Py_INCREF(prev[i]);
             old[(*nold)++] = prev[i];
         }
-    int bad = PyDict_SetItem(dict, s_host, value) < 0 || PyDict_SetItem(dict, s_pull, Py_None) < 0 ||
+    int bad = PyDict_SetItem(dict, s_host, value) < 0 ||
+              (prev[1] != Py_None && PyDict_SetItem(dict, s_pull, Py_None) < 0) ||
               PyDict_SetItem(dict, s_version, next) < 0;
     Py_DECREF(next);
     if (!bad) PyDict_Clear(state);

@@ -13,12 +13,12 @@ from .errors import CompileError, ShapeError
 from .fastcall import FunctionBase
 from .graph.basic import (
     Constant,
+    Installer,
     SharedVariable,
     Variable,
     as_variable,
     executing_graph,
     format_trace,
-    install_values,
     user_trace,
 )
 from .graph.fgraph import FunctionGraph, clone_replace, graph_inputs
@@ -221,6 +221,7 @@ class CompiledFunction(FunctionBase):
         self._graph, self._rewrite_pending, self._rewrite_log = fgraph, rewrite, []
         self._graph_lock = threading.Lock()
         self.specs = [InputSpec(v, i) for i, v in enumerate(self.inputs)]
+        self.install = Installer(self.update_targets)  # all updates or none
         self._lock = threading.Lock()
         module = importlib.import_module(BACKENDS[backend])
         options = {"threads": threads, "profile": profile, "trust_input": trust_input,
@@ -319,7 +320,7 @@ class CompiledFunction(FunctionBase):
         self._check_update_shapes(new_values)
         fresh = [np.array(v, dtype=t.dtype, order="C", copy=True)
                  for t, v in zip(self.update_targets, new_values)]
-        install_values(self.update_targets, fresh)
+        self.install(fresh)
 
     # --- inspection ---------------------------------------------------------------------
     @property

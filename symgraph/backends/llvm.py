@@ -28,7 +28,7 @@ from ..codegen.checks import STATUS_INDEX_ERROR, WORDS_PER_SITE, raise_index_err
 from ..compile import update_shape_error
 from ..errors import CompileError
 from ..fastcall import fastcall_module
-from ..graph.basic import SharedVariable, install_values
+from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
 from . import KernelInfo, blas_threads, llvm_cache, llvm_elf, llvm_jit, llvm_warm
 
@@ -265,7 +265,7 @@ class LLVMProgram:
         ``trust_input``), one native call, updates (the fresh result arrays are installed
         without a copy), results.  Returns the C caller when the extension is available (it
         falls back to the Python closure built here), else the closure itself."""
-        shared, targets = cf.shared, cf.update_targets
+        shared, targets, install = cf.shared, cf.update_targets, cf.install
         n_out, single = cf.n_outputs, cf.single
         nspec = len(cf.specs)
         table = self.specs
@@ -325,7 +325,7 @@ class LLVMProgram:
                 results = spec.run(values)
                 for k in copies:
                     results[k] = results[k].copy()
-                install_values(targets, results[n_out:])  # all or nothing
+                install(results[n_out:])  # all or nothing
             return results[0] if single else results[:n_out]
 
         if module is None:

@@ -286,11 +286,13 @@ def checked_cast(arr: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
 
 _update_dict = dict.update
 _clear_dict = dict.clear
+_copy_dict = dict.copy
 _is_locked = methodcaller("locked")
 
 
-def install_values(targets: Sequence[SharedVariable], values: Sequence[np.ndarray]) -> None:
-    """Make each target hold its new value, all or none, whatever signal arrives.
+class Installer:
+    """Installs new values into a fixed list of shared variables, all or none, whatever signal
+    arrives (``installer(values)``).
 
     ``values`` are installed as they are (fresh arrays of the targets' dtypes and shapes that
     nobody else holds).  Everything is prepared first; the installation itself is one C-level
@@ -300,27 +302,53 @@ def install_values(targets: Sequence[SharedVariable], values: Sequence[np.ndarra
     can interleave.  A target lock another thread holds (a ``set_value`` or a device pull in
     progress) is waited for before that step, as the C call path does.
     """
-    plain = SharedVariable.__dict__["_value"]
-    if any(type(t).__dict__.get("_value", plain) is not plain for t in targets):
-        for t, v in zip(targets, values):  # a subclass with its own storage: its own setter
-            t._assign_locked(v)
-        return
-    dicts = [t.__dict__ for t in targets]
-    locks = [t._lock for t in targets]
-    while True:
+
+    __slots__ = ("targets", "dicts", "locks", "plain")
+
+    def __init__(self, targets: Sequence[SharedVariable]):
+        self.targets = list(targets)
+        self.dicts = [t.__dict__ for t in self.targets]
+        self.locks = [t._lock for t in self.targets]
+        own = SharedVariable.__dict__["_value"]
+        self.plain = all(type(t).__dict__.get("_value", own) is own for t in self.targets)
+
+    def __call__(self, values: Sequence[np.ndarray]) -> None:
+        if not self.plain:  # a subclass with its own storage: its own setter
+            for t, v in zip(self.targets, values):
+                t._assign_locked(v)
+            return
+        dicts, locks = self.dicts, self.locks
+        while True:
+            if any(map(_is_locked, locks)):
+                self._wait(locks)
+            states = [{"_host": v, "_pull": None, "_version": d["_version"] + 1}
+                      for d, v in zip(dicts, values)]
+            stale = [t.device_state for t in self.targets if t.device_state]
+            # the replaced values stay referenced until after the step, so no deallocation
+            # (which could run Python code) happens inside it
+            replaced = [(d["_host"], d["_pull"]) for d in dicts]
+            if stale:
+                replaced += map(_copy_dict, stale)
+            if not any(map(_is_locked, locks)):
+                break
+        if stale:
+            deque(chain(map(_update_dict, dicts, states), map(_clear_dict, stale)), maxlen=0)
+        else:
+            deque(map(_update_dict, dicts, states), maxlen=0)
+        del replaced
+
+
+    @staticmethod
+    def _wait(locks: list) -> None:
+        """Wait until each lock is free (nothing is held when a signal interrupts the wait)."""
         for lock in locks:
-            if lock.locked():  # wait for it: acquire and release in one C-level step
+            if lock.locked():  # acquire and release in one C-level step
                 deque(map(call, (lock.acquire, lock.release)), maxlen=0)
-        states = [{"_host": v, "_pull": None, "_version": d["_version"] + 1}
-                  for d, v in zip(dicts, values)]
-        stale = [t.device_state for t in targets if t.device_state]
-        # the replaced values stay referenced until after the step, so no deallocation
-        # (which could run Python code) happens inside it
-        replaced = [(d.get("_host"), d.get("_pull")) for d in dicts] + [dict(s) for s in stale]
-        if not any(map(_is_locked, locks)):
-            break
-    deque(chain(map(_update_dict, dicts, states), map(_clear_dict, stale)), maxlen=0)
-    del replaced
+
+
+def install_values(targets: Sequence[SharedVariable], values: Sequence[np.ndarray]) -> None:
+    """Install ``values`` into ``targets``, all or none (see ``Installer``)."""
+    Installer(targets)(values)
 
 
 class Apply:
