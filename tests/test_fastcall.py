@@ -578,3 +578,47 @@ def test_updates_are_all_or_nothing_under_keyboard_interrupts(path):
             assert counts["none"] > 0, (job, counts)  # interrupts did land before the install
     if path == "fast":
         assert results[1]["fast_calls"] > 0  # 20 updates: the C path ran those calls
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="needs signal.setitimer")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_interrupt_while_waiting_for_a_busy_target_installs_nothing(path, backend):
+    """While another thread holds one target's lock the call waits for it before installing
+    anything; a KeyboardInterrupt during that wait leaves every target as it was."""
+    import signal
+    a = sg.shared(np.zeros(2, np.float32), name="a")
+    b = sg.shared(np.zeros(2, np.float32), name="b")
+    x = sg.vector("x")
+    f = sg.compile([x], [], updates=[(a, a + x), (b, b + x)], backend=backend, threads=1)
+    f(np.ones(2, np.float32))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with b._lock:
+            holding.set()
+            release.wait(10)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait(5)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            f(np.ones(2, np.float32))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        release.set()
+        t.join()
+    np.testing.assert_array_equal(a.get_value(), np.ones(2, np.float32))
+    np.testing.assert_array_equal(b.get_value(), np.ones(2, np.float32))
+    assert a._version == 1 and b._version == 1
+    f(np.ones(2, np.float32))
+    np.testing.assert_array_equal(a.get_value(), np.full(2, 2, np.float32))
+    assert a._version == 2 and b._version == 2
+    if path == "fast" and backend == "llvm":
+        assert f._caller.fast_calls == 1  # the last call ran in C (an interrupted one counts not)
