@@ -309,11 +309,11 @@ class CompiledFunction(FunctionBase):
         return outs
 
     def _check_update_shapes(self, new_values) -> None:
-        """Raise before anything is installed when an update has the wrong shape."""
+        """Raise before anything is installed when an update computed on the host has the
+        wrong shape (a device-held value is the device backend's to check)."""
         for target, value in zip(self.update_targets, new_values):
-            shape = tuple(value.shape if hasattr(value, "shape") else np.shape(value))
-            if shape != target.shape:
-                raise update_shape_error(target, shape, self.compiled_at)
+            if isinstance(value, (np.ndarray, np.generic)) and value.shape != target.shape:
+                raise update_shape_error(target, value.shape, self.compiled_at)
 
     def _apply_updates(self, new_values) -> None:
         """Check every update, copy it, then install all of them at once (all or nothing)."""
