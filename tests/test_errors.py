@@ -272,6 +272,16 @@ def test_set_value_keeps_what_fits_and_non_finite_inputs():
     assert f32._version == 2 and i32._version == 1 and u8._version == 1
 
 
+def test_no_value_of_another_shape_or_dtype_is_ever_installed():
+    """The internal assignment every host-side install goes through refuses a value compiled
+    code would read out of bounds."""
+    w = sg.shared(np.zeros(3, np.float32), name="w")
+    for bad in (np.zeros(4, np.float32), np.zeros(3, np.float64), np.zeros((3, 1), np.float32)):
+        with pytest.raises(ValueError, match="'w'"):
+            w._assign(bad)
+    assert w._version == 0 and w.get_value().shape == (3,)
+
+
 def test_compile_time_errors():
     x = sg.vector("x")
     w = sg.shared(np.zeros(3, np.float32), name="w")

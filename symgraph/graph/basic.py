@@ -243,8 +243,13 @@ class SharedVariable(Variable):
         self._lock = threading.Lock()
 
     def _assign(self, arr: np.ndarray) -> None:
-        """Install ``arr`` (all of the value, version and device state, or none of it)."""
-        install_values([self], [np.array(arr, order="C", copy=None)])
+        """Install ``arr`` (all of the value, version and device state, or none of it).  Its
+        shape and dtype must be the variable's: compiled code reads the value as that."""
+        arr = np.array(arr, order="C", copy=None)
+        if arr.shape != self.shape or arr.dtype != self.dtype:
+            raise ValueError(f"shared variable {self.label()!r}: cannot install a {arr.dtype} "
+                             f"value of shape {arr.shape} in a {self.type} variable")
+        install_values([self], [arr])
 
     def _assign_locked(self, arr: np.ndarray) -> None:
         """``_assign`` for a subclass with its own ``_value`` storage."""
