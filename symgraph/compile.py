@@ -281,7 +281,7 @@ class CompiledFunction(FunctionBase):
                     roots = values + self._shared_args(on_device)
                     results = self.program(roots)
                     if on_device:
-                        self._check_update_shapes(results[self.n_outputs:])
+                        self._check_update_shapes(results[self.n_outputs:], on_device=True)
                         self.program.apply_updates(self.update_targets, results[self.n_outputs:])
                     else:
                         self._apply_updates(results[self.n_outputs:])
@@ -308,12 +308,15 @@ class CompiledFunction(FunctionBase):
             outs.append(r)
         return outs
 
-    def _check_update_shapes(self, new_values) -> None:
-        """Raise before anything is installed when an update computed on the host has the
-        wrong shape (a device-held value is the device backend's to check)."""
+    def _check_update_shapes(self, new_values, on_device: bool = False) -> None:
+        """Raise before anything is installed when an update has the wrong shape (a value a
+        device holds is the device backend's to check)."""
         for target, value in zip(self.update_targets, new_values):
-            if isinstance(value, (np.ndarray, np.generic)) and value.shape != target.shape:
-                raise update_shape_error(target, value.shape, self.compiled_at)
+            if on_device and not isinstance(value, np.ndarray):
+                continue
+            shape = np.shape(value)
+            if shape != target.shape:
+                raise update_shape_error(target, shape, self.compiled_at)
 
     def _apply_updates(self, new_values) -> None:
         """Check every update, copy it, then install all of them at once (all or nothing)."""

@@ -261,10 +261,12 @@ class LLVMProgram:
         return spec.run(values)
 
     def make_caller(self, cf):
-        """The whole call path of ``CompiledFunction`` ``cf``: argument checks (unless
-        ``trust_input``), one native call, updates (the fresh result arrays are installed
-        without a copy), results.  Returns the C caller when the extension is available (it
-        falls back to the Python closure built here), else the closure itself."""
+        """The whole call path of ``CompiledFunction`` ``cf``: argument checks (whatever
+        ``trust_input`` says: they keep the native code in bounds), update shapes (once per
+        specialisation, before its first native call), one native call, updates (the fresh
+        result arrays are installed without a copy, all or none), results.  Returns the C
+        caller when the extension is available (it falls back to the Python closure built
+        here), else the closure itself."""
         shared, targets, install = cf.shared, cf.update_targets, cf.install
         n_out, single = cf.n_outputs, cf.single
         nspec = len(cf.specs)
