@@ -140,6 +140,8 @@ typedef struct {
     int *output_map;             /* n_user + n_upd entries -> native output index */
     int *copy;                   /* per mapped result: an earlier result already returned it */
     PyObject **target_dict;      /* owned: each update target's __dict__ */
+    PyObject **target_lock;      /* owned: each target's _lock when the caller was made, then
+                                    its bound `locked` method (2 per target) */
     Spec specs[MAX_SPECS];
     int n_specs;
     Py_ssize_t fast_calls;       /* calls completed on the C path (for tests) */
@@ -148,7 +150,7 @@ typedef struct {
 } Caller;
 
 static PyObject *s_host, *s_pull, *s_version, *s_lock, *s_device_state, *s_acquire, *s_release,
-    *s_clear, *s_locked, *s_call, *one;
+    *s_locked, *s_call, *one;
 
 static void spec_clear(Spec *s, Py_ssize_t n_out) {
     if (s->recycled != NULL)
@@ -170,6 +172,8 @@ static void Caller_dealloc(Caller *self) {
         if (self->shared_dict) Py_CLEAR(self->shared_dict[i]);
     for (Py_ssize_t i = 0; i < self->n_upd; i++)
         if (self->target_dict) Py_CLEAR(self->target_dict[i]);
+    for (Py_ssize_t i = 0; i < 2 * self->n_upd; i++)
+        if (self->target_lock) Py_CLEAR(self->target_lock[i]);
     for (int i = 0; i < self->n_specs; i++) spec_clear(&self->specs[i], self->n_out);
     PyMem_Free(self->in_type);
     PyMem_Free(self->in_ndim);
@@ -182,6 +186,7 @@ static void Caller_dealloc(Caller *self) {
     PyMem_Free(self->output_map);
     PyMem_Free(self->copy);
     PyMem_Free(self->target_dict);
+    PyMem_Free(self->target_lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -383,6 +388,20 @@ static PyObject *Caller_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
             if (self->output_map[j] == self->output_map[i]) self->copy[i] = 1;
     }
     if (!(self->target_dict = dict_list(targets, &self->n_upd))) goto fail;
+    if (!(self->target_lock = PyMem_Calloc(2 * self->n_upd + 1, sizeof(PyObject *)))) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t k = 0; k < self->n_upd; k++) {
+        PyObject *lock = PyDict_GetItemWithError(self->target_dict[k], s_lock);
+        if (lock == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_lock");
+            goto fail;
+        }
+        Py_INCREF(lock);
+        self->target_lock[2 * k] = lock;
+        if (!(self->target_lock[2 * k + 1] = PyObject_GetAttr(lock, s_locked))) goto fail;
+    }
     if (self->n_user + self->n_upd != n_map) {
         PyErr_SetString(PyExc_ValueError, "output_map must cover the outputs and the updates");
         goto fail;
@@ -452,76 +471,79 @@ static inline int dims_equal(const npy_intp *a, const npy_intp *b, int n) {
     return 1;
 }
 
-/* The writes of SharedVariable's _value setter plus the version bump.  The replaced values
- * are appended to `old` (owned) so that no deallocation (which could run Python code and
- * switch threads) happens in the middle of an installation. */
-static int write_value(PyObject *dict, PyObject *value, PyObject **old, int *nold) {
-    PyObject *prev[2] = {PyDict_GetItemWithError(dict, s_host), PyDict_GetItemWithError(dict, s_pull)};
-    if (PyErr_Occurred()) return -1;
-    for (int i = 0; i < 2; i++)
+/* Wait, without the GIL, until no other thread holds the lock of an update target (a
+ * set_value or a device pull in progress), then check that every target can be written.
+ * Returns 0 with the GIL held and every lock free (so, with no Python code run before the
+ * writes, nobody can take one in between), or -1 with an exception (a signal handler raised
+ * while waiting) and nothing changed. */
+static int targets_ready(Caller *self) {
+    for (;;) {
+        PyObject *busy = NULL;
+        for (Py_ssize_t k = 0; k < self->n_upd && busy == NULL; k++) {
+            PyObject *dict = self->target_dict[k];
+            PyObject *lock = PyDict_GetItemWithError(dict, s_lock);
+            PyObject *state = PyDict_GetItemWithError(dict, s_device_state);
+            PyObject *version = PyDict_GetItemWithError(dict, s_version);
+            if (lock == NULL || state == NULL || version == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_AttributeError, "_lock/_version/device_state");
+                return -1;
+            }
+            if (!PyDict_Check(state) || !PyLong_CheckExact(version)) {
+                PyErr_SetString(PyExc_TypeError, "device_state must be a dict, _version an int");
+                return -1;
+            }
+            PyObject *held = lock == self->target_lock[2 * k] /* a bound method is cheaper */
+                                 ? PyObject_CallNoArgs(self->target_lock[2 * k + 1])
+                                 : PyObject_CallMethodNoArgs(lock, s_locked);
+            if (held == NULL) return -1;
+            Py_DECREF(held);
+            if (held != Py_False) busy = lock;
+        }
+        if (busy == NULL) return 0;
+        Py_INCREF(busy);
+        PyObject *r = PyObject_CallMethodNoArgs(busy, s_acquire); /* waits without the GIL */
+        if (r != NULL) {
+            Py_DECREF(r);
+            r = PyObject_CallMethodNoArgs(busy, s_release);
+            Py_XDECREF(r);
+        }
+        Py_DECREF(busy);
+        if (r == NULL) return -1;
+    }
+}
+
+/* Install one update as SharedVariable._assign does (value, no pending pull, version + 1,
+ * device state cleared), without taking the target's lock: targets_ready() found every lock
+ * free and the GIL is held throughout, so no other thread and no signal handler can observe
+ * or interleave with the writes.  The replaced objects (and the dropped device handles) are
+ * appended to `old` (owned, four slots per target) so that no deallocation, which could run
+ * Python code, happens in the middle of an installation. */
+static int install(PyObject *dict, PyObject *value, PyObject **old, int *nold) {
+    PyObject *state = PyDict_GetItem(dict, s_device_state); /* checked by targets_ready */
+    PyObject *version = PyDict_GetItem(dict, s_version);
+    PyObject *prev[3] = {PyDict_GetItem(dict, s_host), PyDict_GetItem(dict, s_pull), version};
+    PyObject *next = PyNumber_Add(version, one);
+    if (next == NULL) return -1;
+    if (PyDict_GET_SIZE(state)) {
+        PyObject *copy = PyDict_Copy(state);
+        if (copy == NULL) {
+            Py_DECREF(next);
+            return -1;
+        }
+        old[(*nold)++] = copy;
+    }
+    for (int i = 0; i < 3; i++)
         if (prev[i] != NULL) {
             Py_INCREF(prev[i]);
             old[(*nold)++] = prev[i];
         }
-    if (PyDict_SetItem(dict, s_host, value) < 0) return -1;
-    if (prev[1] != Py_None && PyDict_SetItem(dict, s_pull, Py_None) < 0) return -1;
-    PyObject *version = PyDict_GetItemWithError(dict, s_version);
-    if (version == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_version");
-        return -1;
-    }
-    PyObject *next = PyNumber_Add(version, one);
-    if (next == NULL) return -1;
-    int bad = PyDict_SetItem(dict, s_version, next);
+    int bad = PyDict_SetItem(dict, s_host, value) < 0 ||
+              (prev[1] != Py_None && PyDict_SetItem(dict, s_pull, Py_None) < 0) ||
+              PyDict_SetItem(dict, s_version, next) < 0;
     Py_DECREF(next);
-    return bad;
-}
-
-/* Install one update as `with t._lock: t._value = r; t._version += 1; device_state.clear()`.
- * When nobody holds the lock and there is no device state, the writes are made without
- * taking it: the GIL is held throughout and no Python code runs in between, so no other
- * thread can observe or interleave with them (the same guarantee the lock gives). */
-static int install(PyObject *dict, PyObject *value, PyObject **old, int *nold) {
-    PyObject *lock = PyDict_GetItemWithError(dict, s_lock);
-    PyObject *state = PyDict_GetItemWithError(dict, s_device_state);
-    if (lock == NULL || state == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "_lock/device_state");
-        return -1;
-    }
-    Py_INCREF(lock);
-    Py_INCREF(state);
-    int rc = -1;
-    PyObject *r;
-    if (PyDict_CheckExact(state) && PyDict_GET_SIZE(state) == 0) {
-        PyObject *held = PyObject_CallMethodNoArgs(lock, s_locked);
-        if (held == NULL) goto done;
-        Py_DECREF(held);
-        if (held == Py_False) {
-            rc = write_value(dict, value, old, nold);
-            goto done;
-        }
-    }
-    r = PyObject_CallMethodNoArgs(lock, s_acquire);
-    if (r == NULL) goto done;
-    Py_DECREF(r);
-    rc = write_value(dict, value, old, nold);
-    if (rc == 0) {
-        int truth = PyObject_IsTrue(state);
-        if (truth < 0) {
-            rc = -1;
-        } else if (truth) {
-            PyObject *c = PyObject_CallMethodNoArgs(state, s_clear);
-            if (c == NULL) rc = -1;
-            Py_XDECREF(c);
-        }
-    }
-    r = PyObject_CallMethodNoArgs(lock, s_release);
-    if (r == NULL) rc = -1;
-    Py_XDECREF(r);
-done:
-    Py_DECREF(lock);
-    Py_DECREF(state);
-    return rc;
+    if (!bad) PyDict_Clear(state);
+    return bad ? -1 : 0;
 }
 
 static PyObject *fall_back(Caller *self, PyObject *argtuple) {
@@ -553,7 +575,7 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     PyObject *held[STACK_SLOTS]; /* owned: shared values, then outputs */
     Py_ssize_t nheld = 0;
     PyObject *result = NULL;
-    PyObject *old[2 * STACK_SLOTS]; /* owned: values replaced by the updates */
+    PyObject *old[4 * STACK_SLOTS]; /* owned: values replaced by the updates */
     int nold = 0;
     /* with updates, reading the shared values, the call and the installation are one step */
     sg_mutex *fn_lock = self->fn_lock ? &self->fn_lock->mutex : NULL;
@@ -635,7 +657,9 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
         }
         mapped[nmapped++] = o;
     }
-    int bad = 0;
+    /* all updates or none: the only step that can fail for a reason other than memory is
+     * the wait in targets_ready, before anything is written */
+    int bad = nup > 0 && targets_ready(self) < 0;
     for (Py_ssize_t k = 0; k < nup && !bad; k++)
         bad = install(self->target_dict[k], mapped[nu + k], old, &nold) < 0;
     if (bad) goto error_mapped;
@@ -784,7 +808,6 @@ PyMODINIT_FUNC PyInit__fastcall(void) {
     INTERN(s_device_state, "device_state");
     INTERN(s_acquire, "acquire");
     INTERN(s_release, "release");
-    INTERN(s_clear, "clear");
     INTERN(s_locked, "locked");
     INTERN(s_call, "_call");
     if (!(one = PyLong_FromLong(1))) return NULL;

@@ -10,9 +10,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import CompileError
+from .errors import CompileError, ShapeError
 from .fastcall import FunctionBase
-from .graph.basic import Constant, SharedVariable, Variable, as_variable, executing_graph, short_repr
+from .graph.basic import (
+    Constant,
+    Installer,
+    SharedVariable,
+    Variable,
+    as_variable,
+    executing_graph,
+    format_trace,
+    short_repr,
+    user_trace,
+)
 from .graph.fgraph import FunctionGraph, clone_replace, graph_inputs
 from .graph.types import format_shape, shape_conflict
 
@@ -58,7 +68,7 @@ class InputSpec:
             if isinstance(value, np.generic) and not np.can_cast(arr.dtype, self.np_dtype, "safe"):
                 raise TypeError(f"{what}: expected {self.dtype}, got a {arr.dtype} scalar, "
                                 "which does not cast safely")
-            return np.asarray(value, dtype=self.np_dtype)
+            arr = np.asarray(value, dtype=self.np_dtype)  # then the rank check below
         else:
             try:
                 arr = np.asarray(value)
@@ -210,16 +220,8 @@ def build_fgraph(inputs, outputs, updates=None, givens=None, no_default_updates:
             raise TypeError(f"compile: updates[{k}] targets {target!r}, which is not a shared variable")
         if any(t is target for t in targets):
             raise ValueError(f"compile: shared variable {target.label()!r} is updated twice")
-        value = _symbolic(value, f"the new value of {target.label()!r} (updates[{k}])")
-        if shape_conflict(target.shape, value.shape):
-            raise ValueError(f"compile: update of {target.label()!r} has shape "
-                             f"{format_shape(value.shape)} but the variable has shape {target.shape}")
-        if value.dtype != target.dtype:
-            if not np.can_cast(value.dtype, target.dtype, "same_kind"):
-                raise TypeError(f"compile: update of {target.label()!r} ({target.dtype}) has dtype "
-                                f"{value.dtype}")
-            from .ops.elemwise import cast
-            value = cast(value, target.dtype)
+        value = _checked_update(target, _symbolic(value, f"the new value of {target.label()!r} "
+                                                         f"(updates[{k}])"))
         targets.append(target)
         values.append(value)
     # random streams and similar state advance by default on every call
@@ -255,6 +257,33 @@ def build_fgraph(inputs, outputs, updates=None, givens=None, no_default_updates:
     return fgraph, inputs, shared, len(outs), targets, single
 
 
+def _checked_update(target: SharedVariable, value: Variable) -> Variable:
+    """The update expression of ``target``, cast to its dtype where that is safe; a static
+    shape or a dtype that cannot fit the shared variable raises (with the user's line)."""
+    if shape_conflict(target.shape, value.shape):
+        raise ShapeError(f"compile: update of {target.label()!r} has shape "
+                         f"{format_shape(value.shape)} but the variable has shape {target.shape}")
+    if value.dtype != target.dtype:
+        if not np.can_cast(value.dtype, target.dtype, "safe"):
+            raise TypeError(f"compile: update of shared variable {target.label()!r} "
+                            f"({target.dtype}) has dtype {value.dtype}, which does not cast "
+                            f"safely; write the update as (expr).astype({target.dtype!r}) if "
+                            "the loss of range or precision is intended"
+                            + format_trace(user_trace()))
+        from .ops.elemwise import cast
+        value = cast(value, target.dtype)
+    return value
+
+
+def update_shape_error(target: SharedVariable, shape: tuple, trace) -> ShapeError:
+    """The error of an update whose run-time shape is not its shared variable's (every backend
+    raises it before installing anything); ``trace`` is the line that compiled the function."""
+    with executing_graph():  # the message names the compile() line, not the caller's
+        return ShapeError(f"update of shared variable {target.label()!r} computed shape "
+                          f"{tuple(shape)}, but the variable has shape {target.shape}; no "
+                          f"shared variable was changed{format_trace(trace)}")
+
+
 def compile(inputs: Sequence[Variable], outputs=None, updates=None, givens=None,
             backend: str = DEFAULT_BACKEND, trust_input: bool = False, threads: int | None = None,
             profile: bool = False, rewrite: bool = True, check_finite: bool = False,
@@ -286,6 +315,7 @@ class CompiledFunction(FunctionBase):
                  profile=False, rewrite=True, no_default_updates=False, fast_math=False):
         self._args = (_input_list(inputs), outputs, updates, givens, backend, trust_input, threads,
                       profile, rewrite, no_default_updates, fast_math)
+        self.compiled_at = user_trace()  # the user's line, for errors raised at call time
         fgraph, self.inputs, self.shared, self.n_outputs, self.update_targets, self.single = \
             build_fgraph(inputs, outputs, updates, givens, no_default_updates)
         self.backend = backend
@@ -295,6 +325,7 @@ class CompiledFunction(FunctionBase):
         self._graph, self._rewrite_pending, self._rewrite_log = fgraph, rewrite, []
         self._graph_lock = threading.Lock()
         self.specs = [InputSpec(v, i) for i, v in enumerate(self.inputs)]
+        self.install = Installer(self.update_targets)  # all updates or none
         self._lock = threading.Lock()
         module = importlib.import_module(BACKENDS[backend])
         # ``built_outputs``: the graph as built (rewriting works on copies), which reports a
@@ -341,8 +372,9 @@ class CompiledFunction(FunctionBase):
             names = ", ".join(s.name for s in self.specs)
             raise TypeError(f"compiled function takes {len(self.specs)} argument"
                             f"{'s' if len(self.specs) != 1 else ''} ({names}), got {len(args)}")
-        if self.trust_input:
-            return list(args)
+        # trust_input skips nothing here: an exact ndarray of the declared dtype, rank and
+        # static dims passes through ``convert`` unchanged at the cost of a few checks, and
+        # anything else must be converted or refused (see docs/user-guide.md)
         return [spec.convert(a) for spec, a in zip(self.specs, args)]
 
     def _bind(self, args: tuple, kwargs: dict) -> tuple:
@@ -384,6 +416,7 @@ class CompiledFunction(FunctionBase):
                     roots = values + self._shared_args(on_device)
                     results = self.program(roots)
                     if on_device:
+                        self._check_update_shapes(results[self.n_outputs:], on_device=True)
                         self.program.apply_updates(self.update_targets, results[self.n_outputs:])
                     else:
                         self._apply_updates(results[self.n_outputs:])
@@ -410,17 +443,22 @@ class CompiledFunction(FunctionBase):
             outs.append(r)
         return outs
 
-    def _apply_updates(self, new_values) -> None:
-        checked = []
+    def _check_update_shapes(self, new_values, on_device: bool = False) -> None:
+        """Raise before anything is installed when an update has the wrong shape (a value a
+        device holds is the device backend's to check)."""
         for target, value in zip(self.update_targets, new_values):
-            value = np.asarray(value)
-            if value.shape != target.shape:
-                raise ValueError(f"update of shared variable {target.label()!r} computed shape "
-                                 f"{value.shape}, but the variable has shape {target.shape}; "
-                                 "no shared variable was changed")
-            checked.append((target, value))
-        for target, value in checked:  # all or nothing
-            target._assign(np.array(value, dtype=target.dtype, copy=True))
+            if on_device and not isinstance(value, np.ndarray):
+                continue
+            shape = np.shape(value)
+            if shape != target.shape:
+                raise update_shape_error(target, shape, self.compiled_at)
+
+    def _apply_updates(self, new_values) -> None:
+        """Check every update, copy it, then install all of them at once (all or nothing)."""
+        self._check_update_shapes(new_values)
+        fresh = [np.array(v, dtype=t.dtype, order="C", copy=True)
+                 for t, v in zip(self.update_targets, new_values)]
+        self.install(fresh)
 
     # --- inspection ---------------------------------------------------------------------
     @property
@@ -439,7 +477,8 @@ class CompiledFunction(FunctionBase):
         return [{"kernel": k.name, **k.stats} for k in self.kernels]
 
     def export(self, path, kind: str = "shared", example_inputs=None, name: str | None = None):
-        """Write a native library + C header of this function (llvm backend; see docs/user-guide.md, "Pickling and export")."""
+        """Write a native library + C header of this function (llvm backend; see the user
+        guide, "Pickling and export")."""
         export = getattr(self.program, "export", None)
         if export is None:
             raise CompileError(f"the {self.backend} backend cannot export")

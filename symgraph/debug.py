@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from .graph.basic import Apply, Constant, format_trace
+from .graph.basic import Apply, Constant, Installer, format_trace, user_trace
 from .graph.fgraph import toposort
 
 
@@ -41,6 +41,8 @@ class FiniteGuard:
         self._values = list(fgraph.outputs)  # the outputs, then every update's new value
         self._inner = CompiledFunction(self.inputs, self._values, None, None, backend,
                                        no_default_updates=True, **options)
+        self._install = Installer(self.update_targets)  # all updates or none
+        self._compiled_at = user_trace()
         self._lock = threading.Lock()
 
     def __call__(self, *args):
@@ -51,13 +53,13 @@ class FiniteGuard:
             for k, value in enumerate(results):
                 if _bad(value):
                     self._diagnose(args, k, _bad(value))
+            from .compile import update_shape_error
+            new = []
             for target, value in zip(self.update_targets, results[self.n_outputs:]):
                 if np.shape(value) != target.shape:
-                    raise ValueError(f"update of shared variable {target.label()!r} computed shape "
-                                     f"{np.shape(value)}, but the variable has shape {target.shape}; "
-                                     "no shared variable was changed")
-            for target, value in zip(self.update_targets, results[self.n_outputs:]):
-                target._assign(np.array(value, dtype=target.dtype, copy=True))
+                    raise update_shape_error(target, np.shape(value), self._compiled_at)
+                new.append(np.array(value, dtype=target.dtype, copy=True))
+            self._install(new)
         outs = results[:self.n_outputs]
         return outs[0] if self.single else outs
 
@@ -92,10 +94,11 @@ class FiniteGuard:
                 f"no shared variable was changed{format_trace(node.trace)}")
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_install")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._install = Installer(self.update_targets)
         self._lock = threading.Lock()
 
     def __getattr__(self, name):

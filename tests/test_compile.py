@@ -38,13 +38,26 @@ def test_outputs_see_pre_update_values_and_dict_updates():
     assert w.get_value() == 3.0
 
 
-def test_update_casts_to_the_shared_dtype():
+@pytest.mark.parametrize("backend", ["llvm", "reference"])
+def test_update_casts_to_the_shared_dtype_only_when_safe(backend):
+    """A float64 update of a float32 variable is refused at build time (as Theano does),
+    naming the variable and the user's line; ``.astype`` says the narrowing is intended; a
+    safe cast (int32 into float64) is made silently."""
     w = sg.shared(np.zeros(2, np.float32), name="w")
     x = sg.vector("x", "float64")
-    f = ref([x], [], updates=[(w, w + x)])
+    with pytest.raises(TypeError, match=r"'w' \(float32\) has dtype float64.*astype\('float32'\)"
+                       r"(.|\n)*test_compile.py"):
+        sg.compile([x], [], updates=[(w, w + x)], backend=backend)
+    f = sg.compile([x], [], updates=[(w, (w + x).astype("float32"))], backend=backend)
     assert f(np.array([0.5, 1.5])) == []
     assert w.get_value().dtype == np.float32
     np.testing.assert_array_equal(w.get_value(), [0.5, 1.5])
+    d = sg.shared(np.zeros(2), name="d")
+    n = sg.vector("n", "int32")
+    g = sg.compile([n], [], updates=[(d, n)], backend=backend)
+    g(np.array([1, 2], np.int32))
+    assert d.get_value().dtype == np.float64
+    np.testing.assert_array_equal(d.get_value(), [1.0, 2.0])
 
 
 def test_givens():

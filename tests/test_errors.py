@@ -231,6 +231,57 @@ def test_shared_get_value_is_a_copy_and_set_value_checks():
     assert w.get_value().dtype == np.float32
 
 
+SET_VALUE_REFUSED = [
+    ("int64 2**40 into int32", np.int32, np.array([2**40, 1]), ValueError, r"1099511627776 does not fit"),
+    ("uint16 256 into uint8", np.uint8, np.array([256, 1], np.uint16), ValueError, r"256 does not fit"),
+    ("signed into uint8", np.uint8, np.array([1, 1]), TypeError, r"cannot store a int64"),
+    ("int64 300 into int8", np.int8, np.array([300, 1], np.int64), ValueError, r"300 does not fit in int8"),
+    ("1e300 into float32", np.float32, np.array([1e300, 1.0]), ValueError, r"1e\+300 overflows float32"),
+    ("python float into float16", np.float16, [7e4, 1.0], ValueError, r"70000.0 overflows float16"),
+    ("int into float16", np.float16, np.array([1, 10**6]), ValueError, r"1000000 overflows float16"),
+    ("float into int", np.int32, np.array([1.0, 2.0]), TypeError, r"cannot store a float64"),
+    ("complex into float", np.float32, np.array([1j, 2]), TypeError, r"cannot store a complex128"),
+]
+
+
+@pytest.mark.parametrize("dtype,value,exc,pattern", [c[1:] for c in SET_VALUE_REFUSED],
+                         ids=[c[0] for c in SET_VALUE_REFUSED])
+def test_set_value_refuses_values_that_do_not_survive_the_cast(dtype, value, exc, pattern):
+    """set_value casts only what fits: a wrapped integer or a finite float that would become
+    inf raises, naming the variable, and changes nothing (value, version)."""
+    v = sg.shared(np.array([3, 4], dtype), name="v")
+    with pytest.raises(exc, match=r"shared variable 'v': " + pattern):
+        v.set_value(value)
+    np.testing.assert_array_equal(v.get_value(), np.array([3, 4], dtype))
+    assert v._version == 0
+
+
+def test_set_value_keeps_what_fits_and_non_finite_inputs():
+    f32 = sg.shared(np.zeros(4, np.float32), name="f32")
+    f32.set_value(np.array([np.inf, -np.inf, np.nan, 3e38]))  # already non-finite: kept
+    got = f32.get_value()
+    assert np.isposinf(got[0]) and np.isneginf(got[1]) and np.isnan(got[2]) and got[3] == np.float32(3e38)
+    f32.set_value(np.array([2**60, 1, 2, 3]))  # large but finite: precision loss only
+    assert f32.get_value()[0] == np.float32(2**60)
+    i32 = sg.shared(np.zeros(2, np.int32), name="i32")
+    i32.set_value(np.array([2**31 - 1, -2**31]))
+    np.testing.assert_array_equal(i32.get_value(), [2**31 - 1, -2**31])
+    u8 = sg.shared(np.zeros(2, np.uint8), name="u8")
+    u8.set_value(np.array([255, True], np.uint16))
+    np.testing.assert_array_equal(u8.get_value(), [255, 1])
+    assert f32._version == 2 and i32._version == 1 and u8._version == 1
+
+
+def test_no_value_of_another_shape_or_dtype_is_ever_installed():
+    """The internal assignment every host-side install goes through refuses a value compiled
+    code would read out of bounds."""
+    w = sg.shared(np.zeros(3, np.float32), name="w")
+    for bad in (np.zeros(4, np.float32), np.zeros(3, np.float64), np.zeros((3, 1), np.float32)):
+        with pytest.raises(ValueError, match="'w'"):
+            w._assign(bad)
+    assert w._version == 0 and w.get_value().shape == (3,)
+
+
 def test_compile_time_errors():
     x = sg.vector("x")
     w = sg.shared(np.zeros(3, np.float32), name="w")

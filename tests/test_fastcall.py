@@ -380,3 +380,257 @@ def test_the_argument_errors_of_test_errors_match_the_reference_backend(path):
         assert w._version == version
     if path == "fast":
         assert f._caller.fast_calls == 1
+
+
+# --- the call path changes no state it must not, and never crashes ------------------------
+
+BACKENDS = ["llvm", "reference"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_update_of_the_wrong_run_time_shape_changes_nothing(path, backend):
+    """Both updates are checked before anything is installed (on llvm before the native
+    call); the error names the variable, both shapes and the line that compiled the function,
+    and is the same on every backend and call path."""
+    w = sg.shared(np.arange(3.0), name="w")
+    v = sg.shared(np.arange(3.0), name="v")
+    x = sg.vector("x", dtype="float64")
+    f = sg.compile([x], x.sum(), updates=[(v, v + 1), (w, x * 2)], backend=backend, threads=1)
+    reader = sg.compile([], w * 1, backend=backend, threads=1)
+    for _ in range(2):
+        with pytest.raises(sg.ShapeError) as info:
+            f(np.ones(2))
+        assert str(info.value).startswith(
+            "update of shared variable 'w' computed shape (2,), but the variable has shape (3,); "
+            "no shared variable was changed\n  built at ")
+        assert "test_fastcall.py" in str(info.value) and "sg.compile([x], x.sum()" in str(info.value)
+        assert w._version == 0 and v._version == 0
+        np.testing.assert_array_equal(w.get_value(), np.arange(3.0))
+        np.testing.assert_array_equal(v.get_value(), np.arange(3.0))
+        np.testing.assert_array_equal(reader(), np.arange(3.0))
+    assert f(np.ones(3)) == 3.0
+    np.testing.assert_array_equal(w.get_value(), np.full(3, 2.0))
+    np.testing.assert_array_equal(v.get_value(), np.arange(1.0, 4.0))
+
+
+def test_a_static_update_shape_is_refused_when_compiling():
+    w = sg.shared(np.zeros(3, np.float32), name="w")
+    m = sg.tensor("m", (2, None))
+    for backend in BACKENDS:
+        with pytest.raises(sg.ShapeError, match=r"update of 'w' has shape \(2,\) but the variable "
+                           r"has shape \(3,\)\n  built at .*test_fastcall.py"):
+            sg.compile([m], [], updates=[(w, m.sum(axis=1))], backend=backend)
+
+
+WRONG_RANKS = [
+    ("python int", 2), ("python float", 2.5), ("python bool", True),
+    ("numpy float32", np.float32(2)), ("numpy int8", np.int8(2)),
+    ("0-d array", np.array(2.0, np.float32)),
+    ("nested list", [[1.0, 2.0]]), ("list of lists of ints", [[1], [2]]),
+]
+
+
+@pytest.mark.parametrize("value", [v for _, v in WRONG_RANKS], ids=[k for k, _ in WRONG_RANKS])
+def test_scalars_and_wrong_ranks_get_the_rank_error_everywhere(path, value):
+    """A Python or NumPy scalar, a 0-d array or a nested list for a vector input raises the
+    same ValueError on both backends and both call paths, and changes nothing."""
+    messages = set()
+    for backend in BACKENDS:
+        n = sg.shared(np.int64(0), name="n")
+        x = sg.vector("x")
+        f = sg.compile([x], x * 2, updates=[(n, n + 1)], backend=backend, threads=1)
+        f(np.ones(3, np.float32))
+        with pytest.raises(ValueError) as info:
+            f(value)
+        messages.add(str(info.value))
+        assert n.get_value() == 1 and n._version == 1
+    want = f"argument 'x': expected a rank-1 array of shape (?,), got shape {np.shape(value)}"
+    assert messages == {want}
+
+
+def test_python_scalars_still_work_for_rank_0_inputs(path):
+    for backend in BACKENDS:
+        s = sg.scalar("s")
+        f = sg.compile([s], s * 2, backend=backend, threads=1)
+        assert f(2) == 4.0 and f(1.5) == 3.0 and f(np.float32(2)) == 4.0
+
+
+CHILD_CHECKS = r'''
+import sys
+import numpy as np
+import symgraph as sg
+
+for backend in ("llvm", "reference"):
+    x = sg.vector("x")
+    f = sg.compile([x], x * 2, trust_input=True, backend=backend, threads=1)
+    f(np.ones(4, np.float32))  # registers the shape (4,)
+    big = np.arange(1 << 24).astype(np.int8)  # the native code would read 4x past its end
+    out = f(big)
+    assert out.dtype == np.float32 and np.array_equal(out, big.astype(np.float32) * 2), backend
+    assert np.array_equal(f(np.ones(4, np.int8)), np.full(4, 2, np.float32))
+    for bad, exc in [(np.ones(4), TypeError), (np.ones((2, 2), np.float32), ValueError),
+                     (np.float32(1), ValueError), (np.ones(4, np.complex64), TypeError)]:
+        try:
+            f(bad)
+        except exc as e:
+            assert "argument 'x'" in str(e), e
+        else:
+            raise AssertionError(f"{backend}: {bad!r} was accepted")
+    view = np.arange(8, dtype=np.float32)[::2]
+    assert np.array_equal(f(view), view * 2)
+    swapped = np.arange(4, dtype=">f4")
+    assert np.array_equal(f(swapped), np.arange(4, dtype=np.float32) * 2)
+print("ok")
+'''
+
+
+def run_child(code: str, fast: bool, *args: str, timeout: float = 120):
+    """Run ``code`` in a fresh interpreter on this checkout (a crash is a test failure, not the
+    end of the test run)."""
+    import os
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    env.pop("SYMGRAPH_NO_FASTCALL", None)
+    if not fast:
+        env["SYMGRAPH_NO_FASTCALL"] = "1"
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_trust_input_never_reads_out_of_bounds(path):
+    """trust_input=True keeps the checks that protect memory: an int8 array for a float32
+    input is converted (it used to make the native code read four times past its end), an
+    unsafe dtype or a wrong rank raises the usual error, odd layouts are copied."""
+    r = run_child(CHILD_CHECKS, path == "fast")
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr[-3000:])
+
+
+CHILD_INTERRUPTS = r'''
+import json, signal, sys, time
+import numpy as np
+import symgraph as sg
+
+def hammer(backend, n_shared, seconds):
+    """Call a function updating n_shared variables while SIGALRM fires at random moments (0 to
+    twice a call's duration apart); its handler raises KeyboardInterrupt during a call."""
+    shared = [sg.shared(np.int64(0), name=f"s{i}") for i in range(n_shared)]
+    x = sg.scalar("x", "int64")
+    f = sg.compile([x], [], updates=[(s, s + x) for s in shared], backend=backend, threads=1)
+    one = np.ones((), np.int64)  # an ndarray: the C path takes it
+    f(one)
+    f(one)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        f(one)
+    call_time = [(time.perf_counter() - t0) / 20]  # a running mean of uninterrupted calls
+    done = 22
+    armed = [False]
+    rng = np.random.default_rng(0)
+
+    def handler(signum, frame):
+        signal.setitimer(signal.ITIMER_REAL, rng.uniform(0.05, 2.0) * call_time[0])
+        if armed[0]:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGALRM, handler)
+    counts = {"calls": 0, "interrupted": 0, "done": 0, "all": 0, "none": 0, "torn": 0}
+    signal.setitimer(signal.ITIMER_REAL, call_time[0])
+    start = time.perf_counter()
+    # at least `seconds` and 100 interruptions (a loaded machine is slow), at most 3 * seconds
+    while (time.perf_counter() - start < seconds or counts["interrupted"] < 100) \
+            and time.perf_counter() - start < 3 * seconds:
+        interrupted = False
+        t0 = time.perf_counter()
+        try:
+            armed[0] = True
+            f(one)
+            armed[0] = False
+        except KeyboardInterrupt:
+            armed[0] = False  # no eval-breaker check between the catch and this store
+            interrupted = True
+        if not interrupted:
+            call_time[0] = 0.9 * call_time[0] + 0.1 * (time.perf_counter() - t0)
+        counts["calls"] += 1
+        values = {int(s.get_value()) for s in shared}
+        if values == {done + 1}:
+            done += 1
+            counts["all" if interrupted else "done"] += 1
+        elif values == {done} and interrupted:
+            counts["none"] += 1
+        else:
+            counts["torn"] += 1
+            done = max(values)
+            for s in shared:
+                s.set_value(np.int64(done))
+        counts["interrupted"] += interrupted
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    counts["fast_calls"] = getattr(f._caller, "fast_calls", 0) if f._caller is not None else 0
+    return counts
+
+jobs = json.loads(sys.argv[1])
+print(json.dumps([hammer(*job) for job in jobs]))
+'''
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="needs signal.setitimer")
+def test_updates_are_all_or_nothing_under_keyboard_interrupts(path):
+    """Thousands of KeyboardInterrupts, raised at arbitrary bytecodes by a SIGALRM handler,
+    hit calls that update 40 shared variables (20 on llvm too, which the C path runs when it
+    is built): after each call every variable was updated, or none was."""
+    import json
+    jobs = [["llvm", 40, 1.5], ["llvm", 20, 1.0], ["reference", 40, 1.5]]
+    r = run_child(CHILD_INTERRUPTS, path == "fast", json.dumps(jobs))
+    assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    for job, counts in zip(jobs, results):
+        assert counts["torn"] == 0, (job, counts)
+        assert counts["interrupted"] >= 30, (job, counts)  # the test did interrupt calls
+        if not counts["fast_calls"]:  # (a C call is never interrupted: its handler runs after)
+            assert counts["none"] > 0, (job, counts)  # interrupts did land before the install
+    if path == "fast":
+        assert results[1]["fast_calls"] > 0  # 20 updates: the C path ran those calls
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="needs signal.setitimer")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_interrupt_while_waiting_for_a_busy_target_installs_nothing(path, backend):
+    """While another thread holds one target's lock the call waits for it before installing
+    anything; a KeyboardInterrupt during that wait leaves every target as it was."""
+    import signal
+    a = sg.shared(np.zeros(2, np.float32), name="a")
+    b = sg.shared(np.zeros(2, np.float32), name="b")
+    x = sg.vector("x")
+    f = sg.compile([x], [], updates=[(a, a + x), (b, b + x)], backend=backend, threads=1)
+    f(np.ones(2, np.float32))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with b._lock:
+            holding.set()
+            release.wait(10)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait(5)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            f(np.ones(2, np.float32))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        release.set()
+        t.join()
+    np.testing.assert_array_equal(a.get_value(), np.ones(2, np.float32))
+    np.testing.assert_array_equal(b.get_value(), np.ones(2, np.float32))
+    assert a._version == 1 and b._version == 1
+    f(np.ones(2, np.float32))
+    np.testing.assert_array_equal(a.get_value(), np.full(2, 2, np.float32))
+    assert a._version == 2 and b._version == 2
+    if path == "fast" and backend == "llvm":
+        assert f._caller.fast_calls == 1  # the last call ran in C (an interrupted one counts not)

@@ -25,6 +25,7 @@ import threading
 import numpy as np
 
 from ..codegen.checks import STATUS_INDEX_ERROR, WORDS_PER_SITE, raise_index_error
+from ..compile import update_shape_error
 from ..errors import CompileError
 from ..fastcall import fastcall_module
 from ..graph.basic import SharedVariable
@@ -262,12 +263,14 @@ class LLVMProgram:
         return spec.run(values)
 
     def make_caller(self, cf):
-        """The whole call path of ``CompiledFunction`` ``cf``: argument checks (unless
-        ``trust_input``), one native call, updates (the fresh result arrays are installed
-        without a copy), results.  Returns the C caller when the extension is available (it
-        falls back to the Python closure built here), else the closure itself."""
-        shared, targets = cf.shared, cf.update_targets
-        n_out, single, trust = cf.n_outputs, cf.single, cf.trust_input
+        """The whole call path of ``CompiledFunction`` ``cf``: argument checks (whatever
+        ``trust_input`` says: they keep the native code in bounds), update shapes (once per
+        specialisation, before its first native call), one native call, updates (the fresh
+        result arrays are installed without a copy, all or none), results.  Returns the C
+        caller when the extension is available (it falls back to the Python closure built
+        here), else the closure itself."""
+        shared, targets, install = cf.shared, cf.update_targets, cf.install
+        n_out, single = cf.n_outputs, cf.single
         nspec = len(cf.specs)
         table = self.specs
         ndarray = np.ndarray
@@ -285,39 +288,36 @@ class LLVMProgram:
         if targets:
             fn_lock = module.ArenaLock() if module is not None else threading.Lock()
         fast = None  # the C caller, once made (below)
-        registered: set[tuple] = set()
+        checked: set[tuple] = set()  # input shapes whose updates fit (registered with `fast`)
 
         def call(args):
             if len(args) != nspec:
                 cf._convert(args)  # raises the TypeError naming the inputs
             values = []
             key = []
-            if trust:
-                for a in args:
-                    if type(a) is not ndarray:
-                        a = np.asarray(a)
-                    values.append(a)
-                    key.append(a.shape)
-            else:
-                for (dt, nd, static, convert), a in zip(checks, args):
-                    if type(a) is not ndarray or a.dtype != dt or a.ndim != nd:
-                        a = convert(a)
-                    else:
-                        shape = a.shape
-                        for axis, dim in static:
-                            if shape[axis] != dim:
-                                a = convert(a)  # raises the ValueError naming the input
-                                break
-                    values.append(a)
-                    key.append(a.shape)
+            # whatever trust_input says: the native code reads and writes the buffers as the
+            # declared dtypes, ranks and shapes, so anything else is converted or refused
+            for (dt, nd, static, convert), a in zip(checks, args):
+                if type(a) is not ndarray or a.dtype != dt or a.ndim != nd:
+                    a = convert(a)
+                else:
+                    shape = a.shape
+                    for axis, dim in static:
+                        if shape[axis] != dim:
+                            a = convert(a)  # raises the ValueError naming the input
+                            break
+                values.append(a)
+                key.append(a.shape)
             key = tuple(key)
             spec = table.get(key)
             if spec is None:
                 spec = program.specialize(list(key) + list(shared_shapes))
                 table[key] = spec
-            if fast is not None and key not in registered:
-                registered.add(key)
-                program._register(module, fast, spec, key, targets, n_out, output_map)
+            if key not in checked:  # before the native call: nothing runs, nothing changes
+                program._check_update_shapes(spec, targets, n_out, cf.compiled_at)
+                checked.add(key)
+                if fast is not None:
+                    program._register(module, fast, spec, key, targets, n_out, output_map)
             if not targets:
                 values.extend([s._value for s in shared])
                 results = spec.run(values)
@@ -329,12 +329,7 @@ class LLVMProgram:
                 results = spec.run(values)
                 for k in copies:
                     results[k] = results[k].copy()
-                for t, r in zip(targets, results[n_out:]):
-                    with t._lock:
-                        t._value = r
-                        t._version += 1
-                        if t.device_state:
-                            t.device_state.clear()
+                install(results[n_out:])  # all or nothing
             return results[0] if single else results[:n_out]
 
         if module is None:
@@ -374,6 +369,15 @@ class LLVMProgram:
                for s in list(cf.shared) + list(cf.update_targets)):
             return None
         return module
+
+    @staticmethod
+    def _check_update_shapes(spec: Specialization, targets: list, n_out: int, trace) -> None:
+        """Raise, before the native call, when ``spec`` computes an update whose shape is not
+        its shared variable's (the message is the reference backend's)."""
+        for t, m in zip(targets, spec.output_map[n_out:]):
+            shape = spec.out_specs[m][0]
+            if shape != tuple(t.shape):
+                raise update_shape_error(t, shape, trace)
 
     @staticmethod
     def _register(module, fast, spec: Specialization, key: tuple, targets: list, n_out: int,

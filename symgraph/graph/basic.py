@@ -11,7 +11,10 @@ import itertools
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Sequence
+from itertools import chain
+from operator import call, methodcaller
 from typing import Any
 
 import numpy as np
@@ -283,15 +286,19 @@ class SharedVariable(Variable):
         return self._value.copy()
 
     def set_value(self, value) -> None:
-        """Replace the value; dtype must cast safely and the shape must stay the same."""
+        """Replace the value (a copy is stored).  The shape must stay the same; the dtype must
+        be of the same kind (float into float, int or bool into int or float) and every
+        value must survive the cast: an integer that does not fit, or a finite float that
+        would overflow to inf, raises and changes nothing (NaN and inf already in ``value``
+        are kept)."""
         arr = np.asarray(value)
+        what = f"shared variable {self.label()!r}"
         if not np.can_cast(arr.dtype, self.dtype, "same_kind") and arr.size:
-            raise TypeError(f"shared variable {self.label()!r}: cannot store a {arr.dtype} "
-                            f"array in a {self.dtype} variable")
+            raise TypeError(f"{what}: cannot store a {arr.dtype} array in a {self.dtype} "
+                            "variable")
         if arr.shape != self.shape:
-            raise ValueError(f"shared variable {self.label()!r}: shape must stay {self.shape}, "
-                             f"got {arr.shape}")
-        self._assign(np.array(arr, dtype=self.dtype, copy=True))
+            raise ValueError(f"{what}: shape must stay {self.shape}, got {arr.shape}")
+        self._assign(checked_cast(arr, np.dtype(self.dtype), what))
 
     def __getstate__(self):
         self._value  # noqa: B018 - bring a device-held value back to the host first
@@ -306,6 +313,16 @@ class SharedVariable(Variable):
         self._lock = threading.Lock()
 
     def _assign(self, arr: np.ndarray) -> None:
+        """Install ``arr`` (all of the value, version and device state, or none of it).  Its
+        shape and dtype must be the variable's: compiled code reads the value as that."""
+        arr = np.array(arr, order="C", copy=None)
+        if arr.shape != self.shape or arr.dtype != self.dtype:
+            raise ValueError(f"shared variable {self.label()!r}: cannot install a {arr.dtype} "
+                             f"value of shape {arr.shape} in a {self.type} variable")
+        install_values([self], [arr])
+
+    def _assign_locked(self, arr: np.ndarray) -> None:
+        """``_assign`` for a subclass with its own ``_value`` storage."""
         with self._lock:
             self._value = np.array(arr, order="C", copy=None)
             self._version += 1
@@ -319,6 +336,94 @@ class SharedVariable(Variable):
             self.device_state.clear()
             self.device_state[key] = handle
             self.__dict__["_pull"] = pull
+
+
+def checked_cast(arr: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+    """A C-contiguous copy of ``arr`` as ``dtype``.  Raises ``ValueError`` naming ``what`` when
+    a value does not survive the cast: an integer outside ``dtype``'s range, or a finite value
+    that becomes inf (NaN and inf already in ``arr`` stay as they are)."""
+    if dtype.kind in "iu" and arr.dtype.kind in "iu" and arr.size:
+        info = np.iinfo(dtype)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < info.min or hi > info.max:
+            raise ValueError(f"{what}: {lo if lo < info.min else hi} does not fit in {dtype} "
+                             f"(range [{info.min}, {info.max}]); nothing was changed")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.array(arr, dtype=dtype, order="C", copy=True)
+    if dtype.kind == "f" and arr.dtype.kind in "fiu" and arr.size:
+        overflow = np.isinf(out) & np.isfinite(arr)
+        if overflow.any():
+            bad = np.asarray(arr)[overflow].flat[0].item()
+            raise ValueError(f"{what}: {bad!r} overflows {dtype} (largest finite value "
+                             f"{np.finfo(dtype).max.item():.6g}); nothing was changed")
+    return out
+
+
+_update_dict = dict.update
+_clear_dict = dict.clear
+_copy_dict = dict.copy
+_is_locked = methodcaller("locked")
+
+
+class Installer:
+    """Installs new values into a fixed list of shared variables, all or none, whatever signal
+    arrives (``installer(values)``).
+
+    ``values`` are installed as they are (fresh arrays of the targets' dtypes and shapes that
+    nobody else holds).  Everything is prepared first; the installation itself is one C-level
+    step (``dict.update`` on every target's ``__dict__`` and ``dict.clear`` on stale device
+    state, driven by ``map`` and consumed by a ``deque``) during which no bytecode runs, so
+    no signal handler can raise ``KeyboardInterrupt`` in the middle of it and no other thread
+    can interleave.  A target lock another thread holds (a ``set_value`` or a device pull in
+    progress) is waited for before that step, as the C call path does.
+    """
+
+    __slots__ = ("targets", "dicts", "locks", "plain")
+
+    def __init__(self, targets: Sequence[SharedVariable]):
+        self.targets = list(targets)
+        self.dicts = [t.__dict__ for t in self.targets]
+        self.locks = [t._lock for t in self.targets]
+        own = SharedVariable.__dict__["_value"]
+        self.plain = all(type(t).__dict__.get("_value", own) is own for t in self.targets)
+
+    def __call__(self, values: Sequence[np.ndarray]) -> None:
+        if not self.plain:  # a subclass with its own storage: its own setter
+            for t, v in zip(self.targets, values):
+                t._assign_locked(v)
+            return
+        dicts, locks = self.dicts, self.locks
+        while True:
+            if any(map(_is_locked, locks)):
+                self._wait(locks)
+            states = [{"_host": v, "_pull": None, "_version": d["_version"] + 1}
+                      for d, v in zip(dicts, values)]
+            stale = [t.device_state for t in self.targets if t.device_state]
+            # the replaced values stay referenced until after the step, so no deallocation
+            # (which could run Python code) happens inside it
+            replaced = [(d["_host"], d["_pull"]) for d in dicts]
+            if stale:
+                replaced += map(_copy_dict, stale)
+            if not any(map(_is_locked, locks)):
+                break
+        if stale:
+            deque(chain(map(_update_dict, dicts, states), map(_clear_dict, stale)), maxlen=0)
+        else:
+            deque(map(_update_dict, dicts, states), maxlen=0)
+        del replaced
+
+
+    @staticmethod
+    def _wait(locks: list) -> None:
+        """Wait until each lock is free (nothing is held when a signal interrupts the wait)."""
+        for lock in locks:
+            if lock.locked():  # acquire and release in one C-level step
+                deque(map(call, (lock.acquire, lock.release)), maxlen=0)
+
+
+def install_values(targets: Sequence[SharedVariable], values: Sequence[np.ndarray]) -> None:
+    """Install ``values`` into ``targets``, all or none (see ``Installer``)."""
+    Installer(targets)(values)
 
 
 class Apply:
