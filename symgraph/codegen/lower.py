@@ -198,7 +198,7 @@ class Lowerer:
             self.value_of[id(v)] = v.value
             self.shape_of[id(v)] = v.value.shape
         if id(v) in self.value_of:
-            val = np.ascontiguousarray(self.value_of[id(v)])
+            val = np.asarray(self.value_of[id(v)], order="C")  # keeps 0-d values 0-d
             st = self.new_storage("const", v.dtype, val.shape, value=val, name=v.label())
             self.env[id(v)] = View.full(st, val.shape)
             return self.env[id(v)]
