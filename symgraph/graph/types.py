@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,10 @@ DEFAULT_FLOAT = "float32"
 _DTYPE_SET = frozenset(DTYPES)
 
 Shape = tuple  # tuple[int | None, ...]
+
+# NumPy's limit: an array's byte size (the product of its nonzero dims times the item size)
+# must fit in a signed 64-bit integer, which is also what the native backends index with
+MAX_BYTES = (1 << 63) - 1
 
 
 def as_dtype(dtype) -> str:
@@ -36,23 +41,25 @@ def is_int(dtype: str) -> bool:
     return dtype in INT_DTYPES
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TensorType:
     """The static type of a symbolic value: ``dtype`` and ``shape`` (ints or ``None``)."""
 
     dtype: str
     shape: Shape
 
-    def __post_init__(self):
-        object.__setattr__(self, "dtype", as_dtype(self.dtype))
+    # written out (not generated) so that a ShapeError's "built at" line skips it
+    def __init__(self, dtype, shape: Shape):
+        object.__setattr__(self, "dtype", as_dtype(dtype))
         dims = []
-        for d in self.shape:
+        for d in shape:
             if d is not None:
                 d = int(d)
                 if d < 0:
-                    raise ShapeError(f"negative dimension {d} in shape {self.shape}")
+                    raise ShapeError(f"negative dimension {d} in shape {tuple(shape)}")
             dims.append(d)
         object.__setattr__(self, "shape", tuple(dims))
+        check_size(self.shape, self.dtype)
 
     @property
     def ndim(self) -> int:
@@ -67,6 +74,27 @@ class TensorType:
         if self.ndim == 1:
             dims += ","
         return f"{self.dtype}[{dims}]"
+
+
+def num_elements(shape) -> int:
+    """The exact element count of a concrete shape (Python ints: no overflow)."""
+    return math.prod(int(d) for d in shape)
+
+
+def check_size(shape: Shape, dtype: str = "int8", what: str = "") -> None:
+    """Raise ``ShapeError`` when an array of ``shape`` (its known dims) and ``dtype`` could not
+    exist: more than ``2**63 - 1`` bytes, as NumPy refuses ("array is too big").
+
+    Unknown (``None``) and zero dims are left out of the product, as NumPy does, so a shape
+    whose known dims are already too big is refused whatever the unknown ones turn out to be.
+    """
+    known = [int(d) for d in shape if d]
+    nbytes = math.prod(known) * np.dtype(dtype).itemsize
+    if nbytes > MAX_BYTES:
+        prefix = f"{what}: " if what else ""
+        raise ShapeError(f"{prefix}shape {_fmt(shape)} is too big: {math.prod(known)} elements "
+                         f"of {dtype} need {nbytes} bytes, more than the 2**63 - 1 an array can "
+                         "hold")
 
 
 def shape_conflict(declared: Shape, actual: tuple) -> str | None:
