@@ -1019,6 +1019,18 @@ class Lowerer:
             self.copy(src, View(out.storage, (), (), out.offset + k))
         self.env[id(node.outputs[0])] = out
 
+    def op_ARange(self, node, op):
+        """``0..n-1`` (specialisation folds small ones into constants)."""
+        out = self.out_view(node.outputs[0])
+        (i,) = _idx(1)
+        self.emit("arange", _loops(out.shape, [Store(out.storage, out.index([i]), i)]), out.size,
+                  [], [repr(out.storage)])
+        self.env[id(node.outputs[0])] = out
+
+    def op_StopGradient(self, node, op):
+        """The identity (``rewrite=False`` keeps it in the graph; the rewriter drops it)."""
+        self.env[id(node.outputs[0])] = self.view(node.inputs[0])
+
 
 # --- helpers -------------------------------------------------------------------------------
 
