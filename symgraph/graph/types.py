@@ -9,12 +9,21 @@ import numpy as np
 
 from ..errors import ShapeError
 
-DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8",
-          "float16", "float32", "float64")
-FLOAT_DTYPES = ("float16", "float32", "float64")
+DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "float32", "float64")
+FLOAT_DTYPES = ("float32", "float64")
 INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8")
 DEFAULT_FLOAT = "float32"
 _DTYPE_SET = frozenset(DTYPES)
+
+# NumPy results symgraph has no dtype for, and what it gives instead (docs/ops.md, "dtypes"):
+# float math on bool/int8/uint8 is float32 (NumPy: float16), sums and products of uint8 are
+# int64 (NumPy: uint64; the same values below 2**63)
+_SUBSTITUTES = {"float16": "float32", "uint64": "int64"}
+_REFUSED = {
+    "float16": "float16 is not supported (no backend computes in it alike); use float32 (float16 "
+               "arrays are accepted as arguments of float32 inputs)",
+    "uint64": "uint64 is not supported; use int64 (uint8 sums and products are int64)",
+}
 
 Shape = tuple  # tuple[int | None, ...]
 
@@ -29,8 +38,15 @@ def as_dtype(dtype) -> str:
         return dtype
     name = np.dtype(dtype).name
     if name not in DTYPES:
-        raise TypeError(f"unsupported dtype {name!r}; symgraph supports {', '.join(DTYPES)}")
+        why = _REFUSED.get(name, f"unsupported dtype {name!r}")
+        raise TypeError(f"{why}; symgraph supports {', '.join(DTYPES)}")
     return name
+
+
+def numpy_result(dtype) -> str:
+    """symgraph's dtype for a result NumPy computes in ``dtype`` (see ``_SUBSTITUTES``)."""
+    name = np.dtype(dtype).name
+    return as_dtype(_SUBSTITUTES.get(name, name))
 
 
 def is_float(dtype: str) -> bool:
@@ -141,4 +157,4 @@ format_shape = _fmt
 
 def result_dtype(*dtypes_or_scalars) -> str:
     """NumPy 2 promotion: arrays by dtype, Python scalars weakly (NEP 50)."""
-    return as_dtype(np.result_type(*dtypes_or_scalars))
+    return numpy_result(np.result_type(*dtypes_or_scalars))

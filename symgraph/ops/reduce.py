@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable
-from ..graph.types import TensorType, as_dtype, is_float
+from ..graph.types import TensorType, is_float, numpy_result
 from . import elemwise as E
 
 _NUMPY = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min,
@@ -50,7 +50,7 @@ class Reduce(Op):
         if self.kind in ("any", "all"):
             return "bool"
         if self.kind in ("sum", "prod"):
-            return as_dtype(_NUMPY[self.kind](np.zeros(1, dtype)).dtype)
+            return numpy_result(_NUMPY[self.kind](np.zeros(1, dtype)).dtype)
         return dtype
 
     def make_node(self, x) -> Apply:
