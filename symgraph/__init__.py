@@ -59,6 +59,7 @@ from .ops import (
     prod,
     relu,
     reshape,
+    set_subtensor,
     shape,
     sigmoid,
     sign,

@@ -70,3 +70,42 @@ def test_inc_subtensor_value_that_cannot_broadcast_is_a_build_time_shape_error()
         sg.inc_subtensor(x, slice(0, 2), sg.tensor("y", (3,), "float64"))
     with pytest.raises(sg.ShapeError, match="cannot be broadcast"):  # more dims than x[key]
         sg.inc_subtensor(x, slice(0, 2), sg.tensor("y", (1, 2, 5), "float64"))
+
+
+SET_CASES = [c for c in CASES if not c[0].startswith("repeated")] + [
+    ("slice_0d_index_row", (slice(None), np.array(2)), (1,)),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,key,yshape", SET_CASES, ids=[c[0] for c in SET_CASES])
+def test_set_subtensor_broadcast_value_and_grads(name, key, yshape, backend):
+    yv = rand(np.random.default_rng(6), yshape, "float64")
+    x = sg.tensor("x", (None, None), "float64")
+    y = sg.tensor("y", (None,) * len(yshape), "float64")
+    out = sg.set_subtensor(x, key, y)
+    gx, gy = sg.grad(sg.sum(sg.tanh(out) * sg.constant(W)), [x, y])
+    got, got_gx, got_gy = sg.compile([x, y], [out, gx, gy], backend=backend)(X, yv)
+    want = X.copy()
+    want[key] = yv
+    assert_matches(got, want)
+    xt, yt = torch.tensor(X, requires_grad=True), torch.tensor(yv, requires_grad=True)
+    ot = xt.clone()
+    tkey = tuple(torch.as_tensor(k) if isinstance(k, np.ndarray) else k
+                 for k in (key if isinstance(key, tuple) else (key,)))
+    ot[tkey] = yt
+    (torch.tanh(ot) * torch.tensor(W)).sum().backward()
+    assert_matches(got_gx, xt.grad.numpy())
+    assert_matches(got_gy, yt.grad.numpy())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_set_subtensor_repeated_indices_last_write_wins(backend):
+    x = sg.tensor("x", (None, None), "float64")
+    y = sg.tensor("y", (None, None), "float64")
+    rows = np.array([1, 3, 1])
+    f = sg.compile([x, y], sg.set_subtensor(x, rows, y), backend=backend)
+    yv = np.arange(15.0).reshape(3, 5)
+    want = X.copy()
+    want[rows] = yv  # NumPy: the last of the repeated rows wins
+    assert_matches(f(X, yv), want)

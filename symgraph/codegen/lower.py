@@ -543,6 +543,14 @@ class Lowerer:
         self.env[id(node.outputs[0])] = out
 
     def op_IndexAdd(self, node, op):
+        self._scatter(node, op, "add")
+
+    def op_IndexSet(self, node, op):
+        self._scatter(node, op, None)
+
+    def _scatter(self, node, op, accumulate: str | None) -> None:
+        """``out = x; out[key] (+)= y`` in index order (one thread: repeated indices add up,
+        or the last write wins, as in NumPy)."""
         x, y = self.view(node.inputs[0]), self.view(node.inputs[1])
         out = self.out_view(node.outputs[0])
         self.copy(x, out)
@@ -552,8 +560,9 @@ class Lowerer:
         yb = y.broadcast(sub_shape)
         idx = _idx(len(sub_shape))
         body = _loops(sub_shape, [Store(out.storage, plan.source_index(idx, arrays), yb.load(idx),
-                                        accumulate="add")], parallel=False)
-        self.emit("scatter_add", body, yb.size, [repr(y.storage)], [repr(out.storage)])
+                                        accumulate=accumulate)], parallel=False)
+        self.emit("scatter_add" if accumulate else "scatter", body, yb.size, [repr(y.storage)],
+                  [repr(out.storage)])
         self.env[id(node.outputs[0])] = out
 
     # --- ops: neural-net row-wise ----------------------------------------------------------

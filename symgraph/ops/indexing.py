@@ -232,6 +232,47 @@ class IndexAdd(Op):
         return [self(vx, vy, *inputs[2:])]
 
 
+class IndexSet(Op):
+    """``out = x.copy(); out[key] = y``.  With repeated indices the last write wins on the CPU
+    backends (NumPy's order); the gradient reaches ``y`` at every one of them."""
+
+    __props__ = ("spec",)
+
+    def __init__(self, spec: tuple):
+        self.spec = spec
+
+    def make_node(self, x, y, *indices) -> Apply:
+        x, y = as_variable(x), as_variable(y)
+        indices = [as_variable(i) for i in indices]
+        _check_fits(self.spec, x, y, indices)
+        y = E.cast(y, x.dtype)
+        return Apply(self, [x, y, *indices], [TensorType(x.dtype, x.shape)])
+
+    def perform(self, node, inputs):
+        x, y, arrays = inputs[0], inputs[1], inputs[2:]
+        out = np.array(x, copy=True)
+        out[_key(self.spec, arrays)] = y
+        return [out]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        (g,) = output_grads
+        y, indices = inputs[1], inputs[2:]
+        from .shape import sum_to
+        zero = Constant(np.zeros((), g.dtype))
+        # what was overwritten gets no gradient; ``y`` gets it summed back to its shape
+        return ([IndexSet(self.spec)(g, zero, *indices),
+                 sum_to(Subtensor(self.spec)(g, *indices), y)] + [None] * len(indices))
+
+    def R_op(self, node, inputs, eval_points):
+        vx, vy = eval_points[0], eval_points[1]
+        if vx is None and vy is None:
+            return [None]
+        from .shape import zeros_like
+        vx = vx if vx is not None else zeros_like(inputs[0])
+        vy = vy if vy is not None else zeros_like(inputs[1])
+        return [self(vx, vy, *inputs[2:])]
+
+
 def getitem(x, key) -> Variable:
     """``x[key]`` with NumPy semantics for ints, slices, None, ``...`` and int arrays."""
     x = as_variable(x)
@@ -254,6 +295,13 @@ def inc_subtensor(x, key, y) -> Variable:
     x = as_variable(x)
     spec, arrays = _parse(key, x.ndim)
     return IndexAdd(spec)(x, y, *arrays)
+
+
+def set_subtensor(x, key, y) -> Variable:
+    """A copy of ``x`` with ``x[key] = y`` (NumPy assignment; ``y`` broadcasts)."""
+    x = as_variable(x)
+    spec, arrays = _parse(key, x.ndim)
+    return IndexSet(spec)(x, y, *arrays)
 
 
 def take(x, indices, axis: int | None = None) -> Variable:
