@@ -122,3 +122,13 @@ def test_integer_power_wraps_like_numpy(backend):
         exp = np.array([7, 39, 40, 9, 2, 0, 100, 1], dtype)  # 3**39 needs more than 53 bits
         with np.errstate(all="ignore"):
             assert_matches(sg.compile([a, b], a ** b, backend=backend)(base, exp), base ** exp)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_logsumexp_of_every_dtype(dtype, backend):
+    v = _values(dtype)
+    x = sg.tensor("x", (None,), dtype)
+    got = sg.compile([x], sg.logsumexp(x), backend=backend)(v)
+    want = np.logaddexp.reduce(v.astype(np.float64))  # stable, then in exp's float dtype
+    assert_matches(got, np.asarray(want, dtype=sg.exp(x).dtype))

@@ -252,6 +252,8 @@ def logsumexp(x, axis=None, keepdims=False):
     """``log(sum(exp(x)))`` computed stably (the max is shifted out)."""
     x = as_variable(x)
     axes = normalize_axes(axis, x.ndim, "logsumexp")
+    if not is_float(x.dtype):  # computed in exp's float dtype (the max's -inf needs a float)
+        x = E.cast(x, E.S.result_dtype("exp", (x.dtype,)))
     from ..grad import stop_gradient
     # the shift: -inf over an empty axis (initial), so the result is log(0) = -inf as NumPy's
     m = stop_gradient(Reduce("max", axes, True, initial=-np.inf)(x) if axes else x)
