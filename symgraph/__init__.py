@@ -61,6 +61,7 @@ from .ops import (
     prod,
     relu,
     reshape,
+    set_subtensor,
     shape,
     sigmoid,
     sign,

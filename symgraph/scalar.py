@@ -19,7 +19,7 @@ from functools import cache
 
 import numpy as np
 
-from .graph.types import as_dtype, is_float
+from .graph.types import as_dtype, is_float, numpy_result
 
 # --- primitive table ---------------------------------------------------------------------
 
@@ -82,7 +82,7 @@ _FLOAT_ONLY = {"exp", "log", "log1p", "expm1", "sqrt", "tanh", "sigmoid", "softp
                "sin", "cos", "truediv"}
 
 
-# custom primitives whose dtype rule is that of ``exp`` (float results, small ints -> float16)
+# custom primitives whose dtype rule is that of ``exp`` (float results; small ints -> float32)
 _LIKE_EXP = {"sigmoid", "softplus", "erf"}
 
 
@@ -94,7 +94,7 @@ def result_dtype(op: str, arg_dtypes: tuple[str, ...]) -> str:
     if prim.bool_result:
         return "bool"
     if op == "where":
-        return as_dtype(np.result_type(arg_dtypes[1], arg_dtypes[2]))
+        return numpy_result(np.result_type(arg_dtypes[1], arg_dtypes[2]))
     fn = np.exp if op in _LIKE_EXP else prim.numpy
     try:
         with np.errstate(all="ignore"):
@@ -102,7 +102,7 @@ def result_dtype(op: str, arg_dtypes: tuple[str, ...]) -> str:
     except TypeError as e:
         raise TypeError(f"{op} is not defined for {' and '.join(arg_dtypes)} tensors "
                         f"(NumPy: {e})") from None
-    return as_dtype(out.dtype)
+    return numpy_result(out.dtype)  # float16 -> float32 (graph/types.py)
 
 
 # --- expression nodes --------------------------------------------------------------------
@@ -232,8 +232,10 @@ def evaluate(roots: Sequence[SExpr], inputs: Sequence[np.ndarray]) -> list[np.nd
             elif node.op == "cast":
                 val = np.asarray(values[id(node.args[0])]).astype(node.dtype)
             else:
-                val = PRIMITIVES[node.op].numpy(*[values[id(a)] for a in node.args])
-                val = np.asarray(val)
+                args = [values[id(a)] for a in node.args]
+                val = np.asarray(PRIMITIVES[node.op].numpy(*args))
+                if val.dtype == np.float16:  # NumPy's float for small ints: symgraph's is float32
+                    val = np.asarray(PRIMITIVES[node.op].numpy(*[a.astype(node.dtype) for a in args]))
                 if val.dtype.name != node.dtype:
                     val = val.astype(node.dtype)
             values[id(node)] = val

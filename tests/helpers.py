@@ -54,6 +54,19 @@ def assert_matches(got, want, dtype: str | None = None, rtol=None, atol=None):
         np.testing.assert_array_equal(got, want)
 
 
+def numpy_as_symgraph(ref, *arrays) -> np.ndarray:
+    """NumPy's ``ref(*arrays)`` under symgraph's documented dtype substitutes (docs/ops.md,
+    dtypes): where NumPy answers in float16 (float math on bool/int8/uint8) symgraph computes
+    in float32, and where it answers in uint64 (sums of uint8) symgraph answers in int64."""
+    want = np.asarray(ref(*arrays))
+    if want.dtype == np.float16:
+        want = np.asarray(ref(*[a.astype(np.float32) if np.asarray(a).dtype.kind in "biu" else a
+                                for a in map(np.asarray, arrays)]))
+    if want.dtype == np.uint64:
+        want = want.astype(np.int64)
+    return want
+
+
 def rand(rng: np.random.Generator, shape, dtype="float32", low=-3.0, high=3.0) -> np.ndarray:
     """Random values of ``dtype`` in ``[low, high)`` (integers: rounded)."""
     x = rng.uniform(low, high, size=shape)

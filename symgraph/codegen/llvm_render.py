@@ -669,7 +669,7 @@ class KernelEmitter:
             return b.or_(*xs)
         if op in ("mul", "minimum", "and"):
             return b.and_(*xs)
-        if op == "abs":
+        if op in ("abs", "floor", "ceil"):  # NumPy: floor(bool) is the bool itself
             return xs[0]
         raise NotImplementedError(f"{op} on bool")
 
@@ -767,7 +767,26 @@ class KernelEmitter:
                 r = b.select(adjust, b.add(r, ys), r)
             return b.select(isz, zero, q if op == "floordiv" else r)
         if op == "pow":
-            f = self.math("pow", [b.sitofp(x, F64) for x in xs], "float64")
-            return b.fptosi(f, t)
+            return self._int_pow(*xs, t, unsigned)
         raise NotImplementedError(f"integer {op}")
+
+    def _int_pow(self, x, y, t, unsigned: bool):
+        """``x ** y`` by squaring in the integer type, wrapping like NumPy (the float ``pow``
+        it replaces lost the wrap-around and the bits past 2**53).  As the cuda helper
+        ``sg_pow``: a negative exponent gives 0, except for the bases 1 and -1."""
+        b = self.b
+        zero, one = ir.Constant(t, 0), ir.Constant(t, 1)
+        r, base = one, x
+        for k in range(t.width):  # branch-free: one step per exponent bit
+            bit = b.trunc(b.lshr(y, ir.Constant(t, k)), ir.IntType(1))
+            r = b.select(bit, b.mul(r, base), r)
+            base = b.mul(base, base)
+        if unsigned:
+            return r
+        minus_one = ir.Constant(t, -1)
+        odd = b.trunc(y, ir.IntType(1))
+        neg = b.select(b.icmp_signed("==", x, one), one,
+                       b.select(b.icmp_signed("==", x, minus_one),
+                                b.select(odd, minus_one, one), zero))
+        return b.select(b.icmp_signed("<", y, zero), neg, r)
 

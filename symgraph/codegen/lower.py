@@ -199,7 +199,7 @@ class Lowerer:
             self.value_of[id(v)] = v.value
             self.shape_of[id(v)] = v.value.shape
         if id(v) in self.value_of:
-            val = np.ascontiguousarray(self.value_of[id(v)])
+            val = np.asarray(self.value_of[id(v)], order="C")  # keeps 0-d values 0-d
             st = self.new_storage("const", v.dtype, val.shape, value=val, name=v.label())
             self.env[id(v)] = View.full(st, val.shape)
             return self.env[id(v)]
@@ -544,6 +544,14 @@ class Lowerer:
         self.env[id(node.outputs[0])] = out
 
     def op_IndexAdd(self, node, op):
+        self._scatter(node, op, "add")
+
+    def op_IndexSet(self, node, op):
+        self._scatter(node, op, None)
+
+    def _scatter(self, node, op, accumulate: str | None) -> None:
+        """``out = x; out[key] (+)= y`` in index order (one thread: repeated indices add up,
+        or the last write wins, as in NumPy)."""
         x, y = self.view(node.inputs[0]), self.view(node.inputs[1])
         out = self.out_view(node.outputs[0])
         self.copy(x, out)
@@ -553,8 +561,9 @@ class Lowerer:
         yb = y.broadcast(sub_shape)
         idx = _idx(len(sub_shape))
         body = _loops(sub_shape, [Store(out.storage, plan.source_index(idx, arrays), yb.load(idx),
-                                        accumulate="add")], parallel=False)
-        self.emit("scatter_add", body, yb.size, [repr(y.storage)], [repr(out.storage)])
+                                        accumulate=accumulate)], parallel=False)
+        self.emit("scatter_add" if accumulate else "scatter", body, yb.size, [repr(y.storage)],
+                  [repr(out.storage)])
         self.env[id(node.outputs[0])] = out
 
     # --- ops: neural-net row-wise ----------------------------------------------------------
@@ -1019,6 +1028,18 @@ class Lowerer:
             src = self.view(v)
             self.copy(src, View(out.storage, (), (), out.offset + k))
         self.env[id(node.outputs[0])] = out
+
+    def op_ARange(self, node, op):
+        """``0..n-1`` (specialisation folds small ones into constants)."""
+        out = self.out_view(node.outputs[0])
+        (i,) = _idx(1)
+        self.emit("arange", _loops(out.shape, [Store(out.storage, out.index([i]), i)]), out.size,
+                  [], [repr(out.storage)])
+        self.env[id(node.outputs[0])] = out
+
+    def op_StopGradient(self, node, op):
+        """The identity (``rewrite=False`` keeps it in the graph; the rewriter drops it)."""
+        self.env[id(node.outputs[0])] = self.view(node.inputs[0])
 
 
 # --- helpers -------------------------------------------------------------------------------

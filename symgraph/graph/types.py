@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ShapeError
 
-DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8",
-          "float16", "float32", "float64")
-FLOAT_DTYPES = ("float16", "float32", "float64")
+DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "float32", "float64")
+FLOAT_DTYPES = ("float32", "float64")
 INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8")
 DEFAULT_FLOAT = "float32"
 _DTYPE_SET = frozenset(DTYPES)
 
+# NumPy results symgraph has no dtype for, and what it gives instead (docs/ops.md, "dtypes"):
+# float math on bool/int8/uint8 is float32 (NumPy: float16), sums and products of uint8 are
+# int64 (NumPy: uint64; the same values below 2**63)
+_SUBSTITUTES = {"float16": "float32", "uint64": "int64"}
+_REFUSED = {
+    "float16": "float16 is not supported (no backend computes in it alike); use float32 (float16 "
+               "arrays are accepted as arguments of float32 inputs)",
+    "uint64": "uint64 is not supported; use int64 (uint8 sums and products are int64)",
+}
+
 Shape = tuple  # tuple[int | None, ...]
+
+# NumPy's limit: an array's byte size (the product of its nonzero dims times the item size)
+# must fit in a signed 64-bit integer, which is also what the native backends index with
+MAX_BYTES = (1 << 63) - 1
 
 
 def as_dtype(dtype) -> str:
@@ -28,9 +42,16 @@ def as_dtype(dtype) -> str:
         raise TypeError(f"unknown dtype {dtype!r}; symgraph supports {', '.join(DTYPES)}") from None
     name = np_dtype.name
     if name not in DTYPES:
-        what = {"U": "str", "S": "bytes", "O": "object"}.get(np_dtype.kind, name)
-        raise TypeError(f"unsupported dtype {what!r}; symgraph supports {', '.join(DTYPES)}")
+        what = {"U": "str", "S": "bytes", "O": "object"}.get(np_dtype.kind)
+        why = f"unsupported dtype {what!r}" if what else _REFUSED.get(name, f"unsupported dtype {name!r}")
+        raise TypeError(f"{why}; symgraph supports {', '.join(DTYPES)}")
     return name
+
+
+def numpy_result(dtype) -> str:
+    """symgraph's dtype for a result NumPy computes in ``dtype`` (see ``_SUBSTITUTES``)."""
+    name = np.dtype(dtype).name
+    return as_dtype(_SUBSTITUTES.get(name, name))
 
 
 def static_shape(shape, what: str = "shape") -> Shape:
@@ -62,23 +83,25 @@ def is_int(dtype: str) -> bool:
     return dtype in INT_DTYPES
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TensorType:
     """The static type of a symbolic value: ``dtype`` and ``shape`` (ints or ``None``)."""
 
     dtype: str
     shape: Shape
 
-    def __post_init__(self):
-        object.__setattr__(self, "dtype", as_dtype(self.dtype))
+    # written out (not generated) so that a ShapeError's "built at" line skips it
+    def __init__(self, dtype, shape: Shape):
+        object.__setattr__(self, "dtype", as_dtype(dtype))
         dims = []
-        for d in self.shape:
+        for d in shape:
             if d is not None:
                 d = int(d)
                 if d < 0:
-                    raise ShapeError(f"negative dimension {d} in shape {self.shape}")
+                    raise ShapeError(f"negative dimension {d} in shape {tuple(shape)}")
             dims.append(d)
         object.__setattr__(self, "shape", tuple(dims))
+        check_size(self.shape, self.dtype)
 
     @property
     def ndim(self) -> int:
@@ -93,6 +116,27 @@ class TensorType:
         if self.ndim == 1:
             dims += ","
         return f"{self.dtype}[{dims}]"
+
+
+def num_elements(shape) -> int:
+    """The exact element count of a concrete shape (Python ints: no overflow)."""
+    return math.prod(int(d) for d in shape)
+
+
+def check_size(shape: Shape, dtype: str = "int8", what: str = "") -> None:
+    """Raise ``ShapeError`` when an array of ``shape`` (its known dims) and ``dtype`` could not
+    exist: more than ``2**63 - 1`` bytes, as NumPy refuses ("array is too big").
+
+    Unknown (``None``) and zero dims are left out of the product, as NumPy does, so a shape
+    whose known dims are already too big is refused whatever the unknown ones turn out to be.
+    """
+    known = [int(d) for d in shape if d]
+    nbytes = math.prod(known) * np.dtype(dtype).itemsize
+    if nbytes > MAX_BYTES:
+        prefix = f"{what}: " if what else ""
+        raise ShapeError(f"{prefix}shape {_fmt(shape)} is too big: {math.prod(known)} elements "
+                         f"of {dtype} need {nbytes} bytes, more than the 2**63 - 1 an array can "
+                         "hold")
 
 
 def shape_conflict(declared: Shape, actual: tuple) -> str | None:
@@ -139,4 +183,4 @@ format_shape = _fmt
 
 def result_dtype(*dtypes_or_scalars) -> str:
     """NumPy 2 promotion: arrays by dtype, Python scalars weakly (NEP 50)."""
-    return as_dtype(np.result_type(*dtypes_or_scalars))
+    return numpy_result(np.result_type(*dtypes_or_scalars))

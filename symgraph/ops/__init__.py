@@ -46,7 +46,16 @@ from .elemwise import (
                        true_divide,
                        where,
 )
-from .indexing import IndexAdd, Subtensor, getitem, inc_subtensor, one_hot, take
+from .indexing import (
+    IndexAdd,
+    IndexSet,
+    Subtensor,
+    getitem,
+    inc_subtensor,
+    one_hot,
+    set_subtensor,
+    take,
+)
 from .linalg import MatMul, dot, matmul, outer
 from .nn import (
                        ARange,

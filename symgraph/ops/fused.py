@@ -20,7 +20,7 @@ from .elemwise import (
     S,  # symgraph.scalar the module (sg.scalar is also a function)
     _slot_dtypes,
 )
-from .reduce import _NUMPY, Reduce, reduced_shape
+from .reduce import Reduce, check_nonempty, reduce_numpy, reduced_shape
 
 
 def _short_text(expr: S.SExpr, limit: int = 24) -> str:
@@ -32,11 +32,12 @@ def _short_text(expr: S.SExpr, limit: int = 24) -> str:
 class FusedReduce(Op):
     """``kind`` over ``axes`` of ``expr(inputs...)`` (inputs broadcast together)."""
 
-    __props__ = ("kind", "axes", "keepdims", "expr", "nin")
+    __props__ = ("kind", "axes", "keepdims", "expr", "nin", "initial")
 
-    def __init__(self, kind: str, axes: tuple[int, ...], keepdims: bool, expr: S.SExpr, nin: int):
+    def __init__(self, kind: str, axes: tuple[int, ...], keepdims: bool, expr: S.SExpr, nin: int,
+                 initial: float | None = None):
         self.kind, self.axes, self.keepdims = kind, tuple(axes), bool(keepdims)
-        self.expr, self.nin = expr, nin
+        self.expr, self.nin, self.initial = expr, nin, initial  # initial: as Reduce's
         self.slot_dtypes = _slot_dtypes(expr, nin)
 
     def __str__(self):
@@ -52,6 +53,8 @@ class FusedReduce(Op):
             if want is not None and x.dtype != want:
                 raise TypeError(f"{self}: input {i} must be {want}, got {x.dtype}")
         shape = broadcast_shapes(*[x.shape for x in inputs], what=str(self))
+        if self.initial is None:
+            check_nonempty(self.kind, shape, self.axes)
         dtype = Reduce(self.kind, self.axes).out_dtype(self.expr.dtype)
         return Apply(self, inputs, [TensorType(dtype, reduced_shape(shape, self.axes, self.keepdims))])
 
@@ -59,8 +62,8 @@ class FusedReduce(Op):
         (val,) = S.evaluate([self.expr], inputs)
         shape = np.broadcast_shapes(*[np.shape(x) for x in inputs])
         val = np.broadcast_to(val, shape)
-        out = _NUMPY[self.kind](val, axis=self.axes, keepdims=self.keepdims)
-        return [np.asarray(out, dtype=node.outputs[0].dtype)]
+        return [reduce_numpy(self.kind, val, self.axes, self.keepdims, self.initial,
+                             node.outputs[0].dtype)]
 
 
 class MatMulEpilogue(Op):

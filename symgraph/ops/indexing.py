@@ -173,6 +173,23 @@ class Subtensor(Op):
         return [None if eval_points[0] is None else self(eval_points[0], *inputs[1:])]
 
 
+def _check_fits(spec, x: Variable, y: Variable, indices: list) -> None:
+    """``y`` must broadcast to the shape of ``x[key]`` (unknown dims are checked at call
+    time), as NumPy's ``x[key] += y`` requires."""
+    from ..graph.types import broadcast_shapes
+    target = _infer_shape(spec, x.shape, [i.shape for i in indices])
+    try:
+        both = broadcast_shapes(target, y.shape)
+        fits = y.ndim <= len(target) and all(b in (t, None) or t is None
+                                              for b, t in zip(both, target))
+    except ShapeError:
+        fits = False
+    if not fits:
+        raise ShapeError(f"inc_subtensor: value of shape {format_shape(y.shape)} cannot be "
+                         f"broadcast to the indexed shape {format_shape(target)} of x[key] "
+                         f"(x has shape {format_shape(x.shape)})")
+
+
 class IndexAdd(Op):
     """``out = x.copy(); out[key] += y`` with repeated indices accumulating (``np.add.at``)."""
 
@@ -183,6 +200,8 @@ class IndexAdd(Op):
 
     def make_node(self, x, y, *indices) -> Apply:
         x, y = as_variable(x), as_variable(y)
+        indices = [as_variable(i) for i in indices]
+        _check_fits(self.spec, x, y, indices)
         y = E.cast(y, x.dtype)
         return Apply(self, [x, y, *indices], [TensorType(x.dtype, x.shape)])
 
@@ -198,8 +217,51 @@ class IndexAdd(Op):
 
     def L_op(self, node, inputs, outputs, output_grads):
         (g,) = output_grads
-        indices = inputs[2:]
-        return [g, Subtensor(self.spec)(g, *indices)] + [None] * len(indices)
+        y, indices = inputs[1], inputs[2:]
+        from .shape import sum_to
+        # ``y`` may broadcast into ``x[key]``: its gradient sums back to its own shape
+        return [g, sum_to(Subtensor(self.spec)(g, *indices), y)] + [None] * len(indices)
+
+    def R_op(self, node, inputs, eval_points):
+        vx, vy = eval_points[0], eval_points[1]
+        if vx is None and vy is None:
+            return [None]
+        from .shape import zeros_like
+        vx = vx if vx is not None else zeros_like(inputs[0])
+        vy = vy if vy is not None else zeros_like(inputs[1])
+        return [self(vx, vy, *inputs[2:])]
+
+
+class IndexSet(Op):
+    """``out = x.copy(); out[key] = y``.  With repeated indices the last write wins on the CPU
+    backends (NumPy's order); the gradient reaches ``y`` at every one of them."""
+
+    __props__ = ("spec",)
+
+    def __init__(self, spec: tuple):
+        self.spec = spec
+
+    def make_node(self, x, y, *indices) -> Apply:
+        x, y = as_variable(x), as_variable(y)
+        indices = [as_variable(i) for i in indices]
+        _check_fits(self.spec, x, y, indices)
+        y = E.cast(y, x.dtype)
+        return Apply(self, [x, y, *indices], [TensorType(x.dtype, x.shape)])
+
+    def perform(self, node, inputs):
+        x, y, arrays = inputs[0], inputs[1], inputs[2:]
+        out = np.array(x, copy=True)
+        out[_key(self.spec, arrays)] = y
+        return [out]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        (g,) = output_grads
+        y, indices = inputs[1], inputs[2:]
+        from .shape import sum_to
+        zero = Constant(np.zeros((), g.dtype))
+        # what was overwritten gets no gradient; ``y`` gets it summed back to its shape
+        return ([IndexSet(self.spec)(g, zero, *indices),
+                 sum_to(Subtensor(self.spec)(g, *indices), y)] + [None] * len(indices))
 
     def R_op(self, node, inputs, eval_points):
         vx, vy = eval_points[0], eval_points[1]
@@ -233,6 +295,13 @@ def inc_subtensor(x, key, y) -> Variable:
     x = as_variable(x)
     spec, arrays = _parse(key, x.ndim)
     return IndexAdd(spec)(x, y, *arrays)
+
+
+def set_subtensor(x, key, y) -> Variable:
+    """A copy of ``x`` with ``x[key] = y`` (NumPy assignment; ``y`` broadcasts)."""
+    x = as_variable(x)
+    spec, arrays = _parse(key, x.ndim)
+    return IndexSet(spec)(x, y, *arrays)
 
 
 def take(x, indices, axis: int | None = None) -> Variable:

@@ -32,6 +32,8 @@ def _float_input(x, what: str) -> Variable:
 
 
 def np_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    if x.size == 0:  # no rows, or rows of no elements: an empty result (as torch's)
+        return np.array(x, copy=True)
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)
     s = x - m
@@ -53,6 +55,8 @@ class Softmax(Op):
 
     def perform(self, node, inputs):
         (x,) = inputs
+        if x.size == 0:  # as log_softmax: an empty result, on every backend
+            return [np.array(x, copy=True)]
         m = np.max(x, axis=self.axis, keepdims=True)
         e = np.exp(x - np.where(np.isfinite(m), m, 0))
         return [e / np.sum(e, axis=self.axis, keepdims=True)]

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable
-from ..graph.types import TensorType, as_dtype, is_float
+from ..graph.types import TensorType, format_shape, is_float, numpy_result
 from . import elemwise as E
 
 _NUMPY = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min,
@@ -38,22 +38,48 @@ def reduced_shape(shape, axes, keepdims) -> tuple:
     return tuple(d for a, d in enumerate(shape) if a not in axes)
 
 
+_NO_IDENTITY = {"max": "maximum", "min": "minimum", "argmax": "argmax", "argmin": "argmin"}
+
+
+def check_nonempty(kind: str, shape: tuple, axes) -> None:
+    """NumPy's rule: ``max``/``min``/``argmax``/``argmin`` over no elements (a reduced axis of
+    size 0) is a ``ValueError``; unknown (``None``) sizes are checked when called."""
+    if kind not in _NO_IDENTITY:
+        return
+    axes = range(len(shape)) if axes is None else axes
+    for a in axes:
+        if shape[a] == 0:
+            what = (f"attempt to get {kind} of an empty sequence" if kind.startswith("arg") else
+                    f"zero-size array to reduction operation {_NO_IDENTITY[kind]} which has "
+                    "no identity")
+            raise ShapeError(f"{kind}: {what}: axis {a} of the input (shape "
+                             f"{format_shape(shape)}) is empty")
+
+
 class Reduce(Op):
-    """``kind`` (sum / prod / max / min / any / all) over ``axes``."""
+    """``kind`` (sum / prod / max / min / any / all) over ``axes``.
 
-    __props__ = ("kind", "axes", "keepdims")
+    ``initial`` is NumPy's: the value of a max / min over no elements, which is otherwise an
+    error (``logsumexp`` uses ``-inf``).
+    """
 
-    def __init__(self, kind: str, axes: tuple[int, ...], keepdims: bool = False):
+    __props__ = ("kind", "axes", "keepdims", "initial")
+
+    def __init__(self, kind: str, axes: tuple[int, ...], keepdims: bool = False,
+                 initial: float | None = None):
         self.kind, self.axes, self.keepdims = kind, tuple(axes), bool(keepdims)
+        self.initial = initial
 
     def __str__(self):
-        return f"{self.kind.capitalize()}{{axes={list(self.axes)}{', keepdims' if self.keepdims else ''}}}"
+        extra = (", keepdims" if self.keepdims else "") + \
+            ("" if self.initial is None else f", initial={self.initial}")
+        return f"{self.kind.capitalize()}{{axes={list(self.axes)}{extra}}}"
 
     def out_dtype(self, dtype: str) -> str:
         if self.kind in ("any", "all"):
             return "bool"
         if self.kind in ("sum", "prod"):
-            return as_dtype(_NUMPY[self.kind](np.zeros(1, dtype)).dtype)
+            return numpy_result(_NUMPY[self.kind](np.zeros(1, dtype)).dtype)
         return dtype
 
     def make_node(self, x) -> Apply:
@@ -61,18 +87,15 @@ class Reduce(Op):
         for a in self.axes:
             if a >= builtins.max(x.ndim, 1):
                 raise ShapeError(f"{self}: axis {a} is out of bounds for {x.type}")
-        if self.kind in ("max", "min"):
-            for a in self.axes:
-                if x.shape[a] == 0:
-                    raise ShapeError(f"{self.kind}: zero-size axis {a} has no identity "
-                                     f"(shape {x.shape})")
+        if self.initial is None:
+            check_nonempty(self.kind, x.shape, self.axes)
         return Apply(self, [x], [TensorType(self.out_dtype(x.dtype),
                                             reduced_shape(x.shape, self.axes, self.keepdims))])
 
     def perform(self, node, inputs):
         (x,) = inputs
-        out = _NUMPY[self.kind](x, axis=self.axes, keepdims=self.keepdims)
-        return [np.asarray(out, dtype=node.outputs[0].dtype)]
+        return [reduce_numpy(self.kind, x, self.axes, self.keepdims, self.initial,
+                             node.outputs[0].dtype)]
 
     def _keep(self, v: Variable, x: Variable) -> Variable:
         """Reinsert the reduced axes of ``v`` as size-1 axes so it broadcasts against ``x``."""
@@ -119,6 +142,16 @@ class Reduce(Op):
         return [Reduce("sum", self.axes, self.keepdims)(E.mul(grad, v))]
 
 
+def reduce_numpy(kind: str, x: np.ndarray, axes, keepdims: bool, initial, dtype: str):
+    """The reference semantics of a reduction (also ``FusedReduce``'s)."""
+    if initial is None:
+        check_nonempty(kind, x.shape, axes)
+        out = _NUMPY[kind](x, axis=axes, keepdims=keepdims)
+    else:
+        out = _NUMPY[kind](x, axis=axes, keepdims=keepdims, initial=initial)
+    return np.asarray(out, dtype=dtype)
+
+
 class Argmax(Op):
     """Index of the max (``kind='argmax'``) or min along one axis (or of the flattened tensor)."""
 
@@ -129,6 +162,7 @@ class Argmax(Op):
 
     def make_node(self, x) -> Apply:
         x = as_variable(x)
+        check_nonempty(self.kind, x.shape, None if self.axis is None else (self.axis,))
         if self.axis is None:
             shape = (1,) * x.ndim if self.keepdims else ()
         else:
@@ -136,6 +170,7 @@ class Argmax(Op):
         return Apply(self, [x], [TensorType("int64", shape)])
 
     def perform(self, node, inputs):
+        check_nonempty(self.kind, inputs[0].shape, None if self.axis is None else (self.axis,))
         fn = np.argmax if self.kind == "argmax" else np.argmin
         return [np.asarray(fn(inputs[0], axis=self.axis, keepdims=self.keepdims), dtype=np.int64)]
 
@@ -220,10 +255,19 @@ def logsumexp(x, axis=None, keepdims=False):
     """``log(sum(exp(x)))`` computed stably (the max is shifted out)."""
     x = as_variable(x)
     axes = normalize_axes(axis, x.ndim, "logsumexp")
+    if not is_float(x.dtype):  # computed in exp's float dtype (the max's -inf needs a float)
+        x = E.cast(x, E.S.result_dtype("exp", (x.dtype,)))
     from ..grad import stop_gradient
-    m = stop_gradient(max(x, axis=axes, keepdims=True))
+    # the shift: -inf over an empty axis (initial), so the result is log(0) = -inf as NumPy's
+    m = stop_gradient(Reduce("max", axes, True, initial=-np.inf)(x) if axes else x)
     m_safe = E.where(E.apply_scalar("eq", E.abs_(m), float("inf")), 0, m)
-    s = sum(E.exp(E.sub(x, m_safe)), axis=axes, keepdims=True)
+    # exp(x - m) as one node: the stabilize rewrite (log(sum(exp(.))) -> shifted by a max)
+    # does not match it, so the graph keeps one max pass
+    S = E.S  # the scalar IR module
+    dt = E.result_dtype(x.dtype, m_safe.dtype)
+    shifted = S.apply("exp", S.apply("sub", S.inp(0, dt), S.inp(1, dt)))
+    s = sum(E.Elemwise(shifted, 2, name="exp_sub")(E.cast(x, dt), E.cast(m_safe, dt)),
+            axis=axes, keepdims=True)
     out = E.add(E.log(s), m_safe)
     if not keepdims:
         from .shape import squeeze

@@ -3,13 +3,14 @@ concatenate / stack, and ``sum_to`` which reduces a gradient back to an input's 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable
-from ..graph.types import TensorType, broadcast_shapes, format_shape, is_int
+from ..graph.types import TensorType, check_size, format_shape, is_int
 
 # --- symbolic shapes ----------------------------------------------------------------------
 
@@ -114,13 +115,13 @@ class Reshape(Op):
             out = [d if d is None or d >= 0 else None for d in known]
             total = x.size
             if -1 in known and total is not None and all(d is not None for d in known):
-                rest = int(np.prod([d for d in known if d != -1], dtype=np.int64))
+                rest = math.prod(d for d in known if d != -1)
                 if rest == 0 or total % rest:
                     raise ShapeError(f"reshape: cannot reshape {format_shape(x.shape)} "
                                      f"into {tuple(known)}")
                 out[known.index(-1)] = total // rest
             if total is not None and all(d is not None and d >= 0 for d in known):
-                if int(np.prod(known, dtype=np.int64)) != total:
+                if math.prod(known) != total:
                     raise ShapeError(f"reshape: cannot reshape array of shape "
                                      f"{format_shape(x.shape)} ({total} elements) into "
                                      f"{tuple(known)}")
@@ -302,23 +303,41 @@ class BroadcastTo(Op):
     def make_node(self, x, shape_vec) -> Apply:
         x = as_variable(x)
         known = static_shape_value(shape_vec) or (None,) * self.ndim
-        if x.ndim > self.ndim:
-            raise ShapeError(f"broadcast_to: cannot broadcast {format_shape(x.shape)} to rank {self.ndim}")
-        out = broadcast_shapes(x.shape, known, what="broadcast_to")
-        for _a, (o, k) in enumerate(zip(out, known)):
-            if k is not None and o != k:
-                raise ShapeError(f"broadcast_to: cannot broadcast {format_shape(x.shape)} to {known}")
-        return Apply(self, [x, shape_vec], [TensorType(x.dtype, tuple(known))])
+        out = _broadcast_to_shape(x.shape, tuple(known))
+        check_size(out, x.dtype, what="broadcast_to")
+        return Apply(self, [x, shape_vec], [TensorType(x.dtype, out)])
 
     def perform(self, node, inputs):
         x, shp = inputs
-        return [np.broadcast_to(x, tuple(int(d) for d in shp)).copy()]
+        target = tuple(int(d) for d in shp)
+        _broadcast_to_shape(x.shape, target)  # the same message as at build time
+        check_size(target, x.dtype, what="broadcast_to")
+        return [np.broadcast_to(x, target).copy()]
 
     def L_op(self, node, inputs, outputs, output_grads):
         return [sum_to(output_grads[0], inputs[0]), None]
 
     def R_op(self, node, inputs, eval_points):
         return [None if eval_points[0] is None else self(eval_points[0], inputs[1])]
+
+
+def _broadcast_to_shape(shape: tuple, target: tuple) -> tuple:
+    """The static result of broadcasting ``shape`` to ``target`` (NumPy's ``broadcast_to``:
+    each dim of ``shape`` is 1 or the target's).  Unknown dims on either side are checked at
+    call time, so only two known dims that differ (and are not 1 -> n) are a ``ShapeError``."""
+    if len(shape) > len(target):
+        raise ShapeError(f"broadcast_to: cannot broadcast {format_shape(shape)} to "
+                         f"{format_shape(target)}: the target has fewer dimensions")
+    padded = (1,) * (len(target) - len(shape)) + tuple(shape)
+    out = []
+    for axis, (d, t) in enumerate(zip(padded, target)):
+        if d is not None and t is not None and d not in (1, t):
+            need = "1" if t == 1 else f"1 or {t}"
+            raise ShapeError(f"broadcast_to: cannot broadcast {format_shape(shape)} to "
+                             f"{format_shape(target)}: dimension {axis - len(target)} is {d}, "
+                             f"must be {need}")
+        out.append(t if t is not None or d == 1 else d)
+    return tuple(out)
 
 
 def broadcast_to(x, newshape) -> Variable:

@@ -215,7 +215,9 @@ def reduce_of_reduce(node: Apply, ctx: RewriteContext):
         keep = False
     if Reduce(node.op.kind, axes).out_dtype(x.dtype) != node.outputs[0].dtype:
         return None
-    return Reduce(node.op.kind, axes, keep)(x)
+    if inner.op.initial != node.op.initial:
+        return None
+    return Reduce(node.op.kind, axes, keep, node.op.initial)(x)
 
 
 @local_rewrite("canonicalize", tracks=(Reduce,))

@@ -136,5 +136,6 @@ def fuse_reduce(ctx: RewriteContext) -> None:
         op = node.op
         if Reduce(op.kind, op.axes).out_dtype(p.op.expr.dtype) != node.outputs[0].dtype:
             continue
-        new = FusedReduce(op.kind, op.axes, op.keepdims, p.op.expr, p.op.nin)(*p.inputs)
+        new = FusedReduce(op.kind, op.axes, op.keepdims, p.op.expr, p.op.nin,
+                          op.initial)(*p.inputs)
         ctx.commit(node, [new], "fuse_reduce")
