@@ -12,9 +12,7 @@ from helpers import assert_matches, rand
 import symgraph as sg
 
 BACKENDS = ["llvm", "reference"]
-# A shape rejected at call time: a ValueError (ShapeError) naming it.  The llvm backend reports
-# a node that rejects the call's shapes as a CompileError until the call-time error work of
-# the h-errors branch turns it into the node's own ShapeError; the message is the same.
+# A shape rejected at call time: a ValueError (ShapeError) naming it, on every backend.
 CALL_TIME = ValueError
 
 

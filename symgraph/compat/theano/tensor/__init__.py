@@ -10,7 +10,7 @@ from ....graph.basic import Variable, as_variable
 from ....graph.types import TensorType
 from ....ops import elemwise as E
 from ....ops import reduce as R
-from ....ops.indexing import IndexAdd, Subtensor
+from ....ops.indexing import IndexAdd, IndexSet, Subtensor
 from ....ops.linalg import matmul
 from ....ops.shape import shape as shape
 from ....ops.shape import transpose
@@ -130,12 +130,9 @@ def inc_subtensor(sub, y) -> Variable:
 
 
 def set_subtensor(sub, y) -> Variable:
-    """``T.set_subtensor(x[key], y)``: ``x`` with ``x[key]`` replaced by ``y`` (with repeated
-    integer indices the values add up, where Theano keeps one of them)."""
+    """``T.set_subtensor(x[key], y)``: ``x`` with ``x[key]`` replaced by ``y``."""
     spec, x, arrays = _subtensor_parts(as_variable(sub))
-    zeros = _ops.zeros_like(x)
-    written = E.gt(IndexAdd(spec)(zeros, E.add(E.mul(as_variable(y), 0), 1), *arrays), 0)
-    return E.where(written, IndexAdd(spec)(zeros, y, *arrays), x)
+    return IndexSet(spec)(x, y, *arrays)
 
 
 def tensordot(a, b, axes=2) -> Variable:
