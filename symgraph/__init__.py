@@ -37,6 +37,8 @@ from .ops import (
     expm1,
     flatten,
     floor,
+    full,
+    full_like,
     ge,
     gelu,
     gt,
@@ -56,6 +58,8 @@ from .ops import (
     mul,
     neq,
     one_hot,
+    ones,
+    ones_like,
     outer,
     power,
     prod,
@@ -79,6 +83,8 @@ from .ops import (
     transpose,
     var,
     where,
+    zeros,
+    zeros_like,
 )
 from .ops.random import RandomStream, seed
 from .printing import debugprint, to_dot
@@ -130,10 +136,6 @@ def shared(value, name: str | None = None, dtype=None) -> SharedVariable:
     return SharedVariable(value, name=name, dtype=dtype)
 
 
-def zeros_like(x) -> Variable:
-    """Zeros with the shape and dtype of ``x``."""
-    from .ops.shape import zeros_like as _z
-    return _z(x)
 
 
 __all__ = [n for n in dir() if not n.startswith("_")]

@@ -131,3 +131,16 @@ def test_shape_errors_at_build_time(name, build, patterns):
         build()
     for p in patterns:
         assert info.match(p)
+
+
+@pytest.mark.parametrize("backend", ["llvm", "reference"])
+def test_zeros_ones_full_and_likes_with_symbolic_sizes(backend):
+    x = sg.matrix("x")
+    outs = [sg.zeros(sg.shape(x)), sg.ones((2, 3), "int32"), sg.full(sg.shape(x)[0], 7.0),
+            sg.ones_like(x), sg.full_like(x, 3, "int64"), sg.zeros_like(x)]
+    got = sg.compile([x], outs, backend=backend)(np.zeros((4, 5), np.float32))
+    want = [np.zeros((4, 5), np.float32), np.ones((2, 3), np.int32), np.full(4, 7.0, np.float32),
+            np.ones((4, 5), np.float32), np.full((4, 5), 3, np.int64), np.zeros((4, 5), np.float32)]
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)

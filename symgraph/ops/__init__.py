@@ -82,11 +82,16 @@ from .shape import (
                        concatenate,
                        expand_dims,
                        flatten,
+                       full,
+                       full_like,
+                       ones,
+                       ones_like,
                        reshape,
                        shape,
                        squeeze,
                        stack,
                        transpose,
+                       zeros,
                        zeros_like,
 )
 

@@ -490,6 +490,42 @@ def zeros_like(x: Variable) -> Variable:
     return fill(x, Constant(np.zeros((), dtype=x.dtype)))
 
 
+def full_like(x, fill_value, dtype=None) -> Variable:
+    """``fill_value`` in the shape of ``x`` (and its dtype unless ``dtype`` is given)."""
+    from .elemwise import fill
+    x = as_variable(x)
+    return fill(x if dtype is None else _cast(x, dtype),
+                Constant(np.array(fill_value, dtype=dtype or x.dtype)))
+
+
+def ones_like(x, dtype=None) -> Variable:
+    """Ones of the shape (and dtype) of ``x``."""
+    return full_like(x, 1, dtype)
+
+
+def full(shape, fill_value, dtype: str = "float32") -> Variable:
+    """A tensor of ``shape`` (ints, int scalars such as ``sg.shape(x)[0]``, or a shape vector
+    such as ``sg.shape(x)``) filled with ``fill_value``."""
+    if isinstance(shape, Variable) and shape.ndim == 0:
+        shape = (shape,)  # one symbolic length, as an int would be
+    return broadcast_to(Constant(np.array(fill_value, dtype=dtype)), shape)
+
+
+def zeros(shape, dtype: str = "float32") -> Variable:
+    """Zeros of ``shape`` (see ``full``)."""
+    return full(shape, 0, dtype)
+
+
+def ones(shape, dtype: str = "float32") -> Variable:
+    """Ones of ``shape`` (see ``full``)."""
+    return full(shape, 1, dtype)
+
+
+def _cast(x, dtype):
+    from .elemwise import cast
+    return cast(x, dtype)
+
+
 def _tensor_list(xs, what: str) -> list:
     """``xs`` must be a list (or tuple) of tensors, as in NumPy; a single tensor is refused
     (a symbolic tensor cannot be split into its rows)."""
