@@ -237,8 +237,8 @@ SET_VALUE_REFUSED = [
     ("signed into uint8", np.uint8, np.array([1, 1]), TypeError, r"cannot store a int64"),
     ("int64 300 into int8", np.int8, np.array([300, 1], np.int64), ValueError, r"300 does not fit in int8"),
     ("1e300 into float32", np.float32, np.array([1e300, 1.0]), ValueError, r"1e\+300 overflows float32"),
-    ("python float into float16", np.float16, [7e4, 1.0], ValueError, r"70000.0 overflows float16"),
-    ("int into float16", np.float16, np.array([1, 10**6]), ValueError, r"1000000 overflows float16"),
+    ("python float into float32", np.float32, [1e39, 1.0], ValueError, r"1e\+39 overflows float32"),
+    ("int into int16", np.int16, np.array([1, 10**6]), ValueError, r"1000000 does not fit in int16"),
     ("float into int", np.int32, np.array([1.0, 2.0]), TypeError, r"cannot store a float64"),
     ("complex into float", np.float32, np.array([1j, 2]), TypeError, r"cannot store a complex128"),
 ]

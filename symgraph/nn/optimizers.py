@@ -42,12 +42,13 @@ class Optimizer(list):
         return list(self)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """The optimiser's state as arrays keyed by position and name (for ``np.savez``)."""
-        return {f"{i}:{v.label()}": v.get_value() for i, v in enumerate(self.state)}
+        """The optimiser's state as arrays keyed by position (for ``np.savez``): the same
+        optimiser built in another process restores it whatever its variables are named."""
+        return {f"{self.name}:{i}": v.get_value() for i, v in enumerate(self.state)}
 
     def load_state_dict(self, values: dict[str, np.ndarray]) -> None:
         """Restore the state saved by ``state_dict``; every entry is checked before any is set."""
-        keys = [f"{i}:{v.label()}" for i, v in enumerate(self.state)]
+        keys = [f"{self.name}:{i}" for i in range(len(self.state))]
         missing = [k for k in keys if k not in values]
         if missing:
             raise KeyError(f"{self.name}: optimiser state {missing[0]!r} missing from the checkpoint")

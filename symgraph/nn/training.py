@@ -82,15 +82,17 @@ class EarlyStopping:
             p.set_value(v)
 
 
-def _param_key(i: int, p: SharedVariable) -> str:
-    return f"param:{i}:{p.label()}"
+def _param_key(i: int) -> str:
+    # by position, not name: automatic layer names (dense0, dense1...) depend on what else the
+    # process built, so the same model may carry other names in another process
+    return f"param:{i}"
 
 
 def save_checkpoint(path, params: Sequence[SharedVariable], optimizer=None, **extra) -> None:
     """Write parameters, optimiser state and ``extra`` arrays/numbers to ``path`` (``.npz``).
 
     The file is written to a temporary name and renamed, so a crash never leaves half a file."""
-    data = {_param_key(i, p): p.get_value() for i, p in enumerate(params)}
+    data = {_param_key(i): p.get_value() for i, p in enumerate(params)}
     if optimizer is not None:
         data.update({f"opt:{k}": v for k, v in optimizer.state_dict().items()})
     data.update({f"extra:{k}": np.asarray(v) for k, v in extra.items()})
@@ -116,7 +118,7 @@ def load_checkpoint(path, params: Sequence[SharedVariable], optimizer=None) -> d
         data = {k: f[k] for k in f.files}
     values = []
     for i, p in enumerate(params):
-        key = _param_key(i, p)
+        key = _param_key(i)
         if key not in data:
             raise KeyError(f"load_checkpoint: {path} has no entry {key!r} for parameter {p.label()!r}")
         arr = data[key]
