@@ -149,3 +149,128 @@ def test_cuda_rendering_of_division_matches_numpy_on_the_host():
     done = run_isolated(_CUDA_DIVISION.format(pairs=pairs))
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
     assert done.stdout.strip() == "ok"
+
+
+# --- sign -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_sign_of_signed_zeros_and_nan_matches_numpy(backend, dtype):
+    x = np.array([-0.0, 0.0, np.nan, -np.inf, np.inf, -2.5, 3.0, -1e-40, 1e-40], dtype)
+    assert_same_bits(run(backend, sg.sign, x), np.sign(x))
+
+
+# --- gradients: the discarded side of a selection ------------------------------------------------
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def torch_grads(fn, *arrays, order: int = 1) -> list[np.ndarray]:
+    """d sum(fn) / d each input (``order`` 2: d sum(d sum(fn)/dx) / dx) in float64 autograd."""
+    ts = [torch.tensor(np.asarray(a, np.float64), requires_grad=True) for a in arrays]
+    gs = torch.autograd.grad(fn(*ts).sum(), ts, create_graph=order > 1)
+    if order > 1:
+        total = sum(g.sum() for g in gs)
+        if not total.requires_grad:  # piecewise linear: no second derivative at all
+            return [np.zeros_like(np.asarray(a, np.float64)) for a in arrays]
+        gs = torch.autograd.grad(total, ts, allow_unused=True, materialize_grads=True)
+    return [g.detach().numpy(force=True) for g in gs]
+
+
+def sg_grads(backend: str, fn, *arrays, order: int = 1) -> list[np.ndarray]:
+    def graph(*xs):
+        gs = sg.grad(sg.sum(fn(*xs)), list(xs))
+        if order > 1:
+            total = sg.sum(gs[0])
+            for g in gs[1:]:
+                total = total + sg.sum(g)
+            gs = sg.grad(total, list(xs))
+        return gs
+    return run(backend, graph, *arrays)
+
+
+def assert_close_to_torch(got, want, dtype: str) -> None:
+    rtol = {"float32": 3e-6, "float64": 1e-12}[dtype]
+    for g, w in zip(got, want):
+        assert np.asarray(g).dtype == dtype
+        # subnormal results have few significant bits: absolute tolerance below the normals
+        np.testing.assert_allclose(g, w.astype(dtype), rtol=rtol, atol=np.finfo(dtype).tiny,
+                                   equal_nan=True)
+
+
+_SELECTIONS = {
+    "elu": (sg.elu, F.elu),
+    "elu_alpha": (lambda x: sg.elu(x, 0.5), lambda t: F.elu(t, 0.5)),
+    "leaky_relu": (lambda x: sg.leaky_relu(x, 0.1), lambda t: F.leaky_relu(t, 0.1)),
+    "relu": (sg.relu, torch.relu),
+    "abs": (sg.abs, torch.abs),
+    "softplus": (sg.softplus, lambda t: torch.logaddexp(torch.zeros_like(t), t)),
+    "clip": (lambda x: sg.clip(x, -2.0, 3.0), lambda t: torch.clamp(t, -2.0, 3.0)),
+    "maximum": (lambda x: sg.maximum(x, 0.25), lambda t: torch.maximum(t, torch.tensor(0.25))),
+    "minimum": (lambda x: sg.minimum(x, 0.25), lambda t: torch.minimum(t, torch.tensor(0.25))),
+}
+# far beyond exp's overflow (88.7 in float32, 709.8 in float64), no ties, no zero
+_WIDE = [-1e30, -800.0, -100.0, -1.5, -0.5, 0.3, 2.0, 50.0, 88.0, 89.0, 100.0, 709.0, 710.0,
+         800.0, 1e30]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", sorted(_SELECTIONS))
+def test_selection_gradients_are_finite_where_torch_is(name, dtype, backend):
+    ours, theirs = _SELECTIONS[name]
+    x = np.array(_WIDE, dtype)
+    for order in (1, 2):
+        got = sg_grads(backend, ours, x, order=order)
+        if name == "softplus" and order == 2:  # torch's logaddexp double backward is NaN at 1e30
+            want = torch_grads(torch.sigmoid, x)
+        else:
+            want = torch_grads(theirs, x, order=order)
+        assert np.isfinite(want[0]).all()
+        assert_close_to_torch(got, want, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_piecewise_formula_gradient_does_not_see_the_discarded_branch(dtype, backend):
+    import sympy
+    elu = sg.elementwise(lambda x: sympy.Piecewise((x, x > 0), (sympy.exp(x) - 1, True)), "elu_f")
+    x = np.array(_WIDE, dtype)
+    for order in (1, 2):
+        assert_close_to_torch(sg_grads(backend, elu, x, order=order),
+                              torch_grads(F.elu, x, order=order), dtype)
+
+
+# --- x ** p ---------------------------------------------------------------------------------------
+
+_POW_X = [0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 3.0, 0.5, -2.0, -2.0, 1.5]
+_POW_P = [0.0, 1.0, -1.0, 2.5, 0.5, 0.0, 2.5, -1.5, 2.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_pow_gradients_match_torch_at_zero_base_and_zero_exponent(dtype, backend):
+    x, p = np.array(_POW_X, dtype), np.array(_POW_P, dtype)
+    assert_close_to_torch(sg_grads(backend, lambda a, b: a ** b, x, p),
+                          torch_grads(lambda a, b: a ** b, x, p), dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("p", [0, 0.0, 1, 2, 0.5])
+def test_pow_by_a_constant_has_torchs_gradient_at_zero(p, dtype, backend):
+    x = np.array([0.0, 0.0, 1.5, -2.0, 3.0], dtype)
+    assert_close_to_torch(sg_grads(backend, lambda a: a ** p, x),
+                          torch_grads(lambda a: a ** p, x), dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pow_exponent_gradient_of_a_float32_base_is_float64_accurate(backend):
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.1, 10.0, 64).astype(np.float32)
+    p = rng.uniform(-3.0, 3.0, 64)
+    got = sg_grads(backend, lambda a, b: a ** b, x, p)
+    want = torch_grads(lambda a, b: a ** b, x, p)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-13, atol=0)
+    np.testing.assert_allclose(got[0], want[0].astype(np.float32), rtol=3e-6, atol=0)

@@ -74,7 +74,8 @@ class Elemwise(Op):
             if i not in grads or not is_float(x.dtype):
                 result.append(None)
                 continue
-            g = elemwise_from_expr(grads[i], args, name=f"d_{self.name}")
+            # a constant derivative (d x**0 / dx = 0) keeps x as an input for its shape
+            g = elemwise_from_expr(grads[i], args, name=f"d_{self.name}", keep_shape_of=[i])
             from .shape import sum_to
             result.append(sum_to(g, x))
         return result
