@@ -274,3 +274,51 @@ def test_pow_exponent_gradient_of_a_float32_base_is_float64_accurate(backend):
     want = torch_grads(lambda a, b: a ** b, x, p)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-13, atol=0)
     np.testing.assert_allclose(got[0], want[0].astype(np.float32), rtol=3e-6, atol=0)
+
+
+# --- softmax rows with infinities -----------------------------------------------------------------
+
+_ROWS = np.array([[1.0, np.inf, 2.0], [1.0, -np.inf, 2.0], [1.0, np.nan, 2.0],
+                  [-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 0.0], [-np.inf, 3.0, -np.inf],
+                  [1000.0, 0.0, -1000.0]])
+_LABELS = np.array([0, 0, 0, 1, 2, 1, 0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_softmax_of_rows_with_infinities_matches_torch(fn, dtype, backend):
+    x = _ROWS.astype(dtype)
+    ours, theirs = getattr(sg.nn, fn), getattr(torch, fn)
+    got = run(backend, lambda v: ours(v, axis=-1), x)
+    want = theirs(torch.tensor(x.astype(np.float64)), -1).numpy().astype(dtype)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, equal_nan=True)
+    # gradients of a weighted sum, where torch's are finite
+    w = np.linspace(-1.0, 2.0, x.size).reshape(x.shape).astype(dtype)
+    g = sg_grads(backend, lambda v, u: ours(v, axis=-1) * u, x, w)[0]
+    tg = torch_grads(lambda v, u: theirs(v, -1) * u, x, w)[0]
+    finite = np.isfinite(tg).all(axis=-1)
+    assert finite.sum() >= 3
+    np.testing.assert_allclose(g[finite], tg[finite].astype(dtype), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_cross_entropy_of_rows_with_infinities_matches_torch(dtype, backend):
+    from symgraph.ops.nn import SoftmaxCrossEntropy
+    x = _ROWS.astype(dtype)
+    w = np.linspace(0.5, 2.0, len(x)).astype(dtype)
+
+    def graph(z, y, u):
+        rows = SoftmaxCrossEntropy(sparse=True)(z, y)
+        return [rows, sg.grad(sg.sum(rows * u), z)]  # the fused loss-and-gradient kernel
+    got_rows, got_grad = run(backend, graph, x, _LABELS, w)
+    t = torch.tensor(x.astype(np.float64), requires_grad=True)
+    rows = F.cross_entropy(t, torch.tensor(_LABELS), reduction="none")
+    (grad,) = torch.autograd.grad((rows * torch.tensor(w.astype(np.float64))).sum(), t)
+    np.testing.assert_allclose(got_rows, rows.detach().numpy().astype(dtype), rtol=1e-6,
+                               equal_nan=True)
+    finite = np.isfinite(grad.numpy()).all(axis=-1)
+    assert finite.sum() >= 2
+    np.testing.assert_allclose(got_grad[finite], grad.numpy()[finite].astype(dtype), rtol=1e-5,
+                               atol=1e-7)
