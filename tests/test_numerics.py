@@ -322,3 +322,64 @@ def test_cross_entropy_of_rows_with_infinities_matches_torch(dtype, backend):
     assert finite.sum() >= 2
     np.testing.assert_allclose(got_grad[finite], grad.numpy()[finite].astype(dtype), rtol=1e-5,
                                atol=1e-7)
+
+
+# --- hyperbolic functions of sg.elementwise ------------------------------------------------------
+
+def _hyperbolic_cases():
+    import sympy
+    return {  # name: (formula, NumPy value, NumPy derivative, domain)
+        "sinh": (sympy.sinh, np.sinh, np.cosh, "exp"),
+        "cosh": (sympy.cosh, np.cosh, np.sinh, "exp"),
+        "tanh": (sympy.tanh, np.tanh, lambda x: 1 / np.cosh(x) ** 2, "exp"),
+        "asinh": (sympy.asinh, np.arcsinh, lambda x: 1 / np.hypot(1, x), "all"),
+        "acosh": (sympy.acosh, np.arccosh, lambda x: 1 / (np.sqrt(x - 1) * np.sqrt(x + 1)), "above1"),
+        "atanh": (sympy.atanh, np.arctanh, lambda x: 1 / ((1 - x) * (1 + x)), "unit"),
+    }
+
+
+def _hyperbolic_grid(domain: str, dtype: str) -> np.ndarray:
+    """Log-spaced magnitudes from tiny to huge (both signs), where the result is finite."""
+    top = {"float32": 38, "float64": 300}[dtype]
+    mag = np.logspace(-30, top, 1500)
+    if domain == "exp":  # sinh / cosh overflow beyond log(max) + log(2)
+        mag = mag[mag < np.log(np.finfo(dtype).max) + 0.69]
+    elif domain == "unit":
+        eps = np.finfo(dtype).eps
+        mag = np.concatenate([mag[mag < 0.5], 1 - np.logspace(np.log10(eps), np.log10(0.5), 300)])
+    elif domain == "above1":
+        return np.unique((1 + mag).astype(dtype))
+    x = np.unique(np.concatenate([mag, -mag]).astype(dtype))
+    return x[np.abs(x) < 1] if domain == "unit" else x
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ["sinh", "cosh", "tanh", "asinh", "acosh", "atanh"])
+def test_elementwise_hyperbolics_and_derivatives_are_accurate(name, dtype, backend):
+    formula, value, derivative, domain = _hyperbolic_cases()[name]
+    op = sg.elementwise(lambda x: formula(x), name)
+    x = _hyperbolic_grid(domain, dtype)
+    y, g = run(backend, lambda v: [op(v), sg.grad(sg.sum(op(v)), v)], x)
+    x64 = x.astype(np.float64)
+    rtol = 8 * np.finfo(dtype).eps  # a few ulp; NumPy's float64 is itself within an ulp
+    tiny = np.finfo(dtype).tiny
+    np.testing.assert_allclose(y, value(x64).astype(dtype), rtol=rtol, atol=tiny)
+    with np.errstate(over="ignore", divide="ignore"):  # inf at acosh's 1
+        want = derivative(x64)
+    np.testing.assert_allclose(g, want.astype(dtype), rtol=rtol, atol=tiny)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ["sinh", "cosh", "tanh", "asinh", "acosh", "atanh"])
+def test_elementwise_hyperbolics_special_values_match_numpy(name, dtype, backend):
+    formula, value, _, _ = _hyperbolic_cases()[name]
+    op = sg.elementwise(lambda x: formula(x), name)
+    x = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, -1.0, 0.5, 2.0, 1e30, -1e30], dtype)
+    with np.errstate(all="ignore"):
+        want = value(x)
+    got = run(backend, op, x)
+    # infinities, NaN and the sign of zeros exactly; finite values to a few ulp
+    np.testing.assert_allclose(got, want, rtol=8 * np.finfo(dtype).eps, atol=0, equal_nan=True)
+    np.testing.assert_array_equal(np.signbit(got[want == 0]), np.signbit(want[want == 0]))
