@@ -383,3 +383,38 @@ def test_elementwise_hyperbolics_special_values_match_numpy(name, dtype, backend
     # infinities, NaN and the sign of zeros exactly; finite values to a few ulp
     np.testing.assert_allclose(got, want, rtol=8 * np.finfo(dtype).eps, atol=0, equal_nan=True)
     np.testing.assert_array_equal(np.signbit(got[want == 0]), np.signbit(want[want == 0]))
+
+
+# --- the CUDA rendering of all of the above compiles --------------------------------------------
+
+def _cuda_module_of_every_fix():
+    import sympy
+
+    from symgraph.backends.cuda import CudaCodegen
+    from symgraph.compile import build_fgraph
+    from symgraph.rewrite import rewrite_graph
+    asinh = sg.elementwise(lambda x: sympy.asinh(x) + sympy.sinh(x) * sympy.tanh(x), "hyp")
+    ins, outs = [], []
+    for dtype in ("int8", "int16", "int32", "int64", "uint8", "float32", "float64"):
+        a, b = sg.vector(f"a_{dtype}", dtype=dtype), sg.vector(f"b_{dtype}", dtype=dtype)
+        ins += [a, b]
+        outs += [a // b, a % b]
+    x, p = sg.vector("x"), sg.vector("p", dtype="float64")
+    ins += [x, p]
+    outs += [sg.sign(x), asinh(x), sg.nn.softmax(sg.reshape(x, (2, -1)), axis=-1),
+             *sg.grad(sg.sum(sg.elu(x) + asinh(x) + x ** p), [x, p])]
+    fg, roots, _, _, _, _ = build_fgraph(ins, outs, None)
+    rewrite_graph(fg, backend="cuda")
+    return CudaCodegen(fg, roots).module([(8,)] * len(roots))
+
+
+@pytest.mark.skipif(not __import__("shutil").which("nvcc"), reason="nvcc is not installed")
+def test_cuda_rendering_of_the_numeric_fixes_compiles_with_nvcc():
+    from symgraph.backends import cuda_compiler
+    from symgraph.codegen.cuda_render import module_source
+    from tests.gpu.host_emulation import renamed_source, symbol
+    mod = _cuda_module_of_every_fix()
+    kernels = {symbol(k): renamed_source(k) for k in mod.kernels if k.mode != "cublas"}
+    source = module_source([]) + "\n" + "\n".join(kernels.values())
+    ptx = cuda_compiler.nvcc_compile(source, "sm_80", "ptx", ("-Xcicc", "-O0")).decode()
+    assert not [name for name in kernels if f".entry {name}(" not in ptx]

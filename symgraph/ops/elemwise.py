@@ -75,7 +75,8 @@ class Elemwise(Op):
                 result.append(None)
                 continue
             # a constant derivative (d x**0 / dx = 0) keeps x as an input for its shape
-            g = elemwise_from_expr(grads[i], args, name=f"d_{self.name}", keep_shape_of=[i])
+            keep = [] if S.inputs_of(grads[i]) else [i]
+            g = elemwise_from_expr(grads[i], args, name=f"d_{self.name}", keep_shape_of=keep)
             from .shape import sum_to
             result.append(sum_to(g, x))
         return result
