@@ -53,11 +53,28 @@ _SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.1, -0.1, 2.0, -2.0, 3.0, 5.5, -7.25, 1e-30, 
 
 
 def _all_pairs(dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of special values, then random pairs whose quotients span every magnitude
+    (tiny to beyond 2**p, subnormal operands included) and exact multiples nudged by an ulp
+    (quotients just below or above an integer)."""
     vals = np.array(_SPECIAL, dtype=dtype)
     rng = np.random.default_rng(0)
-    extra = rng.standard_normal(200).astype(dtype) * 10.0 ** rng.integers(-3, 4, 200)
-    a = np.concatenate([np.repeat(vals, len(vals)), extra])
-    b = np.concatenate([np.tile(vals, len(vals)), rng.permutation(extra)])
+    info = np.finfo(dtype)
+    n = 4000
+
+    def wide(k):
+        exponents = rng.integers(info.minexp - 10, info.maxexp - 2, k)
+        return (rng.standard_normal(k) * 2.0 ** exponents).astype(dtype)
+    extra_a = [rng.standard_normal(200).astype(dtype) * 10.0 ** rng.integers(-3, 4, 200), wide(n)]
+    extra_b = [rng.standard_normal(200).astype(dtype) * 10.0 ** rng.integers(-3, 4, 200), wide(n)]
+    b = (rng.standard_normal(n) * 2.0 ** rng.integers(-20, 20, n)).astype(dtype)
+    k = rng.integers(-2 ** 20, 2 ** 20, n) >> rng.integers(0, 20, n)
+    multiple = (k * b.astype(np.float64)).astype(dtype)
+    for step in (-1, 0, 1):
+        extra_a.append(np.nextafter(multiple, np.where(step > 0, np.inf, -np.inf)).astype(dtype)
+                       if step else multiple)
+        extra_b.append(b)
+    a = np.concatenate([np.repeat(vals, len(vals)), *extra_a])
+    b = np.concatenate([np.tile(vals, len(vals)), *extra_b])
     return a, b
 
 
@@ -145,7 +162,8 @@ print("ok")
 @pytest.mark.skipif(not __import__("shutil").which("g++"), reason="no host C++ compiler")
 def test_cuda_rendering_of_division_matches_numpy_on_the_host():
     a, b = _all_pairs("float64")
-    pairs = [a[:256].tolist(), b[:256].tolist()]
+    pick = np.r_[0:256, 256:len(a):97]
+    pairs = [a[pick].tolist(), b[pick].tolist()]
     done = run_isolated(_CUDA_DIVISION.format(pairs=pairs))
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
     assert done.stdout.strip() == "ok"

@@ -144,7 +144,7 @@ class ModuleBuilder:
         if fn is None:
             two = ("maximum", "minimum", "maxnum", "minnum", "pow", "copysign",
                    "smin", "smax", "umin", "umax")
-            nargs = 2 if name.split(".")[-1] in two else 1
+            nargs = 3 if name == "llvm.fma" else 2 if name.split(".")[-1] in two else 1
             fn = self.module.declare_intrinsic(name, types, fnty=ir.FunctionType(t, [t] * nargs))
             self._decls[key] = fn
         return fn
@@ -695,8 +695,8 @@ class KernelEmitter:
         zero, one, half = (ir.Constant(t, v) for v in (0.0, 1.0, 0.5))
         copysign = self.mb.intrinsic("llvm.copysign", [t])
         floor = self.mb.intrinsic("llvm.floor", [t])
-        mod = b.frem(a, b_)
         quot = b.fdiv(a, b_)
+        mod = raw = self._fmod(a, b_, quot, t)
         div = b.fdiv(b.fsub(a, mod), b_)
         # remainder with the divisor's sign (C's ``if (mod)`` is true for NaN: une)
         mod_nz = b.fcmp_unordered("!=", mod, zero)
@@ -710,7 +710,40 @@ class KernelEmitter:
         div = b.select(b.fcmp_unordered("!=", div, zero), fl, b.call(copysign, [zero, quot]))
         # b == 0: a / b and fmod(a, 0) (inf or NaN)
         bz = b.fcmp_ordered("==", b_, zero)
-        return b.select(bz, quot, div), b.select(bz, b.frem(a, b_), mod)
+        return b.select(bz, quot, div), b.select(bz, raw, mod)
+
+    def _fmod(self, a, b_, quot, t):
+        """C's ``fmod(a, b)``, exact.  ``frem`` is a libm call per element (75 ns here), so
+        while ``|a / b| < 2**(p - 2)`` it is ``a - q * b`` with ``q`` the truncated quotient,
+        one ``fma`` (exact: the result is representable).  ``trunc(a / b)`` rounded can be one
+        too large in magnitude, never too small; then the first remainder has the wrong sign,
+        and ``q`` moves one toward 0.  Other elements (huge quotients, infinite ``b``, NaN,
+        ``b == 0``) take ``frem`` in a branch."""
+        b = self.b
+        zero, one = ir.Constant(t, 0.0), ir.Constant(t, 1.0)
+        fabs = self.mb.intrinsic("llvm.fabs", [t])
+        fma = self.mb.intrinsic("llvm.fma", [t])
+        copysign = self.mb.intrinsic("llvm.copysign", [t])
+        limit = ir.Constant(t, 2.0 ** (22 if t == F32 else 51))
+        fast = b.and_(b.fcmp_ordered("<", b.call(fabs, [quot]), limit),
+                      b.fcmp_ordered("<", b.call(fabs, [b_]), ir.Constant(t, float("inf"))))
+        q = b.call(self.mb.intrinsic("llvm.trunc", [t]), [quot])
+        r = b.call(fma, [b.fneg(q), b_, a])
+        over = b.and_(b.fcmp_ordered("!=", r, zero),
+                      b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", a, zero)))
+        q = b.select(over, b.fsub(q, b.call(copysign, [one, q])), q)
+        r = b.call(fma, [b.fneg(q), b_, a])
+        r = b.select(b.fcmp_ordered("==", r, zero), b.call(copysign, [zero, a]), r)
+        here = b.block
+        with b.if_then(b.not_(fast)):
+            # a libm call, not ``frem``: the vectoriser would speculate ``frem`` on every lane
+            fmod = self.mb.declare("fmodf" if t == F32 else "fmod", t, [t, t])
+            slow = b.call(fmod, [a, b_])
+            slow_block = b.block
+        out = b.phi(t)
+        out.add_incoming(r, here)
+        out.add_incoming(slow, slow_block)
+        return out
 
     def math(self, name: str, xs, dtype):
         """exp, tanh, ... : ``kernels/llvm/math.ll`` when it has the function, else LLVM/libm."""
