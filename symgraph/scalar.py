@@ -376,17 +376,19 @@ ZERO_DERIVATIVE = {"sign", "floor", "ceil", "floordiv", "lt", "le", "gt", "ge", 
 _Adjoint = tuple[SExpr | None, SExpr]  # (mask or None, value): value where mask holds, else 0
 
 
-def adjoints(root: SExpr, g: SExpr, out_slot: SExpr | None = None) -> dict[int, SExpr]:
+def adjoints(root: SExpr, g: SExpr, out_slot: SExpr | None = None,
+             mask: SExpr | None = None) -> dict[int, SExpr]:
     """Reverse-mode derivative of ``root`` w.r.t. each input slot, seeded with ``g``.
 
     Returns ``{slot: adjoint expression}`` for float input slots that the result depends on.
     ``out_slot`` (optional) stands for ``root``'s own value, so ``d exp(x)`` can reuse the
     already computed ``exp(x)`` instead of recomputing it.  Selections (``where``, ``maximum``,
     ``minimum``) mask the adjoint of each side; masks are applied as selects, never as a
-    multiplication by 0 (see ``Masked``).
+    multiplication by 0 (see ``Masked``).  ``mask`` (bool) masks the seed itself: the adjoint
+    is ``g`` where it holds and 0 elsewhere.
     """
     order = topo([root])
-    adj: dict[int, _Adjoint] = {id(root): (None, g)}
+    adj: dict[int, _Adjoint] = {id(root): (mask, g)}
     result: dict[int, SExpr] = {}
     for node in reversed(order):
         entry = adj.get(id(node))
@@ -395,7 +397,7 @@ def adjoints(root: SExpr, g: SExpr, out_slot: SExpr | None = None) -> dict[int, 
         mask, gnode = entry
         if node.op == "input":
             if is_float(node.dtype):
-                result[node.value] = _apply_mask(mask, gnode)
+                result[node.value] = masked(mask, gnode)
             continue
         if node.op == "cast":
             arg = node.args[0]
@@ -419,7 +421,8 @@ def adjoints(root: SExpr, g: SExpr, out_slot: SExpr | None = None) -> dict[int, 
     return result
 
 
-def _apply_mask(mask: SExpr | None, value: SExpr) -> SExpr:
+def masked(mask: SExpr | None, value: SExpr) -> SExpr:
+    """``value`` where the bool ``mask`` holds, else 0, as a select (``value`` when no mask)."""
     if mask is None:
         return value
     zero = const(0, value.dtype)
@@ -435,4 +438,4 @@ def _accumulate(adj: dict[int, _Adjoint], node: SExpr, mask: SExpr | None, value
     elif prev[0] is mask:
         adj[id(node)] = (mask, apply("add", prev[1], value))
     else:
-        adj[id(node)] = (None, apply("add", _apply_mask(*prev), _apply_mask(mask, value)))
+        adj[id(node)] = (None, apply("add", masked(*prev), masked(mask, value)))

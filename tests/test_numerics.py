@@ -260,6 +260,40 @@ def test_piecewise_formula_gradient_does_not_see_the_discarded_branch(dtype, bac
                               torch_grads(F.elu, x, order=order), dtype)
 
 
+_ACROSS_OPS = {
+    # a selection between separate ops: the gradient of exp is masked by the where's choice
+    "where": (lambda x: sg.where(x > 0, x, sg.exp(x) - 1), F.elu),
+    "where_exp": (lambda x: sg.where(x > 0.5, x, sg.exp(x)),
+                  lambda t: torch.where(t > 0.5, t, torch.exp(torch.clamp(t, max=0.5)))),
+    "clip_exp": (lambda x: sg.clip(sg.exp(x), 0.0, 1.0),
+                 lambda t: torch.exp(torch.clamp(t, max=0.0))),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", sorted(_ACROSS_OPS))
+def test_selection_between_ops_masks_the_discarded_branchs_gradient(name, dtype, backend):
+    ours, safe = _ACROSS_OPS[name]  # torch with the discarded branch kept finite by hand
+    x = np.array(_WIDE, dtype)
+    assert_close_to_torch(sg_grads(backend, ours, x), torch_grads(safe, x), dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_selection_between_ops_with_broadcasting(backend):
+    m = np.array([[1000.0, -1.0, 3.0], [2.0, -3.0, 800.0]])
+    b = np.array([1.0, 2.0, -0.5])
+
+    def ours(u, v):
+        z = u + v
+        return sg.where(z > 0, u * z, sg.exp(z))
+
+    def safe(u, v):
+        z = u + v
+        return torch.where(z > 0, u * z, torch.exp(torch.clamp(z, max=0.0)))
+    assert_close_to_torch(sg_grads(backend, ours, m, b), torch_grads(safe, m, b), "float64")
+
+
 # --- x ** p ---------------------------------------------------------------------------------------
 
 _POW_X = [0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 3.0, 0.5, -2.0, -2.0, 1.5]
