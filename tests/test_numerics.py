@@ -470,3 +470,29 @@ def test_cuda_rendering_of_the_numeric_fixes_compiles_with_nvcc():
     source = module_source([]) + "\n" + "\n".join(kernels.values())
     ptx = cuda_compiler.nvcc_compile(source, "sm_80", "ptx", ("-Xcicc", "-O0")).decode()
     assert not [name for name in kernels if f".entry {name}(" not in ptx]
+
+
+@pytest.mark.skipif(not __import__("shutil").which("g++"), reason="no host C++ compiler")
+def test_cuda_rendering_of_sign_softmax_and_hyperbolics_matches_on_the_host():
+    import sympy
+
+    from symgraph.backends.cuda import CudaCodegen
+    from symgraph.compile import build_fgraph
+    from symgraph.rewrite import rewrite_graph
+    from tests.gpu.host_emulation import run_on_host
+    hyp = sg.elementwise(lambda v: sympy.asinh(v) + sympy.sinh(v), "hyp")
+    rows = _ROWS.astype(np.float32)
+    s = np.array([-0.0, 0.0, np.nan, -2.0, 3.0, 1e-4, -1e4, 89.0], np.float32)
+    x, z = sg.vector("x"), sg.matrix("z")
+    outs = [sg.sign(x), hyp(x), sg.grad(sg.sum(hyp(x) + sg.elu(x) * 1e-3), x),
+            sg.nn.softmax(z), sg.nn.log_softmax(z)]
+    fg, roots, _, _, _, _ = build_fgraph([x, z], outs, None)
+    rewrite_graph(fg, backend="cuda")
+    got = run_on_host(CudaCodegen(fg, roots).module([s.shape, rows.shape]), [s, rows])
+    want = run("reference", lambda a, b: [sg.sign(a), hyp(a), sg.grad(
+        sg.sum(hyp(a) + sg.elu(a) * 1e-3), a), sg.nn.softmax(b), sg.nn.log_softmax(b)], s, rows)
+    assert_same_bits(got[0], np.sign(s))
+    for g, w in zip(got[1:], want[1:]):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=0, equal_nan=True)
+    t = torch.tensor(rows.astype(np.float64))
+    np.testing.assert_allclose(got[3], torch.softmax(t, -1).numpy(), rtol=1e-6, equal_nan=True)
