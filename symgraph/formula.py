@@ -21,6 +21,8 @@ def _to_scalar(expr, symbols, dtype: str) -> S.SExpr:
     """Translate a SymPy expression tree to a scalar-IR DAG (computed in ``dtype``)."""
     import sympy as sp
 
+    from . import _hyperbolic as hyperbolic
+
     memo: dict = {}
     slot = {s: i for i, s in enumerate(symbols)}
 
@@ -97,8 +99,8 @@ def _to_scalar(expr, symbols, dtype: str) -> S.SExpr:
             r = c(0)
         elif isinstance(e, sp.tan):
             r = S.apply("truediv", S.apply("sin", go(e.args[0])), S.apply("cos", go(e.args[0])))
-        elif isinstance(e, (sp.asinh, sp.acosh, sp.atanh)):
-            return go(e.rewrite(sp.log))
+        elif type(e) in hyperbolic.BUILDERS:  # accurate forms, see symgraph/_hyperbolic.py
+            r = hyperbolic.BUILDERS[type(e)](go(e.args[0]))
         elif isinstance(e, (sp.Max, sp.Min)):
             args = [go(a) for a in e.args]
             r = args[0]
@@ -108,9 +110,8 @@ def _to_scalar(expr, symbols, dtype: str) -> S.SExpr:
             name = {sp.tanh: "tanh", sp.sin: "sin", sp.cos: "cos", sp.erf: "erf", sp.Abs: "abs",
                     sp.sign: "sign", sp.floor: "floor", sp.ceiling: "ceil"}.get(type(e))
             if name is None:
-                name2 = {sp.sinh: "sinh", sp.cosh: "cosh", sp.sech: "sech"}.get(type(e))
-                if name2 is not None:
-                    return go(e.rewrite(sp.exp))
+                if isinstance(e, (sp.sech, sp.csch, sp.coth)):
+                    return go(hyperbolic.with_stable_functions(e))
                 raise CompileError(f"sg.elementwise: SymPy function {type(e).__name__} (in "
                                    f"{e}) has no scalar-IR translation")
             r = S.apply(name, go(e.args[0]))
@@ -139,15 +140,18 @@ class ElementwiseFormula:
         self.name = name
         self.symbols = sp.symbols(f"x0:{nargs}", real=True)
         self.expr = sp.sympify(formula(*self.symbols))
-        # derivatives derived once, at definition time
-        self.derivatives = [sp.diff(self.expr, s) for s in self.symbols]
+        # derivatives derived once, at definition time, of the formula with the hyperbolic
+        # functions whose derivatives have accurate forms (symgraph/_hyperbolic.py)
+        from ._hyperbolic import with_stable_functions
+        self._stable_expr = with_stable_functions(self.expr)
+        self.derivatives = [sp.diff(self._stable_expr, s) for s in self.symbols]
         self.nin = nargs
         self._check()
 
     def _check(self):
         """Translate once now, so an untranslatable formula fails where it is defined."""
         try:
-            _to_scalar(self.expr, self.symbols, "float64")
+            _to_scalar(self._stable_expr, self.symbols, "float64")
             for d in self.derivatives:
                 _to_scalar(d, self.symbols, "float64")
         except CompileError as e:
@@ -155,7 +159,7 @@ class ElementwiseFormula:
 
     @cache  # noqa: B019 - one cache per op, lives as long as the op
     def _exprs(self, dtype: str):
-        expr = _to_scalar(self.expr, self.symbols, dtype)
+        expr = _to_scalar(self._stable_expr, self.symbols, dtype)
         partials = tuple(_to_scalar(d, self.symbols, dtype) for d in self.derivatives)
         return expr, partials
 

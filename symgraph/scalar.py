@@ -288,6 +288,19 @@ def count_ops(roots: Sequence[SExpr]) -> int:
 # --- derivative rules --------------------------------------------------------------------
 # rule(args, out, g) -> adjoint of each argument (None where there is none).
 # ``out`` is the node's own value, ``g`` the incoming adjoint; both are SExprs.
+# A rule that routes ``g`` to one side of a selection returns ``Masked(cond, g)``: the adjoint
+# is ``g`` where ``cond`` holds and exactly 0 elsewhere.  ``adjoints`` carries the mask down to
+# the inputs and applies it there, as a select, so the derivative of the discarded side (e.g.
+# ``exp(x)`` of elu at x = 1000, inf) never meets the zero as ``0 * inf = NaN``.
+
+
+@dataclass(frozen=True)
+class Masked:
+    """An adjoint that is ``value`` where the bool ``cond`` holds and 0 elsewhere."""
+
+    cond: SExpr
+    value: SExpr
+
 
 def _c(value, like: SExpr) -> SExpr:
     return const(value, like.dtype)
@@ -301,6 +314,33 @@ def _mul(a, b):
     return _a("mul", a, b)
 
 
+def _not(c: SExpr) -> SExpr:
+    return c.args[0] if c.op == "not" else _a("not", c)
+
+
+def _selects(cond: SExpr, g: SExpr) -> tuple[Masked, Masked]:
+    """``g`` routed to the first argument where ``cond`` holds, to the second elsewhere."""
+    return Masked(cond, g), Masked(_not(cond), g)
+
+
+def _pow_base(a, out, g):
+    """d/dx x**p = p * x**(p - 1), and 0 where p == 0 (also at x == 0, as in PyTorch)."""
+    x, p = a
+    d = _mul(g, _mul(p, _a("pow", x, _a("sub", p, _c(1, p)))))
+    if is_const(p):  # x ** 2, x ** 0.5: no mask to test at run time
+        return d if p.value != 0 else _c(0, d)
+    return Masked(_a("ne", p, _c(0, p)), d)
+
+
+def _pow_exponent(a, out, g):
+    """d/dp x**p = x**p * log(x), in the result's dtype (a float32 base with a float64
+    exponent takes the log in float64); 0 at x == 0 with p >= 0, as in PyTorch."""
+    x, p = a
+    xr = cast(x, out.dtype)
+    at_zero = _a("and", _a("eq", xr, _c(0, xr)), _a("ge", p, _c(0, p)))
+    return Masked(_not(at_zero), _mul(g, _mul(out, _a("log", xr))))
+
+
 DERIVATIVES: dict[str, Callable] = {
     "add": lambda a, out, g: (g, g),
     "sub": lambda a, out, g: (g, _a("neg", g)),
@@ -309,7 +349,8 @@ DERIVATIVES: dict[str, Callable] = {
                                   _a("neg", _a("truediv", _mul(g, out), a[1]))),
     "neg": lambda a, out, g: (_a("neg", g),),
     "exp": lambda a, out, g: (_mul(g, out),),
-    "expm1": lambda a, out, g: (_mul(g, _a("add", out, _c(1, out))),),
+    # exp(x), not expm1(x) + 1, which is 0 instead of tiny for x < -17 (float32)
+    "expm1": lambda a, out, g: (_mul(g, _a("exp", a[0])),),
     "log": lambda a, out, g: (_a("truediv", g, a[0]),),
     "log1p": lambda a, out, g: (_a("truediv", g, _a("add", a[0], _c(1, a[0]))),),
     "sqrt": lambda a, out, g: (_a("truediv", g, _mul(_c(2, out), out)),),
@@ -323,45 +364,47 @@ DERIVATIVES: dict[str, Callable] = {
     "cos": lambda a, out, g: (_a("neg", _mul(g, _a("sin", a[0]))),),
     "abs": lambda a, out, g: (_mul(g, _a("sign", a[0])),),
     # first argument wins ties, so relu(x) = maximum(0, x) has derivative 0 at 0
-    "maximum": lambda a, out, g: (_a("where", _a("ge", a[0], a[1]), g, _c(0, g)),
-                                  _a("where", _a("ge", a[0], a[1]), _c(0, g), g)),
-    "minimum": lambda a, out, g: (_a("where", _a("le", a[0], a[1]), g, _c(0, g)),
-                                  _a("where", _a("le", a[0], a[1]), _c(0, g), g)),
-    "where": lambda a, out, g: (None, _a("where", a[0], g, _c(0, g)),
-                                _a("where", a[0], _c(0, g), g)),
-    "pow": lambda a, out, g: (
-        _mul(g, _mul(a[1], _a("pow", a[0], _a("sub", a[1], _c(1, a[1]))))),
-        # log of a safe base: at base 0 the term is 0 and, differentiated again, stays finite
-        _mul(g, _mul(out, _a("log", _a("where", _a("eq", a[0], _c(0, a[0])), _c(1, a[0]), a[0]))))),
-    "mod": lambda a, out, g: (g, _a("neg", _mul(g, _a("floor", _a("truediv", a[0], a[1]))))),
+    "maximum": lambda a, out, g: _selects(_a("ge", a[0], a[1]), g),
+    "minimum": lambda a, out, g: _selects(_a("le", a[0], a[1]), g),
+    "where": lambda a, out, g: (None, *_selects(a[0], g)),
+    "pow": lambda a, out, g: (_pow_base(a, out, g), _pow_exponent(a, out, g)),
+    # a % b = a - b * (a // b), with NumPy's rounded quotient
+    "mod": lambda a, out, g: (g, _a("neg", _mul(g, _a("floordiv", a[0], a[1])))),
 }
 # piecewise-constant or boolean results: zero derivative
 ZERO_DERIVATIVE = {"sign", "floor", "ceil", "floordiv", "lt", "le", "gt", "ge", "eq", "ne",
                    "and", "or", "not"}
 
+_Adjoint = tuple[SExpr | None, SExpr]  # (mask or None, value): value where mask holds, else 0
 
-def adjoints(root: SExpr, g: SExpr, out_slot: SExpr | None = None) -> dict[int, SExpr]:
+
+def adjoints(root: SExpr, g: SExpr, out_slot: SExpr | None = None,
+             mask: SExpr | None = None) -> dict[int, SExpr]:
     """Reverse-mode derivative of ``root`` w.r.t. each input slot, seeded with ``g``.
 
     Returns ``{slot: adjoint expression}`` for float input slots that the result depends on.
     ``out_slot`` (optional) stands for ``root``'s own value, so ``d exp(x)`` can reuse the
-    already computed ``exp(x)`` instead of recomputing it.
+    already computed ``exp(x)`` instead of recomputing it.  Selections (``where``, ``maximum``,
+    ``minimum``) mask the adjoint of each side; masks are applied as selects, never as a
+    multiplication by 0 (see ``Masked``).  ``mask`` (bool) masks the seed itself: the adjoint
+    is ``g`` where it holds and 0 elsewhere.
     """
     order = topo([root])
-    adj: dict[int, SExpr] = {id(root): g}
+    adj: dict[int, _Adjoint] = {id(root): (mask, g)}
     result: dict[int, SExpr] = {}
     for node in reversed(order):
-        gnode = adj.get(id(node))
-        if gnode is None or node.op == "const":
+        entry = adj.get(id(node))
+        if entry is None or node.op == "const":
             continue
+        mask, gnode = entry
         if node.op == "input":
             if is_float(node.dtype):
-                result[node.value] = gnode
+                result[node.value] = masked(mask, gnode)
             continue
         if node.op == "cast":
             arg = node.args[0]
             if is_float(arg.dtype):
-                _accumulate(adj, arg, cast(gnode, arg.dtype))
+                _accumulate(adj, arg, mask, cast(gnode, arg.dtype))
             continue
         if node.op in ZERO_DERIVATIVE or not is_float(node.dtype):
             continue
@@ -370,11 +413,31 @@ def adjoints(root: SExpr, g: SExpr, out_slot: SExpr | None = None) -> dict[int, 
             raise NotImplementedError(f"no derivative rule for scalar op {node.op!r}")
         out = out_slot if (node is root and out_slot is not None) else node
         for arg, ga in zip(node.args, rule(node.args, out, gnode)):
-            if ga is not None and is_float(arg.dtype):
-                _accumulate(adj, arg, cast(ga, arg.dtype))
+            if ga is None or not is_float(arg.dtype):
+                continue
+            m = mask
+            if isinstance(ga, Masked):
+                m = ga.cond if m is None else apply("and", m, ga.cond)
+                ga = ga.value
+            _accumulate(adj, arg, m, cast(ga, arg.dtype))
     return result
 
 
-def _accumulate(adj: dict[int, SExpr], node: SExpr, value: SExpr) -> None:
+def masked(mask: SExpr | None, value: SExpr) -> SExpr:
+    """``value`` where the bool ``mask`` holds, else 0, as a select (``value`` when no mask)."""
+    if mask is None:
+        return value
+    zero = const(0, value.dtype)
+    if mask.op == "not":
+        return apply("where", mask.args[0], zero, value)
+    return apply("where", mask, value, zero)
+
+
+def _accumulate(adj: dict[int, _Adjoint], node: SExpr, mask: SExpr | None, value: SExpr) -> None:
     prev = adj.get(id(node))
-    adj[id(node)] = value if prev is None else apply("add", prev, value)
+    if prev is None:
+        adj[id(node)] = (mask, value)
+    elif prev[0] is mask:
+        adj[id(node)] = (mask, apply("add", prev[1], value))
+    else:
+        adj[id(node)] = (None, apply("add", masked(*prev), masked(mask, value)))

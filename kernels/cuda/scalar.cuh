@@ -30,15 +30,21 @@ __device__ __forceinline__ double sg_sigmoid(double x) {
 __device__ __forceinline__ float sg_softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
 __device__ __forceinline__ double sg_softplus(double x) { return fmax(x, 0.0) + log1p(exp(-fabs(x))); }
 
-// Python/NumPy floor division and modulo: the remainder takes the sign of the divisor
+// Python/NumPy floor division and modulo: the remainder takes the sign of the divisor.
+// a / 0 and INT_MIN / -1 are undefined in C (and trap on a CPU): NumPy gives 0 for both
+// results of a division by 0, and for b == -1 the wrapped -a and 0.
+template <typename T> __device__ __forceinline__ bool sg_minus_one(T b) {
+    return (T)-1 < (T)0 && b == (T)-1;  // false for unsigned types
+}
 template <typename T> __device__ __forceinline__ T sg_floordiv(T a, T b) {
     if (b == 0) return 0;
+    if (sg_minus_one(b)) return (T)(0ULL - (unsigned long long)a);
     T q = a / b;
     if ((a % b != 0) && ((a < 0) != (b < 0))) q -= 1;
     return q;
 }
 template <typename T> __device__ __forceinline__ T sg_mod(T a, T b) {
-    if (b == 0) return 0;
+    if (b == 0 || sg_minus_one(b)) return 0;
     T r = a % b;
     if (r != 0 && ((r < 0) != (b < 0))) r += b;
     return r;

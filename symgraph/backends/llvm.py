@@ -33,7 +33,7 @@ from ..graph.fgraph import FunctionGraph
 from . import KernelInfo, blas_threads, cache_store, llvm_elf, llvm_jit, llvm_warm
 
 ENTRY = "symgraph_entry"
-FORMAT_VERSION = "2"  # bump when the generated code changes for the same kernel IR
+FORMAT_VERSION = "3"  # bump when the generated code changes for the same kernel IR
 WARM_START = True  # ``build`` accepts a lazy graph and a ``graph_key`` (see llvm_warm)
 
 

@@ -159,8 +159,9 @@ class ModuleBuilder:
         key = f"{name}.{t}"
         fn = self._decls.get(key)
         if fn is None:
-            two = ("maximum", "minimum", "maxnum", "minnum", "pow", "smin", "smax", "umin", "umax")
-            nargs = 2 if name.split(".")[-1] in two else 1
+            two = ("maximum", "minimum", "maxnum", "minnum", "pow", "copysign",
+                   "smin", "smax", "umin", "umax")
+            nargs = 3 if name == "llvm.fma" else 2 if name.split(".")[-1] in two else 1
             fn = self.module.declare_intrinsic(name, types, fnty=ir.FunctionType(t, [t] * nargs))
             self._decls[key] = fn
         return fn
@@ -692,21 +693,75 @@ class KernelEmitter:
             return b.call(self.mb.intrinsic(f"llvm.{op}", [t]), xs)
         if op == "sign":
             x = xs[0]
-            pos = b.select(b.fcmp_ordered(">", x, zero), one, x)
+            # NumPy: +0.0 for both zeros, NaN for NaN (x + 0.0 is +0.0 for -0.0, NaN for NaN)
+            pos = b.select(b.fcmp_ordered(">", x, zero), one, b.fadd(x, zero))
             return b.select(b.fcmp_ordered("<", x, zero), ir.Constant(t, -1.0), pos)
-        if op == "floordiv":
-            return b.call(self.mb.intrinsic("llvm.floor", [t]), [self._flags(b.fdiv(*xs))])
-        if op == "mod":
-            x, y = xs
-            r = b.frem(x, y)
-            fix = b.and_(b.fcmp_unordered("!=", r, zero),
-                         b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero)))
-            return b.select(fix, b.fadd(r, y), r)
+        if op in ("floordiv", "mod"):
+            div, mod = self._float_divmod(*xs, t)
+            return div if op == "floordiv" else mod
         if op == "pow":
             return self.math("pow", xs, dtype)
         if op in MATH_FUNCS:
             return self.math(op, xs, dtype)
         raise NotImplementedError(f"float {op}")
+
+    def _float_divmod(self, a, b_, t):
+        """NumPy's ``npy_divmod``, branch-free: ``(a // b, a % b)`` with ``a == (a // b) * b +
+        a % b`` as in NumPy (``fmod``-based, so ``1.0 // 0.1`` is 9, not ``floor(10.0)``).
+        No fast-math flags: the rounding steps must happen as written."""
+        b = self.b
+        zero, one, half = (ir.Constant(t, v) for v in (0.0, 1.0, 0.5))
+        copysign = self.mb.intrinsic("llvm.copysign", [t])
+        floor = self.mb.intrinsic("llvm.floor", [t])
+        quot = b.fdiv(a, b_)
+        mod = raw = self._fmod(a, b_, quot, t)
+        div = b.fdiv(b.fsub(a, mod), b_)
+        # remainder with the divisor's sign (C's ``if (mod)`` is true for NaN: une)
+        mod_nz = b.fcmp_unordered("!=", mod, zero)
+        adjust = b.and_(mod_nz, b.xor(b.fcmp_ordered("<", b_, zero), b.fcmp_ordered("<", mod, zero)))
+        mod = b.select(adjust, b.fadd(mod, b_), mod)
+        div = b.select(adjust, b.fsub(div, one), div)
+        mod = b.select(mod_nz, mod, b.call(copysign, [zero, b_]))
+        # snap the quotient to the nearest integer; a zero quotient takes the sign of a / b
+        fl = b.call(floor, [div])
+        fl = b.select(b.fcmp_ordered(">", b.fsub(div, fl), half), b.fadd(fl, one), fl)
+        div = b.select(b.fcmp_unordered("!=", div, zero), fl, b.call(copysign, [zero, quot]))
+        # b == 0: a / b and fmod(a, 0) (inf or NaN)
+        bz = b.fcmp_ordered("==", b_, zero)
+        return b.select(bz, quot, div), b.select(bz, raw, mod)
+
+    def _fmod(self, a, b_, quot, t):
+        """C's ``fmod(a, b)``, exact.  ``frem`` is a libm call per element (75 ns here), so
+        while ``|a / b| < 2**(p - 2)`` it is ``a - q * b`` with ``q`` the truncated quotient,
+        one ``fma`` (exact: the result is representable).  ``trunc(a / b)`` rounded can be one
+        too large in magnitude, never too small; then the first remainder has the wrong sign,
+        and ``q`` moves one toward 0.  Other elements (huge quotients, infinite ``b``, NaN,
+        ``b == 0``) take ``frem`` in a branch."""
+        b = self.b
+        zero, one = ir.Constant(t, 0.0), ir.Constant(t, 1.0)
+        fabs = self.mb.intrinsic("llvm.fabs", [t])
+        fma = self.mb.intrinsic("llvm.fma", [t])
+        copysign = self.mb.intrinsic("llvm.copysign", [t])
+        limit = ir.Constant(t, 2.0 ** (22 if t == F32 else 51))
+        fast = b.and_(b.fcmp_ordered("<", b.call(fabs, [quot]), limit),
+                      b.fcmp_ordered("<", b.call(fabs, [b_]), ir.Constant(t, float("inf"))))
+        q = b.call(self.mb.intrinsic("llvm.trunc", [t]), [quot])
+        r = b.call(fma, [b.fneg(q), b_, a])
+        over = b.and_(b.fcmp_ordered("!=", r, zero),
+                      b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", a, zero)))
+        q = b.select(over, b.fsub(q, b.call(copysign, [one, q])), q)
+        r = b.call(fma, [b.fneg(q), b_, a])
+        r = b.select(b.fcmp_ordered("==", r, zero), b.call(copysign, [zero, a]), r)
+        here = b.block
+        with b.if_then(b.not_(fast)):
+            # a libm call, not ``frem``: the vectoriser would speculate ``frem`` on every lane
+            fmod = self.mb.declare("fmodf" if t == F32 else "fmod", t, [t, t])
+            slow = b.call(fmod, [a, b_])
+            slow_block = b.block
+        out = b.phi(t)
+        out.add_incoming(r, here)
+        out.add_incoming(slow, slow_block)
+        return out
 
     def math(self, name: str, xs, dtype):
         """exp, tanh, ... : ``kernels/llvm/math.ll`` when it has the function, else LLVM/libm."""
@@ -756,7 +811,12 @@ class KernelEmitter:
         if op in ("floordiv", "mod"):
             x, y = xs
             isz = b.icmp_signed("==", y, zero)
-            ys = b.select(isz, one, y)
+            # x / 0 and INT_MIN / -1 trap in hardware: divide by 1 instead (INT_MIN / 1 is
+            # INT_MIN, NumPy's wrapped quotient, with remainder 0), then give x // 0 = 0
+            unsafe = isz if unsigned else b.or_(isz, b.and_(
+                b.icmp_signed("==", y, ir.Constant(t, -1)),
+                b.icmp_signed("==", x, ir.Constant(t, -(1 << (t.width - 1))))))
+            ys = b.select(unsafe, one, y)
             if unsigned:
                 q, r = b.udiv(x, ys), b.urem(x, ys)
             else:

@@ -576,14 +576,16 @@ class Lowerer:
         return vp.reshape((vp.size // max(n, 1) if n else 0, n)), order
 
     def _row_stats(self, x: View, r, n):
-        """Statements computing ``m`` (safe row max) and ``s`` (sum of exp(x - m))."""
+        """Statements computing ``m`` (the row max) and ``s`` (sum of exp(x - m)).
+
+        ``m`` is the plain max, as in PyTorch: a row holding +inf, NaN or only -inf gives
+        ``x - m`` NaN somewhere, so the whole row of the result is NaN (not ``[0, nan, 0]``)."""
         xv = x.load([r, var("j")])
         m, s = local("m", x.dtype), local("s", x.dtype)
         mx = local("mx", x.dtype)
-        finite = S.apply("eq", S.apply("sub", mx, mx), S.const(0, x.dtype))
         stmts = [Assign("mx", S.const(-math.inf, x.dtype)),
                  For("j", n, [Assign("mx", _row_max(mx, xv), reduction=True)]),
-                 Assign("m", S.apply("where", finite, mx, S.const(0, x.dtype))),
+                 Assign("m", mx),
                  Assign("s", S.const(0, x.dtype))]
         return stmts, xv, m, s
 
@@ -670,7 +672,6 @@ class Lowerer:
 
         def c(v):
             return S.const(v, dt)
-        finite = S.apply("eq", S.apply("sub", mx, mx), c(0))
         pass1 = [Assign("mx", _row_max(mx, xv), reduction=True)]
         if not op.sparse:
             t = self.contiguous(self.view(node.inputs[1]).broadcast(z.shape)).reshape((nrows, n))
@@ -679,7 +680,7 @@ class Lowerer:
         e = S.apply("exp", S.apply("sub", xv, m))
         body = [Assign("mx", c(-math.inf))] + ([] if op.sparse else [Assign("tot", c(0))]) + [
                 For("j", n, pass1),
-                Assign("m", S.apply("where", finite, mx, c(0))), Assign("s", c(0)),
+                Assign("m", mx), Assign("s", c(0)),  # the plain max, see _row_stats
                 For("j", n, [Store(dz.storage, di, e), Assign("s", S.apply("add", s, e), reduction=True)]),
                 Assign("inv", S.apply("truediv", c(1), s)),
                 Assign("ls", S.apply("log", s))]

@@ -63,18 +63,24 @@ class Elemwise(Op):
     def L_op(self, node, inputs, outputs, output_grads):
         (gz,) = output_grads
         n = self.nin
-        g_slot = S.inp(n + 1, gz.dtype)
-        if self.partials is not None:
-            grads = {i: S.apply("mul", g_slot, d) for i, d in enumerate(self.partials) if d is not None}
-        else:
-            grads = S.adjoints(self.expr, g_slot, out_slot=S.inp(n, outputs[0].dtype))
         args = list(inputs) + [outputs[0], gz]
+        mask, g_slot, upstream = _selected_gradient(gz, len(args))
+        args += upstream
+        if self.partials is not None:
+            grads = {i: S.masked(mask, S.apply("mul", g_slot, d))
+                     for i, d in enumerate(self.partials) if d is not None}
+        else:
+            grads = S.adjoints(self.expr, g_slot, out_slot=S.inp(n, outputs[0].dtype), mask=mask)
+        # the upstream selection's inputs give the gradient its full shape
+        upstream_slots = list(range(n + 2, len(args)))
         result = []
         for i, x in enumerate(inputs):
             if i not in grads or not is_float(x.dtype):
                 result.append(None)
                 continue
-            g = elemwise_from_expr(grads[i], args, name=f"d_{self.name}")
+            # a constant derivative (d x**0 / dx = 0) keeps x as an input for its shape
+            keep = ([] if S.inputs_of(grads[i]) else [i]) + upstream_slots
+            g = elemwise_from_expr(grads[i], args, name=f"d_{self.name}", keep_shape_of=keep)
             from .shape import sum_to
             result.append(sum_to(g, x))
         return result
@@ -98,6 +104,40 @@ class Elemwise(Op):
         # keep every input so the result has the output's broadcast shape
         return [elemwise_from_expr(S.cast(terms, self.expr.dtype), slots + [node.outputs[0]],
                                    name=f"jvp_{self.name}", keep_shape_of=[len(slots)])]
+
+
+def _selected_gradient(gz: Variable, first_slot: int):
+    """``(mask, g, variables)`` for differentiating an op whose output gradient is ``gz``.
+
+    When ``gz`` is a selection with a zero side, ``where(c, v, 0)`` (the gradient of a
+    ``where``, ``relu``, ``maximum``... downstream), the gradient is computed from ``v`` and
+    masked by ``c`` as a select at the end, so a derivative that is inf where ``gz`` was
+    selected to 0 (``exp`` in ``where(x > 0, x, exp(x) - 1)`` at x = 1000) gives 0, not
+    ``0 * inf = NaN``.  ``c`` and ``v`` are rebased on slots ``first_slot...`` for
+    ``variables`` (the selection's inputs); a ``SumToShape`` between is looked through.
+    Otherwise ``(None, gz's slot, [])``.
+    """
+    from .shape import SumToShape
+    plain = (None, S.inp(first_slot - 1, gz.dtype), [])
+    owner = gz.owner
+    if owner is not None and isinstance(owner.op, SumToShape) and owner.inputs[0].ndim == gz.ndim:
+        # summed back over broadcast axes (run-time shapes): the derivative of this op is
+        # constant along them, so masking before the final sum_to is the same sum
+        owner = owner.inputs[0].owner
+    if owner is None or not isinstance(owner.op, Elemwise) or owner.op.expr.op != "where":
+        return plain
+    cond, then, other = owner.op.expr.args
+    if S.is_const(other, 0):
+        mask, value = cond, then
+    elif S.is_const(then, 0):
+        mask, value = S.apply("not", cond), other
+    else:
+        return plain
+    if value.dtype != gz.dtype:
+        return plain
+    mapping = {j: S.inp(first_slot + j, v.dtype) for j, v in enumerate(owner.inputs)}
+    mask, value = S.substitute([mask, value], mapping)
+    return mask, value, list(owner.inputs)
 
 
 def _slot_dtypes(expr: S.SExpr, nin: int) -> list[str | None]:

@@ -32,11 +32,11 @@ def _float_input(x, what: str) -> Variable:
 
 
 def np_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    """``x - max - log(sum(exp(x - max)))``; the plain max, as in PyTorch: a row holding +inf,
+    NaN or only -inf is NaN throughout."""
     if x.size == 0:  # no rows, or rows of no elements: an empty result (as torch's)
         return np.array(x, copy=True)
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)
-    s = x - m
+    s = x - np.max(x, axis=axis, keepdims=True)
     with np.errstate(divide="ignore"):
         return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
 
@@ -57,8 +57,7 @@ class Softmax(Op):
         (x,) = inputs
         if x.size == 0:  # as log_softmax: an empty result, on every backend
             return [np.array(x, copy=True)]
-        m = np.max(x, axis=self.axis, keepdims=True)
-        e = np.exp(x - np.where(np.isfinite(m), m, 0))
+        e = np.exp(x - np.max(x, axis=self.axis, keepdims=True))  # see np_log_softmax
         return [e / np.sum(e, axis=self.axis, keepdims=True)]
 
     def L_op(self, node, inputs, outputs, output_grads):
