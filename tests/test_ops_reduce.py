@@ -100,6 +100,23 @@ def test_var_std_ddof():
     assert_matches(evaluate(lambda v: sg.std(v, ddof=1), x), np.asarray(np.std(x, ddof=1)))
 
 
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_std_gradient_is_zero_where_the_variance_is_zero(backend):
+    """Rows of equal values (and single elements) have std 0; its gradient there is 0, as
+    PyTorch's, not the NaN of sqrt's 0/0; other rows get (x - mean) / (n * std)."""
+    x = np.array([[1.0, 2.0, 4.0], [3.0, 3.0, 3.0]])
+    v = sg.tensor("x", (None, 3), "float64")
+    w = np.array([0.5, -2.0])
+    out, g, g1 = sg.compile([v], [sg.std(v, axis=1), sg.grad((sg.std(v, axis=1) * w).sum(), v),
+                                  sg.grad(sg.std(v[:, :1], axis=1).sum(), v)], backend=backend)(x)
+    std = x.std(axis=1)
+    assert_matches(out, std)
+    want = np.zeros_like(x)
+    want[0] = w[0] * (x[0] - x[0].mean()) / (3 * std[0])
+    assert_matches(g, want)
+    assert_matches(g1, np.zeros_like(x))
+
+
 # --- special values ------------------------------------------------------------------------
 
 def test_max_min_propagate_nan():

@@ -209,8 +209,12 @@ def var(x, axis=None, keepdims=False, ddof: int = 0):
 
 
 def std(x, axis=None, keepdims=False, ddof: int = 0):
-    """Standard deviation: ``sqrt(var)``."""
-    return E.sqrt(var(x, axis=axis, keepdims=keepdims, ddof=ddof))
+    """Standard deviation: ``sqrt(var)``; its gradient is 0 where the variance is 0 (a single
+    element, or all equal), as PyTorch's, instead of the 0/0 that ``sqrt`` would give."""
+    v = var(x, axis=axis, keepdims=keepdims, ddof=ddof)
+    zero = E.eq(v, 0)
+    # the inner where keeps sqrt's gradient finite on the discarded branch
+    return E.where(zero, 0, E.sqrt(E.where(zero, 1, v)))
 
 
 def logsumexp(x, axis=None, keepdims=False):
