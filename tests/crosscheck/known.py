@@ -9,9 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from .graphs import Program
+from .registry import norm_axes
+
+
+def _reduces_empty(prog: Program, ops: tuple[str, ...]) -> bool:
+    """A step of ``ops`` reduces (or normalises along) a zero-size axis."""
+    for op in ops:
+        for s, (shape, *_) in prog.steps_of(op):
+            axis = s.params.get("axis")
+            if 0 in [shape[a] for a in norm_axes(axis, len(shape))] or (axis is None and 0 in shape):
+                return True
+    return False
+
+
+def _inc_broadcasts(prog: Program) -> bool:
+    return any(np.zeros(x)[s.params["key"]].shape != y for s, (x, y) in prog.steps_of("inc_subtensor"))
+
 
 KNOWN_BROKEN: dict[str, Callable[[Program, str], bool]] = {
+    "zero-size axes (logsumexp/softmax/argmax of empty)":
+        lambda prog, backend: _reduces_empty(prog, ("logsumexp", "nn.softmax", "nn.log_softmax")),
+    "grad through inc_subtensor with broadcast values":
+        lambda prog, backend: _inc_broadcasts(prog),
 }
 
 
