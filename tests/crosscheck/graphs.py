@@ -259,7 +259,7 @@ def torch_results(prog: Program, hvp: bool):
     """Values in the program's own dtypes; gradients (and Hessian-vector products) in float64."""
     with torch.no_grad():
         _, same = build_torch(prog, as_float64=False)
-    values = [v.numpy() for v in same]
+    values = [_numpy(v) for v in same]
     leaves, outs = build_torch(prog, as_float64=True)
     float_leaves = [t for t in leaves if t.requires_grad]
     diff = differentiable(prog)
@@ -272,13 +272,21 @@ def torch_results(prog: Program, hvp: bool):
         return values, zeros, zeros if hvp else None
     grads = torch.autograd.grad(cost, float_leaves, allow_unused=True, create_graph=hvp)
     grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, float_leaves)]
-    hv = None
-    if hvp:
-        gv = sum((g * torch.as_tensor(v)).sum() for g, v in zip(grads, directions(prog)))
-        hv = [np.zeros(t.shape)] * len(float_leaves) if not gv.requires_grad else [
-            np.zeros(t.shape) if h is None else h.detach().numpy()
-            for h, t in zip(torch.autograd.grad(gv, float_leaves, allow_unused=True), float_leaves)]
-    return values, [g.detach().numpy() for g in grads], hv
+    hv = _torch_hvp(prog, grads, float_leaves) if hvp else None
+    return values, [_numpy(g) for g in grads], hv
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy(force=True)  # force: autograd may hand back a lazy zero tensor
+
+
+def _torch_hvp(prog: Program, grads: list, leaves: list) -> list[np.ndarray]:
+    """Double backward: the gradient of ``sum(grad_i * v_i)``."""
+    gv = sum((g * torch.as_tensor(v)).sum() for g, v in zip(grads, directions(prog)))
+    if not gv.requires_grad:
+        return [np.zeros(t.shape) for t in leaves]
+    hv = torch.autograd.grad(gv, leaves, allow_unused=True)
+    return [np.zeros(t.shape) if h is None else _numpy(h) for h, t in zip(hv, leaves)]
 
 
 def symgraph_function(prog: Program, backend: str, hvp: bool, shapes: list[tuple]):
