@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.special
@@ -98,6 +100,24 @@ def test_var_std_ddof():
     x = rand(np.random.default_rng(17), (5, 4), "float64")
     assert_matches(evaluate(lambda v: sg.var(v, axis=0, ddof=1), x), np.var(x, axis=0, ddof=1))
     assert_matches(evaluate(lambda v: sg.std(v, ddof=1), x), np.asarray(np.std(x, ddof=1)))
+
+
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_var_std_with_ddof_at_least_the_count_follow_numpy(static, backend):
+    """NumPy divides by max(n - ddof, 0): an empty axis or ddof >= n gives nan or inf, never a
+    negative variance (or -0.0)."""
+    for x, ddof in ((np.zeros((0, 3)), 1), (np.zeros((0, 3)), 0), (np.ones((1, 3)), 1),
+                    (np.arange(6.0).reshape(2, 3), 3)):
+        v = sg.tensor("x", x.shape if static else (None, None), "float64")
+        f = sg.compile([v], [sg.var(v, axis=0, ddof=ddof), sg.std(v, axis=0, ddof=ddof),
+                             sg.var(v, ddof=ddof)], backend=backend)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = [np.var(x, axis=0, ddof=ddof), np.std(x, axis=0, ddof=ddof), np.var(x, ddof=ddof)]
+        for got, w in zip(f(x), want):
+            assert_matches(got, np.asarray(w))
+            assert not np.signbit(got[~np.isnan(got)]).any()
 
 
 @pytest.mark.parametrize("backend", ["reference", "llvm"])
