@@ -210,9 +210,22 @@ def replay(prog: Program, make_input, lib: str):
             values.append(make_input(n))
         else:
             op = REGISTRY[n.op]
-            fn = op.build if lib == "symgraph" else op.twin
-            values.append(fn([values[a] for a in n.args], n.params))
+            args = [values[a] for a in n.args]
+            if lib == "symgraph":
+                values.append(op.build(args, n.params))
+            else:
+                values.append(op.twin(promoted(args) if op.promotes else args, n.params))
     return values
+
+
+def promoted(args: list) -> list:
+    """Float torch operands cast to their common dtype by NumPy's rule: torch treats a 0-d
+    tensor as weakly typed (float32 with a float64 0-d stays float32), and its matmul and
+    convolutions want one dtype."""
+    floats = {a.dtype for a in args if a.is_floating_point()}
+    if len(floats) < 2:
+        return args
+    return [a.to(torch.float64) if a.is_floating_point() else a for a in args]
 
 
 def split(prog: Program, values: list) -> tuple[list, list]:
@@ -291,7 +304,8 @@ def _torch_hvp(prog: Program, grads: list, leaves: list) -> list[np.ndarray]:
 
 def symgraph_function(prog: Program, backend: str, hvp: bool, shapes: list[tuple]):
     """Compile the program's values, the gradients of the projected cost and (with ``hvp``)
-    the Hessian-vector products."""
+    the Hessian-vector products; ``backend`` is a backend's name, ``:norewrite`` appended to
+    compile with ``rewrite=False``."""
     inputs, outs = build_symgraph(prog)
     float_inputs = [v for v, i in zip(inputs, prog.inputs) if i.is_float]
     diff = differentiable(prog)
@@ -304,7 +318,8 @@ def symgraph_function(prog: Program, backend: str, hvp: bool, shapes: list[tuple
         if hvp:
             gv = sum((g * sg.constant(v.astype(g.dtype))).sum() for g, v in zip(grads, directions(prog)))
             extra += list(sg.grad(gv, float_inputs, disconnected="ignore"))
-    return sg.compile(inputs, list(outs) + extra, backend=backend)
+    name, _, mode = backend.partition(":")
+    return sg.compile(inputs, list(outs) + extra, backend=name, rewrite=mode != "norewrite")
 
 
 # ---------------------------------------------------------------------------------------------

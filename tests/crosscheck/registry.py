@@ -58,6 +58,7 @@ class OpKind:
     terminal: bool = False              # integer/bool output, or no gradient: never an operand
     special: bool = False               # takes inf/nan/-0.0/tiny/huge inputs (value check)
     needs_static: bool = False          # needs static shapes (no dims hidden as None)
+    promotes: bool = True               # the result's dtype is the operands' common dtype
 
 
 REGISTRY: dict[str, OpKind] = {}
@@ -620,7 +621,7 @@ register(OpKind("getitem", "indexing", ("Variable.__getitem__",), lambda a, p: a
                 accepts=lambda s: len(s) >= 1))
 register(OpKind("inc_subtensor", "indexing", ("sg.inc_subtensor",),
                 lambda a, p: sg.inc_subtensor(a[0], p["key"], a[1]), _inc_twin, _inc_plan,
-                accepts=lambda s: len(s) >= 1))
+                accepts=lambda s: len(s) >= 1, promotes=False))
 
 
 def _take_plan(draw, shape):
@@ -685,12 +686,12 @@ def _ce_build(a, p):
 
 
 def _ce_twin(a, p):
-    targets = a[1] if p["sparse"] else torch.softmax(a[1], -1)
+    targets = a[1] if p["sparse"] else torch.softmax(a[1], -1).to(a[0].dtype)  # the logits' dtype
     return F.cross_entropy(a[0], targets)
 
 
 register(OpKind("nn.cross_entropy", "nn", ("sg.nn.cross_entropy",), _ce_build, _ce_twin, _ce_plan,
-                fresh=_matrix, accepts=lambda s: len(s) == 2 and s[1] > 0))
+                fresh=_matrix, accepts=lambda s: len(s) == 2 and s[1] > 0, promotes=False))
 
 
 def _bce_plan(draw, shape):
