@@ -5,12 +5,12 @@ backend's values agree with NumPy's."""
 from __future__ import annotations
 
 import numpy as np
+from helpers import index_key
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import symgraph as sg
-from helpers import index_key
 from symgraph.graph.types import broadcast_shapes, format_shape
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -4,9 +4,9 @@ from ..graph.basic import Variable, as_variable
 from ..graph.types import is_int
 from ..ops import elemwise as E
 from ..ops import reduce as R
+from ..ops.indexing import getitem
 from ..ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, _axis, avg_pool2d, conv2d, max_pool2d
 from ..ops.random import RandomStream, dropout
-from ..ops.indexing import getitem
 from ..ops.shape import reshape, shape
 from . import init, optimizers
 from .optimizers import adadelta, adagrad, adam, momentum, nesterov, rmsprop, sgd
