@@ -136,16 +136,16 @@ class _Builder:
     def operand(self, o: Operand) -> int:
         if o.ints:
             return self.new_input(o.shape, ints=o.ints)
-        same = [v for v in range(len(self.values)) if self.usable(v, o.leaf)
+        same = [v for v in range(len(self.values)) if self.usable(v, o.leaf or o.dtype is not None)
                 and tuple(self.values[v].shape) == o.shape
-                and (o.dtype is None or self.dtype_of(v) == o.dtype)]
+                and (o.dtype is None or self.input_dtype(v) == o.dtype)]
         if same and self.draw(st.booleans()):
             return self.draw(st.sampled_from(same))
         return self.new_input(o.shape, o.dtype)
 
-    def dtype_of(self, vid: int) -> str:
-        node = self.prog.nodes[vid]
-        return node.value.dtype.name if isinstance(node, Input) else self.prog.dtype
+    def input_dtype(self, vid: int) -> str:
+        """The dtype of input ``vid`` (an operand with a required dtype is always an input)."""
+        return self.prog.nodes[vid].value.dtype.name
 
     def add_step(self, name: str) -> None:
         op = REGISTRY[name]
