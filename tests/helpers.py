@@ -110,3 +110,31 @@ def host_vector_registers() -> str | None:
     if features.get("avx2", False):
         return r"ymm"
     return None
+
+
+def index_key(draw, shape: tuple) -> tuple:
+    """A random NumPy indexing key for an array of ``shape`` (hypothesis ``draw``): ints, slices
+    with any step (bounds may lie outside), ``None``, integer arrays (gathers) and ``...``."""
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+    key: list = []
+    axis = 0
+    while axis < len(shape) and draw(st.booleans()):
+        kind = draw(st.sampled_from(["int", "slice", "none", "array"]))
+        d = shape[axis]
+        if kind == "int" and d:
+            key.append(draw(st.integers(-d, d - 1)))
+        elif kind == "slice" or (kind in ("int", "array") and not d):
+            bound = st.one_of(st.none(), st.integers(-d - 2, d + 2))
+            step = draw(st.one_of(st.none(), st.integers(-3, 3).filter(lambda s: s != 0)))
+            key.append(slice(draw(bound), draw(bound), step))
+        elif kind == "none":
+            key.append(None)
+            continue
+        else:
+            ishape = draw(st.sampled_from([(), (3,), (2, 1), (1, 3)]))
+            key.append(draw(hnp.arrays(np.int64, ishape, elements=st.integers(-d, d - 1))))
+        axis += 1
+    if draw(st.booleans()) and axis < len(shape):
+        key.insert(draw(st.integers(0, len(key))), Ellipsis)
+    return tuple(key)

@@ -219,6 +219,17 @@ def test_maxout():
         sg.nn.maxout(sg.tensor("w", (3, 10)), 3)
 
 
+@pytest.mark.parametrize("first", [5, None])
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_maxout_of_an_empty_tensor(first, backend):
+    """A zero-size axis after the pooled one: the result is empty too, gradient included."""
+    x = np.zeros((5, 3, 0, 5))
+    v = sg.tensor("x", (first, 3, 0, 5), "float64")
+    out = sg.nn.maxout(v, 3, axis=1)
+    got, g = sg.compile([v], [out, sg.grad(out.sum(), v)], backend=backend)(x)
+    assert got.shape == (5, 1, 0, 5) and g.shape == x.shape
+
+
 def test_dropout():
     rng = sg.RandomStream(7)
     x = sg.matrix("x")

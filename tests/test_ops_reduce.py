@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.special
@@ -98,6 +100,41 @@ def test_var_std_ddof():
     x = rand(np.random.default_rng(17), (5, 4), "float64")
     assert_matches(evaluate(lambda v: sg.var(v, axis=0, ddof=1), x), np.var(x, axis=0, ddof=1))
     assert_matches(evaluate(lambda v: sg.std(v, ddof=1), x), np.asarray(np.std(x, ddof=1)))
+
+
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_var_std_with_ddof_at_least_the_count_follow_numpy(static, backend):
+    """NumPy divides by max(n - ddof, 0): an empty axis or ddof >= n gives nan or inf, never a
+    negative variance (or -0.0)."""
+    for x, ddof in ((np.zeros((0, 3)), 1), (np.zeros((0, 3)), 0), (np.ones((1, 3)), 1),
+                    (np.arange(6.0).reshape(2, 3), 3)):
+        v = sg.tensor("x", x.shape if static else (None, None), "float64")
+        f = sg.compile([v], [sg.var(v, axis=0, ddof=ddof), sg.std(v, axis=0, ddof=ddof),
+                             sg.var(v, ddof=ddof)], backend=backend)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = [np.var(x, axis=0, ddof=ddof), np.std(x, axis=0, ddof=ddof), np.var(x, ddof=ddof)]
+        for got, w in zip(f(x), want):
+            assert_matches(got, np.asarray(w))
+            assert not np.signbit(got[~np.isnan(got)]).any()
+
+
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_std_gradient_is_zero_where_the_variance_is_zero(backend):
+    """Rows of equal values (and single elements) have std 0; its gradient there is 0, as
+    PyTorch's, not the NaN of sqrt's 0/0; other rows get (x - mean) / (n * std)."""
+    x = np.array([[1.0, 2.0, 4.0], [3.0, 3.0, 3.0]])
+    v = sg.tensor("x", (None, 3), "float64")
+    w = np.array([0.5, -2.0])
+    out, g, g1 = sg.compile([v], [sg.std(v, axis=1), sg.grad((sg.std(v, axis=1) * w).sum(), v),
+                                  sg.grad(sg.std(v[:, :1], axis=1).sum(), v)], backend=backend)(x)
+    std = x.std(axis=1)
+    assert_matches(out, std)
+    want = np.zeros_like(x)
+    want[0] = w[0] * (x[0] - x[0].mean()) / (3 * std[0])
+    assert_matches(g, want)
+    assert_matches(g1, np.zeros_like(x))
 
 
 # --- special values ------------------------------------------------------------------------

@@ -73,6 +73,17 @@ def test_shape_ops_on_rank0_and_size1():
     assert_matches(evaluate(lambda v: v.reshape(3, 341).T, big), big.reshape(3, 341).T.copy())
 
 
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_flatten_of_zero_size_tensors(static, backend):
+    """flatten keeps the leading axes of an empty tensor (NumPy's reshape(..., -1) cannot)."""
+    x = np.zeros((0, 2, 1, 4), np.float32)
+    v = sg.tensor("x", x.shape if static else (None,) * 4)
+    f = sg.compile([v], [sg.flatten(v, 3), sg.flatten(v, 2), sg.flatten(v, 4), sg.flatten(v)],
+                   backend=backend)
+    assert [o.shape for o in f(x)] == [(0, 2, 4), (0, 8), (0, 2, 1, 4), (0,)]
+
+
 def test_concatenate_promotes_and_mixes_unknown_dims():
     a = rand(np.random.default_rng(33), (2, 3), "float32")
     b = rand(np.random.default_rng(34), (4, 3), "float64")

@@ -5,6 +5,7 @@ backend's values agree with NumPy's."""
 from __future__ import annotations
 
 import numpy as np
+from helpers import index_key
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -123,30 +124,9 @@ def test_transpose_agrees_with_numpy(shape, data):
 @st.composite
 def index_case(draw):
     shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5))
-    key = []
-    axis = 0
-    n_arrays = 0
-    while axis < len(shape) and draw(st.booleans()):
-        kind = draw(st.sampled_from(["int", "slice", "none", "array"]))
-        d = shape[axis]
-        if kind == "int":
-            key.append(draw(st.integers(-d, d - 1)))
-        elif kind == "slice":
-            bound = st.one_of(st.none(), st.integers(-d - 2, d + 2))
-            step = draw(st.one_of(st.none(), st.integers(-3, 3).filter(lambda s: s != 0)))
-            key.append(slice(draw(bound), draw(bound), step))
-        elif kind == "none":
-            key.append(None)
-            continue
-        else:
-            n_arrays += 1
-            ishape = draw(st.sampled_from([(), (3,), (2, 1), (1, 3)]))
-            key.append(draw(hnp.arrays(np.int64, ishape, elements=st.integers(-d, d - 1))))
-        axis += 1
-    if draw(st.booleans()) and axis < len(shape):
-        key.insert(draw(st.integers(0, len(key))), Ellipsis)
+    key = index_key(draw, shape)
     mask = draw(masks(len(shape)))
-    return shape, tuple(key), mask
+    return shape, key, mask
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -4,9 +4,10 @@ from ..graph.basic import Variable, as_variable
 from ..graph.types import is_int
 from ..ops import elemwise as E
 from ..ops import reduce as R
+from ..ops.indexing import getitem
 from ..ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, _axis, avg_pool2d, conv2d, max_pool2d
 from ..ops.random import RandomStream, dropout
-from ..ops.shape import reshape
+from ..ops.shape import reshape, shape
 from . import init, layers, optimizers, schedules, training
 from .layers import (
     Activation,
@@ -115,7 +116,10 @@ def maxout(x, pieces: int, axis: int = -1) -> Variable:
     lead = list(x.shape[:axis])
     if any(v is None for v in lead[1:]):
         raise ValueError("maxout: only the first dimension may be unknown")
-    new = ([-1] if lead else []) + lead[1:] + [d // pieces, pieces] + list(x.shape[axis + 1:])
-    if any(v is None for v in new):
+    rest = lead[1:] + [d // pieces, pieces] + list(x.shape[axis + 1:])
+    if any(v is None for v in rest):
         raise ValueError("maxout: dimensions after the pooled axis must be static")
-    return R.max(reshape(x, tuple(new)), axis=axis + 1)
+    # the first dim is spelled out (symbolic when unknown), not -1: -1 is ambiguous for an
+    # empty tensor
+    first = ([lead[0] if lead[0] is not None else getitem(shape(x), 0)] if lead else [])
+    return R.max(reshape(x, tuple(first + rest)), axis=axis + 1)

@@ -234,21 +234,27 @@ def mean(x, axis=None, keepdims=False):
 
 
 def var(x, axis=None, keepdims=False, ddof: int = 0):
-    """Variance (two-pass: mean first, then mean squared deviation)."""
+    """Variance (two-pass: mean first, then mean squared deviation); the divisor is
+    ``max(n - ddof, 0)``, as NumPy's."""
     x = as_variable(x)
     axes = normalize_axes(axis, x.ndim, "var")
     xf = x if is_float(x.dtype) else E.cast(x, "float64")
     centered = E.sub(xf, mean(xf, axis=axes, keepdims=True))
     total = sum(E.square(centered), axis=axes, keepdims=keepdims)
     n = _count(x, axes)
+    # NumPy's divisor max(n - ddof, 0): no negative counts (0/0 is nan, as NumPy's)
     if isinstance(n, int):
-        return E.true_divide(total, float(n - ddof))
-    return E.true_divide(total, E.cast(E.sub(n, ddof), total.dtype))
+        return E.true_divide(total, float(builtins.max(n - ddof, 0)))
+    return E.true_divide(total, E.cast(E.maximum(E.sub(n, ddof), 0), total.dtype))
 
 
 def std(x, axis=None, keepdims=False, ddof: int = 0):
-    """Standard deviation: ``sqrt(var)``."""
-    return E.sqrt(var(x, axis=axis, keepdims=keepdims, ddof=ddof))
+    """Standard deviation: ``sqrt(var)``; its gradient is 0 where the variance is 0 (a single
+    element, or all equal), as PyTorch's, instead of the 0/0 that ``sqrt`` would give."""
+    v = var(x, axis=axis, keepdims=keepdims, ddof=ddof)
+    zero = E.eq(v, 0)
+    # the inner where keeps sqrt's gradient finite on the discarded branch
+    return E.where(zero, 0, E.sqrt(E.where(zero, 1, v)))
 
 
 def logsumexp(x, axis=None, keepdims=False):

@@ -163,12 +163,17 @@ def flatten(x, ndim: int = 1) -> Variable:
         raise ValueError(f"flatten: ndim must be in [1, {max(x.ndim, 1)}], got {ndim}")
     if ndim == 1:
         return reshape(x, (-1,))
-    lead = x.shape[:ndim - 1]
-    if all(d is not None for d in lead):
-        return reshape(x, tuple(lead) + (-1,))
-    s = shape(x)
     from .indexing import getitem
-    return reshape(x, tuple(getitem(s, i) for i in range(ndim - 1)) + (-1,))
+    lead, rest = x.shape[:ndim - 1], x.shape[ndim - 1:]
+    if not all(d is not None for d in lead):
+        lead = tuple(getitem(shape(x), i) for i in range(ndim - 1))
+    # the flattened size is spelled out, not -1: -1 is ambiguous for a zero-size tensor
+    if all(d is not None for d in rest):
+        size = int(np.prod(rest, dtype=np.int64))
+    else:
+        from .reduce import prod
+        size = prod(getitem(shape(x), slice(ndim - 1, None)))
+    return reshape(x, tuple(lead) + (size,))
 
 
 # --- dimshuffle: transpose, expand_dims, squeeze -------------------------------------------
