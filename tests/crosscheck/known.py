@@ -9,31 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from .graphs import Program
-from .registry import norm_axes
-
-
-def _reduces_empty(prog: Program, ops: tuple[str, ...]) -> bool:
-    """A step of ``ops`` reduces (or normalises along) a zero-size axis."""
-    for op in ops:
-        for s, (shape, *_) in prog.steps_of(op):
-            axis = s.params.get("axis")
-            if 0 in [shape[a] for a in norm_axes(axis, len(shape))] or (axis is None and 0 in shape):
-                return True
-    return False
-
-
-def _large_input(prog: Program) -> bool:
-    """A finite float input beyond exp's float32 range."""
-    return any((np.abs(np.nan_to_num(i.value, posinf=0, neginf=0)) > 80).any()
-               for i in prog.inputs if i.is_float)
-
-
-def _inc_broadcasts(prog: Program) -> bool:
-    return any(np.zeros(x)[s.params["key"]].shape != y for s, (x, y) in prog.steps_of("inc_subtensor"))
-
 
 KNOWN_BROKEN: dict[str, Callable[[Program, str], bool]] = {}
 

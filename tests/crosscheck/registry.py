@@ -569,6 +569,32 @@ register(OpKind("flatten", "shape", ("sg.flatten",), lambda a, p: sg.flatten(a[0
                 accepts=lambda s: len(s) >= 1))
 register(OpKind("zeros_like", "shape", ("sg.zeros_like",), lambda a, p: sg.zeros_like(a[0]),
                 lambda a, p: torch.zeros_like(a[0]), no_plan, terminal=True))
+register(OpKind("ones_like", "shape", ("sg.ones_like",), lambda a, p: sg.ones_like(a[0]),
+                lambda a, p: torch.ones_like(a[0]), no_plan, terminal=True))
+register(OpKind("full_like", "shape", ("sg.full_like",), lambda a, p: sg.full_like(a[0], 2.5),
+                lambda a, p: torch.full_like(a[0], 2.5), no_plan, terminal=True))
+
+
+def _filled(fill):
+    """zeros/ones/full of the operand's shape, given as the symbolic shape vector."""
+    def build(a, p):
+        shape = sg.shape(a[0])
+        if fill == "zeros":
+            return sg.zeros(shape, a[0].dtype)
+        if fill == "ones":
+            return sg.ones(shape, a[0].dtype)
+        return sg.full(shape, -1.5, a[0].dtype)
+    return build
+
+
+def _filled_t(fill):
+    value = {"zeros": 0.0, "ones": 1.0, "full": -1.5}[fill]
+    return lambda a, p: torch.full(tuple(a[0].shape), value, dtype=a[0].dtype)
+
+
+for _fill in ("zeros", "ones", "full"):
+    register(OpKind(_fill, "shape", (f"sg.{_fill}",), _filled(_fill), _filled_t(_fill), no_plan,
+                    terminal=True))
 register(OpKind("shape", "shape", ("sg.shape",), lambda a, p: sg.shape(a[0]),
                 lambda a, p: torch.tensor(tuple(a[0].shape), dtype=torch.int64), no_plan, terminal=True))
 def _arange_build(a, p):
@@ -625,11 +651,31 @@ def _inc_twin(a, p):
     return x.reshape(-1).index_add(0, pos.reshape(-1), vals.to(x.dtype)).reshape(x.shape)
 
 
+def _set_plan(draw, shape):
+    plan = _inc_plan(draw, shape)
+    if plan is None:
+        return None
+    pos = _positions(shape, plan.params["key"]).reshape(-1)
+    if len(torch.unique(pos)) != pos.numel():  # repeated positions: which write wins is the
+        return None                             # backend's order, not a value to compare
+    return plan
+
+
+def _set_twin(a, p):
+    x, y = a
+    pos = _positions(tuple(x.shape), p["key"])
+    vals = torch.broadcast_to(y, tuple(pos.shape)).reshape(-1).to(x.dtype)
+    return x.reshape(-1).index_put((pos.reshape(-1),), vals).reshape(x.shape)
+
+
 register(OpKind("getitem", "indexing", ("Variable.__getitem__",), lambda a, p: a[0][p["key"]],
                 lambda a, p: _gather_t(a[0], _positions(tuple(a[0].shape), p["key"])), _index_plan,
                 accepts=lambda s: len(s) >= 1))
 register(OpKind("inc_subtensor", "indexing", ("sg.inc_subtensor",),
                 lambda a, p: sg.inc_subtensor(a[0], p["key"], a[1]), _inc_twin, _inc_plan,
+                accepts=lambda s: len(s) >= 1, promotes=False))
+register(OpKind("set_subtensor", "indexing", ("sg.set_subtensor",),
+                lambda a, p: sg.set_subtensor(a[0], p["key"], a[1]), _set_twin, _set_plan,
                 accepts=lambda s: len(s) >= 1, promotes=False))
 
 
