@@ -222,11 +222,7 @@ class SoftmaxCrossEntropy(Op):
     def batch(self, node, inputs, batched):
         """Rows are independent: the batch is one more leading axis of logits and targets."""
         from ..vmap import all_batched, ensure_batched, pad_after_batch
-        z, t = inputs
-        if self.sparse or batched[0]:
-            z, t = ensure_batched(inputs, batched)
-        else:  # dense targets batched, logits not: broadcasting the logits suffices
-            z = expand_dims(z, 0)
+        z, t = ensure_batched(inputs, batched)
         t = pad_after_batch(t, node.inputs[1].ndim) if batched[1] else t
         return all_batched(SoftmaxCrossEntropy(self.sparse)(z, t))
 
