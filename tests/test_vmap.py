@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 import symgraph as sg
+from symgraph.ops.elemwise import S  # the scalar IR module (sg.scalar is a function)
 from symgraph.graph.basic import Apply, Op, as_variable
+from symgraph.ops.fused import FusedReduce, MatMulEpilogue, SoftmaxCrossEntropyWithGrad
+from symgraph.ops.nn import (
+    AvgPool2dGrad,
+    Conv2dGradInput,
+    Conv2dGradWeight,
+    MaxPool2dGrad,
+    MaxPoolSelect,
+)
 
 RNG = np.random.default_rng(7)
 BACKENDS = ["reference", "llvm"]
@@ -187,9 +196,52 @@ GRADS = {  # per-example gradients: L_op graphs (SumToShape, Split, IndexAdd, co
     "index, concatenate, softmax gradients": (index_grads, [f64(B, 4, 3), ints(4, B, 2)], 0),
 }
 
+
+def conv_grad_input(g, w, like):
+    return Conv2dGradInput((1, 1), (1, 1))(g, w, like)
+
+
+def conv_grad_weight(x, g, like):
+    return Conv2dGradWeight((2, 1), (0, 1))(x, g, like)
+
+
+SQUARE_SUM = S.apply("mul", S.inp(0, "float64"), S.inp(1, "float64"))
+EPILOGUE = S.apply("tanh", S.apply("add", S.inp(0, "float64"), S.inp(1, "float64")))
+
+OP_LEVEL = {  # ops that only gradients or rewrites build, called directly
+    "Conv2dGradInput, batched g": (conv_grad_input, [f64(B, 2, 4, 5, 5), f64(4, 3, 3, 3),
+                                                     f64(2, 3, 5, 5)], (0, None, None)),
+    "Conv2dGradInput, batched w": (conv_grad_input, [f64(2, 4, 5, 5), f64(B, 4, 3, 3, 3),
+                                                     f64(2, 3, 5, 5)], (None, 0, None)),
+    "Conv2dGradInput, both": (conv_grad_input, [f64(B, 2, 4, 5, 5), f64(B, 4, 3, 3, 3),
+                                                f64(2, 3, 5, 5)], (0, 0, None)),
+    "Conv2dGradInput, only the shape source": (conv_grad_input, [f64(2, 4, 5, 5), f64(4, 3, 3, 3),
+                                                                 f64(B, 2, 3, 5, 5)], (None, None, 0)),
+    "Conv2dGradWeight, batched x": (conv_grad_weight, [f64(B, 2, 3, 6, 4), f64(2, 4, 2, 4),
+                                                       f64(4, 3, 3, 3)], (0, None, None)),
+    "Conv2dGradWeight, batched g": (conv_grad_weight, [f64(2, 3, 6, 4), f64(B, 2, 4, 2, 4),
+                                                       f64(4, 3, 3, 3)], (None, 0, None)),
+    "Conv2dGradWeight, both": (conv_grad_weight, [f64(B, 2, 3, 6, 4), f64(B, 2, 4, 2, 4),
+                                                  f64(4, 3, 3, 3)], (0, 0, None)),
+    "MaxPool2dGrad, unbatched g": (lambda x, g: MaxPool2dGrad((2, 2), (1, 2))(x, g),
+                                   [f64(B, 2, 4, 6), f64(2, 3, 3)], (0, None)),
+    "MaxPoolSelect": (lambda x, h: MaxPoolSelect((2, 2), (2, 2))(x, h),
+                      [f64(B, 2, 4, 6), f64(B, 2, 4, 6)], 0),
+    "AvgPool2dGrad, unbatched g": (lambda g, like: AvgPool2dGrad((2, 2), (2, 2))(g, like),
+                                   [f64(2, 2, 3), f64(B, 2, 4, 6)], (None, 0)),
+    "FusedReduce": (lambda x, y: FusedReduce("sum", (0,), True, SQUARE_SUM, 2)(x, y),
+                    [f64(B, 3, 4), f64(4)], (0, None)),
+    "MatMulEpilogue": (lambda a, b, c: MatMulEpilogue(EPILOGUE, 2)(a, b, c),
+                       [f64(3, 4), f64(B, 4, 2), f64(B, 2)], (None, 0, 0)),
+    "SoftmaxCrossEntropyWithGrad": (
+        lambda z, y, g: list(SoftmaxCrossEntropyWithGrad(True)(z, y, g)),
+        [f64(B, 3, 5), ints(5, 3), f64(B, 3)], (0, None, 0)),
+}
+
 CASES = {f"{family}: {name}": case for family, table in
          [("elementwise", ELEMWISE), ("reduce", REDUCE), ("matmul", MATMUL), ("shape", SHAPE),
-          ("indexing", INDEXING), ("nn", NN), ("grad", GRADS)] for name, case in table.items()}
+          ("indexing", INDEXING), ("nn", NN), ("grad", GRADS), ("op", OP_LEVEL)]
+         for name, case in table.items()}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -294,6 +346,9 @@ def test_values_that_would_change_shapes_between_examples_are_refused():
     x = sg.vector("x", "int64")
     with pytest.raises(NotImplementedError, match="ARange.*its length would differ"):
         sg.vmap(lambda n: sg.arange(n))(x)
+    m = sg.matrix("m", "int64")
+    with pytest.raises(NotImplementedError, match="MakeVector.*shape would differ"):
+        sg.vmap(lambda r: sg.reshape(r, (r[0], -1)))(m)
 
 
 def test_argument_errors():
