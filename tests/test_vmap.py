@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import symgraph as sg
-from symgraph.ops.elemwise import S  # the scalar IR module (sg.scalar is a function)
 from symgraph.graph.basic import Apply, Op, as_variable
+from symgraph.ops.elemwise import S  # the scalar IR module (sg.scalar is a function)
 from symgraph.ops.fused import FusedReduce, MatMulEpilogue, SoftmaxCrossEntropyWithGrad
 from symgraph.ops.nn import (
     AvgPool2dGrad,
