@@ -29,7 +29,7 @@ from .errors import ShapeError
 from .graph import basic
 from .graph.basic import Apply, Constant, Variable, as_variable, format_trace
 from .graph.fgraph import toposort
-from .graph.types import TensorType, format_shape
+from .graph.types import TensorType
 
 BatchResult = tuple[list[Variable], list[bool]]
 Dim = int | Variable  # a static size, or an int64 scalar computed from shapes
@@ -62,7 +62,7 @@ def vmap(fn: Callable, in_axes=0, out_axes=0) -> Callable:
             raise ValueError("vmap: in_axes marks no argument as batched; give at least one an axis")
         fronts = [None if ax is None else _move_to_front(a, ax, k) for k, (a, ax) in
                   enumerate(zip(args, axes))]
-        size = _common_size([f for f in fronts if f is not None])
+        size = _common_size(args, fronts)
         placeholders = [a if f is None else Variable(TensorType(f.dtype, f.shape[1:]), name=a.name)
                         for a, f in zip(args, fronts)]
         start = next(basic._ids)  # nodes built by fn have larger ids (fresh random draws)
@@ -147,14 +147,17 @@ def _move_to_front(x: Variable, axis: int, k: int) -> Variable:
     return transpose(x, (axis,) + tuple(a for a in range(x.ndim) if a != axis))
 
 
-def _common_size(fronts: list[Variable]) -> Dim:
-    static = {f.shape[0] for f in fronts if f.shape[0] is not None}
+def _common_size(args: list[Variable], fronts: list[Variable | None]) -> Dim:
+    """The batch size (static where any batched argument's is); sizes known to differ raise."""
+    batched = [(k, f) for k, f in enumerate(fronts) if f is not None]
+    static = {f.shape[0] for _, f in batched if f.shape[0] is not None}
     if len(static) > 1:
-        raise ShapeError("vmap: the batched arguments have different batch sizes: "
-                         + ", ".join(format_shape(f.shape) for f in fronts))
+        raise ShapeError("vmap: the batched arguments have different batch sizes: " + ", ".join(
+            f"argument {k} ({args[k].label()}: {args[k].type}) has {f.shape[0]}"
+            for k, f in batched if f.shape[0] is not None))
     if static:
         return static.pop()
-    return dim(fronts[0], 0)
+    return dim(batched[0][1], 0)
 
 
 def _flatten_outputs(traced):
