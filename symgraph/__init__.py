@@ -89,6 +89,7 @@ from .ops import (
 from .ops.random import RandomStream, seed
 from .printing import debugprint, to_dot
 from .verify import verify_grad
+from .vmap import vmap
 
 __version__ = "0.1.0"
 

@@ -37,6 +37,9 @@ class StopGradient(Op):
     def R_op(self, node, inputs, eval_points):
         return [None]
 
+    def batch(self, node, inputs, batched):
+        return [StopGradient()(inputs[0])], [True]
+
 
 def stop_gradient(x) -> Variable:
     """``x`` unchanged, but treated as a constant by ``grad``."""
@@ -262,39 +265,40 @@ def _rop_by_double_lop(node, points):
 
 
 def jacobian(expr, wrt):
-    """The full Jacobian ``d expr / d wrt`` as a symbolic tensor of shape ``expr.shape + wrt.shape``.
+    """The full Jacobian ``d expr / d wrt``: a symbolic tensor of shape ``expr.shape + wrt.shape``.
 
-    ``expr`` must have a static size (one reverse sweep per element).
+    Built as one batched vector-Jacobian product (``sg.vmap`` over the rows of an identity
+    cotangent), so sizes may be unknown until call time and the graph does not grow with
+    the number of elements.  ``wrt`` may be a list; then one Jacobian per entry.
     """
-    from .ops.indexing import getitem
-    from .ops.shape import flatten, reshape, stack
+    from .ops.shape import flatten, reshape
+    from .vmap import dim, dims, identity, vmap
     expr = as_variable(expr)
     wrt_list, single = _check_wrt(wrt)
-    if expr.size is None:
-        raise ValueError(f"jacobian: the size of {expr.type} must be static")
+    if expr.ndim == 0:
+        results = grad(expr, wrt_list, disconnected="ignore")
+        return results[0] if single else results
     flat = flatten(expr) if expr.ndim != 1 else expr
+    dtype = expr.dtype if is_float(expr.dtype) else "float64"
+
+    def row(v):  # one row of every Jacobian: v^T d flat / d wrt
+        return tuple(grad(None, wrt_list, known_grads={flat: v}, disconnected="ignore"))
+
+    rows = vmap(row)(identity(dim(flat, 0), dtype))
     results = []
-    for w in wrt_list:
-        if expr.ndim == 0:
-            results.append(grad(expr, w, disconnected="ignore"))
-            continue
-        rows = [grad(getitem(flat, i), w, disconnected="ignore") for i in range(expr.size)]
-        jac = stack(rows, axis=0)
-        if w.type.fully_static:
-            jac = reshape(jac, tuple(expr.shape) + tuple(w.shape))
-        elif expr.ndim != 1:
-            raise ValueError("jacobian: multi-dimensional expressions need a wrt of static shape")
+    for w, jac in zip(wrt_list, rows):
+        if expr.ndim != 1:
+            jac = reshape(jac, tuple(dims(expr) + dims(w)))
         results.append(jac)
     return results[0] if single else results
 
 
 def hessian(cost, wrt):
-    """The Hessian of a scalar ``cost``: ``jacobian(grad(cost, wrt), wrt)``."""
+    """The Hessian of a scalar ``cost``: ``jacobian(grad(cost, wrt), wrt)``, one batched
+    vector-Jacobian product of the gradient (sizes may be unknown)."""
     wrt_list, single = _check_wrt(wrt)
     results = []
     for w in wrt_list:
-        if w.size is None:
-            raise ValueError(f"hessian: the shape of {w.label()} must be static ({w.type})")
         g = grad(cost, w, disconnected="ignore")
         results.append(jacobian(g, w))
     return results[0] if single else results

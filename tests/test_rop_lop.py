@@ -225,8 +225,10 @@ def test_jacobian_of_a_scalar_is_the_gradient_and_errors():
     x = f64("x", (3,))
     j = sg.jacobian((x ** 3).sum(), x)
     np.testing.assert_allclose(compile_ref([x], j)(np.array([1.0, 2.0, -1.0])), [3.0, 12.0, 3.0])
-    with pytest.raises(ValueError, match="static"):
-        sg.jacobian(f64("u", (None,)) * 2.0, x)
+    u = f64("u", (None,))  # unknown sizes are fine (tests/test_jacobian.py); not a variable is not
+    assert sg.jacobian(u * 2.0, x).shape == (None, 3)
+    with pytest.raises(TypeError, match="wrt is ndarray"):
+        sg.jacobian(u * 2.0, np.ones(3))
 
 
 def test_hessian_analytic_and_finite_differences():
@@ -244,8 +246,6 @@ def test_hessian_analytic_and_finite_differences():
     got = compile_ref([w], hw)(wv)
     np.testing.assert_allclose(got, fd_jacobian(grad_fn, wv), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(got.reshape(4, 4), got.reshape(4, 4).T, atol=1e-12)
-    with pytest.raises(ValueError, match="static"):
-        sg.hessian(f64("u", (None,)).sum(), f64("u2", (None,)))
 
 
 def test_common_ops_define_their_r_op_directly(monkeypatch):

@@ -458,7 +458,8 @@ class Op:
     * ``make_node(*inputs) -> Apply``: check inputs and infer output types (shape errors here);
     * ``perform(node, inputs) -> list[np.ndarray]``: the NumPy reference;
     * ``L_op(node, inputs, outputs, output_grads)``: vector-Jacobian product as graph nodes;
-    * ``R_op(node, inputs, eval_points)``: Jacobian-vector product (optional).
+    * ``R_op(node, inputs, eval_points)``: Jacobian-vector product (optional);
+    * ``batch(node, inputs, batched)``: the node over a leading batch axis (``sg.vmap``).
     """
 
     __props__: tuple[str, ...] = ()
@@ -493,6 +494,11 @@ class Op:
         raise GradientError(f"{self} is not differentiable")
 
     R_op = None  # ops that define it override with a method
+
+    def batch(self, node: Apply, inputs, batched):
+        """``vmap``'s rule: ``node`` rebuilt from ``inputs`` (batch axis 0 where ``batched``);
+        returns ``(outputs, out_batched)``.  Ops that can be batched override it."""
+        raise NotImplementedError(f"vmap: {self} has no batching rule" + format_trace(node.trace))
 
 
 def as_variable(x, dtype=None) -> Variable:

@@ -105,6 +105,14 @@ class Elemwise(Op):
         return [elemwise_from_expr(S.cast(terms, self.expr.dtype), slots + [node.outputs[0]],
                                    name=f"jvp_{self.name}", keep_shape_of=[len(slots)])]
 
+    def batch(self, node, inputs, batched):
+        """Batched inputs get size-1 axes after the batch axis up to the output's rank, so
+        NumPy broadcasting lines them up; unbatched inputs broadcast as they are."""
+        from ..vmap import all_batched, pad_after_batch
+        rank = node.outputs[0].ndim
+        args = [pad_after_batch(x, rank) if b else x for x, b in zip(inputs, batched)]
+        return all_batched(self(*args))
+
 
 def _selected_gradient(gz: Variable, first_slot: int):
     """``(mask, g, variables)`` for differentiating an op whose output gradient is ``gz``.

@@ -65,6 +65,13 @@ class FusedReduce(Op):
         return [reduce_numpy(self.kind, val, self.axes, self.keepdims, self.initial,
                              node.outputs[0].dtype)]
 
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched, pad_after_batch
+        rank = max(x.ndim for x in node.inputs)
+        args = [pad_after_batch(x, rank) if b else x for x, b in zip(inputs, batched)]
+        op = FusedReduce(self.kind, tuple(a + 1 for a in self.axes), self.keepdims, self.expr, self.nin)
+        return all_batched(op(*args))
+
 
 class MatMulEpilogue(Op):
     """``expr(a @ b, extra...)``: slot 0 of ``expr`` is the product, slots 1.. the extras."""
@@ -95,6 +102,12 @@ class MatMulEpilogue(Op):
         shape = np.broadcast_shapes(np.matmul(a[..., :1, :], b[..., :, :1]).shape[:-2] +
                                     (a.shape[-2], b.shape[-1]), *[np.shape(e) for e in extras])
         return [np.array(np.broadcast_to(out, shape), order="C")]
+
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched, pad_after_batch
+        rank = node.outputs[0].ndim
+        args = [pad_after_batch(x, rank) if b else x for x, b in zip(inputs, batched)]
+        return all_batched(self(*args))
 
 
 class SoftmaxCrossEntropyWithGrad(Op):
@@ -143,6 +156,13 @@ class SoftmaxCrossEntropyWithGrad(Op):
                 d = (p * total - t) * np.expand_dims(g, -1)
         d = np.broadcast_to(d, z.shape)
         return [np.asarray(loss, dtype=z.dtype), np.array(d, dtype=z.dtype, order="C")]
+
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched, ensure_batched, pad_after_batch
+        z, t = ensure_batched(inputs[:2], batched[:2])
+        t = pad_after_batch(t, node.inputs[1].ndim) if batched[1] else t
+        g = pad_after_batch(inputs[2], node.inputs[2].ndim) if batched[2] else inputs[2]
+        return all_batched(list(self(z, t, g)))
 
     def L_op(self, node, inputs, outputs, output_grads):
         from . import elemwise as E

@@ -172,6 +172,17 @@ class Subtensor(Op):
     def R_op(self, node, inputs, eval_points):
         return [None if eval_points[0] is None else self(eval_points[0], *inputs[1:])]
 
+    def batch(self, node, inputs, batched):
+        """A full slice over the batch axis; index arrays that differ between examples
+        gather each example's row (see ``vmap.batch_index``)."""
+        from ..vmap import all_batched, batch_index
+        from .shape import transpose
+        x, indices = inputs[0], inputs[1:]
+        rank = max((i.ndim for i in node.inputs[1:]), default=0)
+        spec, idx, perm = batch_index(self.spec, node.inputs[0].ndim, rank, x, batched[0],
+                                      indices, batched[1:])
+        return all_batched(transpose(Subtensor(spec)(x, *idx), perm))
+
 
 def _check_fits(spec, x: Variable, y: Variable, indices: list) -> None:
     """``y`` must broadcast to the shape of ``x[key]`` (unknown dims are checked at call
@@ -271,6 +282,34 @@ class IndexSet(Op):
         vx = vx if vx is not None else zeros_like(inputs[0])
         vy = vy if vy is not None else zeros_like(inputs[1])
         return [self(vx, vy, *inputs[2:])]
+
+    def batch(self, node, inputs, batched):
+        """``x`` batched (broadcast when it is not), ``y`` laid out like the batched
+        ``x[key]`` (see ``vmap.batch_index``), so each example adds into its own row."""
+        from ..vmap import (
+            all_batched,
+            batch_index,
+            batch_size,
+            broadcast_batch,
+            inverse_perm,
+            pad_after_batch,
+        )
+        from .shape import expand_dims, transpose
+        x, y, indices = inputs[0], inputs[1], inputs[2:]
+        if not batched[0]:
+            x = broadcast_batch(x, batch_size(inputs, batched))
+        rank = max((i.ndim for i in node.inputs[2:]), default=0)
+        spec, idx, perm = batch_index(self.spec, node.inputs[0].ndim, rank, x, True,
+                                      indices, batched[2:])
+        sub_rank = len(perm) - 1  # the per-example rank of x[key]
+        moved = perm != tuple(range(len(perm)))
+        if batched[1]:
+            y = pad_after_batch(y, sub_rank)
+        elif moved:  # leading size-1 axes (the batch's among them) to transpose with
+            y = expand_dims(y, tuple(range(sub_rank + 1 - y.ndim)))
+        if moved:
+            y = transpose(y, inverse_perm(perm))
+        return all_batched(IndexAdd(spec)(x, y, *idx))
 
 
 def getitem(x, key) -> Variable:

@@ -61,6 +61,14 @@ class MatMul(Op):
             return [None]
         return [terms[0] if len(terms) == 1 else E.add(*terms)]
 
+    def batch(self, node, inputs, batched):
+        """Batched operands get axes after the batch axis up to the larger per-example rank,
+        so the batch axis lines up with the other operand's (broadcast) batch dims."""
+        from ..vmap import all_batched, pad_after_batch
+        rank = max(x.ndim for x in node.inputs)
+        a, b = (pad_after_batch(x, rank) if f else x for x, f in zip(inputs, batched))
+        return all_batched(self(a, b))
+
 
 def matmul(a, b) -> Variable:
     """Matrix product with NumPy's rules (rank-1 operands, batch broadcasting)."""

@@ -72,6 +72,10 @@ class Softmax(Op):
         y = node.outputs[0]
         return [E.mul(y, E.sub(v, R.sum(E.mul(v, y), axis=self.axis, keepdims=True)))]
 
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched
+        return all_batched(Softmax(self.axis % node.inputs[0].ndim + 1)(inputs[0]))
+
 
 class LogSoftmax(Op):
     """``x - logsumexp(x)`` along ``axis``."""
@@ -99,6 +103,10 @@ class LogSoftmax(Op):
         y = node.outputs[0]
         return [E.sub(v, R.sum(E.mul(E.exp(y), v), axis=self.axis, keepdims=True))]
 
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched
+        return all_batched(LogSoftmax(self.axis % node.inputs[0].ndim + 1)(inputs[0]))
+
 
 class ARange(Op):
     """``arange(n)`` as int64 for a (possibly symbolic) scalar ``n``."""
@@ -113,6 +121,10 @@ class ARange(Op):
 
     def L_op(self, node, inputs, outputs, output_grads):
         return [None]
+
+    def batch(self, node, inputs, batched):
+        from ..vmap import not_batchable
+        raise not_batchable(node, "its length would differ between examples")
 
 
 def arange(n) -> Variable:
@@ -210,6 +222,13 @@ class SoftmaxCrossEntropy(Op):
             return [None]
         return [terms[0] if len(terms) == 1 else E.add(*terms)]
 
+    def batch(self, node, inputs, batched):
+        """Rows are independent: the batch is one more leading axis of logits and targets."""
+        from ..vmap import all_batched, ensure_batched, pad_after_batch
+        z, t = ensure_batched(inputs, batched)
+        t = pad_after_batch(t, node.inputs[1].ndim) if batched[1] else t
+        return all_batched(SoftmaxCrossEntropy(self.sparse)(z, t))
+
 
 # --- convolution ---------------------------------------------------------------------------
 
@@ -291,6 +310,18 @@ class Conv2d(Op):
             terms.append(self(x, vw))
         return [None if not terms else terms[0] if len(terms) == 1 else E.add(*terms)]
 
+    def batch(self, node, inputs, batched):
+        """The batch folds into the images (batched input), the output channels (batched
+        weights), or both channel axes with block-diagonal weights (both batched)."""
+        from ..vmap import all_batched, batch_size, block_diagonal, fold_batch, unfold_batch
+        x, w = inputs
+        size = batch_size(inputs, batched)
+        if batched[0] and not batched[1]:
+            return all_batched(unfold_batch(self(fold_batch(x, 0), w), 0, size))
+        if batched[1] and not batched[0]:
+            return all_batched(unfold_batch(self(x, fold_batch(w, 0)), 1, size))
+        return all_batched(unfold_batch(self(fold_batch(x, 1), block_diagonal(w)), 1, size))
+
 
 class Conv2dGradInput(Op):
     """Gradient of conv2d w.r.t. its input (a transposed convolution); ``like`` gives the shape."""
@@ -330,6 +361,34 @@ class Conv2dGradInput(Op):
             terms.append(self(g, vw, like))
         return [None if not terms else terms[0] if len(terms) == 1 else E.add(*terms)]
 
+    def batch(self, node, inputs, batched):
+        """As ``Conv2d.batch``: the batch folds into the images (batched ``g``), the input
+        channels (batched ``w``), or both channel axes (both batched)."""
+        from ..vmap import (
+            all_batched,
+            batch_size,
+            block_diagonal,
+            dims,
+            first_example,
+            fold_batch,
+            mul_dims,
+            unfold_batch,
+            zeros_of,
+        )
+        g, w, like = inputs
+        size = batch_size(inputs, batched)
+        d = dims(first_example(like, batched[2]))
+        if not batched[0] and not batched[1]:  # only the shape source is batched
+            from ..vmap import broadcast_batch
+            return all_batched(broadcast_batch(self(g, w, zeros_of(d, g.dtype)), size))
+        if batched[0] and not batched[1]:
+            like_f = zeros_of([mul_dims(size, d[0])] + d[1:], g.dtype)
+            return all_batched(unfold_batch(self(fold_batch(g, 0), w, like_f), 0, size))
+        like_f = zeros_of([d[0], mul_dims(size, d[1])] + d[2:], g.dtype)
+        if batched[1] and not batched[0]:
+            return all_batched(unfold_batch(self(g, fold_batch(w, 1), like_f), 1, size))
+        return all_batched(unfold_batch(self(fold_batch(g, 1), block_diagonal(w), like_f), 1, size))
+
 
 class Conv2dGradWeight(Op):
     """Gradient of conv2d w.r.t. its weights; ``like`` gives the weight shape."""
@@ -362,6 +421,35 @@ class Conv2dGradWeight(Op):
         if vg is not None:
             terms.append(self(x, vg, like))
         return [None if not terms else terms[0] if len(terms) == 1 else E.add(*terms)]
+
+    def batch(self, node, inputs, batched):
+        """The batch folds into the input channels (batched ``x``), the output channels
+        (batched ``g``), or both, keeping the diagonal blocks (both batched)."""
+        from ..vmap import (
+            all_batched,
+            batch_size,
+            block_diagonal_part,
+            broadcast_batch,
+            dims,
+            first_example,
+            fold_batch,
+            mul_dims,
+            unfold_batch,
+            zeros_of,
+        )
+        x, g, like = inputs
+        size = batch_size(inputs, batched)
+        d = dims(first_example(like, batched[2]))
+        if not batched[0] and not batched[1]:  # only the shape source is batched
+            return all_batched(broadcast_batch(self(x, g, zeros_of(d, g.dtype)), size))
+        if batched[0] and not batched[1]:
+            like_f = zeros_of([d[0], mul_dims(size, d[1])] + d[2:], g.dtype)
+            return all_batched(unfold_batch(self(fold_batch(x, 1), g, like_f), 1, size))
+        if batched[1] and not batched[0]:
+            like_f = zeros_of([mul_dims(size, d[0])] + d[1:], g.dtype)
+            return all_batched(unfold_batch(self(x, fold_batch(g, 1), like_f), 0, size))
+        like_f = zeros_of([mul_dims(size, d[0]), mul_dims(size, d[1])] + d[2:], g.dtype)
+        return all_batched(block_diagonal_part(self(fold_batch(x, 1), fold_batch(g, 1), like_f), size))
 
 
 def conv2d(x, w, stride=1, padding=0) -> Variable:
@@ -419,6 +507,10 @@ class Pool2d(Op):
             return [self(v)]
         return [MaxPoolSelect(self.size, self.stride)(inputs[0], v)]
 
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched
+        return all_batched(self(inputs[0]))  # pools the last two axes whatever leads them
+
 
 class MaxPool2dGrad(Op):
     """Routes each window's gradient to the first position of its maximum (overlaps add up)."""
@@ -452,6 +544,10 @@ class MaxPool2dGrad(Op):
     def R_op(self, node, inputs, eval_points):
         vg = eval_points[1]
         return [None if vg is None else self(inputs[0], vg)]
+
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched, ensure_batched
+        return all_batched(self(*ensure_batched(inputs, batched)))
 
 
 class MaxPoolSelect(Op):
@@ -488,6 +584,10 @@ class MaxPoolSelect(Op):
         vh = eval_points[1]
         return [None if vh is None else self(inputs[0], vh)]
 
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched, ensure_batched
+        return all_batched(self(*ensure_batched(inputs, batched)))
+
 
 class AvgPool2dGrad(Op):
     """Spreads each window's gradient evenly over it; ``like`` gives the input shape."""
@@ -517,6 +617,16 @@ class AvgPool2dGrad(Op):
     def R_op(self, node, inputs, eval_points):
         vg = eval_points[0]
         return [None if vg is None else self(vg, inputs[1])]
+
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched, batch_size, dims, first_example, zeros_of
+        g, like = inputs
+        size = batch_size(inputs, batched)
+        like_b = zeros_of([size] + dims(first_example(like, batched[1])), g.dtype)
+        if not batched[0]:
+            from ..vmap import broadcast_batch
+            g = broadcast_batch(g, size)
+        return all_batched(self(g, like_b))
 
 
 def max_pool2d(x, size, stride=None) -> Variable:

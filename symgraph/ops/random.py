@@ -93,6 +93,19 @@ class RandomDraw(Op):
     def L_op(self, node, inputs, outputs, output_grads):
         return [None, None]
 
+    def batch(self, node, inputs, batched):
+        """One independent draw per example: the same stream, one more leading axis (a draw
+        made inside the mapped function is a fresh draw for every example, as in a loop)."""
+        from ..vmap import all_batched, batch_size, not_batchable
+        from .shape import prepend_dim
+        state, vec = inputs
+        if any(batched):
+            raise not_batchable(node, "the random state or the shape would differ between "
+                                      "examples")
+        size = batch_size(inputs, batched)
+        op = RandomDraw(self.dist, self.draw_id, self.dtype, self.ndim + 1)
+        return all_batched(op(state, as_shape_vector(prepend_dim(size, vec))))
+
 
 class RandomStream:
     """A seeded source of random tensors: ``uniform``, ``normal``, ``bernoulli``.

@@ -141,6 +141,10 @@ class Reduce(Op):
         (grad,) = self.L_op(node, inputs, node.outputs, [ones])
         return [Reduce("sum", self.axes, self.keepdims)(E.mul(grad, v))]
 
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched
+        return all_batched(Reduce(self.kind, tuple(a + 1 for a in self.axes), self.keepdims)(inputs[0]))
+
 
 def reduce_numpy(kind: str, x: np.ndarray, axes, keepdims: bool, initial, dtype: str):
     """The reference semantics of a reduction (also ``FusedReduce``'s)."""
@@ -176,6 +180,17 @@ class Argmax(Op):
 
     def L_op(self, node, inputs, outputs, output_grads):
         return [None]
+
+    def batch(self, node, inputs, batched):
+        """``axis + 1``; over the flattened tensor (``axis=None``): over each flattened example."""
+        from ..vmap import all_batched, dim
+        from .shape import expand_dims, reshape
+        (x,) = inputs
+        if self.axis is not None:
+            return all_batched(Argmax(self.kind, self.axis + 1, self.keepdims)(x))
+        out = Argmax(self.kind, 1)(reshape(x, (dim(x, 0), -1)) if x.ndim != 2 else x)
+        rank = node.outputs[0].ndim
+        return all_batched(expand_dims(out, tuple(range(1, rank + 1))) if rank else out)
 
 
 def _reduce(kind):

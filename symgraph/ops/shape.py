@@ -27,6 +27,11 @@ class Shape(Op):
     def L_op(self, node, inputs, outputs, output_grads):
         return [None]
 
+    def batch(self, node, inputs, batched):
+        """The per-example shape: the same for every example, so unbatched."""
+        from .indexing import getitem
+        return [getitem(shape(inputs[0]), slice(1, None))], [False]
+
 
 class MakeVector(Op):
     """Stack int scalars into an int64 vector (symbolic shapes such as ``(n, -1)``)."""
@@ -43,6 +48,11 @@ class MakeVector(Op):
 
     def L_op(self, node, inputs, outputs, output_grads):
         return [None] * len(inputs)
+
+    def batch(self, node, inputs, batched):
+        from ..vmap import not_batchable
+        raise not_batchable(node, "a shape would differ between examples (shapes may depend "
+                                  "on the examples' shapes, not on their values)")
 
 
 def shape(x) -> Variable:
@@ -90,6 +100,15 @@ def as_shape_vector(shape_like) -> Variable:
 def _cast_int64(v):
     from .elemwise import cast
     return cast(v, "int64")
+
+
+def prepend_dim(size, vec: Variable) -> Variable:
+    """The shape vector ``(size, *vec)`` for an int64 shape vector ``vec`` (``size`` an int or
+    an int scalar); entries known at build time stay ints, so static dims stay static."""
+    known = static_shape_value(vec) or (None,) * vec.shape[0]
+    from .indexing import getitem
+    parts = [d if d is not None else getitem(vec, k) for k, d in enumerate(known)]
+    return as_shape_vector((size, *parts))
 
 
 # --- reshape ------------------------------------------------------------------------------
@@ -142,6 +161,14 @@ class Reshape(Op):
         if eval_points[0] is None:
             return [None]
         return [Reshape(self.ndim)(eval_points[0], inputs[1])]
+
+    def batch(self, node, inputs, batched):
+        """The batch dim in front of the per-example shape."""
+        from ..vmap import all_batched, dim, not_batchable
+        x, vec = inputs
+        if batched[1]:
+            raise not_batchable(node, "the new shape would differ between examples")
+        return all_batched(reshape(x, prepend_dim(dim(x, 0), vec)))
 
 
 def reshape(x, newshape) -> Variable:
@@ -244,6 +271,11 @@ class DimShuffle(Op):
     def R_op(self, node, inputs, eval_points):
         return [None if eval_points[0] is None else self(eval_points[0])]
 
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched
+        order = (0,) + tuple(o if o == "x" else o + 1 for o in self.order)
+        return all_batched(DimShuffle(order, self.in_ndim + 1)(inputs[0]))
+
 
 def _norm_axis(axis: int, ndim: int, what: str) -> int:
     if not -ndim <= axis < ndim:
@@ -325,6 +357,14 @@ class BroadcastTo(Op):
     def R_op(self, node, inputs, eval_points):
         return [None if eval_points[0] is None else self(eval_points[0], inputs[1])]
 
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched, batch_size, not_batchable, pad_after_batch
+        x, vec = inputs
+        if batched[1]:
+            raise not_batchable(node, "the target shape would differ between examples")
+        x = pad_after_batch(x, self.ndim) if batched[0] else x
+        return all_batched(broadcast_to(x, prepend_dim(batch_size(inputs, batched), vec)))
+
 
 def _broadcast_to_shape(shape: tuple, target: tuple) -> tuple:
     """The static result of broadcasting ``shape`` to ``target`` (NumPy's ``broadcast_to``:
@@ -374,6 +414,18 @@ class SumToShape(Op):
 
     def R_op(self, node, inputs, eval_points):
         return [None if eval_points[0] is None else self(eval_points[0], inputs[1])]
+
+    def batch(self, node, inputs, batched):
+        """The per-example leading axes are summed first, then the rest as before."""
+        from ..vmap import all_batched, dim, not_batchable
+        from .reduce import sum as sum_
+        g, vec = inputs
+        if batched[1]:
+            raise not_batchable(node, "the target shape would differ between examples")
+        lead = node.inputs[0].ndim - self.ndim
+        if lead > 0:
+            g = sum_(g, axis=tuple(range(1, lead + 1)))
+        return all_batched(SumToShape(self.ndim + 1)(g, prepend_dim(dim(g, 0), vec)))
 
 
 def sum_to_numpy(g: np.ndarray, shape: tuple) -> np.ndarray:
@@ -456,6 +508,10 @@ class Concatenate(Op):
     def R_op(self, node, inputs, eval_points):
         return [self(*[v if v is not None else zeros_like(x) for x, v in zip(inputs, eval_points)])]
 
+    def batch(self, node, inputs, batched):
+        from ..vmap import all_batched, ensure_batched
+        return all_batched(Concatenate(self.axis + 1)(*ensure_batched(inputs, batched)))
+
 
 class Split(Op):
     """Cut ``x`` along ``axis`` into pieces as long as the ``likes`` are (concatenate's VJP)."""
@@ -487,6 +543,14 @@ class Split(Op):
             return [None] * self.n
         parts = self(eval_points[0], *inputs[1:])
         return list(parts) if isinstance(parts, list) else [parts]
+
+    def batch(self, node, inputs, batched):
+        """The ``likes`` lend only their length along ``axis``: a size-1 batch axis will do."""
+        from ..vmap import all_batched, ensure_batched
+        (x,) = ensure_batched(inputs[:1], batched[:1])
+        likes = [v if b else expand_dims(v, 0) for v, b in zip(inputs[1:], batched[1:])]
+        parts = Split(self.axis + 1, self.n)(x, *likes)
+        return all_batched(list(parts) if isinstance(parts, list) else [parts])
 
 
 def zeros_like(x: Variable) -> Variable:
