@@ -368,3 +368,14 @@ def test_argument_errors():
         sg.vmap(lambda a: a, in_axes="0")
     with pytest.raises(TypeError, match="fn must be callable"):
         sg.vmap(3)
+
+
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_vmap_of_set_subtensor_matches_a_loop(backend):
+    x, y = sg.tensor3("x", "float64"), sg.matrix("y", "float64")
+    f = sg.compile([x, y], sg.vmap(lambda a, b: sg.set_subtensor(a, (slice(None), 1), b))(x, y),
+                   backend=backend)
+    rng = np.random.default_rng(0)
+    xv, yv = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3))
+    want = np.stack([np.where(np.arange(4) == 1, yv[k][:, None], xv[k]) for k in range(2)])
+    np.testing.assert_array_equal(f(xv, yv), want)

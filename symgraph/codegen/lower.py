@@ -1023,14 +1023,6 @@ class Lowerer:
         self.emit(f"random_{op.dist}", body, n, [repr(state.storage)], [repr(out.storage)])
         self.env[id(node.outputs[0])] = out
 
-    def op_ARange(self, node, op):
-        """``0 .. n-1`` for an ``n`` known from the input shapes but too long to fold."""
-        out = self.out_view(node.outputs[0])
-        idx = _idx(1)
-        self.emit("arange", _loops(out.shape, [Store(out.storage, out.index(idx), idx[0])]),
-                  out.size, [], [repr(out.storage)])
-        self.env[id(node.outputs[0])] = out
-
     def op_MakeVector(self, node, op):
         out = self.out_view(node.outputs[0])
         for k, v in enumerate(node.inputs):

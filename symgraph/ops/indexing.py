@@ -242,6 +242,10 @@ class IndexAdd(Op):
         vy = vy if vy is not None else zeros_like(inputs[1])
         return [self(vx, vy, *inputs[2:])]
 
+    def batch(self, node, inputs, batched):
+        """See ``batch_scatter``."""
+        return batch_scatter(IndexAdd, self.spec, node, inputs, batched)
+
 
 class IndexSet(Op):
     """``out = x.copy(); out[key] = y``.  With repeated indices the last write wins on the CPU
@@ -284,32 +288,30 @@ class IndexSet(Op):
         return [self(vx, vy, *inputs[2:])]
 
     def batch(self, node, inputs, batched):
-        """``x`` batched (broadcast when it is not), ``y`` laid out like the batched
-        ``x[key]`` (see ``vmap.batch_index``), so each example adds into its own row."""
-        from ..vmap import (
-            all_batched,
-            batch_index,
-            batch_size,
-            broadcast_batch,
-            inverse_perm,
-            pad_after_batch,
-        )
-        from .shape import expand_dims, transpose
-        x, y, indices = inputs[0], inputs[1], inputs[2:]
-        if not batched[0]:
-            x = broadcast_batch(x, batch_size(inputs, batched))
-        rank = max((i.ndim for i in node.inputs[2:]), default=0)
-        spec, idx, perm = batch_index(self.spec, node.inputs[0].ndim, rank, x, True,
-                                      indices, batched[2:])
-        sub_rank = len(perm) - 1  # the per-example rank of x[key]
-        moved = perm != tuple(range(len(perm)))
-        if batched[1]:
-            y = pad_after_batch(y, sub_rank)
-        elif moved:  # leading size-1 axes (the batch's among them) to transpose with
-            y = expand_dims(y, tuple(range(sub_rank + 1 - y.ndim)))
-        if moved:
-            y = transpose(y, inverse_perm(perm))
-        return all_batched(IndexAdd(spec)(x, y, *idx))
+        """See ``batch_scatter``."""
+        return batch_scatter(IndexSet, self.spec, node, inputs, batched)
+
+
+def batch_scatter(op_class, spec, node, inputs, batched):
+    """The batched form of an index write (``IndexAdd``, ``IndexSet``): ``x`` batched
+    (broadcast when it is not), ``y`` laid out like the batched ``x[key]`` (see
+    ``vmap.batch_index``), so each example writes into its own row."""
+    from ..vmap import all_batched, batch_index, batch_size, broadcast_batch, inverse_perm, pad_after_batch
+    from .shape import expand_dims, transpose
+    x, y, indices = inputs[0], inputs[1], inputs[2:]
+    if not batched[0]:
+        x = broadcast_batch(x, batch_size(inputs, batched))
+    rank = max((i.ndim for i in node.inputs[2:]), default=0)
+    spec, idx, perm = batch_index(spec, node.inputs[0].ndim, rank, x, True, indices, batched[2:])
+    sub_rank = len(perm) - 1  # the per-example rank of x[key]
+    moved = perm != tuple(range(len(perm)))
+    if batched[1]:
+        y = pad_after_batch(y, sub_rank)
+    elif moved:  # leading size-1 axes (the batch's among them) to transpose with
+        y = expand_dims(y, tuple(range(sub_rank + 1 - y.ndim)))
+    if moved:
+        y = transpose(y, inverse_perm(perm))
+    return all_batched(op_class(spec)(x, y, *idx))
 
 
 def getitem(x, key) -> Variable:
