@@ -132,3 +132,17 @@ def test_docs_site_builds_strictly(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert (tmp_path / "site" / "api" / "nn" / "index.html").exists()
     assert (tmp_path / "site" / "images" / "mdn.png").exists()
+
+
+def test_generated_code_page_shows_todays_output():
+    """The kernel header printed in generated-code.md is what the example prints today."""
+    import re
+
+    import numpy as np
+
+    text = open(os.path.join(ROOT, "docs", "generated-code.md")).read()
+    shown = re.search(r"```llvm\n(.*?)```", text, flags=re.S).group(1).splitlines()[:4]
+    x, b = sg.vector("x"), sg.vector("b")
+    f = sg.compile([x, b], sg.exp(x) * 2.0 + b[0])
+    f(np.ones(1000, "float32"), np.ones(3, "float32"))
+    assert f.kernels[0].source.splitlines()[:4] == shown
