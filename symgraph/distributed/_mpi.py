@@ -178,9 +178,10 @@ def native_handles(dtype: str, op: str) -> tuple[int, int, int]:
 
 def allreduce_array(x: np.ndarray, op: str) -> np.ndarray:
     """``x`` reduced over all ranks with ``op`` (sum / max / min), through mpi4py."""
-    x = np.ascontiguousarray(x)
+    shape = np.shape(x)
+    x = np.ascontiguousarray(x)  # (at least 1-d)
     out = np.empty_like(x)
     if x.size:
         comm().Allreduce([x, mpi_datatype(x.dtype.name)], [out, mpi_datatype(x.dtype.name)],
                          op=mpi_op(op, x.dtype.name))
-    return out
+    return out.reshape(shape)
