@@ -122,6 +122,8 @@ class Lowerer:
     def __init__(self, fgraph: FunctionGraph, roots: list, shapes: list[tuple]):
         self.fgraph = fgraph
         self.nodes, self.shape_of, self.value_of = specialize(fgraph, roots, shapes)
+        if any(getattr(n.op, "overlaps", False) for n in self.nodes):
+            self.nodes = overlap_schedule(self.nodes)
         self.storages: list[Storage] = []
         self.kernels: list[Kernel] = []
         self.env: dict[int, View] = {}
@@ -1194,6 +1196,22 @@ def _index_plan(spec, x: View, idx_shapes, out_shape, check) -> _IndexPlan:
 def _subtensor_shape(spec, x: View, idx_shapes) -> tuple:
     from ..ops.indexing import _infer_shape
     return tuple(_infer_shape(spec, x.shape, idx_shapes))
+
+
+def overlap_schedule(nodes: list[Apply]) -> list[Apply]:
+    """``nodes`` (a topological order) with every node that reads the result of an
+    ``overlaps`` op (a non-blocking collective) moved after all the nodes that do not: the
+    collectives start as soon as their inputs are ready and run while the rest of the work (the
+    backward pass) is computed; what consumes their results (the optimiser's updates) comes
+    last.  Relative order is kept within both groups, so the order stays topological."""
+    waiting: set[int] = set()
+    early, late = [], []
+    for node in nodes:
+        after = any(id(v) in waiting for v in node.inputs)
+        if after or getattr(node.op, "overlaps", False):
+            waiting.update(id(o) for o in node.outputs)
+        (late if after else early).append(node)
+    return early + late
 
 
 def _own_lowering(lowerer: Lowerer):
