@@ -354,3 +354,21 @@ def test_benchmark_script_runs(tmp_path):
                           env=dict(os.environ, SYMGRAPH_CACHE_DIR="off"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "throughput ratio (2 processes / 1)" in proc.stdout
+
+
+def test_cuda_rendering_refuses_an_allreduce(tmp_path):
+    _, outs = run_mpi(tmp_path, """
+        from symgraph.codegen.cuda_render import render_program
+        from symgraph.codegen.lower import lower
+        from symgraph.graph.fgraph import FunctionGraph
+        x = sg.vector("x")
+        fg = FunctionGraph([x], [dist.allreduce(x, "sum")])
+        prog = lower(fg, [x], [(4,)])
+        try:
+            render_program(prog)
+            message = ""
+        except sg.CompileError as e:
+            message = str(e)
+        save(message=message)
+    """)
+    assert "cuda backend has no all-reduce" in str(outs[0]["message"])
