@@ -32,12 +32,13 @@ def save(**arrays):
 """
 
 
-def run_mpi(tmp_path, body: str, n: int = 2, timeout: float = 180, check: bool = True):
+def run_mpi(tmp_path, body: str, n: int = 2, timeout: float = 180, check: bool = True,
+            cache: str = "off"):
     """Run PRELUDE + ``body`` on ``n`` MPI processes; returns (process, [rank outputs])."""
     script = tmp_path / "script.py"
     script.write_text(PRELUDE + textwrap.dedent(body))
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               SYMGRAPH_CACHE_DIR="off", OMP_NUM_THREADS="1", SYMGRAPH_THREADS="1",
+               SYMGRAPH_CACHE_DIR=cache, OMP_NUM_THREADS="1", SYMGRAPH_THREADS="1",
                OPENBLAS_NUM_THREADS="1",
                # Open MPI refuses to run as root without these (MPICH ignores them)
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -372,3 +373,18 @@ def test_cuda_rendering_refuses_an_allreduce(tmp_path):
         save(message=message)
     """)
     assert "cuda backend has no all-reduce" in str(outs[0]["message"])
+
+
+def test_cached_steps_are_shared_between_ranks_and_job_sizes(tmp_path):
+    """Compiled code from the disk cache (keyed by the graph, not the rank or the job size)
+    still reduces over the whole job."""
+    body = """
+        x = sg.vector("x")
+        f = sg.compile([x], dist.allreduce(x, "sum"), backend="llvm")
+        save(y=f(np.full(3, R + 1.0, np.float32)))
+    """
+    cache = str(tmp_path / "cache")
+    for n, want in [(2, 3.0), (2, 3.0), (1, 1.0), (2, 3.0)]:
+        _, outs = run_mpi(tmp_path, body, n=n, timeout=60, cache=cache)
+        for o in outs:
+            np.testing.assert_array_equal(o["y"], np.full(3, want, np.float32))

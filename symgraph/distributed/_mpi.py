@@ -32,8 +32,9 @@ def initialized() -> bool:
 
 
 def init(timeout: float | None = None, abort_on_error: bool = True):
-    """Initialise MPI once; returns the communicator symgraph uses (a duplicate of
-    ``COMM_WORLD``, so its collectives never mix with the program's own)."""
+    """Initialise MPI once; returns the communicator symgraph uses: ``COMM_WORLD``, whose
+    handle is an ABI constant (the same on every rank, at every job size), so compiled code
+    that names it can be cached and shared between ranks and runs."""
     with _lock:
         if "comm" in _state:
             if timeout is not None:
@@ -41,9 +42,11 @@ def init(timeout: float | None = None, abort_on_error: bool = True):
             return _state["comm"]
         MPI = mpi()
         world = MPI.COMM_WORLD
-        _state["comm"] = world.Dup()
+        _state["comm"] = world
         if abort_on_error and world.Get_size() > 1:
             install_excepthook()
+    # before any compiled step is loaded, which may come from the disk cache without lowering
+    load_library()
     if timeout is not None:
         start_watchdog(timeout)
     return _state["comm"]
@@ -132,6 +135,11 @@ def library_path() -> str:
 def load_library() -> str:
     """Make the MPI library's symbols visible to generated code (both the ELF loader, which
     looks in the global scope, and MCJIT)."""
+    with _lock:
+        return _load_library()
+
+
+def _load_library() -> str:
     if "library" in _state:
         return _state["library"]
     path = library_path()

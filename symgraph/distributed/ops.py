@@ -34,6 +34,7 @@ class AllReduce(Op):
         return f"AllReduce{{{self.op}}}"
 
     def make_node(self, *xs) -> Apply:
+        _mpi.init()  # a step holding this op can only run with MPI up (and its library loaded)
         xs = [as_variable(x) for x in xs]
         if not xs:
             raise ValueError("allreduce: give at least one tensor")
