@@ -388,3 +388,11 @@ def test_cached_steps_are_shared_between_ranks_and_job_sizes(tmp_path):
         _, outs = run_mpi(tmp_path, body, n=n, timeout=60, cache=cache)
         for o in outs:
             np.testing.assert_array_equal(o["y"], np.full(3, want, np.float32))
+
+
+def test_without_mpi4py_the_error_says_what_to_install():
+    code = ("import sys; sys.modules['mpi4py'] = None\n"
+            "import symgraph as sg\n"
+            "try:\n    sg.distributed.init()\nexcept ImportError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert "pip install 'symgraph[mpi]'" in proc.stdout, proc.stdout + proc.stderr
