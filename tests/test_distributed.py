@@ -396,3 +396,22 @@ def test_without_mpi4py_the_error_says_what_to_install():
             "try:\n    sg.distributed.init()\nexcept ImportError as e:\n    print(e)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert "pip install 'symgraph[mpi]'" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_rank_killed_mid_training_ends_the_job(tmp_path):
+    start = time.monotonic()
+    proc, _ = run_mpi(tmp_path, """
+        import signal
+        w = sg.shared(np.ones(4, np.float32), "w")
+        x = sg.vector("x")
+        loss = sg.sum(sg.square(x * w))
+        (g,) = sg.grad(loss, [w])
+        step = sg.compile([x], loss, updates=dist.data_parallel([(w, w - 0.1 * g)], [g], [w]),
+                          backend="llvm")
+        for i in range(10**6):
+            if R == 1 and i == 3:
+                os.kill(os.getpid(), signal.SIGKILL)  # no Python exception, no excepthook
+            step(np.ones(4, np.float32))
+    """, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert time.monotonic() - start < 100  # mpiexec ended rank 0, stuck in the all-reduce
