@@ -415,3 +415,13 @@ def test_a_rank_killed_mid_training_ends_the_job(tmp_path):
     """, timeout=120, check=False)
     assert proc.returncode != 0
     assert time.monotonic() - start < 100  # mpiexec ended rank 0, stuck in the all-reduce
+
+
+def test_buckets_group_one_dtype_from_the_last_gradient():
+    import symgraph as sg
+    from symgraph import distributed as dist
+    grads = [sg.tensor("a", (100,)), sg.tensor("b", (10,), "float64"), sg.tensor("c", (100,)),
+             sg.tensor("d", (300,)), sg.tensor("e", (5,), "float64")]
+    # 400-byte float32 values, a 1000-byte budget: d (1200 B) alone, then c + a; float64 apart
+    assert dist._buckets(grads, 1000) == [[4, 1], [3], [2, 0]]
+    assert dist._buckets(grads, 10**9) == [[4, 1], [3, 2, 0]]
