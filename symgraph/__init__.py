@@ -6,7 +6,7 @@ Build a graph with symbolic tensors, differentiate it symbol to symbol with ``gr
 
 from __future__ import annotations
 
-from . import nn
+from . import distributed, nn
 from .compile import CompiledFunction, compile
 from .errors import CompileError, GradientError, ShapeError
 from .formula import elementwise

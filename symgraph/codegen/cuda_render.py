@@ -38,6 +38,7 @@ from ._scalar import S
 from .cuda_scalar import ERROR_WORDS, Emitter, c_type, literal, render
 from .kernel_ir import (
     Assign,
+    Collective,
     For,
     Gemm,
     If,
@@ -104,6 +105,9 @@ def module_source(kernels: list[CudaKernel], title: str = "symgraph CUDA module"
 def render_program(prog: Program, use_cublas: bool = False,
                    title: str = "symgraph CUDA module") -> CudaModule:
     """Render every kernel of ``prog``; ``use_cublas`` sends matrix products to cuBLAS."""
+    if any(isinstance(st, Collective) for k in prog.kernels for st in walk(k.body)):
+        raise CompileError("sg.distributed: the cuda backend has no all-reduce yet (an NCCL design is "
+                           "in docs/distributed.md); use backend='llvm' or 'reference'")
     kernels, i, ks = [], 0, prog.kernels
     while i < len(ks):
         nxt = ks[i + 1] if i + 1 < len(ks) else None

@@ -14,6 +14,8 @@ A kernel body is a small structured statement list:
 * ``Store(storage, index, value, accumulate)`` writes ``storage[index]`` (``+=`` when
   ``accumulate`` is ``"add"``).
 * ``If(cond, body)`` and ``Gemm(...)`` (a BLAS matrix product call).
+* ``Collective(...)`` a call into the MPI library (``sg.distributed``: start or wait for an
+  all-reduce of one gradient bucket).
 
 Values and indices are scalar-IR DAGs (``symgraph.scalar.SExpr``) with four extra leaf or
 node kinds: ``var`` (a loop variable, int64), ``load`` (``value`` = storage id, one
@@ -253,6 +255,26 @@ class Gemm:
 
 
 @dataclass
+class Collective:
+    """A call into the MPI library (``sg.distributed``), on the calling thread.
+
+    ``kind="start"``: ``MPI_Iallreduce(send, recv, count, datatype, op, comm, &requests[slot])``;
+    ``kind="wait"``: ``MPI_Wait(&requests[slot], MPI_STATUS_IGNORE)``.  ``datatype``, ``op`` and
+    ``comm`` are the MPI library's handles (MPICH ABI: 32-bit ints).  A wait names the same
+    storages as its start, so the arena planner keeps them alive while the reduction runs."""
+
+    kind: str
+    send: Storage
+    recv: Storage
+    count: int
+    datatype: int
+    op: int
+    comm: int
+    requests: Storage
+    slot: int = 0
+
+
+@dataclass
 class Kernel:
     """One unit of generated code: ``body`` over ``storages``; ``ops`` names its graph nodes."""
 
@@ -317,6 +339,8 @@ def stmt_storages(st, table: list[Storage]) -> list[Storage]:
         out.append(st.storage)
     if isinstance(st, Gemm):
         out += [st.a, st.b, st.c]
+    if isinstance(st, Collective):
+        out += [st.send, st.recv, st.requests]
     for e in stmt_exprs(st):
         for n in S.topo([e]):
             if n.op == "load":
@@ -376,6 +400,10 @@ def body_text(body: list, indent: int = 0) -> str:
                          f"lda={st.lda}, B=s{st.b.sid}+{expr_text(st.b_off)} ldb={st.ldb}, "
                          f"C=s{st.c.sid}+{expr_text(st.c_off)} ldc={st.ldc}, alpha={st.alpha}, "
                          f"beta={st.beta})")
+        elif isinstance(st, Collective):
+            lines.append(f"{pad}mpi_{st.kind}(send=s{st.send.sid}, recv=s{st.recv.sid}, count={st.count}, "
+                         f"datatype={st.datatype:#x}, op={st.op:#x}, comm={st.comm:#x}, "
+                         f"request=s{st.requests.sid}[{st.slot}])")
     return "\n".join(lines)
 
 

@@ -46,7 +46,19 @@ from .checks import (
     WORDS_PER_SITE,
     initial_words,
 )
-from .kernel_ir import Assign, For, Gemm, If, Kernel, Program, Store, checked_sites, kernel_text, walk
+from .kernel_ir import (
+    Assign,
+    Collective,
+    For,
+    Gemm,
+    If,
+    Kernel,
+    Program,
+    Store,
+    checked_sites,
+    kernel_text,
+    walk,
+)
 from .numpy_abi import OBJECT_DATA_OFFSET, OBJECT_FLAGS_OFFSET
 
 F32, F64 = ir.FloatType(), ir.DoubleType()
@@ -483,6 +495,8 @@ class KernelEmitter:
                 self.scopes.pop()
         elif isinstance(st, Gemm):
             self.gemm(st)
+        elif isinstance(st, Collective):
+            self.collective(st)
         else:  # pragma: no cover
             raise TypeError(f"unknown statement {st!r}")
 
@@ -505,6 +519,20 @@ class KernelEmitter:
         b.call(fn, [i32(101), i32(112 if g.trans_a else 111), i32(112 if g.trans_b else 111),
                     i64(g.m), i64(g.n), i64(g.k), ir.Constant(ft, g.alpha), a, i64(max(g.lda, 1)),
                     bb, i64(max(g.ldb, 1)), ir.Constant(ft, g.beta), c, i64(max(g.ldc, 1))])
+
+    def collective(self, c: Collective) -> None:
+        """``MPI_Iallreduce`` / ``MPI_Wait`` (MPICH ABI: handles and requests are 32-bit ints,
+        ``MPI_STATUS_IGNORE`` is the address 1), resolved in the MPI library that
+        ``sg.distributed.init`` loaded into the process's global scope."""
+        b = self.b
+        req = self.address(c.requests, ir.Constant(I64, c.slot))
+        if c.kind == "start":
+            fn = self.mb.declare("MPI_Iallreduce", I32, [PTR, PTR, I32, I32, I32, I32, PTR])
+            b.call(fn, [self.params[c.send.sid], self.params[c.recv.sid], ir.Constant(I32, c.count),
+                        ir.Constant(I32, c.datatype), ir.Constant(I32, c.op), ir.Constant(I32, c.comm), req])
+        else:
+            fn = self.mb.declare("MPI_Wait", I32, [PTR, PTR])
+            b.call(fn, [req, ir.Constant(I64, 1).inttoptr(PTR)])
 
     # --- memory ----------------------------------------------------------------------------
     def address(self, storage, index: ir.Value) -> ir.Value:

@@ -122,6 +122,8 @@ class Lowerer:
     def __init__(self, fgraph: FunctionGraph, roots: list, shapes: list[tuple]):
         self.fgraph = fgraph
         self.nodes, self.shape_of, self.value_of = specialize(fgraph, roots, shapes)
+        if any(getattr(n.op, "overlaps", False) for n in self.nodes):
+            self.nodes = overlap_schedule(self.nodes)
         self.storages: list[Storage] = []
         self.kernels: list[Kernel] = []
         self.env: dict[int, View] = {}
@@ -148,6 +150,7 @@ class Lowerer:
         self.current: Apply | None = None
         self._names: set[str] = set()
         self.checks: list[CheckSite] = []
+        self.deferred: dict[int, list] = {}  # variable id -> kernels to emit before its first use
 
     # --- storages and kernels ------------------------------------------------------------
     def new_storage(self, kind, dtype, shape, name="", value=None) -> Storage:
@@ -192,7 +195,26 @@ class Lowerer:
         self.checks.append(site)
         return checked(index, site.site, lo, hi, site.extremes)
 
+    def defer(self, variables, emit) -> None:
+        """Run ``emit()`` (which emits kernels) just before the first kernel that reads one of
+        ``variables``, or at the end of the program: a non-blocking collective's wait goes
+        as late as possible, so the reduction overlaps the kernels in between."""
+        pending = [emit]
+        for v in variables:
+            self.deferred[id(v)] = pending
+
+    def finish_deferred(self, key: int | None = None) -> None:
+        """Emit the deferred kernels of variable id ``key`` (all of them for None)."""
+        lists = [self.deferred.get(key)] if key is not None else list(self.deferred.values())
+        for pending in lists:
+            while pending:
+                pending.pop()()
+        if key is None:
+            self.deferred.clear()
+
     def view(self, v) -> View:
+        if self.deferred and id(v) in self.deferred:
+            self.finish_deferred(id(v))
         if id(v) in self.env:
             return self.env[id(v)]
         if id(v) not in self.value_of and isinstance(v, Constant):
@@ -318,6 +340,8 @@ class Lowerer:
                         self._publish(o)
                 continue
             method = getattr(self, "op_" + type(node.op).__name__, None)
+            if method is None and hasattr(node.op, "lower"):  # ops outside this module (distributed)
+                method = _own_lowering(self)
             if method is None:
                 raise CompileError(f"the llvm backend cannot lower {node.op} "
                                    f"({type(node.op).__name__})")
@@ -326,6 +350,7 @@ class Lowerer:
                 if id(o) in self.out_storage:
                     self._publish(o)
         self.current = None
+        self.finish_deferred()
         shapes = [self.shape_of[id(self._first_out(st))] for st in self.outputs]
         return Program(self.storages, self.kernels, self.inputs, self.outputs, shapes,
                        self.output_map, checks=self.checks)
@@ -1193,6 +1218,27 @@ def _index_plan(spec, x: View, idx_shapes, out_shape, check) -> _IndexPlan:
 def _subtensor_shape(spec, x: View, idx_shapes) -> tuple:
     from ..ops.indexing import _infer_shape
     return tuple(_infer_shape(spec, x.shape, idx_shapes))
+
+
+def overlap_schedule(nodes: list[Apply]) -> list[Apply]:
+    """``nodes`` (a topological order) with every node that reads the result of an
+    ``overlaps`` op (a non-blocking collective) moved after all the nodes that do not: the
+    collectives start as soon as their inputs are ready and run while the rest of the work (the
+    backward pass) is computed; what consumes their results (the optimiser's updates) comes
+    last.  Relative order is kept within both groups, so the order stays topological."""
+    waiting: set[int] = set()
+    early, late = [], []
+    for node in nodes:
+        after = any(id(v) in waiting for v in node.inputs)
+        if after or getattr(node.op, "overlaps", False):
+            waiting.update(id(o) for o in node.outputs)
+        (late if after else early).append(node)
+    return early + late
+
+
+def _own_lowering(lowerer: Lowerer):
+    """The lowering of an op that carries its own (``op.lower(lowerer, node)``)."""
+    return lambda node, op: op.lower(lowerer, node)
 
 
 def lower(fgraph: FunctionGraph, roots: list, shapes: list[tuple]) -> Program:
