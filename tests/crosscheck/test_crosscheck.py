@@ -54,7 +54,7 @@ SPECIAL = tuple(k for k in ALL if REGISTRY[k].special)
 NOT_OPS = {"CompileError", "CompiledFunction", "Constant", "GradientError", "ShapeError", "SharedVariable",
            "TensorType", "Variable", "Lop", "Rop", "compile", "constant", "debugprint", "grad", "hessian",
            "jacobian", "matrix", "scalar", "shared", "tensor", "tensor3", "tensor4", "to_dot", "vector",
-           "verify_grad", "seed"}
+           "verify_grad", "seed", "vmap", "export_library"}
 NN_NOT_OPS = {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "state_updates",
               "accuracy", "confusion_matrix", "load_checkpoint", "minibatches", "progress", "save_checkpoint",
               "summary"}
