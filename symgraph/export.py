@@ -332,9 +332,9 @@ def _run_c(lib: str, plan: FunctionPlan, param_offsets: list[int], arena: int) -
 
 
 def _api_c(lib: str, plans, params: list[Tensor], param_offsets, arena: int, size: int, target,
-           threads: int) -> str:
+           header: str) -> str:
     L = lib.upper()
-    out = [f'#include "{lib}.h"', "#include <stdio.h>", "#include <stdlib.h>", "#include <string.h>",
+    out = [f'#include "{header}"', "#include <stdio.h>", "#include <stdlib.h>", "#include <string.h>",
            '#define SG_API __attribute__((visibility("default")))',
            f"struct {lib}_ctx {{ unsigned char *mem; int32_t status; char message[256]; }};",
            f"static int32_t sg_fail({lib}_ctx *ctx, int32_t code, const char *msg) {{\n"
@@ -619,7 +619,7 @@ def export_functions(path, functions: dict, kind: str = "shared", name: str | No
     with tempfile.TemporaryDirectory(prefix="sg-export-") as tmp:
         tmpd = Path(tmp)
         asm = _params_asm(lib, params, [s.get_value() for s in shared], tmpd)
-        result = _build(path, lib, kind, _api_c(lib, plans, params, param_offsets, arena, size, tgt, threads),
+        result = _build(path, lib, kind, _api_c(lib, plans, params, param_offsets, arena, size, tgt, header.name),
                         asm, objects, tgt, threads, tmpd)
     result["header"] = str(header)
     return result
