@@ -288,11 +288,20 @@ SG_API const char *{lib}_cpu_missing(void) {{
 """
 
 
+def _c_args(plan: FunctionPlan) -> list[str]:
+    return ([f"const {t.ctype} *{t.name}" for t in plan.inputs]
+            + [f"{t.ctype} *{t.name}" for t in plan.outputs])
+
+
+def _nbytes(t: Tensor) -> int:
+    return t.size * np.dtype(t.dtype).itemsize
+
+
 def _run_c(lib: str, plan: FunctionPlan, param_offsets: list[int], arena: int) -> str:
     prog = plan.prog
     ni = len(prog.inputs)
     nargs = ni + len(prog.outputs) + 2
-    args = [f"const {t.ctype} *{t.name}" for t in plan.inputs] + [f"{t.ctype} *{t.name}" for t in plan.outputs]
+    args = _c_args(plan)
     body = ["    if (ctx == NULL) return " + f"{lib.upper()}_ERR_NULL;"]
     for t in plan.inputs + plan.outputs:
         body.append(f'    if ({t.name} == NULL) return sg_fail(ctx, {lib.upper()}_ERR_NULL, '
@@ -306,13 +315,14 @@ def _run_c(lib: str, plan: FunctionPlan, param_offsets: list[int], arena: int) -
     for i in range(len(plan.outputs)):
         owner.setdefault(prog.output_map[i], i)
     for st in prog.outputs:
-        where = plan.outputs[owner[st.slot]].name if st.slot in owner else f"ctx->mem + {plan.slot_offsets[st.slot]}"
+        where = (plan.outputs[owner[st.slot]].name if st.slot in owner
+                 else f"ctx->mem + {plan.slot_offsets[st.slot]}")
         body.append(f"    argv[{ni + st.slot}] = (void *){where};")
     body.append(f"    argv[{nargs - 2}] = ctx->mem + {arena};")
     body.append(f"    argv[{nargs - 1}] = ctx->mem + {plan.error_offset};")
     body.append(f"    int32_t status = {_hidden(lib, plan.key, 'entry')}(argv);")
-    body.append(f'    if (status == 2) return sg_fail(ctx, {lib.upper()}_ERR_INDEX, "{plan.run_name}: an index '
-                'or class label in the inputs is out of range; no parameter was updated");')
+    body.append(f'    if (status == 2) return sg_fail(ctx, {lib.upper()}_ERR_INDEX, "{plan.run_name}: '
+                'an index or class label in the inputs is out of range; no parameter was updated");')
     body.append(f'    if (status != 0) return sg_fail(ctx, {lib.upper()}_ERR_INTERNAL, "{plan.run_name}: '
                 'internal error");')
     sizes = {st.slot: st.nbytes for st in prog.outputs}
@@ -325,8 +335,9 @@ def _run_c(lib: str, plan: FunctionPlan, param_offsets: list[int], arena: int) -
         src = plan.outputs[owner[slot]].name if slot in owner else f"ctx->mem + {plan.slot_offsets[slot]}"
         body.append(f"    memcpy(ctx->mem + {param_offsets[p]}, {src}, {sizes[slot]});")
     body.append(f"    ctx->status = 0; ctx->message[0] = 0;\n    return {lib.upper()}_OK;")
-    return (f"int32_t {_hidden(lib, plan.key, 'entry')}(void **args) __attribute__((visibility(\"hidden\")));\n"
-            f"void {_hidden(lib, plan.key, 'set_threads')}(int32_t n) __attribute__((visibility(\"hidden\")));\n"
+    hidden = '__attribute__((visibility("hidden")))'
+    return (f"int32_t {_hidden(lib, plan.key, 'entry')}(void **args) {hidden};\n"
+            f"void {_hidden(lib, plan.key, 'set_threads')}(int32_t n) {hidden};\n"
             f"SG_API int32_t {plan.run_name}({lib}_ctx *ctx, {', '.join(args)}) {{\n"
             + "\n".join(body) + "\n}\n")
 
@@ -350,7 +361,7 @@ def _api_c(lib: str, plans, params: list[Tensor], param_offsets, arena: int, siz
                '    default: return "unknown error code";\n    }\n}')
     out.append(f'SG_API const char *{lib}_last_error(const {lib}_ctx *ctx) {{\n'
                '    return ctx == NULL ? "NULL context" : ctx->message;\n}')
-    init = "\n".join(f"    memcpy(c->mem + {param_offsets[j]}, {lib}__init{j}, {t.size * np.dtype(t.dtype).itemsize});"
+    init = "\n".join(f"    memcpy(c->mem + {param_offsets[j]}, {lib}__init{j}, {_nbytes(t)});"
                      for j, t in enumerate(params))
     out.append(f"""SG_API int32_t {lib}_create({lib}_ctx **out) {{
     if (out == NULL) return {L}_ERR_NULL;
@@ -373,11 +384,12 @@ SG_API void {lib}_destroy({lib}_ctx *ctx) {{
     setters = "\n".join(f"    {_hidden(lib, p.key, 'set_threads')}(n);" for p in plans)
     out.append(f"SG_API void {lib}_set_num_threads(int32_t n) {{\n{setters}\n}}")
     for j, t in enumerate(params):
-        nbytes = t.size * np.dtype(t.dtype).itemsize
+        nbytes = _nbytes(t)
         for verb, const_ctx, const_buf, copy in (
                 ("get", "const ", "", f"memcpy(buf, ctx->mem + {param_offsets[j]}, {nbytes})"),
                 ("set", "", "const ", f"memcpy(ctx->mem + {param_offsets[j]}, buf, {nbytes})")):
-            out.append(f"""SG_API int32_t {lib}_{verb}_{t.name}({const_ctx}{lib}_ctx *ctx, {const_buf}{t.ctype} *buf, int64_t n) {{
+            sig = f"{lib}_{verb}_{t.name}({const_ctx}{lib}_ctx *ctx, {const_buf}{t.ctype} *buf, int64_t n)"
+            out.append(f"""SG_API int32_t {sig} {{
     if (ctx == NULL || buf == NULL) return {L}_ERR_NULL;
     if (n != {L}_PARAM_{t.name.upper()}_SIZE) return {L}_ERR_SIZE;
     {copy};
@@ -433,7 +445,7 @@ def _header(lib: str, plans, params: list[Tensor], target, threads: int) -> str:
             macros += _macros(p.macro, t)
         docs = "\n".join(f" *   {t.name}: {t.role}, {t.dtype}{list(t.shape)} ({t.size} elements, "
                          f"{p.macro}_{t.name.upper()}_SIZE)" for t in p.inputs + p.outputs)
-        args = [f"const {t.ctype} *{t.name}" for t in p.inputs] + [f"{t.ctype} *{t.name}" for t in p.outputs]
+        args = _c_args(p)
         updated = sorted({params[j].name for j in p.updates})
         note = (f"\n * Updates the context's parameters {', '.join(updated)} after computing the outputs"
                 " (not when it fails)." if updated else "")
@@ -442,15 +454,17 @@ def _header(lib: str, plans, params: list[Tensor], target, threads: int) -> str:
                     f"int32_t {p.run_name}({lib}_ctx *ctx, {', '.join(args)});")
     for t in params:
         macros += _macros(f"{L}_PARAM", t)
-        accessors.append(f"/* parameter {t.name}: {t.dtype}{list(t.shape)}; n must be {L}_PARAM_{t.name.upper()}_SIZE */\n"
+        size = f"{L}_PARAM_{t.name.upper()}_SIZE"
+        accessors.append(f"/* parameter {t.name}: {t.dtype}{list(t.shape)}; n must be {size} */\n"
                          f"int32_t {lib}_get_{t.name}(const {lib}_ctx *ctx, {t.ctype} *dst, int64_t n);\n"
                          f"int32_t {lib}_set_{t.name}({lib}_ctx *ctx, const {t.ctype} *src, int64_t n);")
     errors = "\n".join(f"    {L}_{e} = {v},  /* {msg.replace('<name>', lib).replace('*/', '')} */"
                        for e, v, msg in ERRORS)
     feats = ",".join(target.required)
+    extra = f", features {target.features}" if target.features else ""
     return f"""/* {lib}.h: C API of a library exported by symgraph {__version__}; do not edit.
  *
- * Target: {target.name} (triple {target.triple}, cpu {target.cpu}{", features " + target.features if target.features else ""}).
+ * Target: {target.name} (triple {target.triple}, cpu {target.cpu}{extra}).
  * {lib}_create() checks that the CPU has: {feats or "(nothing beyond the baseline)"};
  * on a CPU without them it returns {L}_ERR_CPU instead of crashing.
  *
@@ -559,7 +573,8 @@ def _build(path: Path, lib: str, kind: str, api_c: str, asm: str, objects: list[
     _run([cc, "-std=c11", "-O2", "-fPIC", "-fvisibility=hidden", *arch, f"-I{path.parent}", "-c",
           "-o", str(tmp / "api.o"), str(tmp / f"{lib}_api.c")], "compiling the C API")
     _run([cc, "-c", "-o", str(tmp / "params.o"), str(tmp / "params.s")], "assembling the parameters")
-    objs = [str(tmp / "api.o"), str(tmp / "params.o")] + [str(tmp / f"kernels{i}.o") for i in range(len(objects))]
+    objs = [str(tmp / "api.o"), str(tmp / "params.o")]
+    objs += [str(tmp / f"kernels{i}.o") for i in range(len(objects))]
     libs = (["-lgomp"] if threads > 1 else []) + ["-Wl,--as-needed", "-lm"]
     if kind == "shared":
         out = Path(str(path) + ".so")
@@ -603,8 +618,9 @@ def export_functions(path, functions: dict, kind: str = "shared", name: str | No
             if not any(s is t for t in shared):
                 shared.append(s)
     used: set = set()
-    params = [Tensor(_unique(c_name(s.name, f"param{j}"), used), "param", np.asarray(s.get_value()).dtype.name,
-                     tuple(np.shape(s.get_value()))) for j, s in enumerate(shared)]
+    params = [Tensor(_unique(c_name(s.name, f"param{j}"), used), "param",
+                     np.asarray(s.get_value()).dtype.name, tuple(np.shape(s.get_value())))
+              for j, s in enumerate(shared)]
     for t in params:
         if t.dtype not in C_TYPES:
             raise CompileError(f"export: parameter {t.name!r} has dtype {t.dtype}, which the C API "
@@ -619,8 +635,8 @@ def export_functions(path, functions: dict, kind: str = "shared", name: str | No
     with tempfile.TemporaryDirectory(prefix="sg-export-") as tmp:
         tmpd = Path(tmp)
         asm = _params_asm(lib, params, [s.get_value() for s in shared], tmpd)
-        result = _build(path, lib, kind, _api_c(lib, plans, params, param_offsets, arena, size, tgt, header.name),
-                        asm, objects, tgt, threads, tmpd)
+        api = _api_c(lib, plans, params, param_offsets, arena, size, tgt, header.name)
+        result = _build(path, lib, kind, api, asm, objects, tgt, threads, tmpd)
     result["header"] = str(header)
     return result
 

@@ -213,7 +213,8 @@ def test_eight_threads_on_separate_contexts_give_no_wrong_result(tmp_path):
     _, predict, _ = mlp(batch=16)
     xs = [rand((16, 64), 10 + t) for t in range(8)]
     want = [predict(x) for x in xs]
-    (tmp_path / "data.bin").write_bytes(b"".join(x.tobytes() for x in xs) + b"".join(w.tobytes() for w in want))
+    data = b"".join(x.tobytes() for x in xs) + b"".join(w.tobytes() for w in want)
+    (tmp_path / "data.bin").write_bytes(data)
     predict.export(str(tmp_path / "mlp"))
     exe = build_c(tmp_path, THREADS_SRC, "mlp", "-lpthread", "-lm")
     assert run_c(exe, tmp_path / "data.bin").strip() == "0"
@@ -336,7 +337,10 @@ def test_c_program_matches_python_under_valgrind(tmp_path):
             for (int i = 0; i < 4; i++) y[i] = (float)(i % 2);
             lr_ctx *ctx;
             if (lr_create(&ctx) != LR_OK) return 1;
-            for (int it = 0; it < 3; it++) { if (lr_run(ctx, X, y, &loss)) return 2; printf("%.9g\\n", loss); }
+            for (int it = 0; it < 3; it++) {
+                if (lr_run(ctx, X, y, &loss)) return 2;
+                printf("%.9g\\n", loss);
+            }
             lr_get_w(ctx, w, LR_PARAM_W_SIZE);
             printf("%.9g %.9g %.9g\\n", w[0], w[1], w[2]);
             lr_destroy(ctx);
@@ -392,8 +396,8 @@ def test_static_and_object_kinds_link_into_a_program(tmp_path):
     paths = f.export(str(tmp_path / "lr"), kind="static")
     assert paths["library"].endswith("lr.a")
     (tmp_path / "main.c").write_text(CHECKS_SRC)
-    subprocess.run(["gcc", "-std=c11", "-o", str(tmp_path / "main"), str(tmp_path / "main.c"), f"-I{tmp_path}",
-                    paths["library"], "-lm"], check=True)
+    subprocess.run(["gcc", "-std=c11", "-o", str(tmp_path / "main"), str(tmp_path / "main.c"),
+                    f"-I{tmp_path}", paths["library"], "-lm"], check=True)
     assert run_c(tmp_path / "main").startswith("abi 1 1")
     obj = f.export(str(tmp_path / "lro"), kind="object", name="lr")
     subprocess.run(["gcc", "-std=c11", "-o", str(tmp_path / "main2"), str(tmp_path / "main.c"),
