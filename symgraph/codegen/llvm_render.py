@@ -106,6 +106,7 @@ def _signed_const(dtype: str, value) -> ir.Constant:
 
 
 GEMM_NB, GEMM_KB = 256, 128  # column and depth block of the generated GEMM loops (export)
+GEMM_VECTOR_BYTES = 32  # one accumulator of a GEMM register tile (two per row, four rows)
 
 
 class ModuleBuilder:
@@ -613,6 +614,11 @@ class KernelEmitter:
                 self._count("gemm.j", j0, j1, 1, col)
             self._count("gemm.p", p0, p1, 1, depth)
 
+        vec = ir.VectorType(ft, GEMM_VECTOR_BYTES // np.dtype(g.dtype).itemsize)
+        tile = 2 * vec.count
+        with b.goto_entry_block():
+            acc = [[b.alloca(vec, name=f"acc{r}.{v}") for v in range(2)] for r in range(4)]
+
         def col_block(j0):
             j1 = b.select(b.icmp_signed("<", b.add(j0, c64(GEMM_NB)), c64(g.n)), b.add(j0, c64(GEMM_NB)),
                           c64(g.n))
@@ -620,10 +626,58 @@ class KernelEmitter:
             def depth_block(p0):
                 p1 = b.select(b.icmp_signed("<", b.add(p0, c64(GEMM_KB)), c64(g.k)),
                               b.add(p0, c64(GEMM_KB)), c64(g.k))
-                self._count("gemm.i4", c64(0), c64(m4), 4, lambda i: rows(i, 4, j0, j1, p0, p1))
+                if g.trans_b:  # B's rows are strided: the scalar 4-row loops
+                    self._count("gemm.i4", c64(0), c64(m4), 4, lambda i: rows(i, 4, j0, j1, p0, p1))
+                else:  # 4 x TILE register tiles, then the columns left over
+                    jt = b.add(j0, b.mul(b.sdiv(b.sub(j1, j0), c64(tile)), c64(tile)))
+
+                    def four_rows(i):
+                        self._count("gemm.jt", j0, jt, tile, lambda j: self._gemm_tile(g, i, j, p0, p1, acc))
+                        rows(i, 4, jt, j1, p0, p1)
+                    self._count("gemm.i4", c64(0), c64(m4), 4, four_rows)
                 self._count("gemm.i1", c64(m4), c64(g.m), 1, lambda i: rows(i, 1, j0, j1, p0, p1))
             self._count("gemm.pb", c64(0), c64(g.k), GEMM_KB, depth_block)
         self._count("gemm.jb", c64(0), c64(g.n), GEMM_NB, col_block)
+
+    def _gemm_tile(self, g: Gemm, i, j, p0, p1, acc) -> None:
+        """``C[i:i+4, j:j+TILE] += alpha * A[i:i+4, p0:p1] @ B[p0:p1, j:j+TILE]`` with the
+        4 x 2 vector accumulators ``acc`` held in registers over the depth loop (B row-major)."""
+        b = self.b
+        vec = acc[0][0].allocated_type
+        ft, width = vec.element, vec.count
+        memo: dict[int, ir.Value] = {}
+        a_off, b_off, c_off = (self.expr(e, memo) for e in (g.a_off, g.b_off, g.c_off))
+        align = np.dtype(g.dtype).itemsize
+
+        def c64(v):
+            return ir.Constant(I64, v)
+
+        def c_ptr(r, v):
+            row = b.mul(b.add(i, c64(r)), c64(g.ldc))
+            return self.address(g.c, b.add(c_off, b.add(row, b.add(j, c64(v * width)))))
+
+        for r in range(4):
+            for v in range(2):
+                b.store(b.load(c_ptr(r, v), typ=vec, align=align), acc[r][v])
+        zeros = ir.Constant(ir.VectorType(I32, width), [0] * width)
+
+        def depth(p):
+            brow = b.mul(p, c64(g.ldb))
+            bv = [b.load(self.address(g.b, b.add(b_off, b.add(brow, b.add(j, c64(v * width))))),
+                         typ=vec, align=align) for v in range(2)]
+            for r in range(4):
+                row = b.add(i, c64(r))
+                idx = b.add(b.mul(p, c64(g.lda)), row) if g.trans_a else b.add(b.mul(row, c64(g.lda)), p)
+                a = b.fmul(b.load(self.address(g.a, b.add(a_off, idx)), typ=ft), ir.Constant(ft, g.alpha))
+                undef = ir.Constant(vec, ir.Undefined)
+                av = b.shuffle_vector(b.insert_element(undef, a, ir.Constant(I32, 0)), undef, zeros)
+                for v in range(2):
+                    prod = b.fmul(av, bv[v], flags=["contract"])
+                    b.store(b.fadd(b.load(acc[r][v], typ=vec), prod, flags=["contract"]), acc[r][v])
+        self._count("gemm.pt", p0, p1, 1, depth)
+        for r in range(4):
+            for v in range(2):
+                b.store(b.load(acc[r][v], typ=vec), c_ptr(r, v), align=align)
 
     # --- memory ----------------------------------------------------------------------------
     def address(self, storage, index: ir.Value) -> ir.Value:
