@@ -338,7 +338,7 @@ def _run_c(lib: str, plan: FunctionPlan, param_offsets: list[int], arena: int) -
     hidden = '__attribute__((visibility("hidden")))'
     return (f"int32_t {_hidden(lib, plan.key, 'entry')}(void **args) {hidden};\n"
             f"void {_hidden(lib, plan.key, 'set_threads')}(int32_t n) {hidden};\n"
-            f"SG_API int32_t {plan.run_name}({lib}_ctx *ctx, {', '.join(args)}) {{\n"
+            f"SG_API int32_t {plan.run_name}({', '.join([f'{lib}_ctx *ctx'] + args)}) {{\n"
             + "\n".join(body) + "\n}\n")
 
 
@@ -451,7 +451,7 @@ def _header(lib: str, plans, params: list[Tensor], target, threads: int) -> str:
                 " (not when it fails)." if updated else "")
         runs.append(f"/* {p.run_name}(ctx, ...): {p.key or lib}\n{docs}{note}\n * Returns {L}_OK, or an "
                     f"error code ({L}_ERR_NULL, {L}_ERR_INDEX). */\n"
-                    f"int32_t {p.run_name}({lib}_ctx *ctx, {', '.join(args)});")
+                    f"int32_t {p.run_name}({', '.join([f'{lib}_ctx *ctx'] + args)});")
     for t in params:
         macros += _macros(f"{L}_PARAM", t)
         size = f"{L}_PARAM_{t.name.upper()}_SIZE"

@@ -474,3 +474,25 @@ def test_conv2d_and_its_gradient_in_an_export_match_torch(tmp_path):
     wt = torch.tensor(wv, dtype=torch.float64, requires_grad=True)
     (torch.tanh(torch.nn.functional.conv2d(xt, wt, padding=1)) ** 2).sum().backward()
     np.testing.assert_allclose(got, wt.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_function_without_inputs_exports_a_valid_signature(tmp_path):
+    w = sg.shared(np.arange(6, dtype=np.float64).reshape(2, 3), "w")
+    f = sg.compile([], w * 2, updates=[(w, w + 1)])
+    header = Path(f.export(str(tmp_path / "counter"))["header"]).read_text()
+    assert "int32_t counter_run(counter_ctx *ctx, double *out0);" in header
+    lib = ctypes.CDLL(str(tmp_path / "counter.so"))
+    ctx, out = ctypes.c_void_p(), np.zeros((2, 3))
+    assert lib.counter_create(ctypes.byref(ctx)) == 0
+    for _ in range(2):
+        assert lib.counter_run(ctx, out.ctypes.data_as(ctypes.c_void_p)) == 0
+    np.testing.assert_array_equal(out, (np.arange(6).reshape(2, 3) + 1) * 2)
+    lib.counter_destroy(ctx)
+    g = sg.compile([], None, updates=[(w, w * 3)])
+    header = Path(g.export(str(tmp_path / "tick"))["header"]).read_text()
+    assert "int32_t tick_run(tick_ctx *ctx);" in header
+    lib = ctypes.CDLL(str(tmp_path / "tick.so"))
+    assert lib.tick_create(ctypes.byref(ctx)) == 0 and lib.tick_run(ctx) == 0
+    assert lib.tick_get_w(ctx, out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(6)) == 0
+    np.testing.assert_array_equal(out, w.get_value() * 3)
+    lib.tick_destroy(ctx)
