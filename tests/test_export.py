@@ -187,7 +187,7 @@ THREADS_SRC = """
         mlp_ctx *ctx;
         if (mlp_create(&ctx) != MLP_OK) { wrong[t] = -1; return NULL; }
         float y[MLP_Y_SIZE];
-        for (int it = 0; it < 300; it++) {
+        for (int it = 0; it < ITERS; it++) {
             if (mlp_run(ctx, X[t], y) != MLP_OK) { wrong[t]++; continue; }
             for (int i = 0; i < MLP_Y_SIZE; i++)
                 if (fabsf(y[i] - WANT[t][i]) > 1e-5f * (1.0f + fabsf(WANT[t][i]))) { wrong[t]++; break; }
@@ -216,8 +216,13 @@ def test_eight_threads_on_separate_contexts_give_no_wrong_result(tmp_path):
     data = b"".join(x.tobytes() for x in xs) + b"".join(w.tobytes() for w in want)
     (tmp_path / "data.bin").write_bytes(data)
     predict.export(str(tmp_path / "mlp"))
-    exe = build_c(tmp_path, THREADS_SRC, "mlp", "-lpthread", "-lm")
+    exe = build_c(tmp_path, THREADS_SRC, "mlp", "-DITERS=300", "-lpthread", "-lm")
     assert run_c(exe, tmp_path / "data.bin").strip() == "0"
+    if shutil.which("valgrind"):  # and no data race between the contexts (helgrind)
+        exe = build_c(tmp_path, THREADS_SRC, "mlp", "-DITERS=2", "-lpthread", "-lm")
+        out = run_c(exe, tmp_path / "data.bin", prefix=("valgrind", "--tool=helgrind", "-q",
+                                                        "--error-exitcode=9"))
+        assert out.strip() == "0"
 
 
 def test_two_contexts_with_different_weights_and_training_updates(tmp_path):
