@@ -137,6 +137,13 @@ def shared(value, name: str | None = None, dtype=None) -> SharedVariable:
     return SharedVariable(value, name=name, dtype=dtype)
 
 
+def export_library(path, functions: dict, kind: str = "shared", name: str | None = None,
+                   target="x86-64-v3", threads: int = 1, example_inputs: dict | None = None) -> dict:
+    """Several compiled llvm functions (``{"train": f, "predict": g}``) in one self-contained C
+    library sharing their shared variables through one context (docs/deployment.md)."""
+    from .export import export_library as _export_library
+    return _export_library(path, functions, kind=kind, name=name, target=target, threads=threads,
+                           example_inputs=example_inputs)
 
 
 __all__ = [n for n in dir() if not n.startswith("_")]

@@ -476,13 +476,16 @@ class CompiledFunction(FunctionBase):
             raise RuntimeError("compile with profile=True to record per-kernel statistics")
         return [{"kernel": k.name, **k.stats} for k in self.kernels]
 
-    def export(self, path, kind: str = "shared", example_inputs=None, name: str | None = None):
-        """Write a native library + C header of this function (llvm backend; see the user
-        guide, "Pickling and export")."""
+    def export(self, path, kind: str | None = None, example_inputs=None, name: str | None = None,
+               **options):
+        """Write a native library + C header of this function (llvm backend: ``target=``,
+        ``threads=``, ``kind`` "shared" / "static" / "object"; see docs/deployment.md)."""
         export = getattr(self.program, "export", None)
         if export is None:
             raise CompileError(f"the {self.backend} backend cannot export")
-        return export(self, path, kind=kind, example_inputs=example_inputs, name=name)
+        if kind is not None:
+            options["kind"] = kind
+        return export(self, path, example_inputs=example_inputs, name=name, **options)
 
     def __repr__(self) -> str:
         names = ", ".join(s.name for s in self.specs)

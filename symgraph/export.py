@@ -1,200 +1,666 @@
-"""``f.export(path)``: a compiled function as a native library with a C header.
+"""``f.export(path)`` / ``sg.export_library(path, {...})``: compiled functions as a
+self-contained native C library (no Python, no NumPy, no BLAS) with a C header.
 
-The kernel-IR program of one specialisation is rendered again, for an ahead-of-time target
-(position-independent code, default code model), with a small C-callable wrapper around the
-entry point: shared variables and scratch memory become globals of the library, updates are
-copied into the shared globals after the outputs are computed, and getters / setters give
-access to the shared values.  ``kind="object"`` writes ``path.o``; the default writes
-``path.so`` (linked with gcc against NumPy's OpenBLAS, libgomp and libm).
+What is written (see docs/deployment.md):
+
+* one object per function: its kernel-IR program rendered for the chosen target CPU
+  (``export_target``) with matrix products as generated loops (``blas=False``) and the
+  check words passed in (``error_arg=True``), so nothing in it is global but read-only data
+  and the thread count;
+* ``<name>_api.c``: the C side (contexts, argument checks, parameter getters/setters,
+  metadata, error strings, the cpuid check), compiled with the system C compiler for the
+  baseline x86-64 so it runs (and refuses cleanly) on any CPU;
+* the parameters' initial values (``.incbin`` in a small assembly file);
+* ``<name>.h``, then ``.so`` (default), ``.a`` or one relocatable ``.o``.
+
+A context (``<name>_create``) owns a copy of every parameter, the scratch arena, and the
+check words, so contexts on different threads never share writable memory.
 """
 
 from __future__ import annotations
 
+import ctypes
+import keyword
 import os
 import re
 import shutil
 import subprocess
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from string import Template
 
 import numpy as np
 
 from .errors import CompileError
 
+ABI_VERSION = 1
 C_TYPES = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t",
            "int16": "int16_t", "int8": "int8_t", "uint8": "uint8_t", "bool": "bool"}
+C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float for
+goto if inline int long register restrict return short signed sizeof static struct switch typedef
+union unsigned void volatile while bool true false ctx main""".split())
+ALIGN = 64
+ERRORS = [  # (enum suffix, value, message)
+    ("OK", 0, "success"),
+    ("ERR_NULL", 1, "a NULL pointer was passed"),
+    ("ERR_INDEX", 2, "an index or class label read from the inputs was out of range; the outputs "
+                     "are unspecified and no parameter was updated"),
+    ("ERR_SIZE", 3, "a buffer has the wrong number of elements"),
+    ("ERR_CPU", 4, "this CPU lacks features the library was built for (see <name>_cpu_missing)"),
+    ("ERR_NOMEM", 5, "out of memory"),
+    ("ERR_NOT_FOUND", 6, "no tensor of that name"),
+    ("ERR_INTERNAL", 7, "internal error in the generated code"),
+]
 
 
-def _ident(text: str, fallback: str) -> str:
+@dataclass
+class Tensor:
+    """One argument or parameter, as the header describes it."""
+
+    name: str
+    role: str  # "input" | "output" | "param"
+    dtype: str
+    shape: tuple
+    function: str = ""
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def ctype(self) -> str:
+        return C_TYPES[self.dtype]
+
+
+@dataclass
+class FunctionPlan:
+    """One exported function: its program and the C names of everything it touches."""
+
+    key: str  # "" for a single export
+    cf: object
+    prog: object
+    run_name: str
+    macro: str
+    inputs: list[Tensor] = field(default_factory=list)
+    outputs: list[Tensor] = field(default_factory=list)
+    params: list[int] = field(default_factory=list)  # cf.shared[j] -> library parameter index
+    updates: list[int] = field(default_factory=list)  # update k -> library parameter index
+    slot_offsets: dict = field(default_factory=dict)  # scratch slot -> offset in the context
+    error_offset: int = 0
+
+
+# --- names ------------------------------------------------------------------------------------
+def c_name(text: str | None, fallback: str) -> str:
+    """A graph name as a C identifier (``\\W`` -> ``_``; keywords get a trailing ``_``)."""
     s = re.sub(r"\W", "_", text or "")
     if not s or s[0].isdigit():
-        s = fallback
+        s = fallback if not s else "_" + s
+    if s in C_KEYWORDS or keyword.iskeyword(s):
+        s += "_"
     return s
 
 
-def export_program(cf, spec, path, kind: str = "shared", name: str | None = None) -> dict:
-    """Write the library and header; returns ``{"library": ..., "header": ...}`` paths."""
+def _unique(name: str, used: set) -> str:
+    base, k = name, 1
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    used.add(name)
+    return name
+
+
+def _system_symbol(sym: str) -> str | None:
+    """The system library that already defines ``sym`` (libc, libm), or None."""
+    for lib in ("libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2"):
+        try:
+            if hasattr(ctypes.CDLL(lib), sym):
+                return lib
+        except OSError:
+            continue
+    return None
+
+
+def check_library_name(name: str, path: Path, explicit: bool) -> str:
+    """``name`` must be a C identifier that no system library defines (``exp``, ``pthread``
+    would interpose or collide with libc/libm)."""
+    how = "name" if explicit else f"the file name of {str(path)!r}"
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name or "") or name in C_KEYWORDS:
+        suggestion = c_name(name, "model").lstrip("_") or "model"
+        raise ValueError(f"export: {how} gives the C prefix {name!r}, which is not a plain C "
+                         f"identifier; pass name=, e.g. name={suggestion!r}")
+    for sym in (name, f"{name}_create", f"{name}_run", f"{name}_destroy"):
+        lib = _system_symbol(sym)
+        if lib:
+            raise ValueError(f"export: {how} gives the C prefix {name!r}, but {lib} already defines "
+                             f"{sym!r}: the library would collide with it; pass name=, e.g. "
+                             f"name={name + '_model'!r}")
+    return name
+
+
+# --- planning ---------------------------------------------------------------------------------
+def _spec_for(cf, example_inputs):
+    """The specialisation to export (validating ``example_inputs`` exactly like a call)."""
+    program = cf.program
+    if example_inputs is not None:
+        values = cf._convert(list(example_inputs))
+        shapes = [v.shape for v in values] + [np.shape(s.get_value()) for s in cf.shared]
+        return program.specialize(shapes)
+    return program._current()
+
+
+def _plan(lib: str, functions: dict, shared: list) -> list[FunctionPlan]:
+    plans = []
+    for key, (cf, spec) in functions.items():
+        prog = spec.prog
+        run_name = f"{lib}_{key}_run" if key else f"{lib}_run"
+        plan = FunctionPlan(key, cf, prog, run_name, (f"{lib}_{key}" if key else lib).upper())
+        used: set = {"ctx"}
+        for i, v in enumerate(cf.inputs):
+            st = prog.inputs[i]
+            plan.inputs.append(Tensor(_unique(c_name(v.name, f"in{i}"), used), "input", st.dtype,
+                                      tuple(st.shape), key))
+        built = getattr(cf.program, "built_outputs", None) or []
+        for i in range(cf.n_outputs):
+            slot = prog.output_map[i]
+            var = built[i] if i < len(built) else None
+            name = c_name(getattr(var, "name", None), f"out{i}")
+            if name in used:
+                name += "_out"
+            plan.outputs.append(Tensor(_unique(name, used), "output", prog.outputs[slot].dtype,
+                                       tuple(prog.output_shapes[slot]), key))
+        plan.params = [next(j for j, s in enumerate(shared) if s is v) for v in cf.shared]
+        plan.updates = [next(j for j, s in enumerate(shared) if s is t) for t in cf.update_targets]
+        for t in plan.inputs + plan.outputs:
+            if t.dtype not in C_TYPES:
+                raise CompileError(f"export: {t.role} {t.name!r} has dtype {t.dtype}, which the C "
+                                   f"API does not support ({', '.join(C_TYPES)})")
+        plans.append(plan)
+    return plans
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _layout(plans: list[FunctionPlan], params: list[Tensor]) -> tuple[list[int], int, int]:
+    """Offsets of the parameters in a context, the arena's offset, and the context size.
+    Each function's scratch (update slots, check words) follows the arena; functions share
+    that region (a context runs one function at a time)."""
+    offsets, pos = [], 0
+    for t in params:
+        offsets.append(pos)
+        pos = _align(pos + t.size * np.dtype(t.dtype).itemsize)
+    arena = pos
+    arena_size = _align(max(p.prog.arena_size for p in plans) + ALIGN)
+    end = arena + arena_size
+    for p in plans:
+        q = end
+        owned = {p.prog.output_map[i] for i in range(len(p.outputs))}
+        for st in p.prog.outputs:
+            if st.slot not in owned:
+                p.slot_offsets[st.slot] = q
+                q = _align(q + st.nbytes)
+        p.error_offset = q
+        q = _align(q + 8 * (1 + 4 * len(p.prog.checks)))
+        pos = max(pos, q)
+    return offsets, arena, max(pos, end)
+
+
+# --- the generated code -----------------------------------------------------------------------
+def _hidden(lib: str, key: str, what: str) -> str:
+    """A library-internal symbol of function ``key`` (hidden visibility: not exported)."""
+    return f"{lib}__{key}_{what}" if key else f"{lib}__{what}"
+
+
+def _kernel_object(plan: FunctionPlan, lib: str, target, threads: int, tm) -> bytes:
+    """The function's kernels for ``target``, with two hidden symbols:
+    ``<lib>__<key>entry(void **args)`` and ``<lib>__<key>set_threads(int32_t)``."""
     from llvmlite import ir
 
     from .backends import llvm_jit
-    from .codegen.llvm_render import I8, I32, I64, PTR, VOID, ModuleBuilder
-    if kind not in ("shared", "object"):
-        raise ValueError(f"export: kind must be 'shared' or 'object', got {kind!r}")
-    path = Path(path)
-    name = _ident(name or path.name, "symgraph_fn")
-    prog = spec.prog
-    ni_user = len(cf.inputs)
-    n_out = cf.n_outputs
-    mb = ModuleBuilder(prog, entry_name=f"{name}__entry", gomp=llvm_jit.libraries()["gomp"] is not None,
-                       math_functions=llvm_jit.math_module()[1], object_args=False)
+    from .codegen.llvm_render import I32, VOID, ModuleBuilder
+    entry, setter = _hidden(lib, plan.key, "entry"), _hidden(lib, plan.key, "set_threads")
+    mb = ModuleBuilder(plan.prog, entry_name=entry, gomp=threads > 1,
+                       math_functions=llvm_jit.math_module()[1], object_args=False,
+                       blas=False, error_arg=True)
     mod = mb.build()
-    entry = mod.get_global(f"{name}__entry")
-    entry.linkage = "internal"
-
-    def global_bytes(gname: str, nbytes: int, init: bytes | None = None):
-        ty = ir.ArrayType(I8, max(nbytes, 1))
-        g = ir.GlobalVariable(mod, ty, gname)
-        g.initializer = ir.Constant(ty, bytearray(init)) if init else ir.Constant(ty, None)
-        g.linkage = "internal"
-        g.align = 64
-        return g
-
-    memcpy = ir.Function(mod, ir.FunctionType(PTR, [PTR, PTR, I64]), name="memcpy")
-    shared_names, shared_globals = [], []
-    used = set()
-    for j, s in enumerate(cf.shared):
-        sname = _ident(s.name or "", f"shared{j}")
-        while sname in used:
-            sname += "_"
-        used.add(sname)
-        shared_names.append(sname)
-        val = np.ascontiguousarray(s.get_value())
-        shared_globals.append(global_bytes(f"{name}__shared_{j}", val.nbytes, val.tobytes()))
-    arena = global_bytes(f"{name}__arena", prog.arena_size + 64)
-
-    # output storage slots: the first user output using a slot gets the caller's pointer
-    slot_owner: dict[int, int] = {}
-    for i in range(n_out):
-        slot_owner.setdefault(prog.output_map[i], i)
-    slot_buf = {}
-    for st in prog.outputs:
-        if st.slot not in slot_owner:
-            slot_buf[st.slot] = global_bytes(f"{name}__out_{st.slot}", st.nbytes)
-
-    in_storages = prog.inputs
-    user_params = [PTR] * (ni_user + n_out)
-    fn = ir.Function(mod, ir.FunctionType(I32, user_params), name=name)
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    nargs = len(in_storages) + len(prog.outputs) + 1
-    argv = b.alloca(PTR, size=ir.Constant(I64, nargs), name="argv")
-
-    def put(i, value):
-        b.store(value, b.gep(argv, [ir.Constant(I64, i)], source_etype=PTR))
-
-    for i in range(ni_user):
-        put(i, fn.args[i])
-    for j, g in enumerate(shared_globals):
-        put(ni_user + j, g)
-    base = len(in_storages)
-    for st in prog.outputs:
-        put(base + st.slot, fn.args[ni_user + slot_owner[st.slot]] if st.slot in slot_owner
-            else slot_buf[st.slot])
-    put(nargs - 1, arena)
-    status = b.call(entry, [argv])
-    with b.if_then(b.icmp_unsigned("!=", status, ir.Constant(I32, 0)), likely=False):
-        b.ret(status)  # an index out of range: no update is applied
-    sizes = {st.slot: st.nbytes for st in prog.outputs}
-    for i in range(n_out):  # user outputs that share a slot with an earlier one
-        slot = prog.output_map[i]
-        if slot_owner[slot] != i:
-            b.call(memcpy, [fn.args[ni_user + i], fn.args[ni_user + slot_owner[slot]],
-                            ir.Constant(I64, sizes[slot])])
-    for k, target in enumerate(cf.update_targets):
-        slot = prog.output_map[n_out + k]
-        j = next(j for j, s in enumerate(cf.shared) if s is target)
-        src = fn.args[ni_user + slot_owner[slot]] if slot in slot_owner else slot_buf[slot]
-        b.call(memcpy, [shared_globals[j], src, ir.Constant(I64, sizes[slot])])
-    b.ret(ir.Constant(I32, 0))
-
-    for j, (sname, g) in enumerate(zip(shared_names, shared_globals)):
-        nbytes = int(np.asarray(cf.shared[j].get_value()).nbytes)
-        for suffix, to_global in (("get", False), ("set", True)):
-            acc = ir.Function(mod, ir.FunctionType(VOID, [PTR]), name=f"{name}_{suffix}_{sname}")
-            ab = ir.IRBuilder(acc.append_basic_block("entry"))
-            dst, src = (g, acc.args[0]) if to_global else (acc.args[0], g)
-            ab.call(memcpy, [dst, src, ir.Constant(I64, nbytes)])
-            ab.ret_void()
-    th = ir.Function(mod, ir.FunctionType(VOID, [I32]), name=f"{name}_set_num_threads")
+    mb.nthreads.initializer = ir.Constant(I32, threads)
+    th = ir.Function(mod, ir.FunctionType(VOID, [I32]), name=setter)
     tb = ir.IRBuilder(th.append_basic_block("entry"))
     n = th.args[0]
     tb.store(tb.select(tb.icmp_signed("<", n, ir.Constant(I32, 1)), ir.Constant(I32, 1), n), mb.nthreads)
     tb.ret_void()
-    mb.nthreads.linkage = "internal"
-    if mb.error_word is not None:
-        mb.error_word.linkage = "internal"
+    ref = llvm_jit.optimize(str(mod), tm=tm)
+    for sym in list(ref.functions) + list(ref.global_variables):
+        if sym.is_declaration:
+            continue
+        if sym.name in (entry, setter):
+            sym.visibility = "hidden"
+        else:
+            sym.linkage = "internal"
+    return llvm_jit.emit_object(ref, tm=tm)
 
-    ref = llvm_jit.optimize(str(mod), aot=True)
-    obj = llvm_jit.emit_object(ref, aot=True)
+
+def _params_asm(lib: str, params: list[Tensor], values: list[np.ndarray], tmp: Path) -> str:
+    """Assembly that embeds the parameters' initial values (``.incbin``: fast for big ones)."""
+    lines = ['.section .note.GNU-stack,"",@progbits', ".section .rodata"]
+    for j, (t, v) in enumerate(zip(params, values)):
+        blob = tmp / f"param{j}.bin"
+        blob.write_bytes(np.ascontiguousarray(v, dtype=t.dtype).tobytes() or b"\0")
+        sym = f"{lib}__init{j}"
+        lines += [".balign 64", f".globl {sym}", f".hidden {sym}", f"{sym}:",
+                  f'.incbin "{blob}"']
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_check_c(lib: str, target) -> str:
+    """``<lib>_cpu_missing()``: the first needed CPU feature this machine lacks, or NULL."""
+    from .export_target import CPUID_BITS
+    if not target.x86 or not target.required:
+        return (f"SG_API const char *{lib}_cpu_missing(void) {{ return 0; }}\n")
+    regs = {"eax": 0, "ebx": 1, "ecx": 2, "edx": 3}
+    rows = ",\n".join(f'        {{"{f}", 0x{CPUID_BITS[f][0]:x}u, {CPUID_BITS[f][1]}u, '
+                      f'{regs[CPUID_BITS[f][2]]}, {CPUID_BITS[f][3]}}}' for f in target.required)
+    need_avx = any(f.startswith("avx") or f in ("fma", "f16c") for f in target.required)
+    need_512 = any(f.startswith("avx512") for f in target.required)
+    os_mask = "0xe6u" if need_512 else "0x6u" if need_avx else "0u"
+    return f"""#include <cpuid.h>
+SG_API const char *{lib}_cpu_missing(void) {{
+    static const struct {{ const char *name; unsigned leaf, sub; int reg; unsigned bit; }} need[] = {{
+{rows}
+    }};
+    unsigned r[4];
+    for (unsigned i = 0; i < sizeof need / sizeof need[0]; i++) {{
+        if (!__get_cpuid_count(need[i].leaf, need[i].sub, &r[0], &r[1], &r[2], &r[3]) ||
+            !((r[need[i].reg] >> need[i].bit) & 1u))
+            return need[i].name;
+    }}
+    if ({os_mask} != 0u) {{  /* the OS must save the vector registers (OSXSAVE, XCR0) */
+        unsigned lo, hi;
+        if (!__get_cpuid(1, &r[0], &r[1], &r[2], &r[3]) || !((r[2] >> 27) & 1u))
+            return "osxsave";
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        (void)hi;
+        if ((lo & {os_mask}) != {os_mask}) return "os-avx-state";
+    }}
+    return 0;
+}}
+"""
+
+
+def _c_args(plan: FunctionPlan) -> list[str]:
+    return ([f"const {t.ctype} *{t.name}" for t in plan.inputs]
+            + [f"{t.ctype} *{t.name}" for t in plan.outputs])
+
+
+def _nbytes(t: Tensor) -> int:
+    return t.size * np.dtype(t.dtype).itemsize
+
+
+def _run_c(lib: str, plan: FunctionPlan, param_offsets: list[int], arena: int) -> str:
+    prog = plan.prog
+    ni = len(prog.inputs)
+    nargs = ni + len(prog.outputs) + 2
+    args = _c_args(plan)
+    body = ["    if (ctx == NULL) return " + f"{lib.upper()}_ERR_NULL;"]
+    for t in plan.inputs + plan.outputs:
+        body.append(f'    if ({t.name} == NULL) return sg_fail(ctx, {lib.upper()}_ERR_NULL, '
+                    f'"{plan.run_name}: {t.role} {t.name} is NULL");')
+    body.append(f"    void *argv[{nargs}];")
+    for i, t in enumerate(plan.inputs):
+        body.append(f"    argv[{i}] = (void *){t.name};")
+    for j, p in enumerate(plan.params):
+        body.append(f"    argv[{len(plan.inputs) + j}] = ctx->mem + {param_offsets[p]};")
+    owner: dict[int, int] = {}
+    for i in range(len(plan.outputs)):
+        owner.setdefault(prog.output_map[i], i)
+    for st in prog.outputs:
+        where = (plan.outputs[owner[st.slot]].name if st.slot in owner
+                 else f"ctx->mem + {plan.slot_offsets[st.slot]}")
+        body.append(f"    argv[{ni + st.slot}] = (void *){where};")
+    body.append(f"    argv[{nargs - 2}] = ctx->mem + {arena};")
+    body.append(f"    argv[{nargs - 1}] = ctx->mem + {plan.error_offset};")
+    body.append(f"    int32_t status = {_hidden(lib, plan.key, 'entry')}(argv);")
+    body.append(f'    if (status == 2) return sg_fail(ctx, {lib.upper()}_ERR_INDEX, "{plan.run_name}: '
+                'an index or class label in the inputs is out of range; no parameter was updated");')
+    body.append(f'    if (status != 0) return sg_fail(ctx, {lib.upper()}_ERR_INTERNAL, "{plan.run_name}: '
+                'internal error");')
+    sizes = {st.slot: st.nbytes for st in prog.outputs}
+    for i, t in enumerate(plan.outputs):
+        slot = prog.output_map[i]
+        if owner[slot] != i:
+            body.append(f"    memcpy({t.name}, {plan.outputs[owner[slot]].name}, {sizes[slot]});")
+    for k, p in enumerate(plan.updates):
+        slot = prog.output_map[len(plan.outputs) + k]
+        src = plan.outputs[owner[slot]].name if slot in owner else f"ctx->mem + {plan.slot_offsets[slot]}"
+        body.append(f"    memcpy(ctx->mem + {param_offsets[p]}, {src}, {sizes[slot]});")
+    body.append(f"    ctx->status = 0; ctx->message[0] = 0;\n    return {lib.upper()}_OK;")
+    hidden = '__attribute__((visibility("hidden")))'
+    return (f"int32_t {_hidden(lib, plan.key, 'entry')}(void **args) {hidden};\n"
+            f"void {_hidden(lib, plan.key, 'set_threads')}(int32_t n) {hidden};\n"
+            f"SG_API int32_t {plan.run_name}({', '.join([f'{lib}_ctx *ctx'] + args)}) {{\n"
+            + "\n".join(body) + "\n}\n")
+
+
+def _api_c(lib: str, plans, params: list[Tensor], param_offsets, arena: int, size: int, target,
+           header: str) -> str:
+    L = lib.upper()
+    out = [f'#include "{header}"', "#include <stdio.h>", "#include <stdlib.h>", "#include <string.h>",
+           '#define SG_API __attribute__((visibility("default")))',
+           f"struct {lib}_ctx {{ unsigned char *mem; int32_t status; char message[256]; }};",
+           f"static int32_t sg_fail({lib}_ctx *ctx, int32_t code, const char *msg) {{\n"
+           "    ctx->status = code;\n    snprintf(ctx->message, sizeof ctx->message, \"%s\", msg);\n"
+           "    return code;\n}"]
+    for j in range(len(params)):
+        out.append(f'extern const unsigned char {lib}__init{j}[] __attribute__((visibility("hidden")));')
+    out.append(_cpu_check_c(lib, target))
+    out.append(f"SG_API int32_t {lib}_abi_version(void) {{ return {L}_ABI_VERSION; }}")
+    out.append(f"SG_API const char *{lib}_target(void) {{ return {L}_TARGET; }}")
+    cases = "\n".join(f'    case {L}_{e}: return "{msg.replace("<name>", lib)}";' for e, _v, msg in ERRORS)
+    out.append(f"SG_API const char *{lib}_strerror(int32_t code) {{\n    switch (code) {{\n{cases}\n"
+               '    default: return "unknown error code";\n    }\n}')
+    out.append(f'SG_API const char *{lib}_last_error(const {lib}_ctx *ctx) {{\n'
+               '    return ctx == NULL ? "NULL context" : ctx->message;\n}')
+    init = "\n".join(f"    memcpy(c->mem + {param_offsets[j]}, {lib}__init{j}, {_nbytes(t)});"
+                     for j, t in enumerate(params))
+    out.append(f"""SG_API int32_t {lib}_create({lib}_ctx **out) {{
+    if (out == NULL) return {L}_ERR_NULL;
+    *out = NULL;
+    if ({lib}_cpu_missing() != NULL) return {L}_ERR_CPU;
+    {lib}_ctx *c = ({lib}_ctx *)calloc(1, sizeof *c);
+    if (c == NULL) return {L}_ERR_NOMEM;
+    c->mem = (unsigned char *)aligned_alloc({ALIGN}, {max(size, ALIGN)});
+    if (c->mem == NULL) {{ free(c); return {L}_ERR_NOMEM; }}
+    memset(c->mem, 0, {max(size, ALIGN)});
+{init}
+    *out = c;
+    return {L}_OK;
+}}
+SG_API void {lib}_destroy({lib}_ctx *ctx) {{
+    if (ctx == NULL) return;
+    free(ctx->mem);
+    free(ctx);
+}}""")
+    setters = "\n".join(f"    {_hidden(lib, p.key, 'set_threads')}(n);" for p in plans)
+    out.append(f"SG_API void {lib}_set_num_threads(int32_t n) {{\n{setters}\n}}")
+    for j, t in enumerate(params):
+        nbytes = _nbytes(t)
+        for verb, const_ctx, const_buf, copy in (
+                ("get", "const ", "", f"memcpy(buf, ctx->mem + {param_offsets[j]}, {nbytes})"),
+                ("set", "", "const ", f"memcpy(ctx->mem + {param_offsets[j]}, buf, {nbytes})")):
+            sig = f"{lib}_{verb}_{t.name}({const_ctx}{lib}_ctx *ctx, {const_buf}{t.ctype} *buf, int64_t n)"
+            out.append(f"""SG_API int32_t {sig} {{
+    if (ctx == NULL || buf == NULL) return {L}_ERR_NULL;
+    if (n != {L}_PARAM_{t.name.upper()}_SIZE) return {L}_ERR_SIZE;
+    {copy};
+    return {L}_OK;
+}}""")
+    out.append(_metadata_c(lib, plans, params))
+    for p in plans:
+        out.append(_run_c(lib, p, param_offsets, arena))
+    return "\n\n".join(out) + "\n"
+
+
+def _all_tensors(plans, params) -> list[Tensor]:
+    return [t for p in plans for t in p.inputs + p.outputs] + params
+
+
+def _metadata_c(lib: str, plans, params) -> str:
+    rows, shapes = [], []
+    for i, t in enumerate(_all_tensors(plans, params)):
+        shapes.append(f"static const int64_t sg_shape{i}[] = {{{', '.join(map(str, t.shape)) or '0'}}};")
+        rows.append(f'    {{"{t.name}", "{t.function}", {lib.upper()}_{t.role.upper()}, "{t.dtype}", '
+                    f"{len(t.shape)}, sg_shape{i}, {t.size}}}")
+    return "\n".join(shapes) + f"""
+static const {lib}_tensor_info sg_tensors[] = {{
+{",".join(chr(10) + r for r in rows).lstrip(chr(10))}
+}};
+SG_API int32_t {lib}_num_tensors(void) {{ return {len(rows)}; }}
+SG_API const {lib}_tensor_info *{lib}_tensor(int32_t i) {{
+    return i >= 0 && i < {len(rows)} ? &sg_tensors[i] : 0;
+}}
+SG_API const {lib}_tensor_info *{lib}_find_tensor(const char *function, const char *name) {{
+    if (name == NULL) return 0;
+    for (int32_t i = 0; i < {len(rows)}; i++)
+        if (strcmp(sg_tensors[i].name, name) == 0 &&
+            (function == NULL || strcmp(sg_tensors[i].function, function) == 0))
+            return &sg_tensors[i];
+    return 0;
+}}"""
+
+
+def _macros(prefix: str, t: Tensor) -> list[str]:
+    p = f"{prefix}_{t.name.upper()}"
+    lines = [f"#define {p}_SIZE {t.size}", f"#define {p}_NDIM {len(t.shape)}"]
+    lines += [f"#define {p}_DIM{d} {n}" for d, n in enumerate(t.shape)]
+    return lines
+
+
+def _header(lib: str, plans, params: list[Tensor], target, threads: int) -> str:
+    from . import __version__
+    L = lib.upper()
+    macros, runs, accessors = [], [], []
+    for p in plans:
+        for t in p.inputs + p.outputs:
+            macros += _macros(p.macro, t)
+        docs = "\n".join(f" *   {t.name}: {t.role}, {t.dtype}{list(t.shape)} ({t.size} elements, "
+                         f"{p.macro}_{t.name.upper()}_SIZE)" for t in p.inputs + p.outputs)
+        args = _c_args(p)
+        updated = sorted({params[j].name for j in p.updates})
+        note = (f"\n * Updates the context's parameters {', '.join(updated)} after computing the outputs"
+                " (not when it fails)." if updated else "")
+        runs.append(f"/* {p.run_name}(ctx, ...): {p.key or lib}\n{docs}{note}\n * Returns {L}_OK, or an "
+                    f"error code ({L}_ERR_NULL, {L}_ERR_INDEX). */\n"
+                    f"int32_t {p.run_name}({', '.join([f'{lib}_ctx *ctx'] + args)});")
+    for t in params:
+        macros += _macros(f"{L}_PARAM", t)
+        size = f"{L}_PARAM_{t.name.upper()}_SIZE"
+        accessors.append(f"/* parameter {t.name}: {t.dtype}{list(t.shape)}; n must be {size} */\n"
+                         f"int32_t {lib}_get_{t.name}(const {lib}_ctx *ctx, {t.ctype} *dst, int64_t n);\n"
+                         f"int32_t {lib}_set_{t.name}({lib}_ctx *ctx, const {t.ctype} *src, int64_t n);")
+    errors = "\n".join(f"    {L}_{e} = {v},  /* {msg.replace('<name>', lib).replace('*/', '')} */"
+                       for e, v, msg in ERRORS)
+    feats = ",".join(target.required)
+    extra = f", features {target.features}" if target.features else ""
+    return f"""/* {lib}.h: C API of a library exported by symgraph {__version__}; do not edit.
+ *
+ * Target: {target.name} (triple {target.triple}, cpu {target.cpu}{extra}).
+ * {lib}_create() checks that the CPU has: {feats or "(nothing beyond the baseline)"};
+ * on a CPU without them it returns {L}_ERR_CPU instead of crashing.
+ *
+ * SHAPES ARE FIXED: the code is specialised for the shapes below (no dynamic batch size).
+ * Every pointer must point to a C-contiguous (row-major) buffer of exactly that many
+ * elements of that type; input and output buffers must not overlap.
+ *
+ * Contexts: {lib}_create() makes a context that owns a copy of every parameter (initialised
+ * with the values at export time) and all scratch memory.  Different contexts may be used
+ * from different threads at the same time; one context must not be used by two threads at
+ * once.  Parameters are shared by every function of the library through the context.
+ *
+ * Threads inside one call: {threads} ({lib}_set_num_threads() changes it for the whole
+ * library{"; the library needs libgomp" if threads > 1 else "; built without OpenMP, so it has no effect"}).
+ * Link: -l:{lib}.so (depends on libc and libm only{", plus libgomp" if threads > 1 else ""}), or
+ * {lib}.a with -lm{" -lgomp" if threads > 1 else ""}.
+ */
+#ifndef SYMGRAPH_{L}_H
+#define SYMGRAPH_{L}_H
+
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+#define {L}_ABI_VERSION {ABI_VERSION}
+#define {L}_TARGET "{target.name}"
+#define {L}_TARGET_CPU "{target.cpu}"
+#define {L}_TARGET_FEATURES "{feats}"
+#define {L}_SYMGRAPH_VERSION "{__version__}"
+
+{chr(10).join(macros)}
+
+typedef enum {{
+{errors}
+}} {lib}_status;
+
+typedef struct {lib}_ctx {lib}_ctx;
+
+/* metadata: every input, output and parameter */
+enum {{ {L}_INPUT = 0, {L}_OUTPUT = 1, {L}_PARAM = 2 }};
+typedef struct {{
+    const char *name;
+    const char *function;  /* the function key ("" for a single export or a parameter) */
+    int32_t role;          /* {L}_INPUT, {L}_OUTPUT or {L}_PARAM */
+    const char *dtype;     /* "float32", "int64", ... */
+    int32_t ndim;
+    const int64_t *shape;
+    int64_t size;          /* elements */
+}} {lib}_tensor_info;
+int32_t {lib}_num_tensors(void);
+const {lib}_tensor_info *{lib}_tensor(int32_t i);  /* NULL when out of range */
+const {lib}_tensor_info *{lib}_find_tensor(const char *function, const char *name);
+
+/* {L}_ABI_VERSION of the library (compare with the header's at run time) */
+int32_t {lib}_abi_version(void);
+const char *{lib}_target(void);
+/* the first CPU feature the library needs that this CPU lacks, or NULL */
+const char *{lib}_cpu_missing(void);
+const char *{lib}_strerror(int32_t code);
+/* a message for the last error of a call on ctx ("" after a success) */
+const char *{lib}_last_error(const {lib}_ctx *ctx);
+
+/* Returns {L}_OK and *ctx, or {L}_ERR_CPU / {L}_ERR_NOMEM / {L}_ERR_NULL (*ctx = NULL). */
+int32_t {lib}_create({lib}_ctx **ctx);
+void {lib}_destroy({lib}_ctx *ctx);  /* NULL is fine */
+void {lib}_set_num_threads(int32_t n);
+
+{chr(10).join(runs)}
+
+{chr(10).join(accessors)}
+
+#ifdef __cplusplus
+}}
+#endif
+
+#endif /* SYMGRAPH_{L}_H */
+"""
+
+
+# --- building ---------------------------------------------------------------------------------
+def _cc() -> str:
+    cc = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
+    if cc is None:
+        raise CompileError("export: no C compiler (gcc or cc) found: export compiles a small C file "
+                           "(the context and argument checks) and links the library with it")
+    return cc
+
+
+def _run(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CompileError(f"export: {what} failed: {' '.join(cmd)}\n{proc.stderr}")
+
+
+def _build(path: Path, lib: str, kind: str, api_c: str, asm: str, objects: list[bytes], target,
+           threads: int, tmp: Path) -> dict:
+    cc = _cc()
+    (tmp / f"{lib}_api.c").write_text(api_c)
+    (tmp / "params.s").write_text(asm)
+    for i, obj in enumerate(objects):
+        (tmp / f"kernels{i}.o").write_bytes(obj)
+    arch = ["-march=x86-64", "-mtune=generic"] if target.x86 else []
+    _run([cc, "-std=c11", "-O2", "-fPIC", "-fvisibility=hidden", *arch, f"-I{path.parent}", "-c",
+          "-o", str(tmp / "api.o"), str(tmp / f"{lib}_api.c")], "compiling the C API")
+    _run([cc, "-c", "-o", str(tmp / "params.o"), str(tmp / "params.s")], "assembling the parameters")
+    objs = [str(tmp / "api.o"), str(tmp / "params.o")]
+    objs += [str(tmp / f"kernels{i}.o") for i in range(len(objects))]
+    libs = (["-lgomp"] if threads > 1 else []) + ["-Wl,--as-needed", "-lm"]
+    if kind == "shared":
+        out = Path(str(path) + ".so")
+        _run([cc, "-shared", "-o", str(out), *objs, f"-Wl,-soname,{out.name}", "-Wl,--no-undefined",
+              "-Wl,-z,noexecstack", *libs], "linking the shared library")
+        return {"library": str(out)}
+    if kind == "static":
+        out = Path(str(path) + ".a")
+        out.unlink(missing_ok=True)
+        ar = shutil.which("ar") or shutil.which("gcc-ar")
+        if ar is None:
+            raise CompileError("export: kind='static' needs 'ar' (binutils)")
+        _run([ar, "rcs", str(out), *objs], "archiving the static library")
+        return {"library": str(out)}
+    out = Path(str(path) + ".o")
+    _run([cc, "-r", "-o", str(out), *objs], "combining the objects")
+    return {"object": str(out)}
+
+
+def export_functions(path, functions: dict, kind: str = "shared", name: str | None = None,
+                     target="x86-64-v3", threads: int = 1) -> dict:
+    """Export ``{key: (compiled function, specialisation)}`` as one library (``key`` "" for
+    ``f.export``); returns the paths written (``header``, ``library`` or ``object``)."""
+    from . import export_target
+    from .backends import llvm_jit
+    if kind not in ("shared", "static", "object"):
+        raise ValueError(f"export: kind must be 'shared', 'static' or 'object', got {kind!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"export: threads must be an int >= 1, got {threads!r}")
+    if threads > 1 and llvm_jit.libraries()["gomp"] is None:
+        raise CompileError("export: threads > 1 needs libgomp, which is not installed")
+    path = Path(path)
+    lib = check_library_name(name or path.name, path, name is not None)
+    tgt = export_target.resolve(target)
+    for key in functions:
+        if key and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key):
+            raise ValueError(f"export_library: function key {key!r} is not a C identifier")
+    shared: list = []
+    for cf, _spec in functions.values():
+        for s in cf.shared:
+            if not any(s is t for t in shared):
+                shared.append(s)
+    used: set = set()
+    params = [Tensor(_unique(c_name(s.name, f"param{j}"), used), "param",
+                     np.asarray(s.get_value()).dtype.name, tuple(np.shape(s.get_value())))
+              for j, s in enumerate(shared)]
+    for t in params:
+        if t.dtype not in C_TYPES:
+            raise CompileError(f"export: parameter {t.name!r} has dtype {t.dtype}, which the C API "
+                               "does not support")
+    plans = _plan(lib, functions, shared)
+    param_offsets, arena, size = _layout(plans, params)
+    tm = llvm_jit.export_target_machine(tgt.triple, tgt.cpu, tgt.features)
+    objects = [_kernel_object(p, lib, tgt, threads, tm) for p in plans]
     path.parent.mkdir(parents=True, exist_ok=True)
     header = Path(str(path) + ".h")
-    header.write_text(_header(cf, prog, name, shared_names))
-    obj_path = Path(str(path) + ".o")
-    obj_path.write_bytes(obj)
-    result = {"header": str(header), "object": str(obj_path)}
-    if kind == "shared":
-        so = Path(str(path) + ".so")
-        _link(obj_path, so)
-        result["library"] = str(so)
+    header.write_text(_header(lib, plans, params, tgt, threads))
+    with tempfile.TemporaryDirectory(prefix="sg-export-") as tmp:
+        tmpd = Path(tmp)
+        asm = _params_asm(lib, params, [s.get_value() for s in shared], tmpd)
+        api = _api_c(lib, plans, params, param_offsets, arena, size, tgt, header.name)
+        result = _build(path, lib, kind, api, asm, objects, tgt, threads, tmpd)
+    result["header"] = str(header)
     return result
 
 
-def _link(obj: Path, so: Path) -> None:
-    from .backends import llvm_jit
-    cc = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
-    if cc is None:
-        raise CompileError("export: no C compiler (gcc) found to link the shared library; "
-                           "use kind='object' and link the .o yourself")
-    blas = llvm_jit.openblas_path()
-    cmd = [cc, "-shared", "-o", str(so), str(obj)]
-    if blas:
-        d = os.path.dirname(blas)
-        cmd += [blas, f"-Wl,-rpath,{d}"]
-    if llvm_jit.libraries()["gomp"]:
-        cmd.append("-lgomp")
-    cmd.append("-lm")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise CompileError(f"export: linking failed: {' '.join(cmd)}\n{proc.stderr}")
+def export_function(cf, path, kind: str = "shared", example_inputs=None, name: str | None = None,
+                    target="x86-64-v3", threads: int = 1) -> dict:
+    """``f.export``: one function as ``<name>_create / _run / _destroy``."""
+    return export_functions(path, {"": (cf, _spec_for(cf, example_inputs))}, kind=kind, name=name,
+                            target=target, threads=threads)
 
 
-def _header(cf, prog, name: str, shared_names: list[str]) -> str:
-    from . import __version__
-    from .resources import read_kernel
-    params, docs, sig = [], [], []
-    for i, v in enumerate(cf.inputs):
-        st = prog.inputs[i]
-        pname = _ident(v.name or "", f"in{i}")
-        shape = st.shape
-        params.append(f"const {C_TYPES[st.dtype]} *{pname}")
-        docs.append(f" *   {pname}: input, {st.dtype}{list(shape)}")
-        sig.append(pname)
-    for i in range(cf.n_outputs):
-        slot = prog.output_map[i]
-        st = prog.outputs[slot]
-        shape = prog.output_shapes[slot]
-        params.append(f"{C_TYPES[st.dtype]} *out{i}")
-        docs.append(f" *   out{i}: output, {st.dtype}{list(shape)}")
-        sig.append(f"out{i}")
-    shared_api = []
-    for j, sname in enumerate(shared_names):
-        val = cf.shared[j].get_value()
-        ct = C_TYPES[val.dtype.name]
-        shared_api.append(f"/* shared variable {sname}: {val.dtype.name}{list(val.shape)} "
-                          f"({val.size} elements) */\n"
-                          f"void {name}_get_{sname}({ct} *dst);\n"
-                          f"void {name}_set_{sname}(const {ct} *src);\n")
-    return Template(read_kernel("export/header.h.in")).substitute(
-        name=name, guard=f"SYMGRAPH_{name.upper()}_H", guard_name=f"{name}.h", version=__version__,
-        signature_doc=", ".join(sig), arg_docs="\n".join(docs), params=", ".join(params) or "void",
-        shared_api="\n".join(shared_api))
-
+def export_library(path, functions: dict, kind: str = "shared", name: str | None = None,
+                   target="x86-64-v3", threads: int = 1, example_inputs: dict | None = None) -> dict:
+    """Several compiled functions (``{"train": f, "predict": g}``) in one library, sharing
+    their shared variables through one context: ``<name>_train_run(ctx, ...)``,
+    ``<name>_predict_run(ctx, ...)``.  ``example_inputs`` maps keys to example arguments for
+    functions whose shapes are not static."""
+    if not functions:
+        raise ValueError("export_library: no functions given")
+    example_inputs = example_inputs or {}
+    specs = {}
+    for key, cf in functions.items():
+        if getattr(cf, "backend", None) != "llvm":
+            raise CompileError(f"export_library: function {key!r} uses the "
+                               f"{getattr(cf, 'backend', '?')} backend; only llvm functions export")
+        specs[key] = (cf, _spec_for(cf, example_inputs.get(key)))
+    return export_functions(path, specs, kind=kind, name=name, target=target, threads=threads)

@@ -203,22 +203,23 @@ def test_exported_library_returns_the_status_and_skips_the_updates(tmp_path):
     loss = sg.sum(emb[i] ** 2)
     f = sg.compile([i], loss, updates=sg.nn.sgd(loss, [emb], lr=0.1), backend="llvm")
     paths = f.export(str(tmp_path / "gather"), example_inputs=[np.array([0, 1])])
-    assert "int32_t gather(const int64_t *i" in Path(paths["header"]).read_text()
+    assert "int32_t gather_run(gather_ctx *ctx, const int64_t *i" in Path(paths["header"]).read_text()
     lib = ctypes.CDLL(paths["library"])
-    lib.gather.restype = ctypes.c_int32
+    ctx = ctypes.c_void_p()
+    assert lib.gather_create(ctypes.byref(ctx)) == 0
     out = np.zeros((), np.float32)
     weights = np.empty((6, 2), np.float32)
 
     def call(idx):
         idx = np.ascontiguousarray(idx, np.int64)
-        return lib.gather(ctypes.c_void_p(idx.ctypes.data), ctypes.c_void_p(out.ctypes.data))
+        return lib.gather_run(ctx, ctypes.c_void_p(idx.ctypes.data), ctypes.c_void_p(out.ctypes.data))
 
     assert call([0, 6]) == 2
-    lib.gather_get_emb(ctypes.c_void_p(weights.ctypes.data))
+    lib.gather_get_emb(ctx, ctypes.c_void_p(weights.ctypes.data), ctypes.c_int64(12))
     np.testing.assert_array_equal(weights, emb.get_value())
     assert call([-1, 5]) == 0
     assert out == float((np.arange(10, 12) ** 2).sum() * 2)
-    lib.gather_get_emb(ctypes.c_void_p(weights.ctypes.data))
+    lib.gather_get_emb(ctx, ctypes.c_void_p(weights.ctypes.data), ctypes.c_int64(12))
     expect = emb.get_value().copy()
     expect[5] -= 0.1 * 2 * 2 * expect[5]
     np.testing.assert_allclose(weights, expect)

@@ -1,7 +1,8 @@
 """Export a compiled symgraph function as a C library and call it from C.
 
 Trains a softmax classifier on the scikit-learn digits, exports ``predict(images) -> probs`` at
-batch ``BATCH`` with ``f.export("build/digits")`` (``build/digits.so`` + ``build/digits.h``),
+batch ``BATCH`` with ``f.export("build/digits", name="predict")`` (``build/digits.so`` + ``build/digits.h``:
+a self-contained library for x86-64-v3 CPUs that needs only libc and libm),
 builds ``main.c`` against it with the system C compiler, runs it on the test images and checks
 its output against the Python call.  Exits with a clear message (status 0) where export or a C
 compiler is not available.
@@ -38,7 +39,9 @@ def train_classifier(backend: str):
     for _epoch in range(3):
         for i in range(0, 1600 - BATCH, BATCH):
             step(x_all[i:i + BATCH], y_all[i:i + BATCH])
-    predict = sg.compile([x], sg.nn.softmax(logits), backend=backend)
+    probs = sg.nn.softmax(logits)
+    probs.name = "probs"  # the C argument's name (and PREDICT_PROBS_SIZE)
+    predict = sg.compile([x], probs, backend=backend)
     return predict, x_all[1600:1600 + BATCH], y_all[1600:1600 + BATCH]
 
 

@@ -11,6 +11,12 @@ Inputs are the declared inputs followed by the shared variables (their current v
 the caller's to keep on the device); outputs are the function's outputs followed by the new
 values of the updated shared variables.  ``path.ptx`` is the device code alone, for loading
 with the driver API.  The functions are specialised on the shapes written in the header.
+
+Conventions shared with the llvm export (``symgraph.export``): the prefix is checked the same
+way (a C identifier no system library uses), the header has ``<NAME>_ABI_VERSION`` /
+``<name>_abi_version()``, size macros ``<NAME>_<ARG>_SIZE``, and an error enum:
+``<NAME>_ERR_NULL`` (-1) for a NULL pointer, otherwise the CUDA runtime's ``cudaError_t``
+(``<name>_strerror`` describes both).  Contexts and metadata are not implemented here yet.
 """
 
 from __future__ import annotations
@@ -42,8 +48,11 @@ def _host_literal(v, dtype: str) -> str:
 def export_module(mod, path: str, arch: str, roots, fgraph, n_user: int | None = None,
                   name: str | None = None) -> list[str]:
     """Write the three files for the rendered module ``mod``; returns their paths."""
+    from ..export import ABI_VERSION, check_library_name
     base = Path(path)
-    name = _ident(name or base.name) or "symgraph"
+    name = check_library_name(name or base.name, base, name is not None)
+    upper = name.upper()
+    macros: list[str] = []
     prog = mod.program
     n_user = len(fgraph.outputs) if n_user is None else n_user
     in_params, out_params, doc = [], [], []
@@ -51,6 +60,7 @@ def export_module(mod, path: str, arch: str, roots, fgraph, n_user: int | None =
         var = roots[i]
         pname = _ident(var.name or f"in{i}")
         in_params.append((st.sid, f"const {c_type(st.dtype)} *{pname}_{i}"))
+        macros.append(f"#define {upper}_{pname.upper()}_{i}_SIZE {st.size}")
         kind = " (shared variable)" if isinstance(var, SharedVariable) else ""
         doc.append(f" *   {pname}_{i}: {st.dtype}, {st.size} elements{kind}")
     for slot, st in enumerate(prog.outputs):
@@ -58,9 +68,11 @@ def export_module(mod, path: str, arch: str, roots, fgraph, n_user: int | None =
         what = "output" if users and users[0] < n_user else "new value of a shared variable"
         shape = prog.output_shapes[slot]
         out_params.append((st.sid, f"{c_type(st.dtype)} *out{slot}"))
+        macros.append(f"#define {upper}_OUT{slot}_SIZE {st.size}")
         doc.append(f" *   out{slot}: {st.dtype}{list(shape)} ({what} {users})")
     host = [
         "", "// ---- host launcher (CUDA runtime API)", "#include <cuda_runtime.h>", "#include <cmath>", "",
+        f"enum {{ {upper}_OK = 0, {upper}_ERR_NULL = -1 }};",
         f"static char *{name}_arena = 0;",
     ]
     consts = [st for st in prog.storages if st.kind == "const"]
@@ -90,7 +102,13 @@ def export_module(mod, path: str, arch: str, roots, fgraph, n_user: int | None =
                     "cudaMemcpyHostToDevice)) != cudaSuccess) return (int)e;")
     host += ["    return 0;", "}", ""]
     sig = ", ".join([p for _, p in in_params] + [p for _, p in out_params] + ["cudaStream_t stream"])
+    host += [f'extern "C" int {name}_abi_version(void) {{ return {ABI_VERSION}; }}',
+             f'extern "C" const char *{name}_strerror(int code)', "{",
+             f'    if (code == {upper}_ERR_NULL) return "a NULL pointer was passed";',
+             "    return cudaGetErrorString((cudaError_t)code);", "}", ""]
     host += [f'extern "C" int {name}_run({sig})', "{"]
+    for p in [p for _, p in in_params] + [p for _, p in out_params]:
+        host.append(f"    if ({p.split('*')[-1]} == 0) return {upper}_ERR_NULL;")
     ptr = {}
     for (sid, p), st in zip(in_params, prog.inputs):
         ptr[sid] = f"({c_type(st.dtype)} *){p.split('*')[-1]}"
@@ -132,11 +150,18 @@ def export_module(mod, path: str, arch: str, roots, fgraph, n_user: int | None =
         " * Inputs are the declared inputs, then the shared variables' current values; outputs are",
         " * the function's outputs, then the new values of the updated shared variables (swap them in",
         " * after the stream has finished).",
+        " * Shapes are fixed (no dynamic batch size).  Every int-returning function returns",
+        f" * {upper}_OK (0), {upper}_ERR_NULL (-1) or a cudaError_t; {name}_strerror() describes it.",
         " */",
-        f"#ifndef SYMGRAPH_{name.upper()}_H",
-        f"#define SYMGRAPH_{name.upper()}_H",
+        f"#ifndef SYMGRAPH_{upper}_H",
+        f"#define SYMGRAPH_{upper}_H",
         "#include <cuda_runtime.h>",
+        f"#define {upper}_ABI_VERSION {ABI_VERSION}",
+        *macros,
+        f"enum {{ {upper}_OK = 0, {upper}_ERR_NULL = -1 }};",
         '#ifdef __cplusplus\nextern "C" {\n#endif',
+        f"int {name}_abi_version(void);",
+        f"const char *{name}_strerror(int code);",
         f"int {name}_init(void);",
         f"int {name}_run({sig});",
         f"void {name}_free(void);",

@@ -479,16 +479,13 @@ class LLVMProgram:
     def asm(self) -> str:
         return self._current().asm()
 
-    def export(self, cf, path: str, kind: str = "shared", example_inputs=None, name: str | None = None):
-        """Write ``path.so`` (or ``.o``) and ``path.h`` for the current specialisation."""
-        from ..export import export_program
-        spec = self.last
-        if example_inputs is not None:
-            shapes = [np.shape(v) for v in example_inputs] + [s.shape for s in cf.shared]
-            spec = self.specialize(shapes)
-        if spec is None:
-            spec = self._current()
-        return export_program(cf, spec, path, kind=kind, name=name)
+    def export(self, cf, path: str, kind: str = "shared", example_inputs=None, name: str | None = None,
+               target="x86-64-v3", threads: int = 1):
+        """Write ``path.so`` (``.a``, ``.o``) and ``path.h``: a self-contained C library of the
+        specialisation for ``example_inputs`` (or the current one); see ``symgraph.export``."""
+        from ..export import export_function
+        return export_function(cf, path, kind=kind, example_inputs=example_inputs, name=name,
+                               target=target, threads=threads)
 
 
 def digest_context(variant: str) -> str:

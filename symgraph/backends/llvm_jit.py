@@ -175,6 +175,16 @@ def new_target_machine(aot: bool = False):
     return target.create_target_machine(**kw)
 
 
+def export_target_machine(triple: str, cpu: str, features: str):
+    """A target machine for ahead-of-time code (export) for ``cpu`` + ``features`` on
+    ``triple``: position-independent code, default code model; never the host's features
+    unless the caller asked for them."""
+    binding = llvm()
+    target = binding.Target.from_triple(triple)
+    return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic",
+                                        codemodel="default")
+
+
 def target_machine(aot: bool = False):
     """The shared target machine used to optimise and emit (never handed to an engine,
     which would take ownership of it)."""
@@ -249,10 +259,11 @@ def math_hash() -> str:
     return hashlib.sha256((text or "").encode()).hexdigest()[:16]
 
 
-def optimize(ir_text: str, aot: bool = False):
-    """Parse, link the math helpers, verify and run the O3 pipeline; returns a ModuleRef."""
+def optimize(ir_text: str, aot: bool = False, tm=None):
+    """Parse, link the math helpers, verify and run the O3 pipeline (for ``tm``, default the
+    shared host target machine); returns a ModuleRef."""
     binding = llvm()
-    tm = target_machine(aot)
+    tm = tm or target_machine(aot)
     ref = binding.parse_assembly(ir_text)
     text, _names = math_module()
     if text:
@@ -269,8 +280,8 @@ def optimize(ir_text: str, aot: bool = False):
     return ref
 
 
-def emit_object(ref, aot: bool = False) -> bytes:
-    return bytes(target_machine(aot).emit_object(ref))
+def emit_object(ref, aot: bool = False, tm=None) -> bytes:
+    return bytes((tm or target_machine(aot)).emit_object(ref))
 
 
 def emit_assembly(ref) -> str:

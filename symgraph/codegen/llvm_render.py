@@ -117,13 +117,25 @@ def _signed_const(dtype: str, value) -> ir.Constant:
     return ir.Constant(t, v)
 
 
+GEMM_NB, GEMM_KB = 256, 128  # column and depth block of the generated GEMM loops (export)
+GEMM_VECTOR_BYTES = 32  # one accumulator of a GEMM register tile (two per row, four rows)
+
+
 class ModuleBuilder:
     """Renders one ``Program`` into an LLVM module with entry point ``entry_name``."""
 
     def __init__(self, prog: Program, entry_name: str = "symgraph_entry", gomp: bool = True,
                  math_functions: set[str] | None = None, object_args: bool = False,
-                 profile: bool = False, streaming: bool = False, fast_math: bool = False):
+                 profile: bool = False, streaming: bool = False, fast_math: bool = False,
+                 blas: bool = True, error_arg: bool = False):
         self.prog = prog
+        # blas=False (export): ``Gemm`` statements become generated loops, so the code needs
+        # no OpenBLAS at run time
+        self.blas = blas
+        # error_arg (export): the check words are not the global @sg_error but memory the
+        # caller passes after the arena (one block per export context, so threads do not
+        # share it); kernels with check sites take its address as an extra pointer argument
+        self.error_arg = error_arg and bool(prog.checks)
         # fast_math: elementwise float ops may be contracted into FMAs (``sg.compile(fast_math=)``)
         self.fast_math = fast_math
         # streaming: big elementwise outputs use non-temporal stores (x86-64 hosts)
@@ -143,19 +155,28 @@ class ModuleBuilder:
         self.const_globals: dict[int, ir.GlobalVariable] = {}
         self.kernel_fns: list[tuple[Kernel, ir.Function, list]] = []
         self.error_word = None
-        if prog.checks:  # [flag, then bad, umax, min, max per site]
-            ety = ir.ArrayType(I64, 1 + WORDS_PER_SITE * len(prog.checks))
+        self.error_type = ir.ArrayType(I64, 1 + WORDS_PER_SITE * len(prog.checks))
+        self.error_base: ir.Value | None = None  # the entry's error block (error_arg)
+        if prog.checks and not self.error_arg:  # [flag, then bad, umax, min, max per site]
+            ety = self.error_type
             self.error_word = ir.GlobalVariable(self.module, ety, "sg_error")
             self.error_word.initializer = ir.Constant(ety, None)
             self.error_word.align = 64
 
-    def error_slot(self, b: ir.IRBuilder, i: int) -> ir.Value:
-        """Pointer to word ``i`` of ``@sg_error`` (0: the flag)."""
-        return b.gep(self.error_word, [ir.Constant(I32, 0), ir.Constant(I32, i)])
+    @property
+    def has_checks(self) -> bool:
+        return self.error_word is not None or self.error_arg
 
-    def site_slot(self, b: ir.IRBuilder, site: int, word: int) -> ir.Value:
+    def error_slot(self, b: ir.IRBuilder, i: int, base: ir.Value | None = None) -> ir.Value:
+        """Pointer to word ``i`` of ``@sg_error`` or of ``base`` (error_arg; 0: the flag)."""
+        idx = [ir.Constant(I32, 0), ir.Constant(I32, i)]
+        if base is None and self.error_word is not None:
+            return b.gep(self.error_word, idx)
+        return b.gep(base if base is not None else self.error_base, idx, source_etype=self.error_type)
+
+    def site_slot(self, b: ir.IRBuilder, site: int, word: int, base: ir.Value | None = None) -> ir.Value:
         """Pointer to word ``word`` (``checks.BAD``, ``UMAX``, ``MIN``, ``MAX``) of a site."""
-        return self.error_slot(b, 1 + WORDS_PER_SITE * site + word)
+        return self.error_slot(b, 1 + WORDS_PER_SITE * site + word, base)
 
     # --- declarations ----------------------------------------------------------------------
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -200,8 +221,12 @@ class ModuleBuilder:
         self._entry()
         return self.module
 
+    def kernel_pointers(self, k: Kernel, params) -> int:
+        """Pointer arguments of kernel ``k``: its storages, plus the error block (error_arg)."""
+        return len(params) + (1 if self.error_arg and checked_sites(k.body) else 0)
+
     def _kernel_function(self, k: Kernel, params) -> ir.Function:
-        fnty = ir.FunctionType(VOID, [PTR] * len(params) + [I64, I64])
+        fnty = ir.FunctionType(VOID, [PTR] * self.kernel_pointers(k, params) + [I64, I64])
         fn = ir.Function(self.module, fnty, name=k.name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")
@@ -210,7 +235,11 @@ class ModuleBuilder:
             a.name = f"s{st.sid}"
             a.add_attribute("noalias")
         fn.args[-2].name, fn.args[-1].name = "lo", "hi"
-        KernelEmitter(self, k, fn, {st.sid: a for st, a in zip(params, fn.args)}).run()
+        em = KernelEmitter(self, k, fn, {st.sid: a for st, a in zip(params, fn.args)})
+        if self.kernel_pointers(k, params) > len(params):
+            em.error_base = fn.args[len(params)]
+            em.error_base.name = "errors"
+        em.run()
         return fn
 
     def _omp_trampoline(self, k: Kernel, fn: ir.Function, nparams: int) -> ir.Function:
@@ -247,7 +276,10 @@ class ModuleBuilder:
             bad = b.icmp_unsigned("==", b.and_(ok, ir.Constant(I32, 1)), ir.Constant(I32, 0))
             with b.if_then(bad, likely=False):
                 b.ret(ir.Constant(I32, STATUS_NONCONTIGUOUS))
-        if self.error_word is not None:
+        if self.error_arg:  # the caller's error block follows the arena in ``args``
+            self.error_base = b.load(b.gep(fn.args[0], [ir.Constant(I64, ni + no + 1)], source_etype=PTR),
+                                     typ=PTR)
+        if self.has_checks:
             for i, w in enumerate(initial_words(prog.checks).tolist()):
                 b.store(ir.Constant(I64, w), self.error_slot(b, i))
 
@@ -283,12 +315,14 @@ class ModuleBuilder:
             if counters is not None:
                 t0 = b.call(clock, [])
             args = [ptr[st.sid] for st in params]
+            if self.kernel_pointers(k, params) > len(params):
+                args.append(self.error_base)
             extent = k.body[0].extent if k.parallel else 0
             full = args + [ir.Constant(I64, 0), ir.Constant(I64, extent)]
             if k.parallel and self.gomp and k.work >= PARALLEL_MIN_WORK and extent > 1:
-                tr = self._omp_trampoline(k, kfn, len(params))
+                tr = self._omp_trampoline(k, kfn, len(args))
                 with b.goto_entry_block():
-                    ctx = b.alloca(PTR, size=ir.Constant(I64, max(len(params), 1)), name=f"ctx.{k.name}")
+                    ctx = b.alloca(PTR, size=ir.Constant(I64, max(len(args), 1)), name=f"ctx.{k.name}")
                 with b.if_else(b.icmp_signed(">", nthreads, ir.Constant(I32, 1))) as (par, ser):
                     with par:
                         for i, a in enumerate(args):
@@ -304,7 +338,7 @@ class ModuleBuilder:
                 for slot, inc in ((2 * kidx, dt), (2 * kidx + 1, ir.Constant(I64, 1))):
                     cp = b.gep(counters, [ir.Constant(I32, 0), ir.Constant(I32, slot)])
                     b.store(b.add(b.load(cp, typ=I64), inc), cp)
-            if self.error_word is not None and checked_sites(k.body):
+            if self.has_checks and checked_sites(k.body):
                 failed = b.icmp_unsigned("!=", b.load(self.error_slot(b, 0), typ=I64), ir.Constant(I64, 0))
                 with b.if_then(failed, likely=False):
                     b.ret(ir.Constant(I32, STATUS_INDEX_ERROR))
@@ -350,6 +384,7 @@ class KernelEmitter:
         self.locals: dict[str, tuple[ir.Value, str]] = {}
         self._pure_memo: dict[int, bool] = {}
         self.streaming = False  # stores are non-temporal (see _streaming_loop)
+        self.error_base: ir.Value | None = None  # this kernel's error block argument (error_arg)
         for st in walk(k.body):
             if isinstance(st, Assign) and st.local not in self.locals:
                 self.locals[st.local] = (self.b.alloca(reg_type(st.value.dtype), name=st.local),
@@ -430,14 +465,17 @@ class KernelEmitter:
             vals = {word: b.load(slot, typ=I64) for word, slot in slots.items()}
             for word, op in ((UMAX, "umax"), (MIN, "min"), (MAX, "max")):
                 if word in vals:
-                    b.atomic_rmw(op, self.mb.site_slot(b, site, word), vals[word], "monotonic")
+                    b.atomic_rmw(op, self.mb.site_slot(b, site, word, self.error_base), vals[word],
+                                 "monotonic")
             if info.hi > info.lo:
                 bad = b.icmp_unsigned(">=", vals[UMAX], ir.Constant(I64, info.hi - info.lo))
             else:  # an empty range: any value seen is bad
                 bad = b.icmp_signed("<=", vals[MIN], vals[MAX])
             with b.if_then(bad, likely=False):
-                b.atomic_rmw("or", self.mb.site_slot(b, site, BAD), ir.Constant(I64, 1), "monotonic")
-                b.atomic_rmw("or", self.mb.error_slot(b, 0), ir.Constant(I64, 1), "monotonic")
+                b.atomic_rmw("or", self.mb.site_slot(b, site, BAD, self.error_base), ir.Constant(I64, 1),
+                             "monotonic")
+                b.atomic_rmw("or", self.mb.error_slot(b, 0, self.error_base), ir.Constant(I64, 1),
+                             "monotonic")
 
     # --- statements ------------------------------------------------------------------------
     def block(self, body: list) -> None:
@@ -501,6 +539,9 @@ class KernelEmitter:
             raise TypeError(f"unknown statement {st!r}")
 
     def gemm(self, g: Gemm) -> None:
+        if not self.mb.blas:
+            self.gemm_loops(g)
+            return
         b = self.b
         ft = reg_type(g.dtype)
         name = "scipy_cblas_sgemm64_" if g.dtype == "float32" else "scipy_cblas_dgemm64_"
@@ -533,6 +574,139 @@ class KernelEmitter:
         else:
             fn = self.mb.declare("MPI_Wait", I32, [PTR, PTR])
             b.call(fn, [req, ir.Constant(I64, 1).inttoptr(PTR)])
+
+    def _count(self, name: str, start, stop, step: int, body) -> None:
+        """``for (v = start; v < stop; v += step) body(v)`` (``start``/``stop``: i64 values)."""
+        b = self.b
+        pre = b.block
+        header = self.fn.append_basic_block(f"{name}.loop")
+        exit_ = self.fn.append_basic_block(f"{name}.exit")
+        b.cbranch(b.icmp_signed("<", start, stop), header, exit_)
+        b.position_at_end(header)
+        phi = b.phi(I64, name=name)
+        phi.add_incoming(start, pre)
+        body(phi)
+        nxt = b.add(phi, ir.Constant(I64, step), name=f"{name}.next")
+        phi.add_incoming(nxt, b.block)
+        b.cbranch(b.icmp_signed("<", nxt, stop), header, exit_)
+        b.position_at_end(exit_)
+
+    def gemm_loops(self, g: Gemm) -> None:
+        """``Gemm`` as generated loops (export: no BLAS library at run time).
+
+        C is scaled by beta first; then, per block of ``GEMM_NB`` columns and ``GEMM_KB``
+        depth (a block of B stays in L2), four rows of C at a time are updated with
+        ``C[i+r, j] += alpha*A[i+r, p] * B[p, j]``: the innermost loop runs along a row of C
+        and is vectorised, each loaded element of B serves four rows."""
+        b = self.b
+        ft = reg_type(g.dtype)
+        memo: dict[int, ir.Value] = {}
+        a_off, b_off, c_off = (self.expr(e, memo) for e in (g.a_off, g.b_off, g.c_off))
+
+        def c64(v):
+            return ir.Constant(I64, v)
+
+        def elem(storage, off, row, col, ld, trans):
+            idx = b.add(b.mul(col, c64(ld)), row) if trans else b.add(b.mul(row, c64(ld)), col)
+            return self.address(storage, b.add(off, idx))
+
+        def c_at(i, j):
+            return elem(g.c, c_off, i, j, g.ldc, False)
+
+        def fma(x, y, acc):
+            prod = b.fmul(x, y, flags=["contract"])
+            return b.fadd(acc, prod, flags=["contract"])
+
+        def scale_c(i):
+            def row(j):
+                ptr = c_at(i, j)
+                val = ir.Constant(ft, 0.0) if g.beta == 0 else b.fmul(b.load(ptr, typ=ft),
+                                                                      ir.Constant(ft, g.beta))
+                b.store(val, ptr)
+            self._count("gemm.j0", c64(0), c64(g.n), 1, row)
+
+        self._count("gemm.i0", c64(0), c64(g.m), 1, scale_c)
+        if g.k == 0 or g.alpha == 0:
+            return
+        m4 = g.m - g.m % 4
+
+        def rows(i, nrows, j0, j1, p0, p1):
+            def depth(p):
+                coef = [b.fmul(b.load(elem(g.a, a_off, b.add(i, c64(r)), p, g.lda, g.trans_a), typ=ft),
+                               ir.Constant(ft, g.alpha)) for r in range(nrows)]
+
+                def col(j):
+                    bv = b.load(elem(g.b, b_off, p, j, g.ldb, g.trans_b), typ=ft)
+                    for r in range(nrows):
+                        ptr = c_at(b.add(i, c64(r)), j)
+                        b.store(fma(coef[r], bv, b.load(ptr, typ=ft)), ptr)
+                self._count("gemm.j", j0, j1, 1, col)
+            self._count("gemm.p", p0, p1, 1, depth)
+
+        vec = ir.VectorType(ft, GEMM_VECTOR_BYTES // np.dtype(g.dtype).itemsize)
+        tile = 2 * vec.count
+        with b.goto_entry_block():
+            acc = [[b.alloca(vec, name=f"acc{r}.{v}") for v in range(2)] for r in range(4)]
+
+        def col_block(j0):
+            j1 = b.select(b.icmp_signed("<", b.add(j0, c64(GEMM_NB)), c64(g.n)), b.add(j0, c64(GEMM_NB)),
+                          c64(g.n))
+
+            def depth_block(p0):
+                p1 = b.select(b.icmp_signed("<", b.add(p0, c64(GEMM_KB)), c64(g.k)),
+                              b.add(p0, c64(GEMM_KB)), c64(g.k))
+                if g.trans_b:  # B's rows are strided: the scalar 4-row loops
+                    self._count("gemm.i4", c64(0), c64(m4), 4, lambda i: rows(i, 4, j0, j1, p0, p1))
+                else:  # 4 x TILE register tiles, then the columns left over
+                    jt = b.add(j0, b.mul(b.sdiv(b.sub(j1, j0), c64(tile)), c64(tile)))
+
+                    def four_rows(i):
+                        self._count("gemm.jt", j0, jt, tile, lambda j: self._gemm_tile(g, i, j, p0, p1, acc))
+                        rows(i, 4, jt, j1, p0, p1)
+                    self._count("gemm.i4", c64(0), c64(m4), 4, four_rows)
+                self._count("gemm.i1", c64(m4), c64(g.m), 1, lambda i: rows(i, 1, j0, j1, p0, p1))
+            self._count("gemm.pb", c64(0), c64(g.k), GEMM_KB, depth_block)
+        self._count("gemm.jb", c64(0), c64(g.n), GEMM_NB, col_block)
+
+    def _gemm_tile(self, g: Gemm, i, j, p0, p1, acc) -> None:
+        """``C[i:i+4, j:j+TILE] += alpha * A[i:i+4, p0:p1] @ B[p0:p1, j:j+TILE]`` with the
+        4 x 2 vector accumulators ``acc`` held in registers over the depth loop (B row-major)."""
+        b = self.b
+        vec = acc[0][0].allocated_type
+        ft, width = vec.element, vec.count
+        memo: dict[int, ir.Value] = {}
+        a_off, b_off, c_off = (self.expr(e, memo) for e in (g.a_off, g.b_off, g.c_off))
+        align = np.dtype(g.dtype).itemsize
+
+        def c64(v):
+            return ir.Constant(I64, v)
+
+        def c_ptr(r, v):
+            row = b.mul(b.add(i, c64(r)), c64(g.ldc))
+            return self.address(g.c, b.add(c_off, b.add(row, b.add(j, c64(v * width)))))
+
+        for r in range(4):
+            for v in range(2):
+                b.store(b.load(c_ptr(r, v), typ=vec, align=align), acc[r][v])
+        zeros = ir.Constant(ir.VectorType(I32, width), [0] * width)
+
+        def depth(p):
+            brow = b.mul(p, c64(g.ldb))
+            bv = [b.load(self.address(g.b, b.add(b_off, b.add(brow, b.add(j, c64(v * width))))),
+                         typ=vec, align=align) for v in range(2)]
+            for r in range(4):
+                row = b.add(i, c64(r))
+                idx = b.add(b.mul(p, c64(g.lda)), row) if g.trans_a else b.add(b.mul(row, c64(g.lda)), p)
+                a = b.fmul(b.load(self.address(g.a, b.add(a_off, idx)), typ=ft), ir.Constant(ft, g.alpha))
+                undef = ir.Constant(vec, ir.Undefined)
+                av = b.shuffle_vector(b.insert_element(undef, a, ir.Constant(I32, 0)), undef, zeros)
+                for v in range(2):
+                    prod = b.fmul(av, bv[v], flags=["contract"])
+                    b.store(b.fadd(b.load(acc[r][v], typ=vec), prod, flags=["contract"]), acc[r][v])
+        self._count("gemm.pt", p0, p1, 1, depth)
+        for r in range(4):
+            for v in range(2):
+                b.store(b.load(acc[r][v], typ=vec), c_ptr(r, v), align=align)
 
     # --- memory ----------------------------------------------------------------------------
     def address(self, storage, index: ir.Value) -> ir.Value:

@@ -169,6 +169,9 @@ def test_codegen_only_function_shows_and_exports_its_code(tmp_path, monkeypatch)
     assert [os.path.basename(p) for p in files] == ["mlp_step.cu", "mlp_step.ptx", "mlp_step.h"]
     header = (tmp_path / "mlp_step.h").read_text()
     assert "int mlp_step_run(" in header and "int mlp_step_init(void);" in header
+    assert "#define MLP_STEP_ABI_VERSION 1" in header and "MLP_STEP_ERR_NULL = -1" in header
+    assert "int mlp_step_abi_version(void);" in header and "MLP_STEP_OUT0_SIZE 1" in header
+    assert "return MLP_STEP_ERR_NULL;" in (tmp_path / "mlp_step.cu").read_text()
     assert ".entry" in (tmp_path / "mlp_step.ptx").read_text()
     assert len(f.kernels) > 10 and "extern \"C\" __global__" in f.source()
     assert ".version" in f.asm()
@@ -178,6 +181,21 @@ def test_codegen_only_function_shows_and_exports_its_code(tmp_path, monkeypatch)
                            "-o", str(tmp_path / "mlp.o"),
                            str(tmp_path / "mlp_step.cu")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the header compiles as C++ with the launcher
+    probe = '#include "mlp_step.h"\nint probe(void) { return mlp_step_abi_version(); }\n'
+    (tmp_path / "use.cu").write_text(probe)
+    proc = subprocess.run([nvcc, "-c", "-arch=sm_80", "-I", str(tmp_path), "-o", str(tmp_path / "use.o"),
+                           str(tmp_path / "use.cu")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@needs_nvcc
+def test_cuda_export_refuses_a_name_that_collides_with_libm(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMGRAPH_CUDA_CODEGEN_ONLY", "1")
+    x = sg.tensor("x", (4,))
+    f = sg.compile([x], sg.exp(x), backend="cuda")
+    with pytest.raises(ValueError, match="libm.so.6 already defines 'exp'"):
+        f.export(str(tmp_path / "exp"))
 
 
 def test_shapes_are_static_when_declared(monkeypatch):

@@ -181,7 +181,7 @@ def test_export_c_program(tmp_path):
     yv = (np.arange(4) % 2).astype("float32")
     paths = f.export(str(tmp_path / "lr"), example_inputs=[Xv, yv])
     header = Path(paths["header"]).read_text()
-    assert "int32_t lr(const float *X, const float *y, float *out0);" in header
+    assert "int32_t lr_run(lr_ctx *ctx, const float *X, const float *y, float *out0);" in header
     (tmp_path / "main.c").write_text(textwrap.dedent("""
         #include <stdio.h>
         #include "lr.h"
@@ -189,8 +189,11 @@ def test_export_c_program(tmp_path):
             float X[12], y[4], loss, w[3];
             for (int i = 0; i < 12; i++) X[i] = (float)(i % 5) / 5.0f - 0.4f;
             for (int i = 0; i < 4; i++) y[i] = (float)(i % 2);
-            for (int it = 0; it < 3; it++) { lr(X, y, &loss); printf("%.6f\\n", loss); }
-            lr_get_w(w);
+            lr_ctx *ctx;
+            if (lr_create(&ctx) != LR_OK) return 1;
+            for (int it = 0; it < 3; it++) { lr_run(ctx, X, y, &loss); printf("%.6f\\n", loss); }
+            lr_get_w(ctx, w, 3);
+            lr_destroy(ctx);
             printf("%.6f %.6f %.6f\\n", w[0], w[1], w[2]);
             return 0;
         }

@@ -1,0 +1,503 @@
+"""f.export / sg.export_library: self-contained C libraries (targets, no BLAS / RUNPATH,
+contexts across threads, metadata, checked API), built and called from C programs."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import symgraph as sg
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="export builds with gcc")
+
+
+def rand(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def build_c(tmp: Path, src: str, lib: str, *extra: str) -> Path:
+    """Compile ``src`` against ``tmp/<lib>.so``; the executable."""
+    (tmp / "main.c").write_text(textwrap.dedent(src))
+    exe = tmp / "main"
+    subprocess.run(["gcc", "-O1", "-std=c11", "-Wall", "-Werror", "-o", str(exe), str(tmp / "main.c"),
+                    f"-I{tmp}", str(tmp / f"{lib}.so"), f"-Wl,-rpath,{tmp}", *extra],
+                   check=True, cwd=tmp)
+    return exe
+
+
+def run_c(exe: Path, *args, prefix=()) -> str:
+    return subprocess.run([*prefix, str(exe), *map(str, args)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def mlp(batch=4, seed=0):
+    """A two-layer MLP (matmuls big enough for BLAS in the JIT path) with an SGD step."""
+    x = sg.tensor("x", (batch, 64))
+    t = sg.tensor("target", (batch, 8))
+    w1 = sg.shared(rand((64, 96), seed) * 0.1, "w1")
+    w2 = sg.shared(rand((96, 8), seed + 1) * 0.1, "w2")
+    h = sg.tanh(x @ w1)
+    y = h @ w2
+    y.name = "y"
+    loss = ((y - t) ** 2).mean()
+    loss.name = "loss"
+    g1, g2 = sg.grad(loss, [w1, w2])
+    train = sg.compile([x, t], loss, updates=[(w1, w1 - 0.1 * g1), (w2, w2 - 0.1 * g2)])
+    predict = sg.compile([x], y)
+    return train, predict, (w1, w2)
+
+
+# --- 1. targets -----------------------------------------------------------------------------
+def test_default_target_is_x86_64_v3_without_avx512(tmp_path):
+    _, predict, _ = mlp()
+    paths = predict.export(str(tmp_path / "m"), kind="object")
+    asm = subprocess.run(["objdump", "-d", paths["object"]], capture_output=True, text=True,
+                         check=True).stdout
+    assert "ymm" in asm  # AVX2 is used ...
+    assert "zmm" not in asm and not re.search(r"\{k[1-7]\}", asm)  # ... AVX-512 never
+    header = Path(paths["header"]).read_text()
+    assert '#define M_TARGET "x86-64-v3"' in header and "avx2" in header
+
+
+def test_v4_and_baseline_targets(tmp_path):
+    _, predict, _ = mlp()
+    base = predict.export(str(tmp_path / "base"), kind="object", target="x86-64")
+    asm = subprocess.run(["objdump", "-d", base["object"]], capture_output=True, text=True).stdout
+    assert "ymm" not in asm and "zmm" not in asm
+    v4 = predict.export(str(tmp_path / "v4"), kind="object", target="x86-64-v4")
+    asm = subprocess.run(["objdump", "-d", v4["object"]], capture_output=True, text=True).stdout
+    assert "avx512f" in Path(v4["header"]).read_text()
+    assert "zmm" in asm or "ymm" in asm
+
+
+def test_host_target_runs_and_named_cpu_is_accepted(tmp_path):
+    _, predict, _ = mlp()
+    xv = rand((4, 64), 5)
+    paths = predict.export(str(tmp_path / "hostlib"), target="host")
+    lib = ctypes.CDLL(paths["library"])
+    ctx = ctypes.c_void_p()
+    assert lib.hostlib_create(ctypes.byref(ctx)) == 0
+    out = np.zeros((4, 8), np.float32)
+    assert lib.hostlib_run(ctx, xv.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p)) == 0
+    np.testing.assert_allclose(out, predict(xv), rtol=1e-5, atol=1e-6)
+    lib.hostlib_destroy(ctx)
+    haswell = predict.export(str(tmp_path / "hsw"), kind="object", target="haswell")
+    assert '"haswell"' in Path(haswell["header"]).read_text()
+
+
+@pytest.mark.parametrize("bad", ["x86-64-v9", "pentium9000", {"cpu": "nope"}, {"features": "avx2"}, 3])
+def test_invalid_target_is_a_clear_value_error(tmp_path, bad):
+    _, predict, _ = mlp()
+    with pytest.raises(ValueError, match="target|cpu|feature"):
+        predict.export(str(tmp_path / "m"), target=bad)
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="needs qemu-user (apt-get install qemu-user)")
+def test_default_export_runs_on_haswell_and_v4_refuses_cleanly(tmp_path):
+    """Under qemu emulating a Haswell (AVX2, no AVX-512), the default export runs and gives
+    the Python results; a v4 export's create returns ERR_CPU instead of dying of SIGILL."""
+    _, predict, _ = mlp()
+    xv = rand((4, 64), 3)
+    (tmp_path / "x.bin").write_bytes(xv.tobytes())
+    src = """
+        #include <stdio.h>
+        #include "LIB.h"
+        int main(int argc, char **argv) {
+            float x[PFX_X_SIZE], y[PFX_Y_SIZE];
+            FILE *fh = fopen(argv[1], "rb");
+            if (fread(x, sizeof x, 1, fh) != 1) return 3;
+            fclose(fh);
+            LIB_ctx *ctx;
+            int32_t st = LIB_create(&ctx);
+            if (st != 0) { printf("create %d %s\\n", st, LIB_cpu_missing()); return 0; }
+            if (LIB_run(ctx, x, y) != 0) return 4;
+            for (int i = 0; i < PFX_Y_SIZE; i++) printf("%.9g\\n", y[i]);
+            LIB_destroy(ctx);
+            return 0;
+        }
+    """
+    for lib, target in (("v3", "x86-64-v3"), ("v4", "x86-64-v4")):
+        d = tmp_path / lib
+        d.mkdir()
+        predict.export(str(d / lib), target=target)
+        exe = build_c(d, src.replace("LIB", lib).replace("PFX", lib.upper()), lib)
+        out = run_c(exe, tmp_path / "x.bin", prefix=("qemu-x86_64", "-cpu", "Haswell"))
+        if lib == "v3":
+            np.testing.assert_allclose(np.array(out.split(), np.float32).reshape(4, 8), predict(xv),
+                                       rtol=1e-5, atol=1e-6)
+        else:
+            assert out.startswith("create 4 avx512"), out
+
+
+# --- 2. self-contained ----------------------------------------------------------------------
+def test_default_artefact_needs_only_libc_and_libm(tmp_path):
+    train, predict, _ = mlp()
+    paths = train.export(str(tmp_path / "mlp"))
+    dyn = subprocess.run(["readelf", "-d", paths["library"]], capture_output=True, text=True,
+                         check=True).stdout
+    needed = re.findall(r"\(NEEDED\).*\[(.*)\]", dyn)
+    assert set(needed) <= {"libc.so.6", "libm.so.6"}, needed
+    assert "RPATH" not in dyn and "RUNPATH" not in dyn
+    assert "Library soname: [mlp.so]" in dyn
+    undefined = subprocess.run(["nm", "-D", "--undefined-only", paths["library"]], capture_output=True,
+                               text=True, check=True).stdout
+    assert "openblas" not in undefined.lower() and "gemm" not in undefined
+    exported = subprocess.run(["nm", "-D", "--defined-only", paths["library"]], capture_output=True,
+                              text=True, check=True).stdout.split()[2::3]
+    assert exported and all(s.startswith("mlp_") for s in exported), exported
+
+
+def test_threads_option_links_libgomp_only_when_asked(tmp_path):
+    x = sg.tensor("x", (512, 256))
+    f = sg.compile([x], sg.tanh(x) * 2)
+    xv = rand((512, 256))
+    for threads, gomp in ((1, False), (2, True)):
+        paths = f.export(str(tmp_path / f"par{threads}"), threads=threads)
+        dyn = subprocess.run(["readelf", "-d", paths["library"]], capture_output=True, text=True).stdout
+        assert ("libgomp" in dyn) == gomp
+        lib = ctypes.CDLL(paths["library"])
+        ctx, out = ctypes.c_void_p(), np.zeros_like(xv)
+        create, run = getattr(lib, f"par{threads}_create"), getattr(lib, f"par{threads}_run")
+        assert create(ctypes.byref(ctx)) == 0
+        assert run(ctx, xv.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p)) == 0
+        np.testing.assert_allclose(out, f(xv), rtol=1e-6, atol=1e-7)
+        getattr(lib, f"par{threads}_destroy")(ctx)
+    with pytest.raises(ValueError, match="threads"):
+        f.export(str(tmp_path / "bad"), threads=0)
+
+
+# --- 3. contexts ----------------------------------------------------------------------------
+THREADS_SRC = """
+    #include <pthread.h>
+    #include <stdio.h>
+    #include <stdlib.h>
+    #include <math.h>
+    #include "mlp.h"
+    static float X[8][MLP_X_SIZE], WANT[8][MLP_Y_SIZE];
+    static int wrong[8];
+    static void *work(void *arg) {
+        int t = (int)(long)arg;
+        mlp_ctx *ctx;
+        if (mlp_create(&ctx) != MLP_OK) { wrong[t] = -1; return NULL; }
+        float y[MLP_Y_SIZE];
+        for (int it = 0; it < ITERS; it++) {
+            if (mlp_run(ctx, X[t], y) != MLP_OK) { wrong[t]++; continue; }
+            for (int i = 0; i < MLP_Y_SIZE; i++)
+                if (fabsf(y[i] - WANT[t][i]) > 1e-5f * (1.0f + fabsf(WANT[t][i]))) { wrong[t]++; break; }
+        }
+        mlp_destroy(ctx);
+        return NULL;
+    }
+    int main(int argc, char **argv) {
+        FILE *fh = fopen(argv[1], "rb");
+        if (fread(X, sizeof X, 1, fh) != 1 || fread(WANT, sizeof WANT, 1, fh) != 1) return 3;
+        fclose(fh);
+        pthread_t th[8];
+        for (long t = 0; t < 8; t++) pthread_create(&th[t], NULL, work, (void *)t);
+        int total = 0;
+        for (int t = 0; t < 8; t++) { pthread_join(th[t], NULL); total += wrong[t]; }
+        printf("%d\\n", total);
+        return 0;
+    }
+"""
+
+
+def test_eight_threads_on_separate_contexts_give_no_wrong_result(tmp_path):
+    _, predict, _ = mlp(batch=16)
+    xs = [rand((16, 64), 10 + t) for t in range(8)]
+    want = [predict(x) for x in xs]
+    data = b"".join(x.tobytes() for x in xs) + b"".join(w.tobytes() for w in want)
+    (tmp_path / "data.bin").write_bytes(data)
+    predict.export(str(tmp_path / "mlp"))
+    exe = build_c(tmp_path, THREADS_SRC, "mlp", "-DITERS=300", "-lpthread", "-lm")
+    assert run_c(exe, tmp_path / "data.bin").strip() == "0"
+    if shutil.which("valgrind"):  # and no data race between the contexts (helgrind)
+        exe = build_c(tmp_path, THREADS_SRC, "mlp", "-DITERS=2", "-lpthread", "-lm")
+        out = run_c(exe, tmp_path / "data.bin", prefix=("valgrind", "--tool=helgrind", "-q",
+                                                        "--error-exitcode=9"))
+        assert out.strip() == "0"
+
+
+def test_two_contexts_with_different_weights_and_training_updates(tmp_path):
+    train, predict, (w1, w2) = mlp()
+    xv, tv = rand((4, 64), 1), rand((4, 8), 2)
+    before = [w.get_value().copy() for w in (w1, w2)]
+    train.export(str(tmp_path / "mlp"))
+    lib = ctypes.CDLL(str(tmp_path / "mlp.so"))
+    a, b = ctypes.c_void_p(), ctypes.c_void_p()
+    assert lib.mlp_create(ctypes.byref(a)) == 0 and lib.mlp_create(ctypes.byref(b)) == 0
+    ptr = lambda arr: arr.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    zeros = np.zeros((96, 8), np.float32)
+    assert lib.mlp_set_w2(b, ptr(zeros), ctypes.c_int64(zeros.size)) == 0
+    loss = np.zeros((), np.float32)
+    want = [float(train(xv, tv)) for _ in range(3)]
+    for step in range(3):
+        assert lib.mlp_run(a, ptr(xv), ptr(tv), ptr(loss)) == 0
+        np.testing.assert_allclose(loss, want[step], rtol=1e-5)
+    got = np.zeros((64, 96), np.float32)
+    assert lib.mlp_get_w1(a, ptr(got), ctypes.c_int64(got.size)) == 0
+    np.testing.assert_allclose(got, w1.get_value(), rtol=1e-5, atol=1e-6)
+    assert lib.mlp_run(b, ptr(xv), ptr(tv), ptr(loss)) == 0  # context b: w2 = 0, fresh w1
+    np.testing.assert_allclose(loss, float((tv.astype(np.float64) ** 2).mean()), rtol=1e-5)
+    assert lib.mlp_get_w1(b, ptr(got), ctypes.c_int64(got.size)) == 0
+    np.testing.assert_array_equal(got, before[0])  # a zero w2 gives w1 a zero gradient
+    lib.mlp_destroy(a)
+    lib.mlp_destroy(b)
+
+
+def test_export_library_shares_parameters_between_train_and_predict(tmp_path):
+    train, predict, (w1, w2) = mlp()
+    xv, tv = rand((4, 64), 1), rand((4, 8), 2)
+    paths = sg.export_library(str(tmp_path / "net"), {"train": train, "predict": predict})
+    header = Path(paths["header"]).read_text()
+    assert "int32_t net_train_run(net_ctx *ctx, const float *x, const float *target, float *loss);" in header
+    assert "int32_t net_predict_run(net_ctx *ctx, const float *x, float *y);" in header
+    lib = ctypes.CDLL(paths["library"])
+    ctx = ctypes.c_void_p()
+    assert lib.net_create(ctypes.byref(ctx)) == 0
+    ptr = lambda arr: arr.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    loss, y = np.zeros((), np.float32), np.zeros((4, 8), np.float32)
+    for _ in range(2):
+        assert lib.net_train_run(ctx, ptr(xv), ptr(tv), ptr(loss)) == 0
+        train(xv, tv)
+    assert lib.net_predict_run(ctx, ptr(xv), ptr(y)) == 0
+    np.testing.assert_allclose(y, predict(xv), rtol=1e-4, atol=1e-6)
+    lib.net_destroy(ctx)
+
+
+# --- 4. checked, self-describing API --------------------------------------------------------
+CHECKS_SRC = """
+    #include <stdio.h>
+    #include <string.h>
+    #include "lr.h"
+    int main(void) {
+        lr_ctx *ctx = NULL;
+        float X[LR_X_SIZE] = {0}, y[LR_Y_SIZE] = {0}, loss, w[LR_PARAM_W_SIZE];
+        printf("abi %d %d\\n", lr_abi_version(), LR_ABI_VERSION);
+        printf("null-create %d\\n", lr_create(NULL));
+        if (lr_create(&ctx) != LR_OK) return 1;
+        printf("null-run %d %s\\n", lr_run(ctx, NULL, y, &loss), lr_last_error(ctx));
+        printf("null-ctx %d\\n", lr_run(NULL, X, y, &loss));
+        printf("size %d\\n", lr_get_w(ctx, w, 2));
+        printf("ok %d\\n", lr_get_w(ctx, w, LR_PARAM_W_SIZE));
+        printf("strerror %s\\n", lr_strerror(LR_ERR_SIZE));
+        printf("dims %d %d %d\\n", LR_X_NDIM, LR_X_DIM0, LR_X_DIM1);
+        for (int i = 0; i < lr_num_tensors(); i++) {
+            const lr_tensor_info *t = lr_tensor(i);
+            printf("tensor %s %d %s %d %lld\\n", t->name, t->role, t->dtype, t->ndim, (long long)t->size);
+        }
+        printf("find %s\\n", lr_find_tensor(NULL, "loss")->dtype);
+        printf("missing %d\\n", lr_find_tensor(NULL, "nope") == NULL);
+        printf("past %d\\n", lr_tensor(99) == NULL);
+        lr_destroy(ctx);
+        lr_destroy(NULL);
+        return 0;
+    }
+"""
+
+
+def logistic():
+    X = sg.tensor("X", (4, 3))
+    y = sg.tensor("y", (4,))
+    w = sg.shared(np.zeros(3, "float32"), "w")
+    b = sg.shared(np.float32(0), "b")
+    p = sg.sigmoid(X @ w + b)
+    loss = -(y * sg.log(p) + (1 - y) * sg.log(1 - p)).mean()
+    loss.name = "loss"
+    gw, gb = sg.grad(loss, [w, b])
+    return sg.compile([X, y], loss, updates=[(w, w - 0.5 * gw), (b, b - 0.5 * gb)])
+
+
+def test_null_size_metadata_and_error_strings(tmp_path):
+    f = logistic()
+    f.export(str(tmp_path / "lr"))
+    exe = build_c(tmp_path, CHECKS_SRC, "lr")
+    out = run_c(exe).splitlines()
+    assert out[:4] == ["abi 1 1", "null-create 1", "null-run 1 lr_run: input X is NULL", "null-ctx 1"]
+    assert out[4:7] == ["size 3", "ok 0", "strerror a buffer has the wrong number of elements"]
+    assert out[7] == "dims 2 4 3"
+    assert out[8:13] == ["tensor X 0 float32 2 12", "tensor y 0 float32 1 4", "tensor loss 1 float32 0 1",
+                         "tensor w 2 float32 1 3", "tensor b 2 float32 0 1"]
+    assert out[13:] == ["find float32", "missing 1", "past 1"]
+
+
+def test_c_program_matches_python_under_valgrind(tmp_path):
+    f = logistic()
+    Xv = ((np.arange(12) % 5) / 5 - 0.4).astype("float32").reshape(4, 3)
+    yv = (np.arange(4) % 2).astype("float32")
+    f.export(str(tmp_path / "lr"))
+    src = """
+        #include <stdio.h>
+        #include "lr.h"
+        int main(void) {
+            float X[12], y[4], loss, w[3];
+            for (int i = 0; i < 12; i++) X[i] = (float)(i % 5) / 5.0f - 0.4f;
+            for (int i = 0; i < 4; i++) y[i] = (float)(i % 2);
+            lr_ctx *ctx;
+            if (lr_create(&ctx) != LR_OK) return 1;
+            for (int it = 0; it < 3; it++) {
+                if (lr_run(ctx, X, y, &loss)) return 2;
+                printf("%.9g\\n", loss);
+            }
+            lr_get_w(ctx, w, LR_PARAM_W_SIZE);
+            printf("%.9g %.9g %.9g\\n", w[0], w[1], w[2]);
+            lr_destroy(ctx);
+            return 0;
+        }
+    """
+    exe = build_c(tmp_path, src, "lr")
+    want = [float(f(Xv, yv)) for _ in range(3)]
+    prefix = ()
+    if shutil.which("valgrind"):
+        prefix = ("valgrind", "-q", "--error-exitcode=9", "--leak-check=full", "--errors-for-leak-kinds=all")
+    lines = run_c(exe, prefix=prefix).splitlines()
+    np.testing.assert_allclose([float(v) for v in lines[:3]], want, rtol=1e-5)
+    np.testing.assert_allclose([float(v) for v in lines[3].split()], f.shared[0].get_value(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("path,name,match", [
+    ("out/exp", None, "libm.so.6 already defines 'exp'.*name="),
+    ("out/my-model", None, "not a plain C identifier.*name='my_model'"),
+    ("out/ok", "pthread", "already defines 'pthread_create'"),
+    ("out/ok", "2fast", "not a plain C identifier"),
+])
+def test_library_names_are_checked(tmp_path, path, name, match):
+    f = logistic()
+    with pytest.raises(ValueError, match=match):
+        f.export(str(tmp_path / path), name=name)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_example_inputs_are_validated_like_a_call(tmp_path):
+    X = sg.matrix("X")
+    f = sg.compile([X], (X * 2).sum())
+    with pytest.raises(ValueError) as call_err:
+        f(np.zeros(3, np.float32))
+    with pytest.raises(ValueError) as export_err:
+        f.export(str(tmp_path / "m"), example_inputs=[np.zeros(3, np.float32)])
+    assert str(export_err.value) == str(call_err.value)
+    g = logistic()
+    with pytest.raises(ValueError, match="dimension 0 must be 4"):
+        g.export(str(tmp_path / "m"), example_inputs=[np.zeros((5, 3), np.float32), np.zeros(4, np.float32)])
+
+
+def test_output_names_come_from_the_graph_and_shapes_are_fixed(tmp_path):
+    _, predict, _ = mlp()
+    header = Path(predict.export(str(tmp_path / "m"))["header"]).read_text()
+    assert "int32_t m_run(m_ctx *ctx, const float *x, float *y);" in header
+    assert "#define M_Y_DIM1 8" in header
+    assert "SHAPES ARE FIXED" in header
+
+
+def test_static_and_object_kinds_link_into_a_program(tmp_path):
+    f = logistic()
+    paths = f.export(str(tmp_path / "lr"), kind="static")
+    assert paths["library"].endswith("lr.a")
+    (tmp_path / "main.c").write_text(CHECKS_SRC)
+    subprocess.run(["gcc", "-std=c11", "-o", str(tmp_path / "main"), str(tmp_path / "main.c"),
+                    f"-I{tmp_path}", paths["library"], "-lm"], check=True)
+    assert run_c(tmp_path / "main").startswith("abi 1 1")
+    obj = f.export(str(tmp_path / "lro"), kind="object", name="lr")
+    subprocess.run(["gcc", "-std=c11", "-o", str(tmp_path / "main2"), str(tmp_path / "main.c"),
+                    f"-I{tmp_path}", obj["object"], "-lm"], check=True)
+    assert run_c(tmp_path / "main2").startswith("abi 1 1")
+
+
+def test_index_errors_return_the_status_per_context(tmp_path):
+    emb = sg.shared(np.arange(12, dtype=np.float32).reshape(6, 2), name="emb")
+    i = sg.tensor("i", (2,), dtype="int64")
+    loss = sg.sum(emb[i] ** 2)
+    f = sg.compile([i], loss, updates=sg.nn.sgd(loss, [emb], lr=0.1))
+    f.export(str(tmp_path / "gather"))
+    lib = ctypes.CDLL(str(tmp_path / "gather.so"))
+    ctx = ctypes.c_void_p()
+    assert lib.gather_create(ctypes.byref(ctx)) == 0
+    out = np.zeros((), np.float32)
+    weights = np.empty((6, 2), np.float32)
+
+    def call(idx):
+        idx = np.ascontiguousarray(idx, np.int64)
+        return lib.gather_run(ctx, idx.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p))
+
+    assert call([0, 6]) == 2
+    lib.gather_get_emb(ctx, weights.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(12))
+    np.testing.assert_array_equal(weights, emb.get_value())
+    assert call([-1, 5]) == 0
+    assert out == float((np.arange(10, 12) ** 2).sum() * 2)
+
+
+# --- generated GEMM loops -------------------------------------------------------------------
+def _call_export(f, tmp_path, name, *args):
+    paths = f.export(str(tmp_path / name), target="host")
+    lib = ctypes.CDLL(paths["library"])
+    ctx = ctypes.c_void_p()
+    assert getattr(lib, f"{name}_create")(ctypes.byref(ctx)) == 0
+    want = f(*args)
+    out = np.zeros_like(want)
+    ptrs = [np.ascontiguousarray(a).ctypes.data_as(ctypes.c_void_p) for a in args]
+    assert getattr(lib, f"{name}_run")(ctx, *ptrs, out.ctypes.data_as(ctypes.c_void_p)) == 0
+    getattr(lib, f"{name}_destroy")(ctx)
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("m,k,n", [(37, 45, 70), (64, 33, 129), (5, 300, 17)])
+@pytest.mark.parametrize("trans", ["", "a", "b", "ab"])
+def test_generated_gemm_matches_numpy(tmp_path, dtype, m, k, n, trans):
+    """Register tiles, column / row remainders and transposed operands of the export's GEMM
+    loops (the JIT path calls OpenBLAS for these sizes), against float64 NumPy."""
+    av = np.random.default_rng(1).standard_normal((k, m) if "a" in trans else (m, k)).astype(dtype)
+    bv = np.random.default_rng(2).standard_normal((n, k) if "b" in trans else (k, n)).astype(dtype)
+    a = sg.tensor("a", av.shape, dtype=dtype)
+    b = sg.tensor("b", bv.shape, dtype=dtype)
+    f = sg.compile([a, b], (a.T if "a" in trans else a) @ (b.T if "b" in trans else b))
+    got = _call_export(f, tmp_path, "mm", av, bv)
+    a64 = av.astype(np.float64).T if "a" in trans else av.astype(np.float64)
+    b64 = bv.astype(np.float64).T if "b" in trans else bv.astype(np.float64)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(got, a64 @ b64, rtol=tol, atol=tol * np.sqrt(k))
+
+
+def test_conv2d_and_its_gradient_in_an_export_match_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    xv = rand((2, 3, 12, 12), 7)
+    wv = rand((8, 3, 3, 3), 8)
+    x = sg.tensor("x", xv.shape)
+    w = sg.tensor("w", wv.shape)
+    y = sg.nn.conv2d(x, w, padding=1)  # im2col + GEMM; the weight gradient a transposed GEMM
+    loss = (sg.tanh(y) ** 2).sum()
+    f = sg.compile([x, w], sg.grad(loss, w))
+    got = _call_export(f, tmp_path, "conv", xv, wv)
+    xt = torch.tensor(xv, dtype=torch.float64)
+    wt = torch.tensor(wv, dtype=torch.float64, requires_grad=True)
+    (torch.tanh(torch.nn.functional.conv2d(xt, wt, padding=1)) ** 2).sum().backward()
+    np.testing.assert_allclose(got, wt.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_function_without_inputs_exports_a_valid_signature(tmp_path):
+    w = sg.shared(np.arange(6, dtype=np.float64).reshape(2, 3), "w")
+    f = sg.compile([], w * 2, updates=[(w, w + 1)])
+    header = Path(f.export(str(tmp_path / "counter"))["header"]).read_text()
+    assert "int32_t counter_run(counter_ctx *ctx, double *out0);" in header
+    lib = ctypes.CDLL(str(tmp_path / "counter.so"))
+    ctx, out = ctypes.c_void_p(), np.zeros((2, 3))
+    assert lib.counter_create(ctypes.byref(ctx)) == 0
+    for _ in range(2):
+        assert lib.counter_run(ctx, out.ctypes.data_as(ctypes.c_void_p)) == 0
+    np.testing.assert_array_equal(out, (np.arange(6).reshape(2, 3) + 1) * 2)
+    lib.counter_destroy(ctx)
+    g = sg.compile([], None, updates=[(w, w * 3)])
+    header = Path(g.export(str(tmp_path / "tick"))["header"]).read_text()
+    assert "int32_t tick_run(tick_ctx *ctx);" in header
+    lib = ctypes.CDLL(str(tmp_path / "tick.so"))
+    assert lib.tick_create(ctypes.byref(ctx)) == 0 and lib.tick_run(ctx) == 0
+    assert lib.tick_get_w(ctx, out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(6)) == 0
+    np.testing.assert_array_equal(out, w.get_value() * 3)
+    lib.tick_destroy(ctx)
