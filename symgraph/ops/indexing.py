@@ -201,8 +201,9 @@ def _check_fits(spec, x: Variable, y: Variable, indices: list) -> None:
                          f"(x has shape {format_shape(x.shape)})")
 
 
-class IndexAdd(Op):
-    """``out = x.copy(); out[key] += y`` with repeated indices accumulating (``np.add.at``)."""
+class IndexWrite(Op):
+    """What the index writes share: ``out`` is a copy of ``x`` with ``y`` written at ``x[key]``
+    (``y`` broadcasts into it and is cast to ``x``'s dtype); subclasses say how it is written."""
 
     __props__ = ("spec",)
 
@@ -215,6 +216,23 @@ class IndexAdd(Op):
         _check_fits(self.spec, x, y, indices)
         y = E.cast(y, x.dtype)
         return Apply(self, [x, y, *indices], [TensorType(x.dtype, x.shape)])
+
+    def R_op(self, node, inputs, eval_points):
+        vx, vy = eval_points[0], eval_points[1]
+        if vx is None and vy is None:
+            return [None]
+        from .shape import zeros_like
+        vx = vx if vx is not None else zeros_like(inputs[0])
+        vy = vy if vy is not None else zeros_like(inputs[1])
+        return [self(vx, vy, *inputs[2:])]
+
+    def batch(self, node, inputs, batched):
+        """See ``batch_scatter``."""
+        return batch_scatter(type(self), self.spec, node, inputs, batched)
+
+
+class IndexAdd(IndexWrite):
+    """``out = x.copy(); out[key] += y`` with repeated indices accumulating (``np.add.at``)."""
 
     def perform(self, node, inputs):
         x, y, arrays = inputs[0], inputs[1], inputs[2:]
@@ -233,35 +251,10 @@ class IndexAdd(Op):
         # ``y`` may broadcast into ``x[key]``: its gradient sums back to its own shape
         return [g, sum_to(Subtensor(self.spec)(g, *indices), y)] + [None] * len(indices)
 
-    def R_op(self, node, inputs, eval_points):
-        vx, vy = eval_points[0], eval_points[1]
-        if vx is None and vy is None:
-            return [None]
-        from .shape import zeros_like
-        vx = vx if vx is not None else zeros_like(inputs[0])
-        vy = vy if vy is not None else zeros_like(inputs[1])
-        return [self(vx, vy, *inputs[2:])]
 
-    def batch(self, node, inputs, batched):
-        """See ``batch_scatter``."""
-        return batch_scatter(IndexAdd, self.spec, node, inputs, batched)
-
-
-class IndexSet(Op):
+class IndexSet(IndexWrite):
     """``out = x.copy(); out[key] = y``.  With repeated indices the last write wins on the CPU
     backends (NumPy's order); the gradient reaches ``y`` at every one of them."""
-
-    __props__ = ("spec",)
-
-    def __init__(self, spec: tuple):
-        self.spec = spec
-
-    def make_node(self, x, y, *indices) -> Apply:
-        x, y = as_variable(x), as_variable(y)
-        indices = [as_variable(i) for i in indices]
-        _check_fits(self.spec, x, y, indices)
-        y = E.cast(y, x.dtype)
-        return Apply(self, [x, y, *indices], [TensorType(x.dtype, x.shape)])
 
     def perform(self, node, inputs):
         x, y, arrays = inputs[0], inputs[1], inputs[2:]
@@ -277,19 +270,6 @@ class IndexSet(Op):
         # what was overwritten gets no gradient; ``y`` gets it summed back to its shape
         return ([IndexSet(self.spec)(g, zero, *indices),
                  sum_to(Subtensor(self.spec)(g, *indices), y)] + [None] * len(indices))
-
-    def R_op(self, node, inputs, eval_points):
-        vx, vy = eval_points[0], eval_points[1]
-        if vx is None and vy is None:
-            return [None]
-        from .shape import zeros_like
-        vx = vx if vx is not None else zeros_like(inputs[0])
-        vy = vy if vy is not None else zeros_like(inputs[1])
-        return [self(vx, vy, *inputs[2:])]
-
-    def batch(self, node, inputs, batched):
-        """See ``batch_scatter``."""
-        return batch_scatter(IndexSet, self.spec, node, inputs, batched)
 
 
 def batch_scatter(op_class, spec, node, inputs, batched):
