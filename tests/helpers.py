@@ -138,3 +138,13 @@ def index_key(draw, shape: tuple) -> tuple:
     if draw(st.booleans()) and axis < len(shape):
         key.insert(draw(st.integers(0, len(key))), Ellipsis)
     return tuple(key)
+
+
+def fd_jacobian(fn, x, eps=1e-6):
+    """Central differences of ``fn`` (NumPy in, NumPy out): shape ``fn(x).shape + x.shape``."""
+    cols = []
+    for k in range(x.size):
+        e = np.zeros(x.size)
+        e[k] = eps
+        cols.append((fn(x + e.reshape(x.shape)) - fn(x - e.reshape(x.shape))) / (2 * eps))
+    return np.stack(cols, axis=-1).reshape(np.shape(fn(x)) + x.shape)

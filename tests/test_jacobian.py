@@ -7,22 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import fd_jacobian
 
 import symgraph as sg
 from symgraph.graph.fgraph import toposort
 
 RNG = np.random.default_rng(13)
 BACKENDS = ["reference", "llvm"]
-
-
-def fd_jacobian(fn, x, eps=1e-6):
-    """Central differences of ``fn`` (NumPy in, NumPy out): shape ``fn(x).shape + x.shape``."""
-    cols = []
-    for k in range(x.size):
-        e = np.zeros(x.size)
-        e[k] = eps
-        cols.append((fn(x + e.reshape(x.shape)) - fn(x - e.reshape(x.shape))) / (2 * eps))
-    return np.stack(cols, axis=-1).reshape(np.shape(fn(x)) + x.shape)
 
 
 def vector_fn(x, w):

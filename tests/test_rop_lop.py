@@ -7,6 +7,7 @@ import importlib
 
 import numpy as np
 import pytest
+from helpers import fd_jacobian
 
 import symgraph as sg
 from symgraph.graph.basic import Apply, Op, as_variable
@@ -187,15 +188,6 @@ def test_lop_and_rop_are_adjoint():
 
 
 # --- jacobian and hessian ---------------------------------------------------------------
-
-def fd_jacobian(fn, x, eps=1e-6):
-    cols = []
-    for k in range(x.size):
-        e = np.zeros(x.size)
-        e[k] = eps
-        cols.append((fn(x + e.reshape(x.shape)) - fn(x - e.reshape(x.shape))) / (2 * eps))
-    return np.stack(cols, axis=-1).reshape(np.shape(fn(x)) + x.shape)
-
 
 def test_jacobian_of_a_vector_function():
     w, x = f64("w", (2, 3)), f64("x", (3,))
