@@ -42,16 +42,14 @@ def classifier(model, backend: str, optimiser=sg.nn.sgd, extra_cost=None, n_in: 
     return step, eval_loss, predict
 
 
-def train(step, data, epochs: int, batch: int = 64, seed: int = 0, after_epoch=None) -> list[float]:
+def train(step, data, epochs: int, batch: int = 64, seed: int = 0) -> list[float]:
     """Minibatch epochs; returns the mean training loss of each epoch."""
     (xt, yt), _ = data
     rng = np.random.default_rng(seed)
     history = []
-    for epoch in range(epochs):
+    for _ in range(epochs):
         history.append(float(np.mean([step(xb, yb) for xb, yb in
                                       sg.nn.minibatches(xt, yt, batch_size=batch, seed=rng)])))
-        if after_epoch is not None and after_epoch(epoch):
-            break
     return history
 
 
