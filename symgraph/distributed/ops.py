@@ -23,7 +23,7 @@ class AllReduce(Op):
 
     __props__ = ("op",)
     nondeterministic = True  # never constant-folded or merged: every call communicates
-    overlaps = True  # the lowering schedules its readers after all other work (see lower.py)
+    overlaps = True  # the lowering schedules its readers after all other work (see codegen/lower/schedule.py)
 
     def __init__(self, op: str = "sum"):
         if op not in _mpi.NATIVE_OPS:
