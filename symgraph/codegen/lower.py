@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import CompileError
 from ..graph.basic import Apply, Constant
 from ..graph.fgraph import FunctionGraph
-from ..graph.types import is_float
+from ..graph.types import broadcast_shapes, is_float
 from ._scalar import S
 from .checks import CheckSite, input_names
 from .kernel_ir import (
@@ -41,6 +41,8 @@ from .kernel_ir import (
     var,
 )
 from .specialize import specialize
+from .symdim import SymInt, hint, known_equal, known_nonneg, to_expr
+from .symdim import prod as size_prod
 
 _INIT = {"sum": 0, "prod": 1, "any": False, "all": True}
 # products this small (m*n*k), or matrix-vector products up to SMALL_GEMV, are generated
@@ -78,12 +80,12 @@ def combine(kind: str, acc: S.SExpr, val: S.SExpr) -> S.SExpr:
 
 def collapse(shape, stride_lists):
     """Drop size-1 axes and merge neighbouring axes that are contiguous in every view."""
-    keep = [a for a, d in enumerate(shape) if d != 1]
+    keep = [a for a, d in enumerate(shape) if not _static_is(d, 1)]
     shape = [shape[a] for a in keep]
     strides = [[st[a] for a in keep] for st in stride_lists]
     a = len(shape) - 2
     while a >= 0:
-        if all(st[a] == st[a + 1] * shape[a + 1] for st in strides):
+        if all(known_equal(st[a], st[a + 1] * shape[a + 1]) for st in strides):
             shape[a] *= shape[a + 1]
             del shape[a + 1]
             for st in strides:
@@ -96,8 +98,27 @@ def collapse(shape, stride_lists):
 def _loops(extents, body, parallel=True, prefix="i"):
     """Nest ``body`` in loops over ``extents`` (variables ``prefix0, prefix1...``)."""
     for a in reversed(range(len(extents))):
-        body = [For(f"{prefix}{a}", int(extents[a]), body, parallel=parallel and a == 0)]
+        body = [For(f"{prefix}{a}", _size(extents[a]), body, parallel=parallel and a == 0)]
     return body
+
+
+def _size(d):
+    """A loop extent or size: an int, or a symbolic size as it is."""
+    return d if isinstance(d, SymInt) else int(d)
+
+
+def _summed(d, t) -> bool:
+    """Whether a gradient axis of size ``d`` is summed to a target size ``t`` (1)."""
+    if known_equal(d, t):
+        return False
+    if isinstance(t, SymInt):
+        return t == 1  # a guard: the target was broadcast along this axis or not
+    return t == 1 and not _static_is(d, 1)  # summing a size-1 axis costs nothing wrong
+
+
+def _static_is(x, value: int) -> bool:
+    """``x`` is the int ``value`` (never true of a symbolic size, and no guard recorded)."""
+    return not isinstance(x, SymInt) and x == value
 
 
 def _idx(n, prefix="i"):
@@ -154,9 +175,9 @@ class Lowerer:
 
     # --- storages and kernels ------------------------------------------------------------
     def new_storage(self, kind, dtype, shape, name="", value=None) -> Storage:
-        size = int(np.prod(shape, dtype=np.int64))
+        size = size_prod(shape)
         st = Storage(len(self.storages), kind, dtype, size, value=value, name=name,
-                     shape=tuple(int(d) for d in shape))
+                     shape=tuple(_size(d) for d in shape))
         self.storages.append(st)
         return st
 
@@ -164,7 +185,7 @@ class Lowerer:
         """A fresh contiguous view for variable ``v``: its output storage if it is one."""
         shape = tuple(self.shape_of[id(v)] if shape is None else shape)
         st = self.out_storage.get(id(v))
-        if st is not None and dtype in (None, v.dtype) and st.size == int(np.prod(shape, dtype=np.int64)):
+        if st is not None and dtype in (None, v.dtype) and known_equal(st.size, size_prod(shape)):
             return View.full(st, shape)
         return View.full(self.new_storage("temp", dtype or v.dtype, shape), shape)
 
@@ -220,12 +241,24 @@ class Lowerer:
         if id(v) not in self.value_of and isinstance(v, Constant):
             self.value_of[id(v)] = v.value
             self.shape_of[id(v)] = v.value.shape
+        if id(v) in self.value_of and self.value_of[id(v)].dtype == object:
+            return self._sizes(v, self.value_of[id(v)])
         if id(v) in self.value_of:
             val = np.asarray(self.value_of[id(v)], order="C")  # keeps 0-d values 0-d
             st = self.new_storage("const", v.dtype, val.shape, value=val, name=v.label())
             self.env[id(v)] = View.full(st, val.shape)
             return self.env[id(v)]
         raise CompileError(f"internal error: no value for {v}")  # pragma: no cover
+
+    def _sizes(self, v, val: np.ndarray) -> View:
+        """A small int value computed from run-time sizes (``x.shape[0] // 2`` in a
+        shape-generic program), stored by a kernel."""
+        out = self.temp(v.dtype, val.shape)
+        body = [Store(out.storage, iconst(j), S.cast(to_expr(x), v.dtype))
+                for j, x in enumerate(val.reshape(-1).tolist())]
+        self.emit("sizes", body, 0, [], [repr(out.storage)])
+        self.env[id(v)] = out
+        return out
 
     def emit(self, base: str, body: list, work: int, inputs=(), outputs=()) -> Kernel:
         text = body_text(body)
@@ -238,7 +271,7 @@ class Lowerer:
             name = f"{base}_{digest}_{n}"
             n += 1
         self._names.add(name)
-        k = Kernel(name, body, ops, list(inputs), list(outputs), int(work))
+        k = Kernel(name, body, ops, list(inputs), list(outputs), _size(work))
         self.kernels.append(k)
         return k
 
@@ -278,13 +311,14 @@ class Lowerer:
         # collapse axes of equal kind, dropping size-1 axes
         shape = list(full_shape)
         is_red = [a in red_axes for a in range(len(shape))]
-        keep = [a for a, d in enumerate(shape) if d != 1]
+        keep = [a for a, d in enumerate(shape) if not _static_is(d, 1)]
         shape = [shape[a] for a in keep]
         is_red = [is_red[a] for a in keep]
         strides = [[v.strides[a] for a in keep] for v in [out_full] + views]
         a = len(shape) - 2
         while a >= 0:
-            if is_red[a] == is_red[a + 1] and all(st[a] == st[a + 1] * shape[a + 1] for st in strides):
+            if is_red[a] == is_red[a + 1] and all(known_equal(st[a], st[a + 1] * shape[a + 1])
+                                                  for st in strides):
                 shape[a] *= shape[a + 1]
                 del shape[a + 1], is_red[a + 1]
                 for st in strides:
@@ -300,7 +334,7 @@ class Lowerer:
         init = S.const(_init_value(kind, out.dtype), out.dtype)
         kept_axes = [a for a in range(n) if not is_red[a]]
         red = [a for a in range(n) if is_red[a]]
-        work = int(np.prod(full_shape, dtype=np.int64))
+        work = size_prod(full_shape)
         out_index = cviews[0].index(idx)
         if not red:  # nothing to reduce (size-1 axes): a map
             body = _loops(shape, [Store(out.storage, out_index, value)])
@@ -437,7 +471,7 @@ class Lowerer:
         self.env[id(node.outputs[0])] = out.reshape(self.shape_of[id(node.outputs[0])])
 
     def op_FusedReduce(self, node, op):
-        full = np.broadcast_shapes(*[self.shape_of[id(v)] for v in node.inputs])
+        full = broadcast_shapes(*[self.shape_of[id(v)] for v in node.inputs])
         out = self.out_view(node.outputs[0], _drop(full, op.axes))
         self.reduce_kernel(f"fused_{op.kind}_{_expr_name(op)}", op.kind, out, full, op.axes, op.expr,
                            [self.view(v) for v in node.inputs])
@@ -448,8 +482,8 @@ class Lowerer:
         target = self.shape_of[id(node.outputs[0])]
         lead = g.ndim - len(target)
         axes = tuple(range(lead)) + tuple(lead + a for a, (d, t) in
-                                          enumerate(zip(g.shape[lead:], target)) if t == 1 and d != 1)
-        if not any(g.shape[a] != 1 for a in axes):  # nothing to sum: a view
+                                          enumerate(zip(g.shape[lead:], target)) if _summed(d, t))
+        if all(_static_is(g.shape[a], 1) for a in axes):  # nothing to sum: a view
             v = g.reshape(target)
             if v is not None:
                 self.env[id(node.outputs[0])] = v
@@ -492,11 +526,14 @@ class Lowerer:
         n = b.shape[-1]
         batch = out.shape[:-2]
         dtype = out.dtype
-        small = m * n * k <= SMALL_GEMM or ((m == 1 or n == 1) and m * n * k <= SMALL_GEMV)
+        # loops or BLAS computes the same product: a choice made on the sizes of the call
+        # that generates the code (hints), not a guard, so shape-generic code stays generic
+        hm, hn, hk = hint(m), hint(n), hint(k)
+        small = hm * hn * hk <= SMALL_GEMM or ((hm == 1 or hn == 1) and hm * hn * hk <= SMALL_GEMV)
         if not is_float(dtype) or dtype not in ("float32", "float64") or small:
             nb = len(batch)
             expr = S.apply("mul", S.inp(0, a.dtype), S.inp(1, b.dtype))
-            if n > 1 and b.strides[-1] == 1:
+            if hn > 1 and known_equal(b.strides[-1], 1):
                 # out[m, :] += a[m, k] * b[k, :]: vectorised over n
                 full = tuple(batch) + (m, k, n)
                 av = View(a.storage, full, _bstrides(a, batch) + (a.strides[-2], a.strides[-1], 0), a.offset)
@@ -543,7 +580,7 @@ class Lowerer:
     def op_MatMulEpilogue(self, node, op):
         a, b = self.view(node.inputs[0]), self.view(node.inputs[1])
         out_shape = self.shape_of[id(node.outputs[0])]
-        prod_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+        prod_shape = broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
         out = self.out_view(node.outputs[0])
         prod_dtype = node.inputs[0].dtype
         if tuple(prod_shape) == tuple(out_shape) and prod_dtype == out.dtype:
@@ -1081,7 +1118,7 @@ def _loops_sub(shape, axes, body, parallel):
     """Loops over the given axes of ``shape`` (variables ``i<axis>``), outermost first."""
     for n, a in enumerate(reversed(axes)):
         first = n == len(axes) - 1
-        body = [For(f"i{a}", int(shape[a]), body, parallel=parallel and first)]
+        body = [For(f"i{a}", _size(shape[a]), body, parallel=parallel and first)]
     return body
 
 
@@ -1173,7 +1210,7 @@ def _index_plan(spec, x: View, idx_shapes, out_shape, check) -> _IndexPlan:
     consumed = sum(1 for e in spec if e[0] != "n")
     spec += [("s", None, None, None)] * (x.ndim - consumed)
     advanced = any(e[0] == "a" for e in spec)
-    adv_shape = tuple(np.broadcast_shapes(*idx_shapes)) if advanced else ()
+    adv_shape = tuple(broadcast_shapes(*idx_shapes)) if advanced else ()
     adv_positions = [p for p, e in enumerate(spec) if e[0] == "a" or (advanced and e[0] == "i")]
     adjacent = bool(adv_positions) and adv_positions == list(range(adv_positions[0], adv_positions[-1] + 1))
     offset = x.offset
@@ -1241,15 +1278,22 @@ def _own_lowering(lowerer: Lowerer):
     return lambda node, op: op.lower(lowerer, node)
 
 
-def lower(fgraph: FunctionGraph, roots: list, shapes: list[tuple]) -> Program:
-    """Lower ``fgraph`` for inputs of the given shapes into a kernel-IR program."""
+def lower(fgraph: FunctionGraph, roots: list, shapes: list[tuple], dims: list | None = None) -> Program:
+    """Lower ``fgraph`` for inputs of the given shapes into a kernel-IR program.
+
+    For shape-generic code, ``shapes`` hold ``symdim`` leaves where sizes are run-time values
+    and ``dims`` says where the caller reads each ((input slot, axis)); call it inside
+    ``symdim.tracing()`` and keep the guards with the program."""
     prog = Lowerer(fgraph, roots, shapes).run()
+    prog.dims = list(dims or [])
     plan_memory(prog)
     return prog
 
 
 def plan_memory(prog: Program, align: int = 64) -> None:
-    """Place temp storages in one arena; storages whose live ranges do not overlap share bytes."""
+    """Place temp storages in one arena; storages whose live ranges do not overlap share bytes.
+
+    A shape-generic program's arena starts with its table of run-time sizes (``dims``)."""
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for k, kern in enumerate(prog.kernels):
@@ -1257,11 +1301,13 @@ def plan_memory(prog: Program, align: int = 64) -> None:
             if st.kind == "temp":
                 first.setdefault(st.sid, k)
                 last[st.sid] = k
+    temps = [st for st in prog.storages if st.kind == "temp" and st.sid in first]
+    if prog.generic:
+        _plan_symbolic(prog, temps, first, last, align)
+        return
     placed: list[tuple[int, int, int, int]] = []  # (start, end, offset, nbytes)
     size = 0
-    for st in prog.storages:
-        if st.kind != "temp" or st.sid not in first:
-            continue
+    for st in temps:
         lo, hi = first[st.sid], last[st.sid]
         nbytes = max((st.nbytes + align - 1) // align * align, align)
         busy = sorted((off, off + nb) for s, e, off, nb in placed if not (e < lo or s > hi))
@@ -1274,3 +1320,40 @@ def plan_memory(prog: Program, align: int = 64) -> None:
         prog.arena_offsets[st.sid] = off
         size = max(size, off + nbytes)
     prog.arena_size = size
+
+
+def dims_header_bytes(prog: Program, align: int = 64) -> int:
+    """Bytes at the head of a shape-generic program's arena holding its run-time sizes."""
+    return -(-8 * len(prog.dims) // align) * align
+
+
+def _plan_symbolic(prog: Program, temps: list, first: dict, last: dict, align: int) -> None:
+    """``plan_memory`` for symbolic sizes: blocks are reused only when they are provably big
+    enough (no guard on sizes), in order of first use."""
+    size = dims_header_bytes(prog, align)
+    free: list[tuple] = []  # (offset, capacity) of blocks no longer live
+    live: list[tuple] = []  # (last kernel, offset, capacity)
+    for st in sorted(temps, key=lambda t: (first[t.sid], t.sid)):
+        lo = first[st.sid]
+        free += [(off, cap) for end, off, cap in live if end < lo]
+        live = [item for item in live if item[0] >= lo]
+        nbytes = _padded_bytes(st.nbytes, align)
+        fits = [i for i, (_, cap) in enumerate(free) if known_nonneg(cap - nbytes)]
+        if fits:
+            off, cap = free.pop(fits[0])
+        else:
+            off, cap = size, nbytes
+            size = size + nbytes
+        live.append((last[st.sid], off, cap))
+        prog.arena_offsets[st.sid] = off
+    prog.arena_size = size
+
+
+def _padded_bytes(nbytes, align: int):
+    """At least ``nbytes``, a multiple of ``align`` (for symbolic sizes: every coefficient
+    rounded up, so offsets built from these stay aligned whatever the run-time sizes)."""
+    if not isinstance(nbytes, SymInt):
+        return max((nbytes + align - 1) // align * align, align)
+    if any(c < 0 for _, c in nbytes.terms):
+        return (nbytes + align - 1) // align * align
+    return SymInt.make({m: -(-c // align) * align for m, c in nbytes.terms})
