@@ -78,6 +78,7 @@ class Specialization:
         # a shape-generic program's sizes for this instance (``prog.dims`` order): its arena
         # and output shapes are computed from them, and its arena starts with them
         self.dim_values = tuple(int(d) for d in dim_values)
+        self.shapes: tuple = ()  # the input shapes it serves (set by LLVMProgram.specialize)
         self.object_args = object_args
         self.loaded = loaded
         self.key = key
@@ -430,7 +431,11 @@ class LLVMProgram:
         return (f"gomp={self.gomp}|objargs={self.object_args}|profile={self.profile}|"
                 f"stream={llvm_jit.streaming_stores()}|fastmath={self.fast_math}")
 
-    def _lower(self, key: tuple):
+    def _lower(self, key: tuple, dim_values: tuple = ()):
+        """The program for shapes ``key``: concrete, or shape-generic when ``dim_values`` (a
+        warm entry of a generic program is checked against that)."""
+        if dim_values:
+            return self._lower_generic(key)
         from ..codegen.specialize import lower_for_call
         return lower_for_call(self.fgraph, self.roots, list(key), self.built_outputs)
 
@@ -443,53 +448,77 @@ class LLVMProgram:
             key = tuple(tuple(s) for s in shapes)
             if key in self.specs:
                 return self.specs[key]
-            spec = self._instance(key)
-            if spec is None and self.shape_generic:
-                spec = self._generate_generic(key)
-            if spec is not None:
-                self.specs[key] = spec
-                self.last = spec
-                return spec
             variant = self._variant()
             warm_key = None
             if self.graph_key is not None and cache_store.root() is not None \
                     and llvm_warm.usable():
                 warm_key = llvm_warm.entry_key(self.graph_key, key, warm_context(variant))
-                hit = llvm_warm.load(warm_key)
-            else:
-                hit = None
-            text = None
-            self.generations += hit is None
-            if hit is not None:
-                digest, summary, obj = hit
-                prog = llvm_warm.WarmProgram(summary, digest, lambda: self._lower(key),
-                                             lambda p: program_digest(p, variant), warm_key)
-                self.cache_hits += 1
-                self.warm_hits += 1
-            else:
-                prog = self._lower(key)
-                digest = program_digest(prog, variant)
-                obj = cache_store.load(digest, ".o")
-                if obj is None:
-                    mb = self._builder(prog)
-                    mb.build()
-                    # the annotated text (kernel comments) is made on inspection only
-                    text = str(mb.module)
-                    ref = llvm_jit.optimize(text)
-                    obj = llvm_jit.emit_object(ref)
-                    cache_store.store(digest, obj, ".o")
-                    self.compiles += 1
-                else:
-                    self.cache_hits += 1
-                if warm_key is not None:
-                    llvm_warm.store(warm_key, digest, prog)
-            loaded = llvm_elf.load(obj, ENTRY) or llvm_jit.Loaded(obj, ENTRY)
-            loaded.set_threads(self.threads)
-            spec = Specialization(prog, loaded, digest, self._builder, self.object_args)
-            spec._plain_text = text
+            spec = self._instance(key)
+            if spec is None and warm_key is not None:
+                spec = self._warm_start(key, warm_key, variant)
+            if spec is None and self.shape_generic:
+                spec = self._generate_generic(key, warm_key)
+            if spec is None:
+                spec = self._generate(key, warm_key, variant)
+            spec.shapes = key
             self.specs[key] = spec
             self.last = spec
             return spec
+
+    def exact(self, spec: Specialization) -> Specialization:
+        """``spec`` itself, or when it runs shape-generic code, code for exactly its shapes
+        (what ``export`` writes: its libraries have fixed shapes)."""
+        if not spec.dim_values:
+            return spec
+        with self._lock:
+            return self._generate(spec.shapes, None, self._variant())
+
+    def _warm_start(self, key: tuple, warm_key: str, variant: str) -> Specialization | None:
+        """The code for ``key`` found by the warm-start cache (no rewriting, no lowering)."""
+        hit = llvm_warm.load(warm_key)
+        if hit is None:
+            return None
+        digest, summary, obj = hit
+        values = tuple(summary.get("dim_values", ()))
+        prog = llvm_warm.WarmProgram(summary, digest, lambda: self._lower(key, values),
+                                     lambda p: program_digest(p, variant), warm_key)
+        self.cache_hits += 1
+        self.warm_hits += 1
+        return Specialization(prog, self._load(obj), digest, self._builder, self.object_args, values)
+
+    def _generate(self, key: tuple, warm_key: str | None, variant: str) -> Specialization:
+        """Code for exactly the shapes ``key`` (from the disk cache when it is there)."""
+        prog = self._lower(key)
+        self.generations += 1
+        digest = program_digest(prog, variant)
+        obj, text = self._object_code(prog, digest)
+        if warm_key is not None:
+            llvm_warm.store(warm_key, digest, prog)
+        spec = Specialization(prog, self._load(obj), digest, self._builder, self.object_args)
+        spec._plain_text = text
+        return spec
+
+    def _object_code(self, prog, digest: str, text: str | None = None) -> tuple[bytes, str | None]:
+        """``prog``'s object code from the disk cache, or rendered (``text``, when already
+        rendered), optimised and compiled; returns it with the module text (None from cache)."""
+        obj = cache_store.load(digest, ".o")
+        if obj is not None:
+            self.cache_hits += 1
+            return obj, None
+        if text is None:
+            mb = self._builder(prog)
+            mb.build()
+            # the annotated text (kernel comments) is made on inspection only
+            text = str(mb.module)
+        obj = llvm_jit.emit_object(llvm_jit.optimize(text))
+        cache_store.store(digest, obj, ".o")
+        self.compiles += 1
+        return obj, text
+
+    def _load(self, obj: bytes):
+        loaded = llvm_elf.load(obj, ENTRY) or llvm_jit.Loaded(obj, ENTRY)
+        loaded.set_threads(self.threads)
+        return loaded
 
     # --- shape-generic code ------------------------------------------------------------------
     def _instance(self, key: tuple) -> Specialization | None:
@@ -503,10 +532,9 @@ class LLVMProgram:
                 return spec
         return None
 
-    def _generate_generic(self, key: tuple) -> Specialization | None:
-        """Generate code generic in the inputs' unknown dims (``codegen/symdim.py``), or None
-        when the lowering cannot (the caller then generates code for exactly ``key``, which
-        also reports the user's shape errors)."""
+    def _generic_shapes(self, key: tuple) -> tuple[list, list]:
+        """The inputs' shapes with a ``symdim`` leaf for each dim unknown at build time (its
+        hint: the size in ``key``), and where the caller reads each ((input slot, axis))."""
         shapes, dims = [], []
         for slot, (v, actual) in enumerate(zip(self.roots, key)):
             row = []
@@ -517,34 +545,43 @@ class LLVMProgram:
                 else:
                     row.append(size)
             shapes.append(tuple(row))
+        return shapes, dims
+
+    def _lower_generic(self, key: tuple):
+        """The shape-generic program for calls like ``key`` (raises when the lowering
+        cannot make one)."""
         from ..codegen.lower import lower
+        shapes, dims = self._generic_shapes(key)
+        with symdim.tracing() as guards:
+            prog = lower(self.fgraph, self.roots, shapes, dims)
+        prog.guards = list(guards)
+        return prog
+
+    def _generate_generic(self, key: tuple, warm_key: str | None) -> Specialization | None:
+        """Generate code generic in the inputs' unknown dims (``codegen/symdim.py``), or None
+        when the lowering cannot (the caller then generates code for exactly ``key``, which
+        also reports the user's shape errors)."""
         variant = self._variant()
         try:
-            with symdim.tracing() as guards:
-                prog = lower(self.fgraph, self.roots, shapes, dims)
-                prog.guards = list(guards)
-                digest = program_digest(prog, variant)
-                obj = cache_store.load(digest, ".o")
-                text = None
-                if obj is None:
+            prog = self._lower_generic(key)
+            digest = program_digest(prog, variant)
+            text = None
+            if cache_store.load(digest, ".o") is None:
+                with symdim.tracing() as guards:
                     mb = self._builder(prog)
                     mb.build()
-                    text = str(mb.module)
-                    if len(guards) != len(prog.guards):  # rendering must not decide on sizes
-                        raise symdim.NotGeneric("the renderer made a decision on a symbolic size")
+                if guards:  # rendering must not decide on symbolic sizes
+                    raise symdim.NotGeneric("the renderer made a decision on a symbolic size")
+                text = str(mb.module)
         except Exception:  # noqa: BLE001 - generating code for exactly these shapes still works
             return None
         self.generations += 1
-        if obj is None:
-            obj = llvm_jit.emit_object(llvm_jit.optimize(text))
-            cache_store.store(digest, obj, ".o")
-            self.compiles += 1
-        else:
-            self.cache_hits += 1
-        loaded = llvm_elf.load(obj, ENTRY) or llvm_jit.Loaded(obj, ENTRY)
-        loaded.set_threads(self.threads)
-        self.families.append(GenericFamily(prog, loaded, digest, text))
-        return self._instance(key)
+        obj, text = self._object_code(prog, digest, text)
+        self.families.append(GenericFamily(prog, self._load(obj), digest, text))
+        spec = self._instance(key)
+        if warm_key is not None:
+            llvm_warm.store(warm_key, digest, prog, spec.dim_values)
+        return spec
 
     def set_threads(self, n: int) -> None:
         self.threads = int(n)
