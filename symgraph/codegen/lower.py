@@ -41,7 +41,7 @@ from .kernel_ir import (
     var,
 )
 from .specialize import specialize
-from .symdim import SymInt, hint, known_equal, known_nonneg, to_expr
+from .symdim import SymInt, hint, known_equal, known_nonneg, slice_indices, to_expr
 from .symdim import prod as size_prod
 
 _INIT = {"sum": 0, "prod": 1, "any": False, "all": True}
@@ -1237,7 +1237,7 @@ def _index_plan(spec, x: View, idx_shapes, out_shape, check) -> _IndexPlan:
             k = e[1] + d if e[1] < 0 else e[1]
             offset += k * st
         elif e[0] == "s":
-            start, _stop, step = slice(e[1], e[2], e[3]).indices(d)
+            start, _stop, step, _len = slice_indices(e[1], e[2], e[3], d)
             offset += start * st
             strides.append(st * step)
             terms.append((out_axis, st * step))

@@ -431,3 +431,33 @@ def prod(xs):
     for x in xs:
         out = out * x
     return out
+
+
+def slice_indices(start, stop, step, d) -> tuple:
+    """``slice(start, stop, step).indices(d)`` plus the slice's length, for a size ``d`` that
+    may be symbolic (bounds are ints or None).  A full slice asks nothing; a bound compared
+    with a symbolic size is a guard."""
+    if not isinstance(d, SymInt):
+        r = range(*slice(start, stop, step).indices(d))
+        return r.start, r.stop, r.step, len(r)
+    step = 1 if step is None else int(step)
+    if step == 0:
+        raise ValueError("slice step cannot be zero")
+    lo, hi = (0, d) if step > 0 else (-1, d - 1)
+
+    def clip(bound, default):
+        if bound is None:
+            return default
+        bound = int(bound)
+        if bound < 0:
+            bound = bound + d
+            return bound if bound >= lo else lo
+        return bound if bound <= hi else hi
+
+    first = clip(start, lo if step > 0 else hi)
+    last = clip(stop, hi if step > 0 else lo)
+    span = last - first if step > 0 else first - last
+    if not known_nonneg(span) and span < 0:
+        return first, last, step, 0
+    size = span if abs(step) == 1 else (span + abs(step) - 1) // abs(step)
+    return first, last, step, size
