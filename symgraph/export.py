@@ -144,8 +144,8 @@ def _spec_for(cf, example_inputs):
     if example_inputs is not None:
         values = cf._convert(list(example_inputs))
         shapes = [v.shape for v in values] + [np.shape(s.get_value()) for s in cf.shared]
-        return program.specialize(shapes)
-    return program._current()
+        return program.exact(program.specialize(shapes))
+    return program.exact(program._current())
 
 
 def _plan(lib: str, functions: dict, shared: list) -> list[FunctionPlan]:

@@ -24,7 +24,9 @@ import threading
 
 import numpy as np
 
+from ..codegen import symdim
 from ..codegen.checks import STATUS_INDEX_ERROR, WORDS_PER_SITE, raise_index_error
+from ..codegen.symdim import evaluate
 from ..compile import update_shape_error
 from ..errors import CompileError
 from ..fastcall import fastcall_module
@@ -70,8 +72,13 @@ def copied_results(output_map: list[int]) -> list[bool]:
 class Specialization:
     """The native code and buffers for one tuple of input shapes."""
 
-    def __init__(self, prog, loaded: llvm_jit.Loaded, key: str, builder_factory, object_args: bool):
+    def __init__(self, prog, loaded: llvm_jit.Loaded, key: str, builder_factory, object_args: bool,
+                 dim_values: tuple = ()):
         self.prog = prog
+        # a shape-generic program's sizes for this instance (``prog.dims`` order): its arena
+        # and output shapes are computed from them, and its arena starts with them
+        self.dim_values = tuple(int(d) for d in dim_values)
+        self.shapes: tuple = ()  # the input shapes it serves (set by LLVMProgram.specialize)
         self.object_args = object_args
         self.loaded = loaded
         self.key = key
@@ -84,11 +91,15 @@ class Specialization:
         self.args = (ctypes.c_void_p * (ni + no + 1))()
         self.args_addr = ctypes.addressof(self.args)  # passing the int is faster than the array
         self.pack = struct.Struct(f"{ni + no}Q").pack_into  # fills the pointer slots in one call
-        self.arena = np.empty(max(prog.arena_size, 1) + 64, dtype=np.uint8)
+        values = self.dim_values
+        self.arena = np.empty(max(evaluate(prog.arena_size, values), 1) + 64, dtype=np.uint8)
         base = self.arena.ctypes.data
         self.args[ni + no] = base + (-base) % 64
-        self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
-                          zip(prog.output_shapes, prog.outputs)]
+        if values:
+            start = (-base) % 64
+            self.arena[start:start + 8 * len(values)].view(np.int64)[:] = values
+        self.out_specs = [(tuple(evaluate(d, values) for d in shape), np.dtype(st.dtype))
+                          for shape, st in zip(prog.output_shapes, prog.outputs)]
         self.output_map = list(prog.output_map)
         # per output, the arrays of the last two calls: one whose only reference is this
         # table (the caller dropped it, or a shared variable moved on to a newer value) is
@@ -214,6 +225,14 @@ class Specialization:
         return llvm_jit.emit_assembly(ref)
 
 
+class GenericFamily:
+    """A shape-generic program and its loaded code; each tuple of sizes it serves gets its
+    own ``Specialization`` (arena, output shapes, lock) sharing the code."""
+
+    def __init__(self, prog, loaded, digest: str, text: str | None):
+        self.prog, self.loaded, self.digest, self.text = prog, loaded, digest, text
+
+
 class LLVMProgram:
     """The compiled function's native program: specialisations keyed by input shapes."""
 
@@ -237,6 +256,12 @@ class LLVMProgram:
         self._lock = threading.Lock()
         self.cache_hits = 0
         self.compiles = 0
+        self.generations = 0  # programs lowered (code generated, whatever the cache held)
+        # shape-generic code: one program serves every call whose sizes pass its guards
+        self.shape_generic = bool(options.get("shape_generic", True)) and \
+            os.environ.get("SYMGRAPH_SHAPE_GENERIC", "1") != "0" and \
+            any(d is None for v in roots for d in v.type.shape)
+        self.families: list[GenericFamily] = []
         libs = llvm_jit.libraries()
         if libs["blas"] is None:
             raise CompileError("the llvm backend needs NumPy's bundled OpenBLAS (numpy.libs)")
@@ -406,12 +431,19 @@ class LLVMProgram:
         return (f"gomp={self.gomp}|objargs={self.object_args}|profile={self.profile}|"
                 f"stream={llvm_jit.streaming_stores()}|fastmath={self.fast_math}")
 
-    def _lower(self, key: tuple):
+    def _lower(self, key: tuple, dim_values: tuple = ()):
+        """The program for shapes ``key``: concrete, or shape-generic when ``dim_values`` (a
+        warm entry of a generic program is checked against that)."""
+        if dim_values:
+            return self._lower_generic(key)
         from ..codegen.specialize import lower_for_call
         return lower_for_call(self.fgraph, self.roots, list(key), self.built_outputs)
 
     def specialize(self, shapes: list[tuple]) -> Specialization:
-        """Compile (or load from cache) the code for one tuple of input shapes."""
+        """The code for one tuple of input shapes: an instance of a shape-generic program
+        whose guards these shapes pass, else newly generated code (shape-generic when the
+        inputs have dims unknown at build time and the lowering allows, else for exactly
+        these shapes), from the disk cache when it is there."""
         with self._lock:
             key = tuple(tuple(s) for s in shapes)
             if key in self.specs:
@@ -421,40 +453,135 @@ class LLVMProgram:
             if self.graph_key is not None and cache_store.root() is not None \
                     and llvm_warm.usable():
                 warm_key = llvm_warm.entry_key(self.graph_key, key, warm_context(variant))
-                hit = llvm_warm.load(warm_key)
-            else:
-                hit = None
-            text = None
-            if hit is not None:
-                digest, summary, obj = hit
-                prog = llvm_warm.WarmProgram(summary, digest, lambda: self._lower(key),
-                                             lambda p: program_digest(p, variant), warm_key)
-                self.cache_hits += 1
-                self.warm_hits += 1
-            else:
-                prog = self._lower(key)
-                digest = program_digest(prog, variant)
-                obj = cache_store.load(digest, ".o")
-                if obj is None:
-                    mb = self._builder(prog)
-                    mb.build()
-                    # the annotated text (kernel comments) is made on inspection only
-                    text = str(mb.module)
-                    ref = llvm_jit.optimize(text)
-                    obj = llvm_jit.emit_object(ref)
-                    cache_store.store(digest, obj, ".o")
-                    self.compiles += 1
-                else:
-                    self.cache_hits += 1
-                if warm_key is not None:
-                    llvm_warm.store(warm_key, digest, prog)
-            loaded = llvm_elf.load(obj, ENTRY) or llvm_jit.Loaded(obj, ENTRY)
-            loaded.set_threads(self.threads)
-            spec = Specialization(prog, loaded, digest, self._builder, self.object_args)
-            spec._plain_text = text
+            spec = self._instance(key)
+            if spec is None and warm_key is not None:
+                spec = self._warm_start(key, warm_key, variant)
+            if spec is None and self.shape_generic:
+                spec = self._generate_generic(key, warm_key)
+            if spec is None:
+                spec = self._generate(key, warm_key, variant)
+            spec.shapes = key
             self.specs[key] = spec
             self.last = spec
             return spec
+
+    def exact(self, spec: Specialization) -> Specialization:
+        """``spec`` itself, or when it runs shape-generic code, code for exactly its shapes
+        (what ``export`` writes: its libraries have fixed shapes)."""
+        if not spec.dim_values:
+            return spec
+        with self._lock:
+            return self._generate(spec.shapes, None, self._variant())
+
+    def _warm_start(self, key: tuple, warm_key: str, variant: str) -> Specialization | None:
+        """The code for ``key`` found by the warm-start cache (no rewriting, no lowering)."""
+        hit = llvm_warm.load(warm_key)
+        if hit is None:
+            return None
+        digest, summary, obj = hit
+        values = tuple(summary.get("dim_values", ()))
+        prog = llvm_warm.WarmProgram(summary, digest, lambda: self._lower(key, values),
+                                     lambda p: program_digest(p, variant), warm_key)
+        self.cache_hits += 1
+        self.warm_hits += 1
+        return Specialization(prog, self._load(obj), digest, self._builder, self.object_args, values)
+
+    def _generate(self, key: tuple, warm_key: str | None, variant: str) -> Specialization:
+        """Code for exactly the shapes ``key`` (from the disk cache when it is there)."""
+        prog = self._lower(key)
+        self.generations += 1
+        digest = program_digest(prog, variant)
+        obj, text = self._object_code(prog, digest)
+        if warm_key is not None:
+            llvm_warm.store(warm_key, digest, prog)
+        spec = Specialization(prog, self._load(obj), digest, self._builder, self.object_args)
+        spec._plain_text = text
+        return spec
+
+    def _object_code(self, prog, digest: str, text: str | None = None) -> tuple[bytes, str | None]:
+        """``prog``'s object code from the disk cache, or rendered (``text``, when already
+        rendered), optimised and compiled; returns it with the module text (None from cache)."""
+        obj = cache_store.load(digest, ".o")
+        if obj is not None:
+            self.cache_hits += 1
+            return obj, None
+        if text is None:
+            mb = self._builder(prog)
+            mb.build()
+            # the annotated text (kernel comments) is made on inspection only
+            text = str(mb.module)
+        obj = llvm_jit.emit_object(llvm_jit.optimize(text))
+        cache_store.store(digest, obj, ".o")
+        self.compiles += 1
+        return obj, text
+
+    def _load(self, obj: bytes):
+        loaded = llvm_elf.load(obj, ENTRY) or llvm_jit.Loaded(obj, ENTRY)
+        loaded.set_threads(self.threads)
+        return loaded
+
+    # --- shape-generic code ------------------------------------------------------------------
+    def _instance(self, key: tuple) -> Specialization | None:
+        """A new instance (buffers for these sizes) of a generic program that serves ``key``."""
+        for fam in self.families:
+            values = [key[slot][axis] for slot, axis in fam.prog.dims]
+            if symdim.guards_hold(fam.prog.guards, values):
+                spec = Specialization(fam.prog, fam.loaded, fam.digest, self._builder,
+                                      self.object_args, values)
+                spec._plain_text = fam.text
+                return spec
+        return None
+
+    def _generic_shapes(self, key: tuple) -> tuple[list, list]:
+        """The inputs' shapes with a ``symdim`` leaf for each dim unknown at build time (its
+        hint: the size in ``key``), and where the caller reads each ((input slot, axis))."""
+        shapes, dims = [], []
+        for slot, (v, actual) in enumerate(zip(self.roots, key)):
+            row = []
+            for axis, (declared, size) in enumerate(zip(v.type.shape, actual)):
+                if declared is None:
+                    row.append(symdim.leaf(len(dims), size, f"{v.label()}.shape[{axis}]"))
+                    dims.append((slot, axis))
+                else:
+                    row.append(size)
+            shapes.append(tuple(row))
+        return shapes, dims
+
+    def _lower_generic(self, key: tuple):
+        """The shape-generic program for calls like ``key`` (raises when the lowering
+        cannot make one)."""
+        from ..codegen.lower import lower
+        shapes, dims = self._generic_shapes(key)
+        with symdim.tracing() as guards:
+            prog = lower(self.fgraph, self.roots, shapes, dims)
+        prog.guards = list(guards)
+        return prog
+
+    def _generate_generic(self, key: tuple, warm_key: str | None) -> Specialization | None:
+        """Generate code generic in the inputs' unknown dims (``codegen/symdim.py``), or None
+        when the lowering cannot (the caller then generates code for exactly ``key``, which
+        also reports the user's shape errors)."""
+        variant = self._variant()
+        try:
+            prog = self._lower_generic(key)
+            digest = program_digest(prog, variant)
+            text = None
+            if cache_store.load(digest, ".o") is None:
+                with symdim.tracing() as guards:
+                    mb = self._builder(prog)
+                    mb.build()
+                if guards:  # rendering must not decide on symbolic sizes
+                    raise symdim.NotGeneric("the renderer made a decision on a symbolic size")
+                text = str(mb.module)
+        except Exception:  # noqa: BLE001 - generating code for exactly these shapes still works
+            return None
+        self.generations += 1
+        obj, text = self._object_code(prog, digest, text)
+        self.families.append(GenericFamily(prog, self._load(obj), digest, text))
+        spec = self._instance(key)
+        if warm_key is not None:
+            llvm_warm.store(warm_key, digest, prog, spec.dim_values)
+        return spec
 
     def set_threads(self, n: int) -> None:
         self.threads = int(n)

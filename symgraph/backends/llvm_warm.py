@@ -28,7 +28,7 @@ from . import cache_store
 WARM = ".warm"
 FORMAT = "sgwarm2"
 # fields of the lowered program that are rebuilt on demand rather than stored
-_LAZY_FIELDS = ("storages", "kernels")
+_LAZY_FIELDS = ("storages", "kernels", "guards")
 
 
 def usable() -> bool:
@@ -97,18 +97,39 @@ def _is_plain(value) -> bool:
     return False
 
 
-def summarize(prog) -> dict:
+def summarize(prog, dim_values: tuple = ()) -> dict:
     """The fields of a lowered program a warm process may need without lowering: those
     holding plain data (storages become dicts of their fields); the rest is lowered on
-    demand."""
+    demand.  A shape-generic program is summarised for the run-time sizes ``dim_values``
+    (its symbolic sizes evaluated), which the entry keeps."""
     out = {}
     for f in dataclasses.fields(prog):
         if f.name in _LAZY_FIELDS:
             continue
-        value = _plain(getattr(prog, f.name))
+        value = _plain(_concrete(getattr(prog, f.name), dim_values))
         if _is_plain(value):
             out[f.name] = value
+    if dim_values:
+        out["dim_values"] = tuple(int(d) for d in dim_values)
     return out
+
+
+def _concrete(value, dim_values: tuple):
+    """``value`` with symbolic sizes (``symdim.SymInt``) evaluated for ``dim_values``."""
+    from ..codegen.kernel_ir import Storage
+    from ..codegen.symdim import SymInt, evaluate
+    if not dim_values:
+        return value
+    if isinstance(value, SymInt):
+        return evaluate(value, dim_values)
+    if isinstance(value, Storage):
+        return dataclasses.replace(value, size=evaluate(value.size, dim_values),
+                                   shape=_concrete(value.shape, dim_values))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_concrete(v, dim_values) for v in value)
+    if isinstance(value, dict):
+        return {k: _concrete(v, dim_values) for k, v in value.items()}
+    return value
 
 
 # --- the entry format: JSON; tuples, bytes and dicts with keys other than strings are tagged ---
@@ -157,9 +178,10 @@ def decode(blob: bytes) -> dict:
     return record
 
 
-def store(key: str, digest: str, prog) -> None:
-    """Record that ``key`` compiles to the object code stored under ``digest``."""
-    record = {"format": FORMAT, "digest": digest, "summary": summarize(prog)}
+def store(key: str, digest: str, prog, dim_values: tuple = ()) -> None:
+    """Record that ``key`` compiles to the object code stored under ``digest`` (a
+    shape-generic program's, run with the sizes ``dim_values``)."""
+    record = {"format": FORMAT, "digest": digest, "summary": summarize(prog, dim_values)}
     cache_store.store(key, encode(record), WARM)
 
 

@@ -21,8 +21,12 @@ Values and indices are scalar-IR DAGs (``symgraph.scalar.SExpr``) with four extr
 node kinds: ``var`` (a loop variable, int64), ``load`` (``value`` = storage id, one
 argument = the element index), ``local`` (read a local) and the integer bit operations
 ``xor``, ``shr`` (a logical shift), ``shl``, plus ``checked`` (an index read from run-time
-data, verified against a bound: see ``checked``).  Shapes are static: every extent
-and stride is a Python int, specialised per call signature.
+data, verified against a bound: see ``checked``) and ``dim`` (run-time size number
+``value`` of a shape-generic program, read from its dims table).
+
+Every extent, stride, offset, storage size and GEMM size is a Python int where the size was
+known when code was generated, else a ``symdim.SymInt``: a polynomial over the run-time sizes
+of ``Program.dims``, valid for every call that satisfies ``Program.guards``.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ import numpy as np
 
 from ._scalar import S
 from .storage_fields import StorageMethods
+from .symdim import SymInt, known_equal, to_expr
+from .symdim import prod as size_prod
 
-EXTRA_OPS = ("var", "load", "local", "xor", "shr", "shl", "checked")
+EXTRA_OPS = ("var", "load", "local", "xor", "shr", "shl", "checked", "dim")
 
 
 # --- storage and views ---------------------------------------------------------------------
@@ -57,8 +63,18 @@ def contiguous_strides(shape) -> tuple[int, ...]:
     strides, acc = [], 1
     for d in reversed(shape):
         strides.append(acc)
-        acc *= max(int(d), 1)
+        # a symbolic size is used as it is: when it is 0 there is no element to address
+        acc = acc * d if isinstance(d, SymInt) else acc * max(int(d), 1)
     return tuple(reversed(strides))
+
+
+def _static_is(x, value: int) -> bool:
+    """``x`` is the int ``value`` (a symbolic size never is: no guard is recorded)."""
+    return not isinstance(x, SymInt) and x == value
+
+
+def _size(d):
+    return d if isinstance(d, SymInt) else int(d)
 
 
 @dataclass(frozen=True)
@@ -72,7 +88,7 @@ class View:
 
     @staticmethod
     def full(storage: Storage, shape) -> View:
-        shape = tuple(int(d) for d in shape)
+        shape = tuple(_size(d) for d in shape)
         return View(storage, shape, contiguous_strides(shape), 0)
 
     @property
@@ -84,24 +100,27 @@ class View:
         return len(self.shape)
 
     @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+    def size(self):
+        return size_prod(self.shape)
 
     @property
     def is_contiguous(self) -> bool:
-        return all(st == c or d == 1 for d, st, c in
+        # symbolic strides and sizes are compared as polynomials: "not known contiguous"
+        # costs a copy, a guard would cost generality
+        return all(known_equal(st, c) or _static_is(d, 1) for d, st, c in
                    zip(self.shape, self.strides, contiguous_strides(self.shape)))
 
     @property
     def is_whole(self) -> bool:
         """A contiguous view covering its whole storage from offset 0."""
-        return self.offset == 0 and self.is_contiguous and self.size == self.storage.size
+        return (_static_is(self.offset, 0) and self.is_contiguous
+                and known_equal(self.size, self.storage.size))
 
     def index(self, idx) -> S.SExpr:
         """The flat element index for the multi-index ``idx`` (int64 expressions)."""
         expr = iconst(self.offset)
         for i, st, d in zip(idx, self.strides, self.shape):
-            if d != 1 and st != 0:
+            if not _static_is(d, 1) and not _static_is(st, 0):
                 expr = iadd(expr, imul(i, iconst(st)))
         return expr
 
@@ -119,14 +138,14 @@ class View:
         lead = len(shape) - self.ndim
         strides = [0] * lead
         for d, st, want in zip(self.shape, self.strides, shape[lead:]):
-            strides.append(st if d == want else 0)
+            strides.append(st if known_equal(d, want) or (not _static_is(d, 1) and d == want) else 0)
         return View(self.storage, shape, tuple(strides), self.offset)
 
     def reshape(self, shape) -> View | None:
         """A view with a new shape, or None when the data is not laid out contiguously."""
         if not self.is_contiguous:
             return None
-        shape = tuple(int(d) for d in shape)
+        shape = tuple(_size(d) for d in shape)
         return View(self.storage, shape, contiguous_strides(shape), self.offset)
 
 
@@ -169,7 +188,10 @@ def checked_sites(body: list) -> list[int]:
     return list(found)
 
 
-def iconst(v: int) -> S.SExpr:
+def iconst(v) -> S.SExpr:
+    """An int64 constant, or the expression of a symbolic size."""
+    if isinstance(v, SymInt):
+        return to_expr(v)
     return S.const(int(v), "int64")
 
 
@@ -311,6 +333,14 @@ class Program:
     arena_offsets: dict[int, int] = field(default_factory=dict)  # temp sid -> byte offset
     arena_size: int = 0
     checks: list = field(default_factory=list)  # checks.CheckSite per ``checked`` site id
+    # shape-generic programs: per run-time size, where the caller reads it ((input slot, axis)),
+    # and the guards (symdim) a call's sizes must satisfy for this code to serve it
+    dims: list = field(default_factory=list)
+    guards: list = field(default_factory=list)
+
+    @property
+    def generic(self) -> bool:
+        return bool(self.dims)
 
 
 def walk(body: list):
@@ -356,6 +386,8 @@ def expr_text(e: S.SExpr) -> str:
         a = [memo[id(x)] for x in n.args]
         if n.op == "var" or n.op == "local":
             s = str(n.value)
+        elif n.op == "dim":
+            s = f"d{n.value}"
         elif n.op == "load":
             s = f"s{n.value}[{a[0]}]"
         elif n.op == "const":

@@ -60,6 +60,7 @@ from .kernel_ir import (
     walk,
 )
 from .numpy_abi import OBJECT_DATA_OFFSET, OBJECT_FLAGS_OFFSET
+from .symdim import SymInt, hint, known_equal, to_expr
 
 F32, F64 = ir.FloatType(), ir.DoubleType()
 I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
@@ -119,6 +120,34 @@ def _signed_const(dtype: str, value) -> ir.Constant:
 
 GEMM_NB, GEMM_KB = 256, 128  # column and depth block of the generated GEMM loops (export)
 GEMM_VECTOR_BYTES = 32  # one accumulator of a GEMM register tile (two per row, four rows)
+
+
+def size_value(b: ir.IRBuilder, x, dims: list) -> ir.Value:
+    """An i64 value for a size: a constant, or computed from the run-time sizes ``dims``."""
+    if not isinstance(x, SymInt):
+        return ir.Constant(I64, int(x))
+    memo: dict[int, ir.Value] = {}
+    root = to_expr(x)
+    for n in S.topo([root]):
+        a = [memo[id(c)] for c in n.args]
+        if n.op == "const":
+            v = ir.Constant(I64, int(n.value))
+        elif n.op == "dim":
+            v = dims[n.value]
+        elif n.op in ("add", "sub", "mul"):
+            v = getattr(b, n.op)(a[0], a[1])
+        elif n.op in ("maximum", "minimum"):
+            v = b.select(b.icmp_signed(">" if n.op == "maximum" else "<", a[0], a[1]), a[0], a[1])
+        else:  # floordiv / mod with Python's signs (0 for a zero divisor, as symdim.evaluate)
+            zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
+            den = b.select(b.icmp_signed("==", a[1], zero), one, a[1])
+            q, r = b.sdiv(a[0], den), b.srem(a[0], den)
+            fix = b.and_(b.icmp_signed("!=", r, zero),
+                         b.icmp_signed("!=", b.icmp_signed("<", r, zero), b.icmp_signed("<", den, zero)))
+            v = b.select(fix, b.sub(q, one), q) if n.op == "floordiv" else b.select(fix, b.add(r, den), r)
+            v = b.select(b.icmp_signed("==", a[1], zero), zero, v)
+        memo[id(n)] = v
+    return memo[id(root)]
 
 
 class ModuleBuilder:
@@ -222,8 +251,10 @@ class ModuleBuilder:
         return self.module
 
     def kernel_pointers(self, k: Kernel, params) -> int:
-        """Pointer arguments of kernel ``k``: its storages, plus the error block (error_arg)."""
-        return len(params) + (1 if self.error_arg and checked_sites(k.body) else 0)
+        """Pointer arguments of kernel ``k``: its storages, plus the error block (error_arg),
+        plus the dims table (shape-generic programs)."""
+        return (len(params) + (1 if self.error_arg and checked_sites(k.body) else 0)
+                + (1 if self.prog.generic else 0))
 
     def _kernel_function(self, k: Kernel, params) -> ir.Function:
         fnty = ir.FunctionType(VOID, [PTR] * self.kernel_pointers(k, params) + [I64, I64])
@@ -236,19 +267,31 @@ class ModuleBuilder:
             a.add_attribute("noalias")
         fn.args[-2].name, fn.args[-1].name = "lo", "hi"
         em = KernelEmitter(self, k, fn, {st.sid: a for st, a in zip(params, fn.args)})
-        if self.kernel_pointers(k, params) > len(params):
-            em.error_base = fn.args[len(params)]
+        extra = len(params)
+        if self.error_arg and checked_sites(k.body):
+            em.error_base = fn.args[extra]
             em.error_base.name = "errors"
+            extra += 1
+        if self.prog.generic:
+            fn.args[extra].name = "dims"
+            em.load_dims(fn.args[extra])
         em.run()
         return fn
 
     def _omp_trampoline(self, k: Kernel, fn: ir.Function, nparams: int) -> ir.Function:
+        """The function GOMP_parallel runs on each thread: its share of the parallel loop.
+        ``ctx`` holds the kernel's pointer arguments, then the loop extent (as a pointer-sized
+        integer) when it is a run-time size."""
         tr = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), name=k.name + ".omp")
         tr.linkage = "internal"
         b = ir.IRBuilder(tr.append_basic_block("entry"))
         tid = b.sext(b.call(self.declare("omp_get_thread_num", I32, []), []), I64)
         nt = b.sext(b.call(self.declare("omp_get_num_threads", I32, []), []), I64)
-        extent = ir.Constant(I64, k.body[0].extent)
+        if isinstance(k.body[0].extent, SymInt):
+            extent = b.ptrtoint(b.load(b.gep(tr.args[0], [ir.Constant(I64, nparams)], source_etype=PTR),
+                                       typ=PTR), I64)
+        else:
+            extent = ir.Constant(I64, k.body[0].extent)
         chunk = b.sdiv(b.add(extent, b.sub(nt, ir.Constant(I64, 1))), nt)
         lo = b.mul(tid, chunk)
         hi = b.add(lo, chunk)
@@ -298,10 +341,13 @@ class ModuleBuilder:
         for st in prog.outputs:
             ptr[st.sid] = array_arg(ni + st.slot)
         arena = arg(ni + no)
+        # shape-generic programs: the run-time sizes head the arena (the caller writes them)
+        dims = [b.load(b.gep(arena, [ir.Constant(I64, i)], source_etype=I64), typ=I64, name=f"d{i}")
+                for i in range(len(prog.dims))]
         for st in prog.storages:
             if st.kind == "temp":
-                off = prog.arena_offsets.get(st.sid, 0)
-                ptr[st.sid] = b.gep(arena, [ir.Constant(I64, off)], source_etype=I8)
+                off = size_value(b, prog.arena_offsets.get(st.sid, 0), dims)
+                ptr[st.sid] = b.gep(arena, [off], source_etype=I8)
             elif st.kind == "const":
                 ptr[st.sid] = self.const_global(st)
         nthreads = b.load(self.nthreads, typ=I32)
@@ -315,18 +361,25 @@ class ModuleBuilder:
             if counters is not None:
                 t0 = b.call(clock, [])
             args = [ptr[st.sid] for st in params]
-            if self.kernel_pointers(k, params) > len(params):
+            if self.error_arg and checked_sites(k.body):
                 args.append(self.error_base)
+            if prog.generic:
+                args.append(arena)
             extent = k.body[0].extent if k.parallel else 0
-            full = args + [ir.Constant(I64, 0), ir.Constant(I64, extent)]
-            if k.parallel and self.gomp and k.work >= PARALLEL_MIN_WORK and extent > 1:
+            extent_value = size_value(b, extent, dims)
+            full = args + [ir.Constant(I64, 0), extent_value]
+            parallel = self._parallel_condition(b, k, extent, extent_value, nthreads, dims)
+            if parallel is not None:
                 tr = self._omp_trampoline(k, kfn, len(args))
                 with b.goto_entry_block():
-                    ctx = b.alloca(PTR, size=ir.Constant(I64, max(len(args), 1)), name=f"ctx.{k.name}")
-                with b.if_else(b.icmp_signed(">", nthreads, ir.Constant(I32, 1))) as (par, ser):
+                    ctx = b.alloca(PTR, size=ir.Constant(I64, len(args) + 1), name=f"ctx.{k.name}")
+                with b.if_else(parallel) as (par, ser):
                     with par:
                         for i, a in enumerate(args):
                             b.store(a, b.gep(ctx, [ir.Constant(I64, i)], source_etype=PTR))
+                        if isinstance(extent, SymInt):  # the trampoline reads it after the pointers
+                            b.store(b.inttoptr(extent_value, PTR),
+                                    b.gep(ctx, [ir.Constant(I64, len(args))], source_etype=PTR))
                         gp = self.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
                         b.call(gp, [tr, ctx, nthreads, ir.Constant(I32, 0)])
                     with ser:
@@ -343,6 +396,24 @@ class ModuleBuilder:
                 with b.if_then(failed, likely=False):
                     b.ret(ir.Constant(I32, STATUS_INDEX_ERROR))
         b.ret(ir.Constant(I32, STATUS_OK))
+
+    def _parallel_condition(self, b, k: Kernel, extent, extent_value, nthreads, dims):
+        """The i1 value saying whether kernel ``k`` runs on the thread team, or None when it
+        never does.  Decided here for static sizes, at run time for symbolic ones."""
+        if not (k.parallel and self.gomp):
+            return None
+        work = k.work
+        if not isinstance(work, SymInt) and work < PARALLEL_MIN_WORK:
+            return None
+        if not isinstance(extent, SymInt) and extent <= 1:
+            return None
+        cond = b.icmp_signed(">", nthreads, ir.Constant(I32, 1))
+        if isinstance(work, SymInt):
+            cond = b.and_(cond, b.icmp_signed(">=", size_value(b, work, dims),
+                                              ir.Constant(I64, PARALLEL_MIN_WORK)))
+        if isinstance(extent, SymInt):
+            cond = b.and_(cond, b.icmp_signed(">", extent_value, ir.Constant(I64, 1)))
+        return cond
 
     # --- text with comments ----------------------------------------------------------------
     def annotated_text(self) -> tuple[str, dict[str, str]]:
@@ -385,6 +456,7 @@ class KernelEmitter:
         self._pure_memo: dict[int, bool] = {}
         self.streaming = False  # stores are non-temporal (see _streaming_loop)
         self.error_base: ir.Value | None = None  # this kernel's error block argument (error_arg)
+        self.dims: list[ir.Value] = []  # the run-time sizes (shape-generic programs)
         for st in walk(k.body):
             if isinstance(st, Assign) and st.local not in self.locals:
                 self.locals[st.local] = (self.b.alloca(reg_type(st.value.dtype), name=st.local),
@@ -401,6 +473,15 @@ class KernelEmitter:
                 slot = self.b.alloca(I64, name=f"check{site}.{word}")
                 self.b.store(ir.Constant(I64, init), slot)
                 self.seen[site][word] = slot
+
+    def load_dims(self, table: ir.Value) -> None:
+        """Read the run-time sizes once, at the top of the kernel (loop-invariant values)."""
+        self.dims = [self.b.load(self.b.gep(table, [ir.Constant(I64, i)], source_etype=I64), typ=I64,
+                                 name=f"d{i}") for i in range(len(self.mb.prog.dims))]
+
+    def size(self, x) -> ir.Value:
+        """An i64 value for a size (a constant, or computed from the run-time sizes)."""
+        return size_value(self.b, x, self.dims)
 
     def run(self) -> None:
         body = self.k.body
@@ -425,8 +506,9 @@ class KernelEmitter:
         st = top.body[0]
         if (not isinstance(st, Store) or st.accumulate or st.index.op != "var"
                 or st.index.value != top.var or st.storage.dtype not in ("float32", "float64")
-                or st.storage.kind not in ("output", "temp") or top.extent != st.storage.size
-                or st.storage.nbytes < STREAM_MIN_BYTES):
+                or st.storage.kind not in ("output", "temp")
+                or not known_equal(top.extent, st.storage.size)
+                or hint(st.storage.nbytes) < STREAM_MIN_BYTES):
             return None
         return st
 
@@ -510,7 +592,9 @@ class KernelEmitter:
     def stmt(self, st) -> None:
         b = self.b
         if isinstance(st, For):
-            if st.extent > 0:
+            if isinstance(st.extent, SymInt):
+                self.loop(st.var, ir.Constant(I64, 0), self.size(st.extent), st.body, dynamic=True)
+            elif st.extent > 0:
                 self.loop(st.var, ir.Constant(I64, 0), ir.Constant(I64, st.extent), st.body)
         elif isinstance(st, Assign):
             slot, dtype = self.locals[st.local]
@@ -554,12 +638,15 @@ class KernelEmitter:
         def i32(v):
             return ir.Constant(I32, v)
 
-        def i64(v):
-            return ir.Constant(I64, v)
+        def ld(v):  # BLAS wants a leading dimension >= 1 even for empty matrices
+            if not isinstance(v, SymInt):
+                return ir.Constant(I64, max(v, 1))
+            x = self.size(v)
+            return b.select(b.icmp_signed(">", x, ir.Constant(I64, 1)), x, ir.Constant(I64, 1))
 
         b.call(fn, [i32(101), i32(112 if g.trans_a else 111), i32(112 if g.trans_b else 111),
-                    i64(g.m), i64(g.n), i64(g.k), ir.Constant(ft, g.alpha), a, i64(max(g.lda, 1)),
-                    bb, i64(max(g.ldb, 1)), ir.Constant(ft, g.beta), c, i64(max(g.ldc, 1))])
+                    self.size(g.m), self.size(g.n), self.size(g.k), ir.Constant(ft, g.alpha), a, ld(g.lda),
+                    bb, ld(g.ldb), ir.Constant(ft, g.beta), c, ld(g.ldc)])
 
     def collective(self, c: Collective) -> None:
         """``MPI_Iallreduce`` / ``MPI_Wait`` (MPICH ABI: handles and requests are 32-bit ints,
@@ -765,6 +852,8 @@ class KernelEmitter:
             return _signed_const(n.dtype, n.value)
         if op == "var":
             return self.vars[n.value]
+        if op == "dim":
+            return self.dims[n.value]
         if op == "local":
             slot, dtype = self.locals[n.value]
             return self.cast(self.b.load(slot, typ=reg_type(dtype)), dtype, n.dtype)

@@ -16,8 +16,31 @@ import numpy as np
 from ..errors import CompileError
 from ..graph.basic import Apply, Constant, Variable, executing_graph
 from ..graph.fgraph import FunctionGraph, toposort
-from ..graph.types import TensorType
+from ..graph.types import TensorType, is_int
+from ._scalar import S
 from .checks import node_error
+from .symdim import SymInt, smax, smin
+
+
+class SymbolicValue(Constant):
+    """A placeholder for a small int value computed from symbolic sizes (an object array of
+    ints and ``SymInt``s): ops read it as a constant (``static_shape_value``), so a reshape to
+    ``(x.shape[0], -1)`` stays symbolic while shape-generic code is generated."""
+
+    def __init__(self, value: np.ndarray, dtype: str):
+        Variable.__init__(self, TensorType(dtype, value.shape))
+        self.value = value
+
+    def signature(self) -> tuple:
+        return (self.type, repr(self.value.tolist()))
+
+
+def is_symbolic_value(val) -> bool:
+    return isinstance(val, np.ndarray) and val.dtype == object
+
+
+def _symbolic(shape) -> bool:
+    return any(isinstance(d, SymInt) for d in shape)
 
 FOLD_LIMIT = 1 << 12  # fold nodes whose inputs and outputs are this small
 
@@ -55,7 +78,7 @@ def first_error(roots: list, outputs: list, shapes: list[tuple]) -> Exception | 
 def _seed(roots: list, shapes: list[tuple]) -> tuple[dict, dict]:
     shape_of: dict[int, tuple] = {}
     for v, shp in zip(roots, shapes):
-        shape_of[id(v)] = tuple(int(d) for d in shp)
+        shape_of[id(v)] = tuple(d if isinstance(d, SymInt) else int(d) for d in shp)
     return shape_of, {}
 
 
@@ -76,24 +99,39 @@ def _infer(node: Apply, shape_of: dict, value_of: dict) -> bool:
     in_shapes = [_shape(v, shape_of, value_of) for v in node.inputs]
     op = node.op
     if isinstance(op, Shape):
-        val = np.array(in_shapes[0], dtype=np.int64)
+        dims = in_shapes[0]
+        val = np.array(dims, dtype=object if _symbolic(dims) else np.int64).reshape(len(dims))
         shape_of[id(node.outputs[0])] = val.shape
         value_of[id(node.outputs[0])] = val
         return True
-    small = all(int(np.prod(s, dtype=np.int64)) <= FOLD_LIMIT for s in in_shapes)
+    # (an array of symbolic size is never folded: that would pin its size)
+    small = all(not _symbolic(s) and int(np.prod(s, dtype=np.int64)) <= FOLD_LIMIT for s in in_shapes)
     if (small and all(id(v) in value_of for v in node.inputs)
             and not getattr(op, "nondeterministic", False)):
+        values = [value_of[id(v)] for v in node.inputs]
+        if any(is_symbolic_value(val) for val in values):
+            outs = _fold_symbolic(node, values)
+            if outs is None:  # computed at run time from the sizes (Lowerer._sizes)
+                return _infer_shapes(node, in_shapes, shape_of, value_of)
+            for o, val in zip(node.outputs, outs):
+                shape_of[id(o)] = val.shape
+                value_of[id(o)] = val
+            return True
         try:
-            outs = op.perform(node, [value_of[id(v)] for v in node.inputs])
+            outs = op.perform(node, values)
         except Exception as e:  # the op's own shape check says it better than NumPy
             _make(node, in_shapes, value_of)
             raise node_error(node, in_shapes, e) from None
         for o, val in zip(node.outputs, outs):
-            val = np.asarray(val, dtype=o.dtype)
+            val = _folded(val, o.dtype)
             shape_of[id(o)] = val.shape
             if val.size <= FOLD_LIMIT:
                 value_of[id(o)] = val
         return True
+    return _infer_shapes(node, in_shapes, shape_of, value_of)
+
+
+def _infer_shapes(node: Apply, in_shapes: list[tuple], shape_of: dict, value_of: dict) -> bool:
     new = _make(node, in_shapes, value_of)
     for o, no in zip(node.outputs, new.outputs):
         if not no.type.fully_static:
@@ -102,12 +140,71 @@ def _infer(node: Apply, shape_of: dict, value_of: dict) -> bool:
     return True
 
 
+# integer scalar-IR primitives that shape arithmetic on symbolic sizes may fold
+_SIZE_PRIMS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+               "floordiv": lambda a, b: a // b, "mod": lambda a, b: a % b, "neg": lambda a: -a,
+               "maximum": None, "minimum": None}
+
+
+def _fold_symbolic(node: Apply, values: list):
+    """``node``'s outputs computed on small values holding symbolic sizes (object arrays), or
+    None when the node must run at run time (a cast to float, anything not plain integer
+    arithmetic, indexing or stacking of sizes)."""
+    from ..ops.elemwise import Elemwise
+    from ..ops.indexing import Subtensor
+    from ..ops.shape import MakeVector
+    op = node.op
+    if isinstance(op, (MakeVector, Subtensor)) and not getattr(op, "advanced", False):
+        return [_folded(v, o.dtype) for v, o in zip(op.perform(node, values), node.outputs)]
+    if not isinstance(op, Elemwise) or not all(is_int(v.dtype) for v in node.inputs + node.outputs):
+        return None
+    nodes = S.topo([op.expr])
+    if any(n.op not in ("input", "const", "cast") and n.op not in _SIZE_PRIMS for n in nodes):
+        return None
+    arrays = np.broadcast_arrays(*[np.asarray(v, dtype=object) for v in values])
+    out = np.empty(arrays[0].shape if arrays else (), dtype=object)
+    for idx in np.ndindex(out.shape):
+        out[idx] = _size_expr(op.expr, [a[idx] for a in arrays])
+    return [_folded(out, node.outputs[0].dtype)]
+
+
+def _size_expr(expr, args: list):
+    """Evaluate an integer scalar-IR expression on ints and ``SymInt``s."""
+    memo: dict[int, object] = {}
+    for n in S.topo([expr]):
+        a = [memo[id(x)] for x in n.args]
+        if n.op == "input":
+            v = args[n.value]
+        elif n.op == "const":
+            v = int(n.value)
+        elif n.op == "cast":
+            v = a[0]
+        elif n.op == "maximum":
+            v = smax(*a)
+        elif n.op == "minimum":
+            v = smin(*a)
+        else:
+            v = _SIZE_PRIMS[n.op](*a)
+        memo[id(n)] = v
+    return memo[id(expr)]
+
+
+def _folded(val, dtype: str) -> np.ndarray:
+    """A folded value: an array of ``dtype``, or an object array while it holds symbolic sizes."""
+    arr = np.asarray(val)
+    if arr.dtype == object and any(isinstance(x, SymInt) for x in arr.reshape(-1)):
+        return arr
+    return np.asarray(val, dtype=dtype)
+
+
 def _make(node: Apply, in_shapes: list[tuple], value_of: dict) -> Apply:
     """``node``'s op applied to placeholders of the concrete shapes (constants where the
     value is known), which runs the op's shape checks."""
     placeholders = []
     for v, s in zip(node.inputs, in_shapes):
-        if id(v) in value_of:
+        if id(v) in value_of and is_symbolic_value(value_of[id(v)]):
+            placeholders.append(SymbolicValue(value_of[id(v)], v.dtype))
+        elif id(v) in value_of:
             placeholders.append(Constant(value_of[id(v)]))
         else:
             placeholders.append(Variable(TensorType(v.dtype, s)))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..codegen.symdim import SymInt
 from ..errors import ShapeError
 
 DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "float32", "float64")
@@ -95,7 +96,8 @@ class TensorType:
         object.__setattr__(self, "dtype", as_dtype(dtype))
         dims = []
         for d in shape:
-            if d is not None:
+            # a SymInt (a size of shape-generic code being generated) stays symbolic
+            if d is not None and not isinstance(d, SymInt):
                 d = int(d)
                 if d < 0:
                     raise ShapeError(f"negative dimension {d} in shape {tuple(shape)}")
@@ -130,7 +132,7 @@ def check_size(shape: Shape, dtype: str = "int8", what: str = "") -> None:
     Unknown (``None``) and zero dims are left out of the product, as NumPy does, so a shape
     whose known dims are already too big is refused whatever the unknown ones turn out to be.
     """
-    known = [int(d) for d in shape if d]
+    known = [int(d) for d in shape if d is not None and not isinstance(d, SymInt) and d]
     nbytes = math.prod(known) * np.dtype(dtype).itemsize
     if nbytes > MAX_BYTES:
         prefix = f"{what}: " if what else ""
@@ -153,24 +155,39 @@ def shape_conflict(declared: Shape, actual: tuple) -> str | None:
 
 
 def broadcast_shapes(*shapes: Shape, what: str = "broadcast") -> Shape:
-    """NumPy broadcasting on static shapes; ``None`` means unknown until call time."""
+    """NumPy broadcasting on static shapes; ``None`` means unknown until call time.
+
+    Symbolic sizes (``SymInt``, while shape-generic code is generated) that are the same
+    polynomial broadcast without a question; different ones are compared on their hints,
+    equality first, so that two batch dims of one call do not also pin either to ``!= 1``."""
     ndim = max((len(s) for s in shapes), default=0)
     padded = [(1,) * (ndim - len(s)) + tuple(s) for s in shapes]
     out = []
     for axis in range(ndim):
         dims = [s[axis] for s in padded]
-        known = {d for d in dims if d is not None and d != 1}
+        known: list = []
+        for d in dims:
+            if d is None or (not isinstance(d, SymInt) and d == 1):
+                continue
+            if not any(d == k for k in known):  # SymInts: the same polynomial, or a guard
+                known.append(d)
+        if len(known) > 1:
+            known = [d for d in known if not (isinstance(d, SymInt) and d == 1)] or known[:1]
         if len(known) > 1:
             raise ShapeError(f"{what}: shapes {' and '.join(_fmt(s) for s in shapes)} "
                              f"cannot be broadcast together (dimension {axis - ndim}: "
-                             f"{' vs '.join(str(d) for d in sorted(known))})")
+                             f"{' vs '.join(str(d) for d in _ordered(known))})")
         if known:
-            out.append(known.pop())
+            out.append(known[0])
         elif any(d is None for d in dims):
             out.append(None)
         else:
             out.append(1)
     return tuple(out)
+
+
+def _ordered(dims: list) -> list:
+    return sorted(dims) if all(isinstance(d, int) for d in dims) else dims
 
 
 def _fmt(shape: Shape) -> str:

@@ -78,7 +78,8 @@ def _slice_len(entry, d):
     """Length of ``slice(start, stop, step)`` on an axis of size ``d`` (None when unknown)."""
     if d is None:
         return None
-    return len(range(*slice(*entry[1:]).indices(d)))
+    from ..codegen.symdim import slice_indices
+    return slice_indices(*entry[1:], d)[3]
 
 
 def _infer_shape(spec, x_shape, idx_shapes):

@@ -3,11 +3,13 @@ concatenate / stack, and ``sum_to`` which reduces a gradient back to an input's 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from ..codegen.symdim import SymInt
 from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable
 from ..graph.types import TensorType, check_size, format_shape, is_int
@@ -44,7 +46,9 @@ class MakeVector(Op):
         return Apply(self, parts, [TensorType("int64", (len(parts),))])
 
     def perform(self, node, inputs):
-        return [np.array([int(p) for p in inputs], dtype=np.int64)]
+        parts = [_size(np.asarray(p)[()]) for p in inputs]
+        symbolic = any(isinstance(p, SymInt) for p in parts)  # generating shape-generic code
+        return [np.array(parts, dtype=object if symbolic else np.int64)]
 
     def L_op(self, node, inputs, outputs, output_grads):
         return [None] * len(inputs)
@@ -66,14 +70,27 @@ def shape(x) -> Variable:
 def static_shape_value(vec: Variable) -> tuple | None:
     """What is known at build time about an int64 shape vector: a tuple with ``None`` holes."""
     if isinstance(vec, Constant):
-        return tuple(int(v) for v in vec.value.reshape(-1))
+        return tuple(_size(v) for v in vec.value.reshape(-1))
     if vec.owner is not None and isinstance(vec.owner.op, Shape):
-        return vec.owner.inputs[0].shape
+        return vec.owner.inputs[0].type.shape
     if vec.owner is not None and isinstance(vec.owner.op, MakeVector):
-        return tuple(int(p.value) if isinstance(p, Constant) else None for p in vec.owner.inputs)
+        return tuple(_size(p.value[()]) if isinstance(p, Constant) else None for p in vec.owner.inputs)
     if vec.ndim == 1 and vec.shape[0] is not None:
         return (None,) * vec.shape[0]
     return None
+
+
+def _size(v):
+    """An int, or a symbolic size as it is (while shape-generic code is generated)."""
+    return v if isinstance(v, SymInt) else int(v)
+
+
+def _known_size(shape: tuple):
+    """The element count of a shape whose dims are all known (ints or symbolic), else None."""
+    if any(d is None for d in shape):
+        return None
+    return math.prod(shape) if not any(isinstance(d, SymInt) for d in shape) else \
+        functools.reduce(lambda a, b: a * b, shape, 1)
 
 
 def as_shape_vector(shape_like) -> Variable:
@@ -132,7 +149,7 @@ class Reshape(Op):
                 raise ShapeError(f"reshape: negative dimension in {tuple(known)}; each dimension "
                                  "must be >= 0, or -1 (once) for the size that fits")
             out = [d if d is None or d >= 0 else None for d in known]
-            total = x.size
+            total = _known_size(x.type.shape)
             if -1 in known and total is not None and all(d is not None for d in known):
                 rest = math.prod(d for d in known if d != -1)
                 if rest == 0 or total % rest:

@@ -18,11 +18,24 @@ from ...graph.basic import Apply, Constant
 from ...graph.fgraph import FunctionGraph
 from .._scalar import S
 from ..checks import CheckSite, input_names
-from ..kernel_ir import Assign, Kernel, Program, Storage, Store, View, body_text, checked, load, local
+from ..kernel_ir import Assign, Kernel, Program, Storage, Store, View, body_text, checked, iconst, load, local
 from ..specialize import specialize
+from ..symdim import known_equal, to_expr
+from ..symdim import prod as size_prod
 from .conv import ConvLowering
 from .elemwise import ElemwiseLowering
-from .helpers import _expand_strides, _idx, _init_value, _loops, _loops_sub, _op_label, collapse, combine
+from .helpers import (
+    _expand_strides,
+    _idx,
+    _init_value,
+    _loops,
+    _loops_sub,
+    _op_label,
+    _size,
+    _static_is,
+    collapse,
+    combine,
+)
 from .indexing import IndexingLowering
 from .linalg import LinalgLowering
 from .memory import plan_memory
@@ -75,9 +88,9 @@ class Lowerer(ShapeLowering, IndexingLowering, ElemwiseLowering, LinalgLowering,
         self.deferred: dict[int, list] = {}  # variable id -> kernels to emit before its first use
 
     def new_storage(self, kind, dtype, shape, name="", value=None) -> Storage:
-        size = int(np.prod(shape, dtype=np.int64))
+        size = size_prod(shape)
         st = Storage(len(self.storages), kind, dtype, size, value=value, name=name,
-                     shape=tuple(int(d) for d in shape))
+                     shape=tuple(_size(d) for d in shape))
         self.storages.append(st)
         return st
 
@@ -85,7 +98,7 @@ class Lowerer(ShapeLowering, IndexingLowering, ElemwiseLowering, LinalgLowering,
         """A fresh contiguous view for variable ``v``: its output storage if it is one."""
         shape = tuple(self.shape_of[id(v)] if shape is None else shape)
         st = self.out_storage.get(id(v))
-        if st is not None and dtype in (None, v.dtype) and st.size == int(np.prod(shape, dtype=np.int64)):
+        if st is not None and dtype in (None, v.dtype) and known_equal(st.size, size_prod(shape)):
             return View.full(st, shape)
         return View.full(self.new_storage("temp", dtype or v.dtype, shape), shape)
 
@@ -141,12 +154,24 @@ class Lowerer(ShapeLowering, IndexingLowering, ElemwiseLowering, LinalgLowering,
         if id(v) not in self.value_of and isinstance(v, Constant):
             self.value_of[id(v)] = v.value
             self.shape_of[id(v)] = v.value.shape
+        if id(v) in self.value_of and self.value_of[id(v)].dtype == object:
+            return self._sizes(v, self.value_of[id(v)])
         if id(v) in self.value_of:
             val = np.asarray(self.value_of[id(v)], order="C")  # keeps 0-d values 0-d
             st = self.new_storage("const", v.dtype, val.shape, value=val, name=v.label())
             self.env[id(v)] = View.full(st, val.shape)
             return self.env[id(v)]
         raise CompileError(f"internal error: no value for {v}")  # pragma: no cover
+
+    def _sizes(self, v, val: np.ndarray) -> View:
+        """A small int value computed from run-time sizes (``x.shape[0] // 2`` in a
+        shape-generic program), stored by a kernel."""
+        out = self.temp(v.dtype, val.shape)
+        body = [Store(out.storage, iconst(j), S.cast(to_expr(x), v.dtype))
+                for j, x in enumerate(val.reshape(-1).tolist())]
+        self.emit("sizes", body, 0, [], [repr(out.storage)])
+        self.env[id(v)] = out
+        return out
 
     def emit(self, base: str, body: list, work: int, inputs=(), outputs=()) -> Kernel:
         text = body_text(body)
@@ -159,7 +184,7 @@ class Lowerer(ShapeLowering, IndexingLowering, ElemwiseLowering, LinalgLowering,
             name = f"{base}_{digest}_{n}"
             n += 1
         self._names.add(name)
-        k = Kernel(name, body, ops, list(inputs), list(outputs), int(work))
+        k = Kernel(name, body, ops, list(inputs), list(outputs), _size(work))
         self.kernels.append(k)
         return k
 
@@ -199,13 +224,14 @@ class Lowerer(ShapeLowering, IndexingLowering, ElemwiseLowering, LinalgLowering,
         # collapse axes of equal kind, dropping size-1 axes
         shape = list(full_shape)
         is_red = [a in red_axes for a in range(len(shape))]
-        keep = [a for a, d in enumerate(shape) if d != 1]
+        keep = [a for a, d in enumerate(shape) if not _static_is(d, 1)]
         shape = [shape[a] for a in keep]
         is_red = [is_red[a] for a in keep]
         strides = [[v.strides[a] for a in keep] for v in [out_full] + views]
         a = len(shape) - 2
         while a >= 0:
-            if is_red[a] == is_red[a + 1] and all(st[a] == st[a + 1] * shape[a + 1] for st in strides):
+            if is_red[a] == is_red[a + 1] and all(known_equal(st[a], st[a + 1] * shape[a + 1])
+                                                  for st in strides):
                 shape[a] *= shape[a + 1]
                 del shape[a + 1], is_red[a + 1]
                 for st in strides:
@@ -221,7 +247,7 @@ class Lowerer(ShapeLowering, IndexingLowering, ElemwiseLowering, LinalgLowering,
         init = S.const(_init_value(kind, out.dtype), out.dtype)
         kept_axes = [a for a in range(n) if not is_red[a]]
         red = [a for a in range(n) if is_red[a]]
-        work = int(np.prod(full_shape, dtype=np.int64))
+        work = size_prod(full_shape)
         out_index = cviews[0].index(idx)
         if not red:  # nothing to reduce (size-1 axes): a map
             body = _loops(shape, [Store(out.storage, out_index, value)])
@@ -295,8 +321,13 @@ def _own_lowering(lowerer: Lowerer):
     return lambda node, op: op.lower(lowerer, node)
 
 
-def lower(fgraph: FunctionGraph, roots: list, shapes: list[tuple]) -> Program:
-    """Lower ``fgraph`` for inputs of the given shapes into a kernel-IR program."""
+def lower(fgraph: FunctionGraph, roots: list, shapes: list[tuple], dims: list | None = None) -> Program:
+    """Lower ``fgraph`` for inputs of the given shapes into a kernel-IR program.
+
+    For shape-generic code, ``shapes`` hold ``symdim`` leaves where sizes are run-time values
+    and ``dims`` says where the caller reads each ((input slot, axis)); call it inside
+    ``symdim.tracing()`` and keep the guards with the program."""
     prog = Lowerer(fgraph, roots, shapes).run()
+    prog.dims = list(dims or [])
     plan_memory(prog)
     return prog

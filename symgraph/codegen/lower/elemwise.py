@@ -3,12 +3,10 @@ identity), Reduce, FusedReduce, SumToShape (reduce kernels) and Argmax / Argmin.
 
 from __future__ import annotations
 
-import numpy as np
-
-from ...graph.types import is_float
+from ...graph.types import broadcast_shapes, is_float
 from .._scalar import S
 from ..kernel_ir import Assign, For, Store, iconst, local, var
-from .helpers import _drop, _expr_name, _idx, _init_value, _loops
+from .helpers import _drop, _expr_name, _idx, _init_value, _loops, _static_is, _summed
 
 
 class ElemwiseLowering:
@@ -33,7 +31,7 @@ class ElemwiseLowering:
         self.env[id(node.outputs[0])] = out.reshape(self.shape_of[id(node.outputs[0])])
 
     def op_FusedReduce(self, node, op):
-        full = np.broadcast_shapes(*[self.shape_of[id(v)] for v in node.inputs])
+        full = broadcast_shapes(*[self.shape_of[id(v)] for v in node.inputs])
         out = self.out_view(node.outputs[0], _drop(full, op.axes))
         self.reduce_kernel(f"fused_{op.kind}_{_expr_name(op)}", op.kind, out, full, op.axes, op.expr,
                            [self.view(v) for v in node.inputs])
@@ -44,8 +42,8 @@ class ElemwiseLowering:
         target = self.shape_of[id(node.outputs[0])]
         lead = g.ndim - len(target)
         axes = tuple(range(lead)) + tuple(lead + a for a, (d, t) in
-                                          enumerate(zip(g.shape[lead:], target)) if t == 1 and d != 1)
-        if not any(g.shape[a] != 1 for a in axes):  # nothing to sum: a view
+                                          enumerate(zip(g.shape[lead:], target)) if _summed(d, t))
+        if all(_static_is(g.shape[a], 1) for a in axes):  # nothing to sum: a view
             v = g.reshape(target)
             if v is not None:
                 self.env[id(node.outputs[0])] = v

@@ -9,6 +9,7 @@ import numpy as np
 from ...graph.types import is_float
 from .._scalar import S
 from ..kernel_ir import For, View, var
+from ..symdim import SymInt, known_equal
 
 _INIT = {"sum": 0, "prod": 1, "any": False, "all": True}
 
@@ -42,12 +43,12 @@ def combine(kind: str, acc: S.SExpr, val: S.SExpr) -> S.SExpr:
 
 def collapse(shape, stride_lists):
     """Drop size-1 axes and merge neighbouring axes that are contiguous in every view."""
-    keep = [a for a, d in enumerate(shape) if d != 1]
+    keep = [a for a, d in enumerate(shape) if not _static_is(d, 1)]
     shape = [shape[a] for a in keep]
     strides = [[st[a] for a in keep] for st in stride_lists]
     a = len(shape) - 2
     while a >= 0:
-        if all(st[a] == st[a + 1] * shape[a + 1] for st in strides):
+        if all(known_equal(st[a], st[a + 1] * shape[a + 1]) for st in strides):
             shape[a] *= shape[a + 1]
             del shape[a + 1]
             for st in strides:
@@ -60,8 +61,27 @@ def collapse(shape, stride_lists):
 def _loops(extents, body, parallel=True, prefix="i"):
     """Nest ``body`` in loops over ``extents`` (variables ``prefix0, prefix1...``)."""
     for a in reversed(range(len(extents))):
-        body = [For(f"{prefix}{a}", int(extents[a]), body, parallel=parallel and a == 0)]
+        body = [For(f"{prefix}{a}", _size(extents[a]), body, parallel=parallel and a == 0)]
     return body
+
+
+def _size(d):
+    """A loop extent or size: an int, or a symbolic size as it is."""
+    return d if isinstance(d, SymInt) else int(d)
+
+
+def _summed(d, t) -> bool:
+    """Whether a gradient axis of size ``d`` is summed to a target size ``t`` (1)."""
+    if known_equal(d, t):
+        return False
+    if isinstance(t, SymInt):
+        return t == 1  # a guard: the target was broadcast along this axis or not
+    return t == 1 and not _static_is(d, 1)  # summing a size-1 axis costs nothing wrong
+
+
+def _static_is(x, value: int) -> bool:
+    """``x`` is the int ``value`` (never true of a symbolic size, and no guard recorded)."""
+    return not isinstance(x, SymInt) and x == value
 
 
 def _idx(n, prefix="i"):
@@ -72,7 +92,7 @@ def _loops_sub(shape, axes, body, parallel):
     """Loops over the given axes of ``shape`` (variables ``i<axis>``), outermost first."""
     for n, a in enumerate(reversed(axes)):
         first = n == len(axes) - 1
-        body = [For(f"i{a}", int(shape[a]), body, parallel=parallel and first)]
+        body = [For(f"i{a}", _size(shape[a]), body, parallel=parallel and first)]
     return body
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import CompileError
+from ...graph.types import broadcast_shapes
 from .._scalar import S
 from ..kernel_ir import Store, View, iadd, iconst, imul, load
+from ..symdim import slice_indices
 from .helpers import _idx, _loops
 
 
@@ -97,7 +99,7 @@ def _index_plan(spec, x: View, idx_shapes, out_shape, check) -> _IndexPlan:
     consumed = sum(1 for e in spec if e[0] != "n")
     spec += [("s", None, None, None)] * (x.ndim - consumed)
     advanced = any(e[0] == "a" for e in spec)
-    adv_shape = tuple(np.broadcast_shapes(*idx_shapes)) if advanced else ()
+    adv_shape = tuple(broadcast_shapes(*idx_shapes)) if advanced else ()
     adv_positions = [p for p, e in enumerate(spec) if e[0] == "a" or (advanced and e[0] == "i")]
     adjacent = bool(adv_positions) and adv_positions == list(range(adv_positions[0], adv_positions[-1] + 1))
     offset = x.offset
@@ -124,7 +126,7 @@ def _index_plan(spec, x: View, idx_shapes, out_shape, check) -> _IndexPlan:
             k = e[1] + d if e[1] < 0 else e[1]
             offset += k * st
         elif e[0] == "s":
-            start, _stop, step = slice(e[1], e[2], e[3]).indices(d)
+            start, _stop, step, _len = slice_indices(e[1], e[2], e[3], d)
             offset += start * st
             strides.append(st * step)
             terms.append((out_axis, st * step))

@@ -4,11 +4,10 @@ BLAS ``Gemm`` otherwise."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from ...graph.types import is_float
+from ...graph.types import broadcast_shapes, is_float
 from .._scalar import S
 from ..kernel_ir import Gemm, View, iadd, iconst, imul
+from ..symdim import hint, known_equal
 from .helpers import _expr_name, _idx, _loops
 
 # products this small (m*n*k), or matrix-vector products up to SMALL_GEMV, are generated
@@ -26,11 +25,14 @@ class LinalgLowering:
         n = b.shape[-1]
         batch = out.shape[:-2]
         dtype = out.dtype
-        small = m * n * k <= SMALL_GEMM or ((m == 1 or n == 1) and m * n * k <= SMALL_GEMV)
+        # loops or BLAS computes the same product: a choice made on the sizes of the call
+        # that generates the code (hints), not a guard, so shape-generic code stays generic
+        hm, hn, hk = hint(m), hint(n), hint(k)
+        small = hm * hn * hk <= SMALL_GEMM or ((hm == 1 or hn == 1) and hm * hn * hk <= SMALL_GEMV)
         if not is_float(dtype) or dtype not in ("float32", "float64") or small:
             nb = len(batch)
             expr = S.apply("mul", S.inp(0, a.dtype), S.inp(1, b.dtype))
-            if n > 1 and b.strides[-1] == 1:
+            if hn > 1 and known_equal(b.strides[-1], 1):
                 # out[m, :] += a[m, k] * b[k, :]: vectorised over n
                 full = tuple(batch) + (m, k, n)
                 av = View(a.storage, full, _bstrides(a, batch) + (a.strides[-2], a.strides[-1], 0), a.offset)
@@ -77,7 +79,7 @@ class LinalgLowering:
     def op_MatMulEpilogue(self, node, op):
         a, b = self.view(node.inputs[0]), self.view(node.inputs[1])
         out_shape = self.shape_of[id(node.outputs[0])]
-        prod_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+        prod_shape = broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
         out = self.out_view(node.outputs[0])
         prod_dtype = node.inputs[0].dtype
         if tuple(prod_shape) == tuple(out_shape) and prod_dtype == out.dtype:
