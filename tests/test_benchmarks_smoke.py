@@ -56,3 +56,15 @@ def test_compile_time_script_small():
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| chain 30 | 30 → " in proc.stdout and "| MLP layers 2 |" in proc.stdout
+
+
+def test_shape_generic_benchmark_tiny():
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "shape_generic.py"), "--tiny",
+           "--seconds", "0.03", "--rounds", "1"]
+    env = dict(os.environ, SYMGRAPH_CACHE_DIR="off")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["w2", "w4", "w6"]
+    # each workload compiled with an unknown batch dim generated its code once
+    assert all(r[-1] == "1" and float(r[3]) > 0 for r in rows), proc.stdout
