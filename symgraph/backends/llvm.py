@@ -36,7 +36,8 @@ from . import KernelInfo, blas_threads, cache_store, llvm_elf, llvm_jit, llvm_wa
 
 ENTRY = "symgraph_entry"
 FORMAT_VERSION = "3"  # bump when the generated code changes for the same kernel IR
-WARM_START = True  # ``build`` accepts a lazy graph and a ``graph_key`` (see llvm_warm)
+WARM_START = True
+MAX_INSTANCES = 64  # instances of shape-generic code kept per function (see _forget_old_instances)  # ``build`` accepts a lazy graph and a ``graph_key`` (see llvm_warm)
 
 
 def default_threads() -> int:
@@ -463,7 +464,17 @@ class LLVMProgram:
             spec.shapes = key
             self.specs[key] = spec
             self.last = spec
+            if spec.dim_values:
+                self._forget_old_instances()
             return spec
+
+    def _forget_old_instances(self) -> None:
+        """Keep the newest ``MAX_INSTANCES`` instances of shape-generic code: each holds an
+        arena for its sizes, and inputs of ever new lengths would otherwise pile them up (a
+        forgotten tuple of shapes gets a new instance, not new code, when it comes back)."""
+        keys = [k for k, sp in self.specs.items() if sp.dim_values]
+        for k in keys[:max(0, len(keys) - MAX_INSTANCES)]:
+            del self.specs[k]
 
     def exact(self, spec: Specialization) -> Specialization:
         """``spec`` itself, or when it runs shape-generic code, code for exactly its shapes

@@ -219,3 +219,14 @@ def test_generated_code_reads_sizes_from_its_dims_table():
     f(np.zeros((4, 16), "float32"))
     assert '%"dims"' in f.source()
     assert any("0..16*d0" in k.ir or "0..d0" in k.ir for k in f.kernels), [k.ir for k in f.kernels]
+
+
+def test_instances_for_many_lengths_are_bounded():
+    from symgraph.backends import llvm
+    x = sg.tensor("x", (None,))
+    f = sg.compile([x], x * 2 + 1)
+    for n in list(range(1, llvm.MAX_INSTANCES + 40)) + [3]:  # 3 was forgotten: a new instance
+        a = np.arange(n, dtype="float32")
+        np.testing.assert_array_equal(f(a), a * 2 + 1)
+    assert len(f.program.specs) <= llvm.MAX_INSTANCES
+    assert f.program.generations == 1
