@@ -36,8 +36,8 @@ from . import KernelInfo, blas_threads, cache_store, llvm_elf, llvm_jit, llvm_wa
 
 ENTRY = "symgraph_entry"
 FORMAT_VERSION = "3"  # bump when the generated code changes for the same kernel IR
-WARM_START = True
-MAX_INSTANCES = 64  # instances of shape-generic code kept per function (see _forget_old_instances)  # ``build`` accepts a lazy graph and a ``graph_key`` (see llvm_warm)
+WARM_START = True  # ``build`` accepts a lazy graph and a ``graph_key`` (see llvm_warm)
+MAX_INSTANCES = 64  # instances of shape-generic code kept per function
 
 
 def default_threads() -> int:
