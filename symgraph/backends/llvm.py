@@ -226,6 +226,14 @@ class Specialization:
         return llvm_jit.emit_assembly(ref)
 
 
+def _sizes_fit(prog, values: list) -> bool:
+    """Whether every buffer of shape-generic ``prog`` fits in memory an array can address for
+    these sizes (when one does not, code for exactly these shapes reports the error)."""
+    from ..graph.types import MAX_BYTES
+    sizes = [evaluate(st.size, values) * st.itemsize for st in prog.storages]
+    return all(0 <= n <= MAX_BYTES for n in sizes + [evaluate(prog.arena_size, values)])
+
+
 class GenericFamily:
     """A shape-generic program and its loaded code; each tuple of sizes it serves gets its
     own ``Specialization`` (arena, output shapes, lock) sharing the code."""
@@ -536,7 +544,7 @@ class LLVMProgram:
         """A new instance (buffers for these sizes) of a generic program that serves ``key``."""
         for fam in self.families:
             values = [key[slot][axis] for slot, axis in fam.prog.dims]
-            if symdim.guards_hold(fam.prog.guards, values):
+            if symdim.guards_hold(fam.prog.guards, values) and _sizes_fit(fam.prog, values):
                 spec = Specialization(fam.prog, fam.loaded, fam.digest, self._builder,
                                       self.object_args, values)
                 spec._plain_text = fam.text

@@ -132,7 +132,9 @@ def check_size(shape: Shape, dtype: str = "int8", what: str = "") -> None:
     Unknown (``None``) and zero dims are left out of the product, as NumPy does, so a shape
     whose known dims are already too big is refused whatever the unknown ones turn out to be.
     """
-    known = [int(d) for d in shape if d is not None and not isinstance(d, SymInt) and d]
+    # a symbolic size (shape-generic code being generated) counts with its current value
+    known = [d.hint if isinstance(d, SymInt) else int(d) for d in shape if d is not None]
+    known = [d for d in known if d]
     nbytes = math.prod(known) * np.dtype(dtype).itemsize
     if nbytes > MAX_BYTES:
         prefix = f"{what}: " if what else ""
