@@ -9,6 +9,8 @@ from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable
 from ..graph.types import TensorType, format_shape, is_int
 from . import elemwise as E
+from .slicing import (STEP_ZERO, DynSlice, DynSliceInc, DynSliceSet, as_bound, dyn_getitem,
+                      slice_parts, split_key)
 
 # An index spec is a hashable tuple; each entry is one of
 #   ("i", k)            a Python int
@@ -35,13 +37,12 @@ def _parse(key, ndim: int):
         elif k is None:
             spec.append(("n",))
         elif isinstance(k, slice):
-            for part in (k.start, k.stop, k.step):
-                if part is not None and not isinstance(part, (int, np.integer)):
-                    raise TypeError("slice bounds must be Python ints (symbolic slice bounds are "
-                                    f"not supported), got {part!r}")
-            if k.step == 0:
-                raise ValueError("slice step cannot be zero")
-            spec.append(("s", _i(k.start), _i(k.stop), _i(k.step)))
+            # symbolic bounds were taken out by ``slicing.split_key``: constants remain
+            start, stop, step = (as_bound(k.start, "start"), as_bound(k.stop, "stop"),
+                                 as_bound(k.step, "step"))
+            if step == 0:
+                raise ValueError(STEP_ZERO)
+            spec.append(("s", start, stop, step))
         elif isinstance(k, (bool, np.bool_)):
             raise IndexError("boolean scalar indices are not supported")
         elif isinstance(k, (int, np.integer)):
@@ -54,10 +55,6 @@ def _parse(key, ndim: int):
             spec.append(("a", len(arrays)))
             arrays.append(v)
     return tuple(spec), arrays
-
-
-def _i(v):
-    return None if v is None else int(v)
 
 
 def _key(spec, arrays):
@@ -295,8 +292,22 @@ def batch_scatter(op_class, spec, node, inputs, batched):
 
 
 def getitem(x, key) -> Variable:
-    """``x[key]`` with NumPy semantics for ints, slices, None, ``...`` and int arrays."""
+    """``x[key]`` with NumPy semantics for ints, slices (static or symbolic bounds), None,
+    ``...`` and int arrays."""
     x = as_variable(x)
+    symbolic, rest = split_key(key, x.ndim)
+    if symbolic:
+        _parse(rest, x.ndim)  # a bad key fails before any node is built
+        out = _static_getitem(dyn_getitem(x, symbolic), rest)
+    else:
+        out = _static_getitem(x, key)
+    if out.owner is not None and out is not x:
+        out.owner.indexed = (x, key)  # for ``set_subtensor(x[key], y)``
+    return out
+
+
+def _static_getitem(x: Variable, key) -> Variable:
+    """``x[key]`` for a key without symbolic slice bounds."""
     spec, arrays = _parse(key, x.ndim)
     if all(e == ("s", None, None, None) for e in spec) and len(spec) == x.ndim:
         return x
@@ -311,18 +322,56 @@ def getitem(x, key) -> Variable:
     return Subtensor(spec)(x, *arrays)
 
 
-def inc_subtensor(x, key, y) -> Variable:
-    """A copy of ``x`` with ``y`` added at ``x[key]`` (repeated indices accumulate)."""
-    x = as_variable(x)
-    spec, arrays = _parse(key, x.ndim)
-    return IndexAdd(spec)(x, y, *arrays)
+_NOT_GIVEN = object()
 
 
-def set_subtensor(x, key, y) -> Variable:
-    """A copy of ``x`` with ``x[key] = y`` (NumPy assignment; ``y`` broadcasts)."""
-    x = as_variable(x)
-    spec, arrays = _parse(key, x.ndim)
-    return IndexSet(spec)(x, y, *arrays)
+def inc_subtensor(x, key, y=_NOT_GIVEN) -> Variable:
+    """A copy of ``x`` with ``y`` added at ``x[key]`` (repeated indices accumulate).  Also
+    Theano's form ``inc_subtensor(x[key], y)``."""
+    x, key, y = _write_args("inc_subtensor", x, key, y)
+    return _write(x, key, y, IndexAdd, DynSliceInc)
+
+
+def set_subtensor(x, key, y=_NOT_GIVEN) -> Variable:
+    """A copy of ``x`` with ``x[key] = y`` (NumPy assignment; ``y`` broadcasts).  Also
+    Theano's form ``set_subtensor(x[key], y)``."""
+    x, key, y = _write_args("set_subtensor", x, key, y)
+    return _write(x, key, y, IndexSet, DynSliceSet)
+
+
+def _write_args(what: str, x, key, y) -> tuple:
+    """``(x, key, y)`` of either calling form."""
+    if y is not _NOT_GIVEN:
+        return as_variable(x), key, y
+    sub = as_variable(x)
+    origin = getattr(sub.owner, "indexed", None) if sub.owner is not None else None
+    if origin is None:
+        raise TypeError(f"{what}(sub, y): the first argument must be an indexed value such as "
+                        f"x[2:5] or x[idx] (or call {what}(x, key, y)), got {sub.label()}")
+    return origin[0], origin[1], key
+
+
+def _write(x: Variable, key, y, static_op, dyn_op) -> Variable:
+    """``x`` with ``y`` written at ``x[key]``: an index write of the static key, inside the
+    symbolic slices (each written back into the level it was cut from)."""
+    symbolic, rest = split_key(key, x.ndim)
+    if not symbolic:
+        spec, arrays = _parse(key, x.ndim)
+        return static_op(spec)(x, y, *arrays)
+    spec, arrays = _parse(rest, x.ndim)
+    levels, parts = [x], []
+    for axis, k in symbolic:
+        parts.append(slice_parts(levels[-1], axis, k))
+        levels.append(DynSlice(axis)(levels[-1], *parts[-1]))
+    if all(e == ("s", None, None, None) for e in spec):  # the last slice takes ``y`` itself
+        value = dyn_op(symbolic[-1][0])(levels[-2], y, *parts[-1])
+        below = len(symbolic) - 1
+    else:
+        value = static_op(spec)(levels[-1], y, *arrays)
+        below = len(symbolic)
+    for j in reversed(range(below)):
+        value = DynSliceSet(symbolic[j][0])(levels[j], value, *parts[j])
+    return value
 
 
 def take(x, indices, axis: int | None = None) -> Variable:
