@@ -1274,3 +1274,57 @@ def plan_memory(prog: Program, align: int = 64) -> None:
         prog.arena_offsets[st.sid] = off
         size = max(size, off + nbytes)
     prog.arena_size = size
+
+
+# --- symbolic slices (ops/slicing.py) --------------------------------------------------------
+# A slice's parts (first, step, length) are int64 scalars of the graph.  Here they must have
+# been folded from the input shapes (``specialize``): a length that depends on an input's
+# value leaves the output shape unknown, which ``specialize`` already refuses.
+
+def _slice_parts_of(lowerer: Lowerer, node) -> tuple[int, int, int]:
+    """The folded ``(first, step, length)`` of a ``DynSlice*`` node (its last three inputs)."""
+    vals = [lowerer.value_of.get(id(v)) for v in node.inputs[-3:]]
+    if any(v is None for v in vals):
+        raise CompileError(f"{_op_label(node)}: the slice start or step depends on run-time "
+                           f"values; native backends need slice bounds "
+                           "that follow from input shapes (use backend='reference')")
+    first, step, length = (int(v) for v in vals)
+    if step == 0:  # pragma: no cover - folding ran the op, which raised
+        raise CompileError(f"{_op_label(node)}: slice step cannot be zero")
+    return first, step, max(length, 0)
+
+
+def _axis_slice(v: View, axis: int, first: int, step: int, length: int) -> View:
+    """The view of ``v`` with ``axis`` cut to ``length`` elements from ``first`` by ``step``."""
+    shape, strides = list(v.shape), list(v.strides)
+    shape[axis], strides[axis] = length, strides[axis] * step
+    offset = v.offset + (first * v.strides[axis] if length else 0)
+    return View(v.storage, tuple(shape), tuple(strides), offset)
+
+
+def _op_dyn_slice(self: Lowerer, node, op) -> None:
+    """A view: no kernel."""
+    x = self.view(node.inputs[0])
+    self.env[id(node.outputs[0])] = _axis_slice(x, op.axis, *_slice_parts_of(self, node))
+
+
+def _dyn_slice_write(self: Lowerer, node, op, accumulate: bool) -> None:
+    """``out = x``, then ``y`` written (or added) into the slice of ``out``."""
+    x, y = self.view(node.inputs[0]), self.view(node.inputs[1])
+    out = self.out_view(node.outputs[0])
+    self.copy(x, out)
+    dst = _axis_slice(out, op.axis, *_slice_parts_of(self, node))
+    if dst.size == 0:
+        self.env[id(node.outputs[0])] = out
+        return
+    if accumulate:  # each element is read and written at the same index
+        expr = S.apply("add", S.inp(0, dst.dtype), S.inp(1, dst.dtype))
+        self.map_kernel("slice_add", dst, expr, [dst, y])
+    else:
+        self.map_kernel("slice_set", dst, S.inp(0, dst.dtype), [y])
+    self.env[id(node.outputs[0])] = out
+
+
+Lowerer.op_DynSlice = _op_dyn_slice
+Lowerer.op_DynSliceSet = lambda self, node, op: _dyn_slice_write(self, node, op, False)
+Lowerer.op_DynSliceInc = lambda self, node, op: _dyn_slice_write(self, node, op, True)
