@@ -131,7 +131,8 @@ def constant(value, name: str | None = None, dtype=None) -> Constant:
     return Constant(value, dtype=dtype, name=name)
 
 
-def shared(value, name: str | None = None, dtype=None, shape=None) -> SharedVariable:
+def shared(value, name: str | None = None, dtype=None,
+           shape=None) -> SharedVariable:  # noqa: F811 - the keyword is NumPy's name
     """Persistent state such as model parameters; read with ``get_value``, set with ``set_value``.
 
     ``shape`` declares the static shape, ``None`` for dims that ``set_value`` may change (a

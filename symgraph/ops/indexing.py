@@ -9,8 +9,16 @@ from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable
 from ..graph.types import TensorType, format_shape, is_int
 from . import elemwise as E
-from .slicing import (STEP_ZERO, DynSlice, DynSliceInc, DynSliceSet, as_bound, dyn_getitem,
-                      slice_parts, split_key)
+from .slicing import (
+    STEP_ZERO,
+    DynSlice,
+    DynSliceInc,
+    DynSliceSet,
+    as_bound,
+    dyn_getitem,
+    slice_parts,
+    split_key,
+)
 
 # An index spec is a hashable tuple; each entry is one of
 #   ("i", k)            a Python int
@@ -38,8 +46,8 @@ def _parse(key, ndim: int):
             spec.append(("n",))
         elif isinstance(k, slice):
             # symbolic bounds were taken out by ``slicing.split_key``: constants remain
-            start, stop, step = (as_bound(k.start, "start"), as_bound(k.stop, "stop"),
-                                 as_bound(k.step, "step"))
+            start, stop, step = (as_bound(k.start, "slice start"),
+                                 as_bound(k.stop, "slice stop"), as_bound(k.step, "slice step"))
             if step == 0:
                 raise ValueError(STEP_ZERO)
             spec.append(("s", start, stop, step))
@@ -387,15 +395,23 @@ def take(x, indices, axis: int | None = None) -> Variable:
     return getitem(x, (slice(None),) * axis + (idx,))
 
 
-def one_hot(labels, n: int, dtype: str = "float32") -> Variable:
-    """``one_hot(labels, n)[..., k] = (labels == k)`` as ``dtype``."""
+def one_hot(labels, n, dtype: str = "float32") -> Variable:
+    """``one_hot(labels, n)[..., k] = (labels == k)`` as ``dtype``; ``n`` (the number of
+    classes) is an int or an int scalar variable (then the last dim is known at call time)."""
     labels = as_variable(labels)
     if not is_int(labels.dtype):
         raise TypeError(f"one_hot: labels must be integers, got {labels.type}")
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"one_hot: n (the number of classes) must be an int, got "
-                        f"{type(n).__name__} {n!r}")
-    if n < 1:
+    if isinstance(n, Constant) and n.ndim == 0 and is_int(n.dtype):
+        n = int(n.value)
+    symbolic = isinstance(n, Variable) and n.ndim == 0 and is_int(n.dtype)
+    if not symbolic and (isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer))):
+        what = n.type if isinstance(n, Variable) else f"{type(n).__name__} {n!r}"
+        raise TypeError(f"one_hot: n (the number of classes) must be an int or an int scalar, "
+                        f"got {what}")
+    if not symbolic and n < 1:
         raise ValueError(f"one_hot: n (the number of classes) must be at least 1, got {n}")
+    from .nn import arange
     from .shape import expand_dims
-    return E.cast(E.eq(expand_dims(labels, -1), Constant(np.arange(n, dtype=labels.dtype))), dtype)
+    classes = Constant(np.arange(n, dtype=labels.dtype)) if not symbolic else \
+        E.cast(arange(n), labels.dtype)
+    return E.cast(E.eq(expand_dims(labels, -1), classes), dtype)

@@ -33,10 +33,14 @@ def _is_static(v) -> bool:
 
 
 def _add(a: Int, b: Int) -> Int:
+    if _is_static(b) and b == 0:
+        return a
     return int(a) + int(b) if _is_static(a) and _is_static(b) else E.add(a, b)
 
 
 def _sub(a: Int, b: Int) -> Int:
+    if _is_static(b) and b == 0:
+        return a
     return int(a) - int(b) if _is_static(a) and _is_static(b) else E.sub(a, b)
 
 
@@ -49,6 +53,8 @@ def _min(a: Int, b: Int) -> Int:
 
 
 def _floordiv(a: Int, b: Int) -> Int:
+    if _is_static(b) and b == 1:
+        return a
     return int(a) // int(b) if _is_static(a) and _is_static(b) else E.floor_divide(a, b)
 
 
@@ -69,11 +75,11 @@ def as_bound(v, what: str) -> Int | None:
         return None if v is None else int(v)
     if isinstance(v, Variable):
         if v.ndim != 0 or not is_int(v.dtype):
-            raise TypeError(f"slice {what} must be an int or an int scalar, got {v.type}")
+            raise TypeError(f"{what} must be an int or an int scalar, got {v.type}")
         if isinstance(v, Constant):
             return int(v.value)
         return v if v.dtype == "int64" else E.cast(v, "int64")
-    raise TypeError(f"slice {what} must be an int, None or an int scalar, got "
+    raise TypeError(f"{what} must be an int, None or an int scalar, got "
                     f"{type(v).__name__} {v!r}")
 
 
@@ -160,6 +166,56 @@ def _check_parts(op: str, first, step, length) -> list[Variable]:
 
 def _key(axis: int, first, step, length) -> tuple:
     return (slice(None),) * axis + (plain_slice(int(first), int(step), int(length)),)
+
+
+class NonzeroStep(Op):
+    """The identity on an int64 step that raises NumPy's error when it is 0 (``arange`` with
+    a symbolic step; a slice's step is checked by the op that reads it)."""
+
+    __props__ = ("what",)
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __str__(self):
+        return self.what  # errors read "arange: step cannot be zero"
+
+    def make_node(self, step) -> Apply:
+        step = as_variable(step, dtype="int64")
+        return Apply(self, [step], [TensorType(step.dtype, ())])
+
+    def perform(self, node, inputs):
+        if int(inputs[0]) == 0:
+            raise ValueError(f"{self.what}: step cannot be zero")
+        return [np.array(inputs[0])]
+
+    def L_op(self, node, inputs, outputs, output_grads):
+        return [None]
+
+
+def symbolic_arange(start, stop, step) -> Variable:
+    """``arange(start, stop, step)`` as int64 where a part is an int scalar variable:
+    ``start + step * arange(length)`` with NumPy's length (never negative)."""
+    from .nn import ARange
+    start, stop, step = (as_bound(p, f"arange: {name}")
+                         for p, name in ((start, "start"), (stop, "stop"), (step, "step")))
+    step = 1 if step is None else step
+    if _is_static(start) and start == 0 and _is_static(step) and step == 1:
+        return ARange()(stop)  # the form rewrites recognise (``log_softmax(z)[arange(n), y]``)
+    if _is_static(step):
+        if step == 0:
+            raise ValueError("arange: step cannot be zero")
+        up = step > 0
+    else:
+        step = NonzeroStep("arange")(step)
+        up = E.gt(step, 0)
+    # ceil((stop - start) / step) = (stop - start + step -/+ 1) // step
+    toward = _where(up, _sub(step, 1), _add(step, 1))
+    length = _max(0, _floordiv(_add(_sub(stop, start), toward), step))
+    ramp = ARange()(length)
+    if not (_is_static(step) and step == 1):
+        ramp = E.mul(ramp, step)
+    return ramp if _is_static(start) and start == 0 else E.add(ramp, start)
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -350,8 +406,8 @@ def split_key(key, ndim: int) -> tuple[list[tuple[int, slice]], tuple]:
 
 def slice_parts(x: Variable, axis: int, k: slice) -> tuple[Int, Int, Int]:
     """``(first, step, length)`` of slice ``k`` on ``x``'s ``axis``."""
-    start, stop, step = (as_bound(k.start, "start"), as_bound(k.stop, "stop"),
-                         as_bound(k.step, "step"))
+    start, stop, step = (as_bound(k.start, "slice start"), as_bound(k.stop, "slice stop"),
+                         as_bound(k.step, "slice step"))
     return normalize_slice(_dim(x, axis), start, stop, step)
 
 
