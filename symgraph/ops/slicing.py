@@ -161,6 +161,8 @@ def _check_parts(op: str, first, step, length) -> list[Variable]:
     for name, p in zip(("start", "step", "length"), parts):
         if p.ndim != 0 or not is_int(p.dtype):
             raise TypeError(f"{op}: the slice {name} must be an int scalar, got {p.type}")
+    if _static_int(parts[1]) == 0:  # known when built, or when specialised for a call
+        raise ValueError(STEP_ZERO)
     return [p if p.dtype == "int64" else E.cast(p, "int64") for p in parts]
 
 
