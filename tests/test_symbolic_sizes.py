@@ -46,6 +46,8 @@ def test_arange_with_symbolic_inputs_matches_numpy_on_the_reference_backend():
         sg.arange(a, 5, 0)
     with pytest.raises(TypeError, match=r"arange: stop must be an int or an int scalar, got float32"):
         sg.arange(sg.scalar("f"))
+    with pytest.raises(TypeError, match=r"arange: the size must be an int or an int scalar, got None"):
+        sg.arange(sg.tensor("v", (None,)).type.shape[0])  # not an empty range
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -307,3 +307,29 @@ def test_errors_name_the_problem():
     with pytest.raises(sg.ShapeError, match=r"inc_subtensor: value of shape \(2, 4\) cannot be "
                                             r"broadcast to the sliced shape \(3, 4\)"):
         f(np.ones((5, 4)), 2)
+
+
+def test_theano_tutorial_minibatches_through_the_compat_layer():
+    """The logistic-regression tutorial as written for Theano (labels a cast of a shared
+    variable, the NLL indexed with ``arange``), in FAST_COMPILE mode (the reference backend)."""
+    import symgraph.compat.theano as theano
+    import symgraph.compat.theano.tensor as T
+    rng = np.random.default_rng(1)
+    n, d, k, bs = 120, 6, 3, 20
+    xs = rng.normal(size=(n, d))
+    ys = xs[:, :k].argmax(1)
+    train_set_x = theano.shared(xs, borrow=True, shape=(None, d))
+    train_set_y = T.cast(theano.shared(ys.astype("float64"), borrow=True), "int32")
+    index = T.lscalar()
+    x, y = T.matrix("x"), T.ivector("y")
+    W, b = theano.shared(np.zeros((d, k)), name="W"), theano.shared(np.zeros(k), name="b")
+    p_y_given_x = T.nnet.softmax(T.dot(x, W) + b)
+    cost = -T.mean(T.log(p_y_given_x)[T.arange(T.shape(y)[0]), y])
+    g_W, g_b = T.grad(cost, W), T.grad(cost, b)
+    train_model = theano.function(
+        inputs=[index], outputs=cost, updates=[(W, W - 0.5 * g_W), (b, b - 0.5 * g_b)],
+        givens={x: train_set_x[index * bs:(index + 1) * bs],
+                y: train_set_y[index * bs:(index + 1) * bs]}, mode="FAST_COMPILE")
+    assert train_model(0) == pytest.approx(np.log(k), rel=1e-12)  # zero weights: uniform
+    losses = [np.mean([train_model(i) for i in range(n // bs)]) for _ in range(4)]
+    assert losses[-1] < 0.6 * losses[0]

@@ -133,6 +133,9 @@ def arange(start, stop=None, step=None, dtype=None) -> Variable:
     the result is then int64 (``dtype`` casts it)."""
     if stop is None:
         start, stop = 0, start
+    if stop is None:  # an unknown entry of ``x.type.shape``, most likely
+        raise TypeError("arange: the size must be an int or an int scalar, got None (for a "
+                        "dim unknown until call time use sg.shape(x)[k])")
     parts = (start, stop, step)
     if not any(isinstance(p, Variable) and not isinstance(p, Constant) for p in parts):
         values = [p.value.item() if isinstance(p, Constant) else p for p in parts]

@@ -71,7 +71,7 @@ def _lt(a: Int, b: Int):
 def as_bound(v, what: str) -> Int | None:
     """A slice part as ``None``, a Python int, or an int64 0-d variable (constants become
     ints, so a key of constants stays a static key)."""
-    if v is None or (_is_static(v) and not isinstance(v, (bool, np.bool_))):
+    if v is None or _is_static(v):
         return None if v is None else int(v)
     if isinstance(v, Variable):
         if v.ndim != 0 or not is_int(v.dtype):
