@@ -333,3 +333,24 @@ def test_theano_tutorial_minibatches_through_the_compat_layer():
     assert train_model(0) == pytest.approx(np.log(k), rel=1e-12)  # zero weights: uniform
     losses = [np.mean([train_model(i) for i in range(n // bs)]) for _ in range(4)]
     assert losses[-1] < 0.6 * losses[0]
+
+
+def test_writes_through_several_symbolic_slices_and_static_indices():
+    """Each symbolic slice is one level; the innermost takes ``y`` (or the static rest of the
+    key does) and every level is written back into the one it was cut from."""
+    x = sg.tensor("x", (None, None, 3), "float64")
+    i, j = _int("i"), _int("j")
+    xv = np.arange(60.0).reshape(5, 4, 3)
+    outs = [sg.set_subtensor(x[i:j, j:], -1.0), sg.inc_subtensor(x[i:j, j:, 1:], 2.0),
+            sg.set_subtensor(x[i:, 1, j::-1], 9.0), sg.inc_subtensor(x[i:], 1.0),
+            sg.set_subtensor(x[i:j, ::-1, i], sg.constant(np.arange(4.0)))]
+    f = sg.compile([x, i, j], outs, backend="reference")
+    for iv, jv in [(1, 3), (0, 2), (-2, 1)]:
+        want = [xv.copy() for _ in outs]
+        want[0][iv:jv, jv:] = -1.0
+        want[1][iv:jv, jv:, 1:] += 2.0
+        want[2][iv:, 1, jv::-1] = 9.0
+        want[3][iv:] += 1.0
+        want[4][iv:jv, ::-1, iv] = np.arange(4.0)
+        for got, w in zip(f(xv, iv, jv), want):
+            assert_matches(got, w)

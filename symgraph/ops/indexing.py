@@ -367,17 +367,17 @@ def _write(x: Variable, key, y, static_op, dyn_op) -> Variable:
         spec, arrays = _parse(key, x.ndim)
         return static_op(spec)(x, y, *arrays)
     spec, arrays = _parse(rest, x.ndim)
+    last_takes_y = all(e == ("s", None, None, None) for e in spec)  # nothing left to index
     levels, parts = [x], []
-    for axis, k in symbolic:
+    for j, (axis, k) in enumerate(symbolic):
         parts.append(slice_parts(levels[-1], axis, k))
-        levels.append(DynSlice(axis)(levels[-1], *parts[-1]))
-    if all(e == ("s", None, None, None) for e in spec):  # the last slice takes ``y`` itself
-        value = dyn_op(symbolic[-1][0])(levels[-2], y, *parts[-1])
-        below = len(symbolic) - 1
+        if j < len(symbolic) - 1 or not last_takes_y:
+            levels.append(DynSlice(axis)(levels[-1], *parts[-1]))
+    if last_takes_y:
+        value = dyn_op(symbolic[-1][0])(levels.pop(), y, *parts[-1])
     else:
-        value = static_op(spec)(levels[-1], y, *arrays)
-        below = len(symbolic)
-    for j in reversed(range(below)):
+        value = static_op(spec)(levels.pop(), y, *arrays)
+    for j in reversed(range(len(levels))):  # ``value`` was cut from ``levels[j]``
         value = DynSliceSet(symbolic[j][0])(levels[j], value, *parts[j])
     return value
 
