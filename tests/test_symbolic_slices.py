@@ -354,3 +354,20 @@ def test_writes_through_several_symbolic_slices_and_static_indices():
         want[4][iv:jv, ::-1, iv] = np.arange(4.0)
         for got, w in zip(f(xv, iv, jv), want):
             assert_matches(got, w)
+
+
+def test_vmap_of_writes_into_symbolic_slices():
+    """Batched ``x`` with an unbatched value, and an unbatched ``x`` with batched values."""
+    x, v, i = sg.tensor("x", (None, 5), "float64"), sg.tensor("v", (None, 2), "float64"), _int("i")
+    base = sg.constant(np.arange(10.0).reshape(2, 5))
+    zeroed = sg.vmap(lambda r: sg.set_subtensor(r[i:], 0.0))(x)
+    placed = sg.vmap(lambda row: sg.inc_subtensor(base[:, i:i + 2], row))(v)
+    f = sg.compile([x, v, i], [zeroed, placed], backend="reference")
+    xv, vv = np.arange(15.0).reshape(3, 5), np.arange(6.0).reshape(3, 2)
+    got_zeroed, got_placed = f(xv, vv, 3)
+    want = xv.copy()
+    want[:, 3:] = 0.0
+    assert_matches(got_zeroed, want)
+    want = np.broadcast_to(np.arange(10.0).reshape(2, 5), (3, 2, 5)).copy()
+    want[:, :, 3:5] += vv[:, None, :]
+    assert_matches(got_placed, want)
