@@ -304,9 +304,7 @@ class SharedVariable(Variable):
     def _check_shape(self, shape: tuple, what: str) -> None:
         """``shape`` must fit the declared one (``None`` dims may change)."""
         declared = self.type.shape
-        fits = len(shape) == len(declared) and all(d is None or d == s
-                                                  for d, s in zip(declared, shape))
-        if fits:
+        if not shape_conflict(declared, shape):
             return
         old = self._value.shape
         if all(d is not None for d in declared):
