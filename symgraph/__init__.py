@@ -131,10 +131,15 @@ def constant(value, name: str | None = None, dtype=None) -> Constant:
     return Constant(value, dtype=dtype, name=name)
 
 
-def shared(value, name: str | None = None, dtype=None) -> SharedVariable:
-    """Persistent state such as model parameters; read with ``get_value``, set with ``set_value``."""
+def shared(value, name: str | None = None, dtype=None,
+           shape=None) -> SharedVariable:  # noqa: F811 - the keyword is NumPy's name
+    """Persistent state such as model parameters; read with ``get_value``, set with ``set_value``.
+
+    ``shape`` declares the static shape, ``None`` for dims that ``set_value`` may change (a
+    data set whose number of rows varies: ``shape=(None, 784)``); by default every dim is the
+    value's."""
     _check_name(name, "shared")
-    return SharedVariable(value, name=name, dtype=dtype)
+    return SharedVariable(value, name=name, dtype=dtype, shape=shape)
 
 
 def export_library(path, functions: dict, kind: str = "shared", name: str | None = None,

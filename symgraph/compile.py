@@ -343,6 +343,8 @@ class CompiledFunction(FunctionBase):
         self.program = module.build(graph, self.inputs + self.shared, options)
         # a backend may provide the whole call path (checks, native call, updates) itself
         make_caller = getattr(self.program, "make_caller", None)
+        if any(not s.type.fully_static for s in self.shared):
+            make_caller = None  # a backend's call path reads the shared shapes only once
         self._caller = make_caller(self) if make_caller is not None else None
 
     def _rewritten(self) -> FunctionGraph:
@@ -450,7 +452,7 @@ class CompiledFunction(FunctionBase):
             if on_device and not isinstance(value, np.ndarray):
                 continue
             shape = np.shape(value)
-            if shape != target.shape:
+            if shape_conflict(target.type.shape, shape):
                 raise update_shape_error(target, shape, self.compiled_at)
 
     def _apply_updates(self, new_values) -> None:

@@ -54,9 +54,10 @@ class FiniteGuard:
                 if _bad(value):
                     self._diagnose(args, k, _bad(value))
             from .compile import update_shape_error
+            from .graph.types import shape_conflict
             new = []
             for target, value in zip(self.update_targets, results[self.n_outputs:]):
-                if np.shape(value) != target.shape:
+                if shape_conflict(target.type.shape, np.shape(value)):
                     raise update_shape_error(target, np.shape(value), self._compiled_at)
                 new.append(np.array(value, dtype=target.dtype, copy=True))
             self._install(new)

@@ -237,7 +237,8 @@ def test_shared_and_constant_names_are_strings():
 @pytest.mark.parametrize("n,kind,match", [
     (-3, ValueError, r"one_hot: n \(the number of classes\) must be at least 1, got -3"),
     (0, ValueError, r"must be at least 1, got 0"),
-    (2.5, TypeError, r"one_hot: n \(the number of classes\) must be an int, got float 2.5"),
+    (2.5, TypeError, r"one_hot: n \(the number of classes\) must be an int or an int scalar, "
+                    r"got float 2.5"),
 ])
 def test_one_hot_class_count(n, kind, match):
     with pytest.raises(kind, match=match):

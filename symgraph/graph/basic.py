@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .types import TensorType, as_dtype
+from .types import TensorType, as_dtype, shape_conflict
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ids = itertools.count()
@@ -244,7 +244,7 @@ class Constant(Variable):
 class SharedVariable(Variable):
     """Persistent state (model parameters) that lives across calls of compiled functions."""
 
-    def __init__(self, value, name: str | None = None, dtype=None):
+    def __init__(self, value, name: str | None = None, dtype=None, shape=None):
         arr = value_array(value, dtype, "a shared variable")
         # Python floats (and lists of them) are weakly typed: float32, as symbolic constants;
         # NumPy arrays and scalars keep their dtype
@@ -253,7 +253,8 @@ class SharedVariable(Variable):
         # ``arr`` is already a private copy: only a non-C-contiguous one is copied again
         arr = np.asarray(arr.astype(_supported_dtype(arr, value, "a shared variable"), copy=False),
                          order="C")
-        super().__init__(TensorType(arr.dtype.name, arr.shape), name=name)
+        declared = arr.shape if shape is None else _declared_shape(shape, arr.shape, name)
+        super().__init__(TensorType(arr.dtype.name, declared), name=name)
         self._value = arr
         self._lock = threading.Lock()
         self._version = 0
@@ -286,7 +287,8 @@ class SharedVariable(Variable):
         return self._value.copy()
 
     def set_value(self, value) -> None:
-        """Replace the value (a copy is stored).  The shape must stay the same; the dtype must
+        """Replace the value (a copy is stored).  The shape must stay the same, except along
+        the dims declared unknown (``sg.shared(value, shape=(None, 784))``); the dtype must
         be of the same kind (float into float, int or bool into int or float) and every
         value must survive the cast: an integer that does not fit, or a finite float that
         would overflow to inf, raises and changes nothing (NaN and inf already in ``value``
@@ -296,9 +298,21 @@ class SharedVariable(Variable):
         if not np.can_cast(arr.dtype, self.dtype, "same_kind") and arr.size:
             raise TypeError(f"{what}: cannot store a {arr.dtype} array in a {self.dtype} "
                             "variable")
-        if arr.shape != self.shape:
-            raise ValueError(f"{what}: shape must stay {self.shape}, got {arr.shape}")
+        self._check_shape(arr.shape, what)
         self._assign(checked_cast(arr, np.dtype(self.dtype), what))
+
+    def _check_shape(self, shape: tuple, what: str) -> None:
+        """``shape`` must fit the declared one (``None`` dims may change)."""
+        declared = self.type.shape
+        if not shape_conflict(declared, shape):
+            return
+        old = self._value.shape
+        if all(d is not None for d in declared):
+            raise ValueError(f"{what}: shape must stay {old}, got {tuple(shape)} (declare the "
+                             "dims that may change as None: sg.shared(value, shape=...))")
+        raise ValueError(f"{what}: a value of shape {tuple(shape)} does not fit the declared "
+                         f"shape {_format_dims(declared)} (current value {old}); only the "
+                         "None dims may change")
 
     def __getstate__(self):
         self._value  # noqa: B018 - bring a device-held value back to the host first
@@ -316,7 +330,7 @@ class SharedVariable(Variable):
         """Install ``arr`` (all of the value, version and device state, or none of it).  Its
         shape and dtype must be the variable's: compiled code reads the value as that."""
         arr = np.array(arr, order="C", copy=None)
-        if arr.shape != self.shape or arr.dtype != self.dtype:
+        if shape_conflict(self.type.shape, arr.shape) or arr.dtype != self.dtype:
             raise ValueError(f"shared variable {self.label()!r}: cannot install a {arr.dtype} "
                              f"value of shape {arr.shape} in a {self.type} variable")
         install_values([self], [arr])
@@ -419,6 +433,25 @@ class Installer:
         for lock in locks:
             if lock.locked():  # acquire and release in one C-level step
                 deque(map(call, (lock.acquire, lock.release)), maxlen=0)
+
+
+def _format_dims(shape: tuple) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + \
+        ("," if len(shape) == 1 else "") + ")"
+
+
+def _declared_shape(shape, actual: tuple, name) -> tuple:
+    """The static shape of a shared variable declared with ``shape=``: ints that must be the
+    value's, ``None`` for dims that ``set_value`` may change."""
+    what = f"shared variable {name!r}" if name else "shared variable"
+    dims = tuple(shape) if isinstance(shape, (tuple, list)) else None
+    if dims is None or any(not (d is None or isinstance(d, (int, np.integer))
+                                and not isinstance(d, (bool, np.bool_))) for d in dims):
+        raise TypeError(f"{what}: shape must be a tuple of ints and None, got {shape!r}")
+    if len(dims) != len(actual) or any(d is not None and d != a for d, a in zip(dims, actual)):
+        raise ValueError(f"{what}: the value's shape {actual} does not fit the declared shape "
+                         f"{_format_dims(dims)}")
+    return tuple(None if d is None else int(d) for d in dims)
 
 
 def install_values(targets: Sequence[SharedVariable], values: Sequence[np.ndarray]) -> None:

@@ -9,6 +9,16 @@ from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable
 from ..graph.types import TensorType, format_shape, is_int
 from . import elemwise as E
+from .slicing import (
+    STEP_ZERO,
+    DynSlice,
+    DynSliceInc,
+    DynSliceSet,
+    as_bound,
+    dyn_getitem,
+    slice_parts,
+    split_key,
+)
 
 # An index spec is a hashable tuple; each entry is one of
 #   ("i", k)            a Python int
@@ -35,13 +45,12 @@ def _parse(key, ndim: int):
         elif k is None:
             spec.append(("n",))
         elif isinstance(k, slice):
-            for part in (k.start, k.stop, k.step):
-                if part is not None and not isinstance(part, (int, np.integer)):
-                    raise TypeError("slice bounds must be Python ints (symbolic slice bounds are "
-                                    f"not supported), got {part!r}")
-            if k.step == 0:
-                raise ValueError("slice step cannot be zero")
-            spec.append(("s", _i(k.start), _i(k.stop), _i(k.step)))
+            # symbolic bounds were taken out by ``slicing.split_key``: constants remain
+            start, stop, step = (as_bound(k.start, "slice start"),
+                                 as_bound(k.stop, "slice stop"), as_bound(k.step, "slice step"))
+            if step == 0:
+                raise ValueError(STEP_ZERO)
+            spec.append(("s", start, stop, step))
         elif isinstance(k, (bool, np.bool_)):
             raise IndexError("boolean scalar indices are not supported")
         elif isinstance(k, (int, np.integer)):
@@ -54,10 +63,6 @@ def _parse(key, ndim: int):
             spec.append(("a", len(arrays)))
             arrays.append(v)
     return tuple(spec), arrays
-
-
-def _i(v):
-    return None if v is None else int(v)
 
 
 def _key(spec, arrays):
@@ -296,8 +301,22 @@ def batch_scatter(op_class, spec, node, inputs, batched):
 
 
 def getitem(x, key) -> Variable:
-    """``x[key]`` with NumPy semantics for ints, slices, None, ``...`` and int arrays."""
+    """``x[key]`` with NumPy semantics for ints, slices (static or symbolic bounds), None,
+    ``...`` and int arrays."""
     x = as_variable(x)
+    symbolic, rest = split_key(key, x.ndim)
+    if symbolic:
+        _parse(rest, x.ndim)  # a bad key fails before any node is built
+        out = _static_getitem(dyn_getitem(x, symbolic), rest)
+    else:
+        out = _static_getitem(x, key)
+    if out.owner is not None and out is not x:
+        out.owner.indexed = (x, key)  # for ``set_subtensor(x[key], y)``
+    return out
+
+
+def _static_getitem(x: Variable, key) -> Variable:
+    """``x[key]`` for a key without symbolic slice bounds."""
     spec, arrays = _parse(key, x.ndim)
     if all(e == ("s", None, None, None) for e in spec) and len(spec) == x.ndim:
         return x
@@ -312,18 +331,56 @@ def getitem(x, key) -> Variable:
     return Subtensor(spec)(x, *arrays)
 
 
-def inc_subtensor(x, key, y) -> Variable:
-    """A copy of ``x`` with ``y`` added at ``x[key]`` (repeated indices accumulate)."""
-    x = as_variable(x)
-    spec, arrays = _parse(key, x.ndim)
-    return IndexAdd(spec)(x, y, *arrays)
+_NOT_GIVEN = object()
 
 
-def set_subtensor(x, key, y) -> Variable:
-    """A copy of ``x`` with ``x[key] = y`` (NumPy assignment; ``y`` broadcasts)."""
-    x = as_variable(x)
-    spec, arrays = _parse(key, x.ndim)
-    return IndexSet(spec)(x, y, *arrays)
+def inc_subtensor(x, key, y=_NOT_GIVEN) -> Variable:
+    """A copy of ``x`` with ``y`` added at ``x[key]`` (repeated indices accumulate).  Also
+    Theano's form ``inc_subtensor(x[key], y)``."""
+    x, key, y = _write_args("inc_subtensor", x, key, y)
+    return _write(x, key, y, IndexAdd, DynSliceInc)
+
+
+def set_subtensor(x, key, y=_NOT_GIVEN) -> Variable:
+    """A copy of ``x`` with ``x[key] = y`` (NumPy assignment; ``y`` broadcasts).  Also
+    Theano's form ``set_subtensor(x[key], y)``."""
+    x, key, y = _write_args("set_subtensor", x, key, y)
+    return _write(x, key, y, IndexSet, DynSliceSet)
+
+
+def _write_args(what: str, x, key, y) -> tuple:
+    """``(x, key, y)`` of either calling form."""
+    if y is not _NOT_GIVEN:
+        return as_variable(x), key, y
+    sub = as_variable(x)
+    origin = getattr(sub.owner, "indexed", None) if sub.owner is not None else None
+    if origin is None:
+        raise TypeError(f"{what}(sub, y): the first argument must be an indexed value such as "
+                        f"x[2:5] or x[idx] (or call {what}(x, key, y)), got {sub.label()}")
+    return origin[0], origin[1], key
+
+
+def _write(x: Variable, key, y, static_op, dyn_op) -> Variable:
+    """``x`` with ``y`` written at ``x[key]``: an index write of the static key, inside the
+    symbolic slices (each written back into the level it was cut from)."""
+    symbolic, rest = split_key(key, x.ndim)
+    if not symbolic:
+        spec, arrays = _parse(key, x.ndim)
+        return static_op(spec)(x, y, *arrays)
+    spec, arrays = _parse(rest, x.ndim)
+    last_takes_y = all(e == ("s", None, None, None) for e in spec)  # nothing left to index
+    levels, parts = [x], []
+    for j, (axis, k) in enumerate(symbolic):
+        parts.append(slice_parts(levels[-1], axis, k))
+        if j < len(symbolic) - 1 or not last_takes_y:
+            levels.append(DynSlice(axis)(levels[-1], *parts[-1]))
+    if last_takes_y:
+        value = dyn_op(symbolic[-1][0])(levels.pop(), y, *parts[-1])
+    else:
+        value = static_op(spec)(levels.pop(), y, *arrays)
+    for j in reversed(range(len(levels))):  # ``value`` was cut from ``levels[j]``
+        value = DynSliceSet(symbolic[j][0])(levels[j], value, *parts[j])
+    return value
 
 
 def take(x, indices, axis: int | None = None) -> Variable:
@@ -339,15 +396,23 @@ def take(x, indices, axis: int | None = None) -> Variable:
     return getitem(x, (slice(None),) * axis + (idx,))
 
 
-def one_hot(labels, n: int, dtype: str = "float32") -> Variable:
-    """``one_hot(labels, n)[..., k] = (labels == k)`` as ``dtype``."""
+def one_hot(labels, n, dtype: str = "float32") -> Variable:
+    """``one_hot(labels, n)[..., k] = (labels == k)`` as ``dtype``; ``n`` (the number of
+    classes) is an int or an int scalar variable (then the last dim is known at call time)."""
     labels = as_variable(labels)
     if not is_int(labels.dtype):
         raise TypeError(f"one_hot: labels must be integers, got {labels.type}")
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"one_hot: n (the number of classes) must be an int, got "
-                        f"{type(n).__name__} {n!r}")
-    if n < 1:
+    if isinstance(n, Constant) and n.ndim == 0 and is_int(n.dtype):
+        n = int(n.value)
+    symbolic = isinstance(n, Variable) and n.ndim == 0 and is_int(n.dtype)
+    if not symbolic and (isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer))):
+        what = n.type if isinstance(n, Variable) else f"{type(n).__name__} {n!r}"
+        raise TypeError(f"one_hot: n (the number of classes) must be an int or an int scalar, "
+                        f"got {what}")
+    if not symbolic and n < 1:
         raise ValueError(f"one_hot: n (the number of classes) must be at least 1, got {n}")
+    from .nn import arange
     from .shape import expand_dims
-    return E.cast(E.eq(expand_dims(labels, -1), Constant(np.arange(n, dtype=labels.dtype))), dtype)
+    classes = Constant(np.arange(n, dtype=labels.dtype)) if not symbolic else \
+        E.cast(arange(n), labels.dtype)
+    return E.cast(E.eq(expand_dims(labels, -1), classes), dtype)

@@ -127,11 +127,26 @@ class ARange(Op):
         raise not_batchable(node, "its length would differ between examples")
 
 
-def arange(n) -> Variable:
-    """``0, 1, ..., n-1`` (``n`` may be symbolic)."""
-    if isinstance(n, (int, np.integer)):
-        return Constant(np.arange(int(n), dtype=np.int64))
-    return ARange()(n)
+def arange(start, stop=None, step=None, dtype=None) -> Variable:
+    """NumPy's ``arange``: ``arange(n)`` is ``0, 1, ..., n-1`` and ``arange(start, stop, step)``
+    counts by ``step``.  Each part may be an int scalar variable (``x.shape[0]``, an input);
+    the result is then int64 (``dtype`` casts it)."""
+    if stop is None:
+        start, stop = 0, start
+    if stop is None:  # an unknown entry of ``x.type.shape``, most likely
+        raise TypeError("arange: the size must be an int or an int scalar, got None (for a "
+                        "dim unknown until call time use sg.shape(x)[k])")
+    parts = (start, stop, step)
+    if not any(isinstance(p, Variable) and not isinstance(p, Constant) for p in parts):
+        values = [p.value.item() if isinstance(p, Constant) else p for p in parts]
+        if values[2] == 0:
+            raise ValueError("arange: step cannot be zero")
+        if all(isinstance(v, (int, np.integer)) or v is None for v in values):
+            return Constant(np.arange(*values, dtype=dtype or np.int64))
+        return Constant(np.arange(*values, dtype=dtype))
+    from .slicing import symbolic_arange
+    out = symbolic_arange(start, stop, step)
+    return out if dtype is None else E.cast(out, dtype)
 
 
 def dense_targets(labels: Variable, like: Variable) -> Variable:

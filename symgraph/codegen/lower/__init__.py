@@ -10,7 +10,7 @@ The package is laid out by op family, parallel to ``symgraph/ops``:
 
 - ``core``: the ``Lowerer`` (driver, storages, views, ``emit``, ``check_index``, ``defer``,
   map / reduce / copy kernels) and ``lower()``;
-- ``shape``, ``indexing``, ``elemwise``, ``linalg``, ``nn``, ``pool``, ``conv``, ``random``:
+- ``shape``, ``indexing``, ``slicing``, ``elemwise``, ``linalg``, ``nn``, ``pool``, ``conv``, ``random``:
   one mixin each holding that family's ``op_<OpName>`` methods, inherited by ``Lowerer``;
 - ``helpers`` (loop nests, reduction kinds, kernel names), ``memory`` (``plan_memory``) and
   ``schedule`` (``overlap_schedule``).

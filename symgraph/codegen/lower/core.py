@@ -44,9 +44,10 @@ from .pool import PoolLowering
 from .random import RandomLowering
 from .schedule import overlap_schedule
 from .shape import ShapeLowering
+from .slicing import SliceLowering
 
 
-class Lowerer(ShapeLowering, IndexingLowering, ElemwiseLowering, LinalgLowering,
+class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, LinalgLowering,
               NNLowering, PoolLowering, ConvLowering, RandomLowering):
     """Builds a ``Program`` for one shape signature.
 

@@ -27,12 +27,13 @@ class TheanoSharedVariable(SharedVariable):
 
 
 def shared(value, name: str | None = None, borrow: bool = False, strict: bool = False,
-           allow_downcast=None) -> TheanoSharedVariable:
-    """``theano.shared``: the value's own dtype is kept (Python floats become ``floatX``)."""
+           allow_downcast=None, shape=None) -> TheanoSharedVariable:
+    """``theano.shared``: the value's own dtype is kept (Python floats become ``floatX``);
+    ``shape`` (as in PyTensor) declares dims that ``set_value`` may change as ``None``."""
     if isinstance(value, float):
         value = np.asarray(value, dtype=config.floatX)
     return TheanoSharedVariable(value if isinstance(value, (np.ndarray, np.generic)) else np.asarray(value),
-                                name=name)
+                                name=name, shape=shape)
 
 
 class TheanoFunction:

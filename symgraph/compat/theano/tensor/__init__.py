@@ -10,7 +10,6 @@ from ....graph.basic import Variable, as_variable
 from ....graph.types import TensorType
 from ....ops import elemwise as E
 from ....ops import reduce as R
-from ....ops.indexing import IndexAdd, IndexSet, Subtensor
 from ....ops.linalg import matmul
 from ....ops.shape import shape as shape
 from ....ops.shape import transpose
@@ -115,24 +114,15 @@ def dimshuffle(x, *pattern) -> Variable:
 Variable.dimshuffle = lambda self, *pattern: dimshuffle(self, *pattern)
 
 
-def _subtensor_parts(sub):
-    if sub.owner is None or not isinstance(sub.owner.op, Subtensor):
-        raise TypeError("set_subtensor/inc_subtensor: the first argument must be an indexed value "
-                        "such as x[2:5] or x[idx]")
-    x, *arrays = sub.owner.inputs
-    return sub.owner.op.spec, x, arrays
-
-
 def inc_subtensor(sub, y) -> Variable:
-    """``T.inc_subtensor(x[key], y)``: ``x`` with ``y`` added at ``x[key]``."""
-    spec, x, arrays = _subtensor_parts(as_variable(sub))
-    return IndexAdd(spec)(x, y, *arrays)
+    """``T.inc_subtensor(x[key], y)``: ``x`` with ``y`` added at ``x[key]`` (static or
+    symbolic slice bounds)."""
+    return _ops.inc_subtensor(sub, y)
 
 
 def set_subtensor(sub, y) -> Variable:
     """``T.set_subtensor(x[key], y)``: ``x`` with ``x[key]`` replaced by ``y``."""
-    spec, x, arrays = _subtensor_parts(as_variable(sub))
-    return IndexSet(spec)(x, y, *arrays)
+    return _ops.set_subtensor(sub, y)
 
 
 def tensordot(a, b, axes=2) -> Variable:
