@@ -201,16 +201,19 @@ def test_symbolic_step_of_zero_raises_numpys_error_at_call_time(backend):
             g(np.arange(4.0), 0)
 
 
-def test_value_dependent_slice_length_is_a_clear_compile_error_on_llvm():
-    """The native backends specialise on input shapes: a slice whose length depends on the
-    value of an input (``x[i:i + 2]``) is refused with a CompileError naming the op (the
-    reference backend runs it)."""
+def test_value_dependent_slice_lengths_run_on_llvm_with_one_code_generation():
+    """A slice whose length depends on the value of an int input (``x[i:i + 2]``): the llvm
+    backend reads that value at run time like an unknown dim (codegen/symdim.py)."""
     x, i = sg.tensor("x", (None, 3), "float64"), _int("i")
-    f = sg.compile([x, i], x[i:i + 2], backend="llvm")
-    with pytest.raises(sg.CompileError, match=r"DynSlice.*depends on runtime values"):
-        f(np.ones((5, 3)), 1)
-    g = sg.compile([x, i], x[i:i + 2], backend="reference")
-    assert_matches(g(np.arange(15.0).reshape(5, 3), 4), np.arange(15.0).reshape(5, 3)[4:6])
+    f = sg.compile([x, i], [x[i:i + 2] * 2, x[i * 2:]], backend="llvm")
+    for n in (5, 9):
+        xv = np.arange(3.0 * n).reshape(n, 3)
+        for k in (0, 1, 3, 4, 7, -2):
+            got = f(xv, k)
+            assert_matches(got[0], xv[k:k + 2] * 2)
+            assert_matches(got[1], xv[k * 2:])
+    # the signs and clipping of the bounds are guards: a few codes serve every call
+    assert f.program.generations <= 4 and f.program.uses_values
 
 
 def test_rop_and_vmap_and_jacobian_through_symbolic_slices():
@@ -231,7 +234,8 @@ def test_rop_and_vmap_and_jacobian_through_symbolic_slices():
     np.testing.assert_allclose(got_jac, fd_jacobian(fj, xv), rtol=1e-6, atol=1e-8)
 
 
-def test_minibatch_idiom_with_givens_trains_on_the_reference_backend():
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_minibatch_idiom_with_givens_trains(backend):
     """Theano's tutorial idiom: a symbolic index selects each minibatch of shared data."""
     rng = np.random.default_rng(0)
     n, d, bs, lr = 120, 5, 20, 0.5
@@ -246,7 +250,7 @@ def test_minibatch_idiom_with_givens_trains_on_the_reference_backend():
     gW, gb = sg.grad(cost, [W, b])
     train = sg.compile([index], cost, updates=[(W, W - lr * gW), (b, b - lr * gb)],
                        givens={x: train_x[index * bs:(index + 1) * bs],
-                               y: train_y[index * bs:(index + 1) * bs]}, backend="reference")
+                               y: train_y[index * bs:(index + 1) * bs]}, backend=backend)
     # the same SGD in NumPy
     w_np, b_np = np.zeros((d, 2)), np.zeros(2)
     losses = []
@@ -267,6 +271,8 @@ def test_minibatch_idiom_with_givens_trains_on_the_reference_backend():
     train_x.set_value(xs[:50])
     train_y.set_value(ys[:50])
     assert np.isfinite(train(2))
+    if backend == "llvm":  # one code for every minibatch index and data-set size
+        assert train.program.generations == 1, [f.prog.guards for f in train.program.families]
 
 
 def test_theano_forms_of_set_and_inc_subtensor():

@@ -32,6 +32,7 @@ from ..errors import CompileError
 from ..fastcall import fastcall_module
 from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
+from ..graph.types import is_int
 from . import KernelInfo, blas_threads, cache_store, llvm_elf, llvm_jit, llvm_warm
 
 ENTRY = "symgraph_entry"
@@ -267,10 +268,15 @@ class LLVMProgram:
         self.compiles = 0
         self.generations = 0  # programs lowered (code generated, whatever the cache held)
         # shape-generic code: one program serves every call whose sizes pass its guards
-        self.shape_generic = bool(options.get("shape_generic", True)) and \
-            os.environ.get("SYMGRAPH_SHAPE_GENERIC", "1") != "0" and \
-            any(d is None for v in roots for d in v.type.shape)
+        self.generic_allowed = bool(options.get("shape_generic", True)) and \
+            os.environ.get("SYMGRAPH_SHAPE_GENERIC", "1") != "0"
+        self.shape_generic = self.generic_allowed and any(d is None for v in roots for d in v.type.shape)
         self.families: list[GenericFamily] = []
+        # int scalar inputs whose values may size things (the minibatch idiom's index): their
+        # values become run-time sizes when code generic in shapes alone cannot be made
+        self.value_slots = [i for i, v in enumerate(roots) if v.ndim == 0 and is_int(v.dtype)
+                            and not isinstance(v, SharedVariable)]
+        self.uses_values = False
         libs = llvm_jit.libraries()
         if libs["blas"] is None:
             raise CompileError("the llvm backend needs NumPy's bundled OpenBLAS (numpy.libs)")
@@ -281,7 +287,11 @@ class LLVMProgram:
         llvm_jit.set_blas_threads(self.threads)
         static = [v.type.shape for v in roots]
         if all(d is not None for s in static for d in s):
-            self.specialize([tuple(s) for s in static])
+            try:
+                self.specialize([tuple(s) for s in static])
+            except CompileError:
+                if not self._values_may_help(self.value_slots):
+                    raise  # else sizes depend on int inputs' values: generated at the first call
 
     @property
     def fgraph(self) -> FunctionGraph:
@@ -293,7 +303,8 @@ class LLVMProgram:
     def __call__(self, values: list) -> list:
         values = [np.asarray(v) for v in values]
         key = tuple([v.shape for v in values])
-        spec = self.specs.get(key) or self.specialize(list(key))
+        ints = tuple(int(values[i]) for i in self.value_slots)
+        spec = self.specs.get(key + (ints,) if self.uses_values else key) or self.specialize(list(key), ints)
         return spec.run(values)
 
     def make_caller(self, cf):
@@ -323,6 +334,7 @@ class LLVMProgram:
             fn_lock = module.ArenaLock() if module is not None else threading.Lock()
         fast = None  # the C caller, once made (below)
         checked: set[tuple] = set()  # input shapes whose updates fit (registered with `fast`)
+        value_slots = self.value_slots
 
         def call(args):
             if len(args) != nspec:
@@ -343,14 +355,19 @@ class LLVMProgram:
                 values.append(a)
                 key.append(a.shape)
             key = tuple(key)
-            spec = table.get(key)
+            # code whose sizes depend on the values of int inputs (``x[i*bs:(i+1)*bs]``) is
+            # looked up by those values too, on this path only (the C caller keys by shapes)
+            ints = tuple(int(values[i]) for i in value_slots) if value_slots else ()
+            lookup = key + (ints,) if program.uses_values else key
+            spec = table.get(lookup)
             if spec is None:
-                spec = program.specialize(list(key) + list(shared_shapes))
-                table[key] = spec
-            if key not in checked:  # before the native call: nothing runs, nothing changes
+                spec = program.specialize(list(key) + list(shared_shapes), ints)
+                lookup = key + (ints,) if program.uses_values else key
+                table[lookup] = spec
+            if lookup not in checked:  # before the native call: nothing runs, nothing changes
                 program._check_update_shapes(spec, targets, n_out, cf.compiled_at)
-                checked.add(key)
-                if fast is not None:
+                checked.add(lookup)
+                if fast is not None and not program.uses_values:
                     program._register(module, fast, spec, key, targets, n_out, output_map)
             if not targets:
                 values.extend([s._value for s in shared])
@@ -448,29 +465,37 @@ class LLVMProgram:
         from ..codegen.specialize import lower_for_call
         return lower_for_call(self.fgraph, self.roots, list(key), self.built_outputs)
 
-    def specialize(self, shapes: list[tuple]) -> Specialization:
+    def specialize(self, shapes: list[tuple], values: tuple = ()) -> Specialization:
         """The code for one tuple of input shapes: an instance of a shape-generic program
         whose guards these shapes pass, else newly generated code (shape-generic when the
         inputs have dims unknown at build time and the lowering allows, else for exactly
         these shapes), from the disk cache when it is there."""
         with self._lock:
             key = tuple(tuple(s) for s in shapes)
-            if key in self.specs:
-                return self.specs[key]
+            values = tuple(int(v) for v in values)
+            lookup = key + (values,) if self.uses_values else key
+            if lookup in self.specs:
+                return self.specs[lookup]
             variant = self._variant()
             warm_key = None
             if self.graph_key is not None and cache_store.root() is not None \
-                    and llvm_warm.usable():
+                    and llvm_warm.usable() and not self.uses_values:
                 warm_key = llvm_warm.entry_key(self.graph_key, key, warm_context(variant))
-            spec = self._instance(key)
+            spec = self._instance(key, values)
             if spec is None and warm_key is not None:
                 spec = self._warm_start(key, warm_key, variant)
             if spec is None and self.shape_generic:
-                spec = self._generate_generic(key, warm_key)
+                spec = self._generate_generic(key, warm_key, values)
             if spec is None:
-                spec = self._generate(key, warm_key, variant)
+                try:
+                    spec = self._generate(key, warm_key, variant)
+                except CompileError:  # a size depends on an int input's value
+                    spec = self._generate_generic(key, None, values) if self._values_may_help(values) \
+                        else None
+                    if spec is None:
+                        raise
             spec.shapes = key
-            self.specs[key] = spec
+            self.specs[key + (values,) if self.uses_values else key] = spec
             self.last = spec
             if spec.dim_values:
                 self._forget_old_instances()
@@ -540,10 +565,14 @@ class LLVMProgram:
         return loaded
 
     # --- shape-generic code ------------------------------------------------------------------
-    def _instance(self, key: tuple) -> Specialization | None:
-        """A new instance (buffers for these sizes) of a generic program that serves ``key``."""
+    def _instance(self, key: tuple, ints: tuple = ()) -> Specialization | None:
+        """A new instance (buffers for these sizes) of a generic program that serves input
+        shapes ``key`` (and values ``ints`` of the int scalar inputs)."""
         for fam in self.families:
-            values = [key[slot][axis] for slot, axis in fam.prog.dims]
+            if any(axis < 0 for _, axis in fam.prog.dims) and len(ints) != len(self.value_slots):
+                continue
+            values = [ints[self.value_slots.index(slot)] if axis < 0 else key[slot][axis]
+                      for slot, axis in fam.prog.dims]
             if symdim.guards_hold(fam.prog.guards, values) and _sizes_fit(fam.prog, values):
                 spec = Specialization(fam.prog, fam.loaded, fam.digest, self._builder,
                                       self.object_args, values)
@@ -551,10 +580,11 @@ class LLVMProgram:
                 return spec
         return None
 
-    def _generic_shapes(self, key: tuple) -> tuple[list, list]:
+    def _generic_shapes(self, key: tuple, ints: tuple = ()) -> tuple[list, list, dict]:
         """The inputs' shapes with a ``symdim`` leaf for each dim unknown at build time (its
-        hint: the size in ``key``), and where the caller reads each ((input slot, axis))."""
-        shapes, dims = [], []
+        hint: the size in ``key``), where the caller reads each ((input slot, axis)), and with
+        ``ints`` (the int scalar inputs' values) a leaf for each of those values (axis -1)."""
+        shapes, dims, leaves = [], [], {}
         for slot, (v, actual) in enumerate(zip(self.roots, key)):
             row = []
             for axis, (declared, size) in enumerate(zip(v.type.shape, actual)):
@@ -564,25 +594,42 @@ class LLVMProgram:
                 else:
                     row.append(size)
             shapes.append(tuple(row))
-        return shapes, dims
+        for slot, value in zip(self.value_slots, ints):
+            leaves[slot] = symdim.leaf(len(dims), value, self.roots[slot].label(), nonneg=False)
+            dims.append((slot, -1))
+        return shapes, dims, leaves
 
-    def _lower_generic(self, key: tuple):
-        """The shape-generic program for calls like ``key`` (raises when the lowering
-        cannot make one)."""
+    def _lower_generic(self, key: tuple, ints: tuple = ()):
+        """The shape-generic program for calls like ``key`` (generic in the int inputs'
+        values too, given ``ints``); raises when the lowering cannot make one."""
         from ..codegen.lower import lower
-        shapes, dims = self._generic_shapes(key)
+        shapes, dims, leaves = self._generic_shapes(key, ints)
         with symdim.tracing() as guards:
-            prog = lower(self.fgraph, self.roots, shapes, dims)
+            prog = lower(self.fgraph, self.roots, shapes, dims, leaves)
         prog.guards = list(guards)
         return prog
 
-    def _generate_generic(self, key: tuple, warm_key: str | None) -> Specialization | None:
+    def _values_may_help(self, ints: tuple) -> bool:
+        return self.generic_allowed and bool(ints) and not self.shape_generic
+
+    def _generic_program(self, key: tuple, ints: tuple):
+        """Code generic in the unknown dims, or when that cannot be (a size depends on an int
+        input's value), generic in the int inputs' values as well."""
+        if self.shape_generic:
+            try:
+                return self._lower_generic(key)
+            except Exception:
+                if not ints:
+                    raise
+        return self._lower_generic(key, ints)
+
+    def _generate_generic(self, key: tuple, warm_key: str | None, ints: tuple = ()) -> Specialization | None:
         """Generate code generic in the inputs' unknown dims (``codegen/symdim.py``), or None
         when the lowering cannot (the caller then generates code for exactly ``key``, which
         also reports the user's shape errors)."""
         variant = self._variant()
         try:
-            prog = self._lower_generic(key)
+            prog = self._generic_program(key, ints)
             digest = program_digest(prog, variant)
             text = None
             if cache_store.load(digest, ".o") is None:
@@ -597,7 +644,10 @@ class LLVMProgram:
         self.generations += 1
         obj, text = self._object_code(prog, digest, text)
         self.families.append(GenericFamily(prog, self._load(obj), digest, text))
-        spec = self._instance(key)
+        if any(axis < 0 for _, axis in prog.dims):
+            self.uses_values = True
+            warm_key = None  # its instances depend on values the warm key does not see
+        spec = self._instance(key, ints)
         if warm_key is not None:
             llvm_warm.store(warm_key, digest, prog, spec.dim_values)
         return spec

@@ -45,9 +45,12 @@ def _symbolic(shape) -> bool:
 FOLD_LIMIT = 1 << 12  # fold nodes whose inputs and outputs are this small
 
 
-def specialize(fgraph: FunctionGraph, roots: list, shapes: list[tuple]):
-    """Returns ``(nodes, shape_of, value_of)`` keyed by ``id(variable)``."""
-    shape_of, value_of = _seed(roots, shapes)
+def specialize(fgraph: FunctionGraph, roots: list, shapes: list[tuple], values: dict | None = None):
+    """Returns ``(nodes, shape_of, value_of)`` keyed by ``id(variable)``.
+
+    ``values`` (shape-generic code): root index -> the ``SymInt`` leaf standing for that int
+    scalar input's value, so sizes computed from it (``x[i*bs:(i+1)*bs]``) stay symbolic."""
+    shape_of, value_of = _seed(roots, shapes, values)
     nodes = fgraph.toposort()
     with executing_graph():
         for node in nodes:
@@ -75,11 +78,12 @@ def first_error(roots: list, outputs: list, shapes: list[tuple]) -> Exception | 
     return None
 
 
-def _seed(roots: list, shapes: list[tuple]) -> tuple[dict, dict]:
+def _seed(roots: list, shapes: list[tuple], values: dict | None = None) -> tuple[dict, dict]:
     shape_of: dict[int, tuple] = {}
     for v, shp in zip(roots, shapes):
         shape_of[id(v)] = tuple(d if isinstance(d, SymInt) else int(d) for d in shp)
-    return shape_of, {}
+    value_of = {id(roots[slot]): np.array(leaf, dtype=object) for slot, leaf in (values or {}).items()}
+    return shape_of, value_of
 
 
 def _shape(v, shape_of: dict, value_of: dict) -> tuple:
@@ -143,6 +147,12 @@ def _infer_shapes(node: Apply, in_shapes: list[tuple], shape_of: dict, value_of:
 # integer scalar-IR primitives that shape arithmetic on symbolic sizes may fold
 _SIZE_PRIMS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
                "floordiv": lambda a, b: a // b, "mod": lambda a, b: a % b, "neg": lambda a: -a,
+               "abs": lambda a: a if a >= 0 else -a,
+               # comparisons of sizes are guards (symdim.compare); a select takes one branch
+               "lt": lambda a, b: a < b, "le": lambda a, b: a <= b, "gt": lambda a, b: a > b,
+               "ge": lambda a, b: a >= b, "eq": lambda a, b: a == b, "ne": lambda a, b: a != b,
+               "and": lambda a, b: bool(a) and bool(b), "or": lambda a, b: bool(a) or bool(b),
+               "not": lambda a: not a, "where": lambda c, a, b: a if c else b,
                "maximum": None, "minimum": None}
 
 
@@ -156,7 +166,8 @@ def _fold_symbolic(node: Apply, values: list):
     op = node.op
     if isinstance(op, (MakeVector, Subtensor)) and not getattr(op, "advanced", False):
         return [_folded(v, o.dtype) for v, o in zip(op.perform(node, values), node.outputs)]
-    if not isinstance(op, Elemwise) or not all(is_int(v.dtype) for v in node.inputs + node.outputs):
+    if not isinstance(op, Elemwise) or not all(is_int(v.dtype) or v.dtype == "bool"
+                                               for v in node.inputs + node.outputs):
         return None
     nodes = S.topo([op.expr])
     if any(n.op not in ("input", "const", "cast") and n.op not in _SIZE_PRIMS for n in nodes):
@@ -165,7 +176,8 @@ def _fold_symbolic(node: Apply, values: list):
     out = np.empty(arrays[0].shape if arrays else (), dtype=object)
     for idx in np.ndindex(out.shape):
         out[idx] = _size_expr(op.expr, [a[idx] for a in arrays])
-    return [_folded(out, node.outputs[0].dtype)]
+    return [_folded(out, node.outputs[0].dtype) if node.outputs[0].dtype != "bool"
+            else np.asarray(out, dtype=bool)]
 
 
 def _size_expr(expr, args: list):

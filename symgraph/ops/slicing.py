@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..codegen.symdim import SymInt, smax
 from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable
 from ..graph.types import TensorType, format_shape, is_int
@@ -143,14 +144,21 @@ def _scalar(v: Int) -> Variable:
     return as_variable(v, dtype="int64") if _is_static(v) else v
 
 
-def _static_int(v: Variable) -> int | None:
-    return int(v.value) if isinstance(v, Constant) else None
+def _static_int(v: Variable):
+    """A constant's int, or the symbolic size a placeholder holds while shape-generic code
+    is generated (``codegen/specialize.py``); None when not known."""
+    if not isinstance(v, Constant):
+        return None
+    item = v.value.reshape(()).item() if v.value.dtype == object else v.value
+    return item if isinstance(item, SymInt) else int(item)
 
 
 def _slice_dim(d: int | None, first: Variable, step: Variable, length: Variable) -> int | None:
     """The static length of a slice, when its parts say it: a constant length, or an empty
     axis."""
     n = _static_int(length)
+    if isinstance(n, SymInt):
+        return smax(n, 0)
     if n is not None:
         return max(n, 0)
     return 0 if d == 0 else None

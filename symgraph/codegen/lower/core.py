@@ -55,9 +55,9 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
     views, ``emit``, ``check_index``, ``defer``, the map / reduce / copy kernels); the
     ``op_<OpName>`` methods come from the op-family mixins it inherits."""
 
-    def __init__(self, fgraph: FunctionGraph, roots: list, shapes: list[tuple]):
+    def __init__(self, fgraph: FunctionGraph, roots: list, shapes: list[tuple], values: dict | None = None):
         self.fgraph = fgraph
-        self.nodes, self.shape_of, self.value_of = specialize(fgraph, roots, shapes)
+        self.nodes, self.shape_of, self.value_of = specialize(fgraph, roots, shapes, values)
         if any(getattr(n.op, "overlaps", False) for n in self.nodes):
             self.nodes = overlap_schedule(self.nodes)
         self.storages: list[Storage] = []
@@ -322,13 +322,15 @@ def _own_lowering(lowerer: Lowerer):
     return lambda node, op: op.lower(lowerer, node)
 
 
-def lower(fgraph: FunctionGraph, roots: list, shapes: list[tuple], dims: list | None = None) -> Program:
+def lower(fgraph: FunctionGraph, roots: list, shapes: list[tuple], dims: list | None = None,
+          values: dict | None = None) -> Program:
     """Lower ``fgraph`` for inputs of the given shapes into a kernel-IR program.
 
     For shape-generic code, ``shapes`` hold ``symdim`` leaves where sizes are run-time values
-    and ``dims`` says where the caller reads each ((input slot, axis)); call it inside
+    and ``dims`` says where the caller reads each ((input slot, axis), axis -1 for the value of
+    an int scalar input, whose leaf ``values`` maps its slot to); call it inside
     ``symdim.tracing()`` and keep the guards with the program."""
-    prog = Lowerer(fgraph, roots, shapes).run()
+    prog = Lowerer(fgraph, roots, shapes, values).run()
     prog.dims = list(dims or [])
     plan_memory(prog)
     return prog
