@@ -190,7 +190,7 @@ class Specialization:
     def _raise_index_error(self) -> None:
         """Raise the IndexError for the failed bound check (call with ``self.lock`` held:
         the error words belong to this specialisation and the next call resets them)."""
-        raise_index_error(self.prog.checks, self.errors)
+        raise_index_error(self.prog.checks, self.errors, self.dim_values)
 
     # inspection (rendered again on demand when the code came from the disk cache)
     def _render(self):

@@ -21,6 +21,7 @@ reads the flag after its launch sequence.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,12 +96,17 @@ def initial_words(sites: list[CheckSite]) -> np.ndarray:
     return words
 
 
-def raise_index_error(sites: list[CheckSite], words) -> None:
-    """Raise the ``IndexError`` for the first failed site given the error words."""
+def raise_index_error(sites: list[CheckSite], words, dim_values: tuple = ()) -> None:
+    """Raise the ``IndexError`` for the first failed site given the error words (the input
+    shapes of shape-generic code evaluated for the call's sizes ``dim_values``)."""
+    from .symdim import evaluate
     for s in sites:
         base = 1 + WORDS_PER_SITE * s.site
         site_words = [int(w) for w in words[base:base + WORDS_PER_SITE]]
         if site_words[BAD]:
+            if dim_values:
+                shapes = tuple(tuple(evaluate(d, dim_values) for d in shp) for shp in s.shapes)
+                s = dataclasses.replace(s, shapes=shapes)
             raise IndexError(s.message(site_words))
     raise IndexError("an index was out of bounds (the failing check could not be identified)")
 
