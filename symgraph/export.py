@@ -127,6 +127,19 @@ def check_library_name(name: str, path: Path, explicit: bool) -> str:
 
 
 # --- planning ---------------------------------------------------------------------------------
+def _tensors_of_shared(shared: list) -> list[Tensor]:
+    """The library's parameters: one per shared variable, with unique C names."""
+    used: set = set()
+    params = [Tensor(_unique(c_name(s.name, f"param{j}"), used), "param",
+                     np.asarray(s.get_value()).dtype.name, tuple(np.shape(s.get_value())))
+              for j, s in enumerate(shared)]
+    for t in params:
+        if t.dtype not in C_TYPES:
+            raise CompileError(f"export: parameter {t.name!r} has dtype {t.dtype}, which the C API "
+                               "does not support")
+    return params
+
+
 def _spec_for(cf, example_inputs):
     """The specialisation to export (validating ``example_inputs`` exactly like a call)."""
     program = cf.program
@@ -457,14 +470,7 @@ def export_functions(path, functions: dict, kind: str = "shared", name: str | No
         for s in cf.shared:
             if not any(s is t for t in shared):
                 shared.append(s)
-    used: set = set()
-    params = [Tensor(_unique(c_name(s.name, f"param{j}"), used), "param",
-                     np.asarray(s.get_value()).dtype.name, tuple(np.shape(s.get_value())))
-              for j, s in enumerate(shared)]
-    for t in params:
-        if t.dtype not in C_TYPES:
-            raise CompileError(f"export: parameter {t.name!r} has dtype {t.dtype}, which the C API "
-                               "does not support")
+    params = _tensors_of_shared(shared)
     plans = _plan(lib, functions, shared)
     param_offsets, arena, size = _layout(plans, params)
     tm = llvm_jit.export_target_machine(tgt.triple, tgt.cpu, tgt.features)
