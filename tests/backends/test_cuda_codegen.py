@@ -188,6 +188,15 @@ def test_cuda_export_refuses_a_name_that_collides_with_libm(tmp_path, monkeypatc
         f.export(str(tmp_path / "exp"))
 
 
+def test_cuda_export_checks_the_architecture_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMGRAPH_CUDA_CODEGEN_ONLY", "1")
+    x = sg.tensor("x", (4,))
+    f = sg.compile([x], sg.exp(x), backend="cuda")
+    with pytest.raises(ValueError, match="arch must look like 'sm_80', got 'ampere'"):
+        f.export(str(tmp_path / "model"), arch="ampere")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_shapes_are_static_when_declared(monkeypatch):
     monkeypatch.setenv("SYMGRAPH_CUDA_CODEGEN_ONLY", "1")
     x = sg.tensor("x", (4, 3))
