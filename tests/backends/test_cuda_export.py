@@ -81,16 +81,19 @@ def _sh(*cmd, cwd=None) -> str:
     return proc.stdout
 
 
-def export_both(tmp: Path, monkeypatch) -> tuple[Path, Path, object]:
-    """``tmp/cpu/mlp.{h,so}`` (llvm) and ``tmp/cuda/mlp.{h,cu,so}`` of one training step."""
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> tuple[Path, Path, object]:
+    """``cpu/mlp.{h,so}`` (llvm) and ``cuda/mlp.{h,cu,so}`` (nvcc) of one training step."""
+    tmp = tmp_path_factory.mktemp("exports")
     case = _case()
     f = sg.compile(case.inputs, case.outputs, updates=case.updates)
     (tmp / "cpu").mkdir()
     f.export(str(tmp / "cpu" / "mlp"), example_inputs=case.values)
-    monkeypatch.setenv("SYMGRAPH_CUDA_CODEGEN_ONLY", "1")
     case = _case()
-    g = sg.compile(case.inputs, case.outputs, updates=case.updates, backend="cuda")
-    files = g.export(str(tmp / "cuda" / "mlp"), example_inputs=case.values)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SYMGRAPH_CUDA_CODEGEN_ONLY", "1")
+        g = sg.compile(case.inputs, case.outputs, updates=case.updates, backend="cuda")
+        files = g.export(str(tmp / "cuda" / "mlp"), example_inputs=case.values)
     assert sorted(files) == ["header", "ptx", "source"]
     _sh(cuda_compiler.find_nvcc(), "-shared", "-Xcompiler", "-fPIC,-fvisibility=hidden", "-arch=sm_80",
         "-Xcicc", "-O0", "-Xptxas", "-O0", "-o", tmp / "cuda" / "mlp.so", files["source"])
@@ -120,8 +123,8 @@ def _enum(header: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"^\s+(MLP_\w+) = (\d+),", header, re.M)}
 
 
-def test_cuda_header_is_c99_and_cxx11_and_matches_the_cpu_export(tmp_path, monkeypatch):
-    cpu, cuda, _ = export_both(tmp_path, monkeypatch)
+def test_cuda_header_is_c99_and_cxx11_and_matches_the_cpu_export(tmp_path, exports):
+    cpu, cuda, _ = exports
     for compiler, std in (("gcc", "c99"), ("g++", "c++11")):
         probe = tmp_path / ("probe.c" if compiler == "gcc" else "probe.cpp")
         probe.write_text('#include "mlp.h"\nint probe(void) { return MLP_X_SIZE + (int)MLP_ERR_CUDA; }\n')
@@ -140,17 +143,18 @@ def test_cuda_header_is_c99_and_cxx11_and_matches_the_cpu_export(tmp_path, monke
     assert {"mlp_create", "mlp_run", "mlp_get_b2", "mlp_set_w1"} <= _symbols(cpu / "mlp.so")
 
 
-def test_one_c_program_builds_against_both_exports(tmp_path, monkeypatch):
-    cpu, cuda, case = export_both(tmp_path, monkeypatch)
+def test_one_c_program_builds_against_both_exports(tmp_path, exports):
+    cpu, cuda, case = exports
     data = write_data(tmp_path, case)
     out = _sh(build_program(cpu), data).splitlines()
-    f = sg.compile(case.inputs, case.outputs, updates=case.updates)  # fresh parameters
+    fresh = _case()  # the same seeds: the exported parameters' values, the program's inputs
+    f = sg.compile(fresh.inputs, fresh.outputs, updates=fresh.updates)
     want = [float(f(*case.values)[0]) for _ in range(3)]
     np.testing.assert_allclose([float(v.split()[1]) for v in out[1:4]], want, rtol=1e-5)
     assert out[4] == "null 1 mlp_run: input x is NULL"
     assert out[5] == "size 3 a buffer has the wrong number of elements"
-    np.testing.assert_allclose([float(v) for v in out[6].split()[1:]], case.updates[0][0].get_value().ravel(),
-                               rtol=1e-5, atol=1e-6)
+    trained_w1 = fresh.updates[0][0].get_value().ravel()
+    np.testing.assert_allclose([float(v) for v in out[6].split()[1:]], trained_w1, rtol=1e-5, atol=1e-6)
     assert out[7] == "index 2 kept 1"
     assert out[8:] == ["tensor x 0 float32 2 48", "tensor y 0 int64 1 8", "tensor loss 1 float32 0 1",
                        "tensor w1 2 float32 2 30", "tensor b1 2 float32 1 5", "tensor w2 2 float32 2 15",
@@ -165,11 +169,11 @@ def test_one_c_program_builds_against_both_exports(tmp_path, monkeypatch):
 
 
 @pytest.mark.gpu
-def test_cuda_program_matches_the_cpu_program_on_a_gpu(tmp_path, monkeypatch):
+def test_cuda_program_matches_the_cpu_program_on_a_gpu(tmp_path, exports):
     from symgraph.backends.cuda_runtime import gpu_available
     if not gpu_available():
         pytest.skip("needs pycuda, the NVIDIA driver and a GPU")
-    cpu, cuda, case = export_both(tmp_path, monkeypatch)
+    cpu, cuda, case = exports
     data = write_data(tmp_path, case)
     want = _sh(build_program(cpu), data).splitlines()
     got = _sh(build_program(cuda), data).splitlines()
