@@ -1,12 +1,15 @@
 """The cuda export has the llvm export's C API (docs/deployment.md, "CUDA"): its header
 compiles as C99 and C++11, nvcc compiles and links its host code into a shared library, one C
 program builds against either export, and the libraries export the same symbols.  Without a
-GPU the CUDA program is only linked (and, where no NVIDIA driver is installed, run to check
-that it refuses cleanly); the ``gpu`` test runs it and compares it with the CPU export."""
+GPU the nvcc-built program is only linked (and, where no NVIDIA driver is installed, run to
+check that it refuses cleanly); the same .cu then runs on an emulated device (a stand-in CUDA
+runtime over host memory, the kernels compiled for the CPU) and must give the CPU export's
+output.  The ``gpu`` test runs the nvcc-built program and compares it with the CPU export."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import shutil
 import subprocess
@@ -166,6 +169,184 @@ def test_one_c_program_builds_against_both_exports(tmp_path, exports):
         got = _sh(exe, data).splitlines()
         assert got == ["abi 1 1 cpu 1", "create 8 no CUDA device, or one older than the library's "
                        "architecture (see mlp_device_missing)"]
+
+
+# --- the host side on an emulated device ----------------------------------------------------
+# The CUDA runtime calls the export makes, over host memory: "device memory" is what
+# cudaMalloc returned (so pointer queries tell it apart), every copy checks that its declared
+# kind matches where its pointers live, and the device count, compute capability and current
+# device can be set from the test.
+FAKE_RUNTIME = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+typedef int cudaError_t;
+enum { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2, cudaErrorNoDevice = 100 };
+typedef struct sg_fake_stream *cudaStream_t;
+enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
+                      cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
+enum cudaMemoryType { cudaMemoryTypeUnregistered, cudaMemoryTypeHost, cudaMemoryTypeDevice,
+                      cudaMemoryTypeManaged };
+struct cudaPointerAttributes { cudaMemoryType type; int device; void *devicePointer; void *hostPointer; };
+enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor, cudaDevAttrComputeCapabilityMinor };
+#define cudaStreamNonBlocking 1
+static std::map<const char *, size_t> sg_blocks;
+static int sg_count = 1, sg_major = 9, sg_minor = 0, sg_current = 0, sg_live = 0, sg_bad_copies = 0;
+#define SG_FAKE extern "C" __attribute__((visibility("default")))
+SG_FAKE void sg_fake_device(int count, int major, int minor, int current) {
+    sg_count = count; sg_major = major; sg_minor = minor; sg_current = current;
+}
+SG_FAKE int sg_fake_bad_copies(void) { return sg_bad_copies; }  /* copies of the wrong kind */
+/* with SG_FAKE_REPORT set, a program says at exit what it left allocated and copied wrongly */
+__attribute__((destructor)) static void sg_fake_report(void) {
+    if (getenv("SG_FAKE_REPORT")) fprintf(stderr, "fake-runtime: live=%d bad=%d\n", sg_live, sg_bad_copies);
+}
+static bool sg_is_device(const void *p) {
+    auto it = sg_blocks.upper_bound((const char *)p);
+    if (it == sg_blocks.begin()) return false;
+    --it;
+    return (const char *)p < it->first + it->second;
+}
+static cudaError_t cudaMalloc(void **p, size_t n) {
+    *p = calloc(1, n ? n : 1);
+    if (*p == NULL) return cudaErrorMemoryAllocation;
+    sg_blocks[(const char *)*p] = n;
+    sg_live++;
+    return cudaSuccess;
+}
+SG_FAKE void *sg_fake_malloc(size_t n) { void *p; return cudaMalloc(&p, n) == cudaSuccess ? p : NULL; }
+static cudaError_t cudaFree(void *p) {
+    if (p == NULL) return cudaSuccess;
+    if (!sg_blocks.erase((const char *)p)) return cudaErrorInvalidValue;
+    sg_live--;
+    free(p);
+    return cudaSuccess;
+}
+static cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t) {
+    bool dd = sg_is_device(d), sd = sg_is_device(s);
+    bool ok = k == cudaMemcpyDefault || (k == cudaMemcpyHostToDevice && dd && !sd)
+        || (k == cudaMemcpyDeviceToHost && !dd && sd) || (k == cudaMemcpyDeviceToDevice && dd && sd);
+    if (!ok) { sg_bad_copies++; return cudaErrorInvalidValue; }
+    memcpy(d, s, n);
+    return cudaSuccess;
+}
+static cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t) {
+    if (!sg_is_device(d)) return cudaErrorInvalidValue;
+    memset(d, v, n);
+    return cudaSuccess;
+}
+static cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
+    *s = (cudaStream_t)malloc(1); sg_live++; return cudaSuccess;
+}
+static cudaError_t cudaStreamDestroy(cudaStream_t s) { free(s); sg_live--; return cudaSuccess; }
+static cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+static cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+static const char *cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "fake error"; }
+static cudaError_t cudaGetDeviceCount(int *n) {
+    *n = sg_count; return sg_count ? cudaSuccess : cudaErrorNoDevice;
+}
+static cudaError_t cudaGetDevice(int *d) {
+    *d = sg_current; return sg_count ? cudaSuccess : cudaErrorNoDevice;
+}
+static cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {
+    *v = a == cudaDevAttrComputeCapabilityMajor ? sg_major : sg_minor; return cudaSuccess;
+}
+static cudaError_t cudaPointerGetAttributes(cudaPointerAttributes *a, const void *p) {
+    memset(a, 0, sizeof *a);
+    a->type = sg_is_device(p) ? cudaMemoryTypeDevice : cudaMemoryTypeUnregistered;
+    return cudaSuccess;
+}
+"""
+
+
+def emulated_library(cuda: Path, kernels, tmp: Path) -> Path:
+    """``cuda/mlp.cu`` compiled for the host: FAKE_RUNTIME for <cuda_runtime.h>, the kernels
+    as host functions (``tests/gpu/host_emulation.py``: one thread covers a grid-stride loop),
+    launches as plain calls.  ``tmp/mlp.so`` next to a copy of the header."""
+    from tests.gpu.host_emulation import host_source
+    cu = (cuda / "mlp.cu").read_text()
+    device, host = cu.split("// ---- host side", 1)
+    head = device[:device.index("// symgraph CUDA module")]  # includes and kernel renames
+    host = re.sub(r"(\w+)<<<[^>]*>>>\(", r"\1(", "// ---- host side" + host)
+    kernel_code = host_source([k.source for k in kernels])
+    src = head.replace("#include <cuda_runtime.h>", FAKE_RUNTIME) + kernel_code + host
+    (tmp / "mlp.cpp").write_text(src)
+    shutil.copy(cuda / "mlp.h", tmp / "mlp.h")
+    _sh("g++", "-std=c++17", "-O0", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall", "-Werror",
+        "-Wno-unused-function", "-o", tmp / "mlp.so", tmp / "mlp.cpp")
+    return tmp / "mlp.so"
+
+
+@pytest.fixture(scope="module")
+def emulated(exports, tmp_path_factory):
+    """The C program's output on the CPU export and on the emulated cuda export, the library."""
+    cpu, cuda, case = exports
+    tmp = tmp_path_factory.mktemp("emulated")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SYMGRAPH_CUDA_CODEGEN_ONLY", "1")
+        fresh = _case()
+        g = sg.compile(fresh.inputs, fresh.outputs, updates=fresh.updates, backend="cuda")
+        kernels = g.program.codegen.module([np.shape(v) for v in fresh.values]
+                                           + [s.shape for s in g.shared]).kernels
+    so = emulated_library(cuda, kernels, tmp)
+    data = write_data(tmp, case)
+    run = subprocess.run([build_program(tmp), data], capture_output=True, text=True,
+                         env={**os.environ, "SG_FAKE_REPORT": "1"})
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.strip() == "fake-runtime: live=0 bad=0"  # all freed, every copy of the right kind
+    return _sh(build_program(cpu), data).splitlines(), run.stdout.splitlines(), so
+
+
+def test_emulated_cuda_export_gives_the_cpu_export_results(emulated):
+    want, got, _ = emulated
+    assert len(got) == len(want) and got[0] == want[0]
+    num = lambda line: np.array(line.split()[1:], dtype=np.float64)  # noqa: E731
+    for g, w in zip(got[1:4] + got[6:7], want[1:4] + want[6:7]):  # losses, trained w1
+        np.testing.assert_allclose(num(g), num(w), rtol=1e-5, atol=1e-6)
+    assert got[4:6] + got[7:] == want[4:6] + want[7:]  # NULL, size, index error, metadata
+
+
+def test_emulated_cuda_export_takes_device_pointers_and_checks_the_device(emulated, exports):
+    _, _, case = exports
+    lib = ctypes.CDLL(str(emulated[2]))
+    lib.sg_fake_malloc.restype = ctypes.c_void_p
+    lib.mlp_device_missing.restype = ctypes.c_char_p
+    lib.mlp_last_error.restype = ctypes.c_char_p
+    lib.sg_fake_device(1, 9, 0, 0)
+    ctx, p = ctypes.c_void_p(), ctypes.c_void_p
+    assert lib.mlp_create(ctypes.byref(ctx)) == 0
+    x, y = (np.ascontiguousarray(v, dt) for v, dt in zip(case.values, (np.float32, np.int64)))
+    dev = {}
+    for key, arr in (("x", x), ("y", y), ("loss", np.zeros((), np.float32))):
+        dev[key] = lib.sg_fake_malloc(ctypes.c_size_t(arr.nbytes))
+        ctypes.memmove(dev[key], arr.ctypes.data, arr.nbytes)
+    host_loss = np.zeros((), np.float32)
+    assert lib.mlp_run(ctx, p(dev["x"]), p(y.ctypes.data), p(host_loss.ctypes.data)) == 0  # a mix
+    assert lib.mlp_run(ctx, p(dev["x"]), p(dev["y"]), p(dev["loss"])) == 0  # all on the device
+    loss = np.zeros((), np.float32)
+    ctypes.memmove(loss.ctypes.data, dev["loss"], 4)
+    fresh = _case()
+    f = sg.compile(fresh.inputs, fresh.outputs, updates=fresh.updates)
+    want = [float(f(*case.values)[0]) for _ in range(2)]
+    np.testing.assert_allclose([float(host_loss), float(loss)], want, rtol=1e-5)
+    w1 = lib.sg_fake_malloc(ctypes.c_size_t(30 * 4))  # a getter into device memory
+    assert lib.mlp_get_w1(ctx, p(w1), ctypes.c_int64(30)) == 0
+    got = np.zeros(30, np.float32)
+    ctypes.memmove(got.ctypes.data, w1, got.nbytes)
+    np.testing.assert_allclose(got, fresh.updates[0][0].get_value().ravel(), rtol=1e-5, atol=1e-6)
+    lib.sg_fake_device(2, 9, 0, 1)  # another device is current
+    assert lib.mlp_run(ctx, p(dev["x"]), p(dev["y"]), p(dev["loss"])) == 8
+    assert b"lives on CUDA device 0 but the current device is 1" in lib.mlp_last_error(ctx)
+    lib.sg_fake_device(1, 9, 0, 0)
+    lib.mlp_destroy(ctx)
+    assert lib.sg_fake_bad_copies() == 0
+    lib.sg_fake_device(1, 7, 5, 0)  # too old for sm_80
+    assert lib.mlp_device_missing() == b"sm_80" and lib.mlp_create(ctypes.byref(ctx)) == 8
+    lib.sg_fake_device(0, 0, 0, 0)  # none at all
+    assert lib.mlp_device_missing() == b"cuda-device" and lib.mlp_create(ctypes.byref(ctx)) == 8
+    assert ctx.value is None
+    lib.sg_fake_device(1, 9, 0, 0)
 
 
 @pytest.mark.gpu
