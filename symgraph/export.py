@@ -13,6 +13,9 @@ What is written (see docs/deployment.md):
 * the parameters' initial values (``.incbin`` in a small assembly file);
 * ``<name>.h``, then ``.so`` (default), ``.a`` or one relocatable ``.o``.
 
+The header and the backend-independent C (metadata, error strings, the getters'/setters'
+checks) come from ``export_c``, shared with the cuda export (``backends/cuda_export.py``).
+
 A context (``<name>_create``) owns a copy of every parameter, the scratch arena, and the
 check words, so contexts on different threads never share writable memory.
 """
