@@ -260,22 +260,23 @@ static cudaError_t cudaPointerGetAttributes(cudaPointerAttributes *a, const void
 """
 
 
-def emulated_library(cuda: Path, kernels, tmp: Path) -> Path:
-    """``cuda/mlp.cu`` compiled for the host: FAKE_RUNTIME for <cuda_runtime.h>, the kernels
+def emulated_library(cuda: Path, kernels, tmp: Path, name: str = "mlp") -> Path:
+    """``cuda/<name>.cu`` compiled for the host: FAKE_RUNTIME for <cuda_runtime.h>, the kernels
     as host functions (``tests/gpu/host_emulation.py``: one thread covers a grid-stride loop),
-    launches as plain calls.  ``tmp/mlp.so`` next to a copy of the header."""
+    launches as plain calls.  ``tmp/<name>.so`` next to a copy of the header."""
     from tests.gpu.host_emulation import host_source
-    cu = (cuda / "mlp.cu").read_text()
+    cu = (cuda / f"{name}.cu").read_text()
     device, host = cu.split("// ---- host side", 1)
     head = device[:device.index("// symgraph CUDA module")]  # includes and kernel renames
     host = re.sub(r"(\w+)<<<[^>]*>>>\(", r"\1(", "// ---- host side" + host)
     kernel_code = host_source([k.source for k in kernels])
     src = head.replace("#include <cuda_runtime.h>", FAKE_RUNTIME) + kernel_code + host
-    (tmp / "mlp.cpp").write_text(src)
-    shutil.copy(cuda / "mlp.h", tmp / "mlp.h")
+    (tmp / f"{name}.cpp").write_text(src)
+    if cuda != tmp:
+        shutil.copy(cuda / f"{name}.h", tmp / f"{name}.h")
     _sh("g++", "-std=c++17", "-O0", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall", "-Werror",
-        "-Wno-unused-function", "-o", tmp / "mlp.so", tmp / "mlp.cpp")
-    return tmp / "mlp.so"
+        "-Wno-unused-function", "-o", tmp / f"{name}.so", tmp / f"{name}.cpp")
+    return tmp / f"{name}.so"
 
 
 @pytest.fixture(scope="module")
@@ -347,6 +348,53 @@ def test_emulated_cuda_export_takes_device_pointers_and_checks_the_device(emulat
     assert lib.mlp_device_missing() == b"cuda-device" and lib.mlp_create(ctypes.byref(ctx)) == 8
     assert ctx.value is None
     lib.sg_fake_device(1, 9, 0, 0)
+
+
+def _repeated():
+    """One output twice, and an update whose new value is also an output."""
+    x = sg.tensor("x", (3,))
+    w = sg.shared(np.arange(3, dtype=np.float32), "w")
+    y = sg.tanh(x) * w
+    y.name = "y"
+    nw = w + x
+    return [x], [y, y, nw], [(w, nw)], [np.array([0.5, -1, 2], np.float32)]
+
+
+def _no_inputs():
+    c = sg.shared(np.array([3, -4], np.int64), "c")
+    y = c * 2 + 1
+    y.name = "y"
+    return [], [y], [], []
+
+
+@pytest.mark.parametrize("make,name,decl", [
+    (_repeated, "twice",
+     "int32_t twice_run(twice_ctx *ctx, const float *x, float *y, float *y_out, float *out2);"),
+    (_no_inputs, "noin", "int32_t noin_run(noin_ctx *ctx, int64_t *y);"),
+])
+def test_emulated_cuda_export_repeated_outputs_and_no_inputs(tmp_path, monkeypatch, make, name, decl):
+    ins, outs, ups, vals = make()
+    f = sg.compile(ins, outs, updates=ups)
+    want = [np.asarray(v) for v in f(*vals)]
+    ins, outs, ups, vals = make()
+    monkeypatch.setenv("SYMGRAPH_CUDA_CODEGEN_ONLY", "1")
+    g = sg.compile(ins, outs, updates=ups, backend="cuda")
+    g.export(str(tmp_path / name), example_inputs=vals)
+    assert decl in (tmp_path / f"{name}.h").read_text()
+    lib = ctypes.CDLL(str(emulated_library(tmp_path, g.program.codegen.current().kernels, tmp_path, name)))
+    ctx, p = ctypes.c_void_p(), lambda a: ctypes.c_void_p(a.ctypes.data)  # noqa: E731
+    assert getattr(lib, f"{name}_create")(ctypes.byref(ctx)) == 0
+    got = [np.zeros_like(w) for w in want]
+    args = [np.ascontiguousarray(v) for v in vals]
+    assert getattr(lib, f"{name}_run")(ctx, *map(p, args + got)) == 0
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    for s_var, py in zip(g.shared, f.shared):  # the context's parameters were updated like Python's
+        value = np.zeros_like(py.get_value())
+        assert getattr(lib, f"{name}_get_{s_var.name}")(ctx, p(value), ctypes.c_int64(value.size)) == 0
+        np.testing.assert_array_equal(value, py.get_value())
+    getattr(lib, f"{name}_destroy")(ctx)
+    assert lib.sg_fake_bad_copies() == 0
 
 
 @pytest.mark.gpu
