@@ -98,8 +98,9 @@ def exports(tmp_path_factory) -> tuple[Path, Path, object]:
         g = sg.compile(case.inputs, case.outputs, updates=case.updates, backend="cuda")
         files = g.export(str(tmp / "cuda" / "mlp"), example_inputs=case.values)
     assert sorted(files) == ["header", "ptx", "source"]
-    _sh(cuda_compiler.find_nvcc(), "-shared", "-Xcompiler", "-fPIC,-fvisibility=hidden", "-arch=sm_80",
-        "-Xcicc", "-O0", "-Xptxas", "-O0", "-o", tmp / "cuda" / "mlp.so", files["source"])
+    _sh(cuda_compiler.find_nvcc(), "-shared", "-Xcompiler", "-fPIC,-fvisibility=hidden", "-Xlinker",
+        "-soname=mlp.so", "-arch=sm_80", "-Xcicc", "-O0", "-Xptxas", "-O0", "-o", tmp / "cuda" / "mlp.so",
+        files["source"])
     return tmp / "cpu", tmp / "cuda", case
 
 
@@ -143,6 +144,7 @@ def test_cuda_header_is_c99_and_cxx11_and_matches_the_cpu_export(tmp_path, expor
     # the same exported symbols (nm), plus the cuda export's device check; nothing of the CUDA
     # runtime (linked statically) leaks out
     assert _symbols(cuda / "mlp.so") == _symbols(cpu / "mlp.so") | {"mlp_device_missing"}
+    assert "Library soname: [mlp.so]" in _sh("readelf", "-d", cuda / "mlp.so")  # the documented build
     assert {"mlp_create", "mlp_run", "mlp_get_b2", "mlp_set_w1"} <= _symbols(cpu / "mlp.so")
 
 
