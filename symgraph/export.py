@@ -13,6 +13,9 @@ What is written (see docs/deployment.md):
 * the parameters' initial values (``.incbin`` in a small assembly file);
 * ``<name>.h``, then ``.so`` (default), ``.a`` or one relocatable ``.o``.
 
+The header and the backend-independent C (metadata, error strings, the getters'/setters'
+checks) come from ``export_c``, shared with the cuda export (``backends/cuda_export.py``).
+
 A context (``<name>_create``) owns a copy of every parameter, the scratch arena, and the
 check words, so contexts on different threads never share writable memory.
 """
@@ -32,26 +35,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CompileError
+from .export_c import ERRORS, FAIL_C, accessors_c, c_args, common_c, metadata_c, nbytes
+from .export_c import header as c_header
 
-ABI_VERSION = 1
 C_TYPES = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t",
            "int16": "int16_t", "int8": "int8_t", "uint8": "uint8_t", "bool": "bool"}
 C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float for
 goto if inline int long register restrict return short signed sizeof static struct switch typedef
 union unsigned void volatile while bool true false ctx main""".split())
 ALIGN = 64
-ERRORS = [  # (enum suffix, value, message)
-    ("OK", 0, "success"),
-    ("ERR_NULL", 1, "a NULL pointer was passed"),
-    ("ERR_INDEX", 2, "an index or class label read from the inputs was out of range; the outputs "
-                     "are unspecified and no parameter was updated"),
-    ("ERR_SIZE", 3, "a buffer has the wrong number of elements"),
-    ("ERR_CPU", 4, "this CPU lacks features the library was built for (see <name>_cpu_missing)"),
-    ("ERR_NOMEM", 5, "out of memory"),
-    ("ERR_NOT_FOUND", 6, "no tensor of that name"),
-    ("ERR_INTERNAL", 7, "internal error in the generated code"),
-]
-
 
 @dataclass
 class Tensor:
@@ -138,6 +130,19 @@ def check_library_name(name: str, path: Path, explicit: bool) -> str:
 
 
 # --- planning ---------------------------------------------------------------------------------
+def _tensors_of_shared(shared: list) -> list[Tensor]:
+    """The library's parameters: one per shared variable, with unique C names."""
+    used: set = set()
+    params = [Tensor(_unique(c_name(s.name, f"param{j}"), used), "param",
+                     np.asarray(s.get_value()).dtype.name, tuple(np.shape(s.get_value())))
+              for j, s in enumerate(shared)]
+    for t in params:
+        if t.dtype not in C_TYPES:
+            raise CompileError(f"export: parameter {t.name!r} has dtype {t.dtype}, which the C API "
+                               "does not support")
+    return params
+
+
 def _spec_for(cf, example_inputs):
     """The specialisation to export (validating ``example_inputs`` exactly like a call)."""
     program = cf.program
@@ -288,20 +293,11 @@ SG_API const char *{lib}_cpu_missing(void) {{
 """
 
 
-def _c_args(plan: FunctionPlan) -> list[str]:
-    return ([f"const {t.ctype} *{t.name}" for t in plan.inputs]
-            + [f"{t.ctype} *{t.name}" for t in plan.outputs])
-
-
-def _nbytes(t: Tensor) -> int:
-    return t.size * np.dtype(t.dtype).itemsize
-
-
 def _run_c(lib: str, plan: FunctionPlan, param_offsets: list[int], arena: int) -> str:
     prog = plan.prog
     ni = len(prog.inputs)
     nargs = ni + len(prog.outputs) + 2
-    args = _c_args(plan)
+    args = c_args(plan)
     body = ["    if (ctx == NULL) return " + f"{lib.upper()}_ERR_NULL;"]
     for t in plan.inputs + plan.outputs:
         body.append(f'    if ({t.name} == NULL) return sg_fail(ctx, {lib.upper()}_ERR_NULL, '
@@ -348,20 +344,12 @@ def _api_c(lib: str, plans, params: list[Tensor], param_offsets, arena: int, siz
     out = [f'#include "{header}"', "#include <stdio.h>", "#include <stdlib.h>", "#include <string.h>",
            '#define SG_API __attribute__((visibility("default")))',
            f"struct {lib}_ctx {{ unsigned char *mem; int32_t status; char message[256]; }};",
-           f"static int32_t sg_fail({lib}_ctx *ctx, int32_t code, const char *msg) {{\n"
-           "    ctx->status = code;\n    snprintf(ctx->message, sizeof ctx->message, \"%s\", msg);\n"
-           "    return code;\n}"]
+           FAIL_C.format(lib=lib)]
     for j in range(len(params)):
         out.append(f'extern const unsigned char {lib}__init{j}[] __attribute__((visibility("hidden")));')
     out.append(_cpu_check_c(lib, target))
-    out.append(f"SG_API int32_t {lib}_abi_version(void) {{ return {L}_ABI_VERSION; }}")
-    out.append(f"SG_API const char *{lib}_target(void) {{ return {L}_TARGET; }}")
-    cases = "\n".join(f'    case {L}_{e}: return "{msg.replace("<name>", lib)}";' for e, _v, msg in ERRORS)
-    out.append(f"SG_API const char *{lib}_strerror(int32_t code) {{\n    switch (code) {{\n{cases}\n"
-               '    default: return "unknown error code";\n    }\n}')
-    out.append(f'SG_API const char *{lib}_last_error(const {lib}_ctx *ctx) {{\n'
-               '    return ctx == NULL ? "NULL context" : ctx->message;\n}')
-    init = "\n".join(f"    memcpy(c->mem + {param_offsets[j]}, {lib}__init{j}, {_nbytes(t)});"
+    out += common_c(lib, ERRORS)
+    init = "\n".join(f"    memcpy(c->mem + {param_offsets[j]}, {lib}__init{j}, {nbytes(t)});"
                      for j, t in enumerate(params))
     out.append(f"""SG_API int32_t {lib}_create({lib}_ctx **out) {{
     if (out == NULL) return {L}_ERR_NULL;
@@ -383,168 +371,36 @@ SG_API void {lib}_destroy({lib}_ctx *ctx) {{
 }}""")
     setters = "\n".join(f"    {_hidden(lib, p.key, 'set_threads')}(n);" for p in plans)
     out.append(f"SG_API void {lib}_set_num_threads(int32_t n) {{\n{setters}\n}}")
-    for j, t in enumerate(params):
-        nbytes = _nbytes(t)
-        for verb, const_ctx, const_buf, copy in (
-                ("get", "const ", "", f"memcpy(buf, ctx->mem + {param_offsets[j]}, {nbytes})"),
-                ("set", "", "const ", f"memcpy(ctx->mem + {param_offsets[j]}, buf, {nbytes})")):
-            sig = f"{lib}_{verb}_{t.name}({const_ctx}{lib}_ctx *ctx, {const_buf}{t.ctype} *buf, int64_t n)"
-            out.append(f"""SG_API int32_t {sig} {{
-    if (ctx == NULL || buf == NULL) return {L}_ERR_NULL;
-    if (n != {L}_PARAM_{t.name.upper()}_SIZE) return {L}_ERR_SIZE;
-    {copy};
-    return {L}_OK;
-}}""")
-    out.append(_metadata_c(lib, plans, params))
+
+    def copy(j: int, t: Tensor, get: bool) -> str:
+        where, n = f"ctx->mem + {param_offsets[j]}", nbytes(t)
+        copied = f"memcpy(buf, {where}, {n});" if get else f"memcpy({where}, buf, {n});"
+        return f"{copied}\n    return {L}_OK;"
+    out += accessors_c(lib, params, copy)
+    out.append(metadata_c(lib, plans, params))
     for p in plans:
         out.append(_run_c(lib, p, param_offsets, arena))
     return "\n\n".join(out) + "\n"
 
 
-def _all_tensors(plans, params) -> list[Tensor]:
-    return [t for p in plans for t in p.inputs + p.outputs] + params
-
-
-def _metadata_c(lib: str, plans, params) -> str:
-    rows, shapes = [], []
-    for i, t in enumerate(_all_tensors(plans, params)):
-        shapes.append(f"static const int64_t sg_shape{i}[] = {{{', '.join(map(str, t.shape)) or '0'}}};")
-        rows.append(f'    {{"{t.name}", "{t.function}", {lib.upper()}_{t.role.upper()}, "{t.dtype}", '
-                    f"{len(t.shape)}, sg_shape{i}, {t.size}}}")
-    return "\n".join(shapes) + f"""
-static const {lib}_tensor_info sg_tensors[] = {{
-{",".join(chr(10) + r for r in rows).lstrip(chr(10))}
-}};
-SG_API int32_t {lib}_num_tensors(void) {{ return {len(rows)}; }}
-SG_API const {lib}_tensor_info *{lib}_tensor(int32_t i) {{
-    return i >= 0 && i < {len(rows)} ? &sg_tensors[i] : 0;
-}}
-SG_API const {lib}_tensor_info *{lib}_find_tensor(const char *function, const char *name) {{
-    if (name == NULL) return 0;
-    for (int32_t i = 0; i < {len(rows)}; i++)
-        if (strcmp(sg_tensors[i].name, name) == 0 &&
-            (function == NULL || strcmp(sg_tensors[i].function, function) == 0))
-            return &sg_tensors[i];
-    return 0;
-}}"""
-
-
-def _macros(prefix: str, t: Tensor) -> list[str]:
-    p = f"{prefix}_{t.name.upper()}"
-    lines = [f"#define {p}_SIZE {t.size}", f"#define {p}_NDIM {len(t.shape)}"]
-    lines += [f"#define {p}_DIM{d} {n}" for d, n in enumerate(t.shape)]
-    return lines
-
-
 def _header(lib: str, plans, params: list[Tensor], target, threads: int) -> str:
-    from . import __version__
     L = lib.upper()
-    macros, runs, accessors = [], [], []
-    for p in plans:
-        for t in p.inputs + p.outputs:
-            macros += _macros(p.macro, t)
-        docs = "\n".join(f" *   {t.name}: {t.role}, {t.dtype}{list(t.shape)} ({t.size} elements, "
-                         f"{p.macro}_{t.name.upper()}_SIZE)" for t in p.inputs + p.outputs)
-        args = _c_args(p)
-        updated = sorted({params[j].name for j in p.updates})
-        note = (f"\n * Updates the context's parameters {', '.join(updated)} after computing the outputs"
-                " (not when it fails)." if updated else "")
-        runs.append(f"/* {p.run_name}(ctx, ...): {p.key or lib}\n{docs}{note}\n * Returns {L}_OK, or an "
-                    f"error code ({L}_ERR_NULL, {L}_ERR_INDEX). */\n"
-                    f"int32_t {p.run_name}({', '.join([f'{lib}_ctx *ctx'] + args)});")
-    for t in params:
-        macros += _macros(f"{L}_PARAM", t)
-        size = f"{L}_PARAM_{t.name.upper()}_SIZE"
-        accessors.append(f"/* parameter {t.name}: {t.dtype}{list(t.shape)}; n must be {size} */\n"
-                         f"int32_t {lib}_get_{t.name}(const {lib}_ctx *ctx, {t.ctype} *dst, int64_t n);\n"
-                         f"int32_t {lib}_set_{t.name}({lib}_ctx *ctx, const {t.ctype} *src, int64_t n);")
-    errors = "\n".join(f"    {L}_{e} = {v},  /* {msg.replace('<name>', lib).replace('*/', '')} */"
-                       for e, v, msg in ERRORS)
     feats = ",".join(target.required)
     extra = f", features {target.features}" if target.features else ""
-    return f"""/* {lib}.h: C API of a library exported by symgraph {__version__}; do not edit.
- *
- * Target: {target.name} (triple {target.triple}, cpu {target.cpu}{extra}).
- * {lib}_create() checks that the CPU has: {feats or "(nothing beyond the baseline)"};
- * on a CPU without them it returns {L}_ERR_CPU instead of crashing.
- *
- * SHAPES ARE FIXED: the code is specialised for the shapes below (no dynamic batch size).
- * Every pointer must point to a C-contiguous (row-major) buffer of exactly that many
- * elements of that type; input and output buffers must not overlap.
- *
- * Contexts: {lib}_create() makes a context that owns a copy of every parameter (initialised
- * with the values at export time) and all scratch memory.  Different contexts may be used
- * from different threads at the same time; one context must not be used by two threads at
- * once.  Parameters are shared by every function of the library through the context.
- *
- * Threads inside one call: {threads} ({lib}_set_num_threads() changes it for the whole
- * library{"; the library needs libgomp" if threads > 1 else "; built without OpenMP, so it has no effect"}).
- * Link: -l:{lib}.so (depends on libc and libm only{", plus libgomp" if threads > 1 else ""}), or
- * {lib}.a with -lm{" -lgomp" if threads > 1 else ""}.
- */
-#ifndef SYMGRAPH_{L}_H
-#define SYMGRAPH_{L}_H
-
-#include <stdint.h>
-#include <stdbool.h>
-
-#ifdef __cplusplus
-extern "C" {{
-#endif
-
-#define {L}_ABI_VERSION {ABI_VERSION}
-#define {L}_TARGET "{target.name}"
-#define {L}_TARGET_CPU "{target.cpu}"
-#define {L}_TARGET_FEATURES "{feats}"
-#define {L}_SYMGRAPH_VERSION "{__version__}"
-
-{chr(10).join(macros)}
-
-typedef enum {{
-{errors}
-}} {lib}_status;
-
-typedef struct {lib}_ctx {lib}_ctx;
-
-/* metadata: every input, output and parameter */
-enum {{ {L}_INPUT = 0, {L}_OUTPUT = 1, {L}_PARAM = 2 }};
-typedef struct {{
-    const char *name;
-    const char *function;  /* the function key ("" for a single export or a parameter) */
-    int32_t role;          /* {L}_INPUT, {L}_OUTPUT or {L}_PARAM */
-    const char *dtype;     /* "float32", "int64", ... */
-    int32_t ndim;
-    const int64_t *shape;
-    int64_t size;          /* elements */
-}} {lib}_tensor_info;
-int32_t {lib}_num_tensors(void);
-const {lib}_tensor_info *{lib}_tensor(int32_t i);  /* NULL when out of range */
-const {lib}_tensor_info *{lib}_find_tensor(const char *function, const char *name);
-
-/* {L}_ABI_VERSION of the library (compare with the header's at run time) */
-int32_t {lib}_abi_version(void);
-const char *{lib}_target(void);
-/* the first CPU feature the library needs that this CPU lacks, or NULL */
-const char *{lib}_cpu_missing(void);
-const char *{lib}_strerror(int32_t code);
-/* a message for the last error of a call on ctx ("" after a success) */
-const char *{lib}_last_error(const {lib}_ctx *ctx);
-
-/* Returns {L}_OK and *ctx, or {L}_ERR_CPU / {L}_ERR_NOMEM / {L}_ERR_NULL (*ctx = NULL). */
-int32_t {lib}_create({lib}_ctx **ctx);
-void {lib}_destroy({lib}_ctx *ctx);  /* NULL is fine */
-void {lib}_set_num_threads(int32_t n);
-
-{chr(10).join(runs)}
-
-{chr(10).join(accessors)}
-
-#ifdef __cplusplus
-}}
-#endif
-
-#endif /* SYMGRAPH_{L}_H */
-"""
+    target_text = (f" * Target: {target.name} (triple {target.triple}, cpu {target.cpu}{extra}).\n"
+                   f" * {lib}_create() checks that the CPU has: {feats or '(nothing beyond the baseline)'};\n"
+                   f" * on a CPU without them it returns {L}_ERR_CPU instead of crashing.")
+    gomp = "; the library needs libgomp" if threads > 1 else "; built without OpenMP, so it has no effect"
+    plus, lgomp = (", plus libgomp", " -lgomp") if threads > 1 else ("", "")
+    notes = (f" * Threads inside one call: {threads} ({lib}_set_num_threads() changes it for the whole\n"
+             f" * library{gomp}).\n"
+             f" * Link: -l:{lib}.so (depends on libc and libm only{plus}), or\n"
+             f" * {lib}.a with -lm{lgomp}.")
+    macros = [f'#define {L}_TARGET "{target.name}"', f'#define {L}_TARGET_CPU "{target.cpu}"',
+              f'#define {L}_TARGET_FEATURES "{feats}"']
+    return c_header(lib, plans, params, target_text=target_text, notes=notes, target_macros=macros,
+                    errors=ERRORS, run_errors=f"{L}_ERR_NULL, {L}_ERR_INDEX",
+                    create_errors=f"{L}_ERR_CPU / {L}_ERR_NOMEM / {L}_ERR_NULL")
 
 
 # --- building ---------------------------------------------------------------------------------
@@ -617,14 +473,7 @@ def export_functions(path, functions: dict, kind: str = "shared", name: str | No
         for s in cf.shared:
             if not any(s is t for t in shared):
                 shared.append(s)
-    used: set = set()
-    params = [Tensor(_unique(c_name(s.name, f"param{j}"), used), "param",
-                     np.asarray(s.get_value()).dtype.name, tuple(np.shape(s.get_value())))
-              for j, s in enumerate(shared)]
-    for t in params:
-        if t.dtype not in C_TYPES:
-            raise CompileError(f"export: parameter {t.name!r} has dtype {t.dtype}, which the C API "
-                               "does not support")
+    params = _tensors_of_shared(shared)
     plans = _plan(lib, functions, shared)
     param_offsets, arena, size = _layout(plans, params)
     tm = llvm_jit.export_target_machine(tgt.triple, tgt.cpu, tgt.features)

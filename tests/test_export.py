@@ -4,6 +4,7 @@ contexts across threads, metadata, checked API), built and called from C program
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import symgraph as sg
+from symgraph.backends import llvm_jit
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="export builds with gcc")
 
@@ -152,6 +154,101 @@ def test_default_artefact_needs_only_libc_and_libm(tmp_path):
     exported = subprocess.run(["nm", "-D", "--defined-only", paths["library"]], capture_output=True,
                               text=True, check=True).stdout.split()[2::3]
     assert exported and all(s.startswith("mlp_") for s in exported), exported
+
+
+MINIMAL_SRC = """
+    #include <stdio.h>
+    #include "mlp.h"
+    int main(int argc, char **argv) {
+        static float x[MLP_X_SIZE], y[MLP_Y_SIZE];
+        FILE *fh = argc > 1 ? fopen(argv[1], "rb") : NULL;
+        if (fh == NULL || fread(x, sizeof x, 1, fh) != 1) return 3;
+        fclose(fh);
+        mlp_ctx *ctx;
+        if (mlp_create(&ctx) != MLP_OK || mlp_run(ctx, x, y) != MLP_OK) return 4;
+        for (int i = 0; i < MLP_Y_SIZE; i++) printf("%.9g\\n", y[i]);
+        mlp_destroy(ctx);
+        return 0;
+    }
+"""
+
+
+def minimal_root(tmp: Path, exe: Path, files: list[Path]) -> Path:
+    """A root holding only ``exe`` and ``files`` (in /app) and the libraries ``ldd`` lists for
+    ``exe`` (in /lib, the dynamic loader at the path the program asks for); nothing else."""
+    root = tmp / "root"
+    (root / "app").mkdir(parents=True)
+    (root / "lib").mkdir()
+    for f in [exe, *files]:
+        shutil.copy2(f, root / "app" / f.name)
+    ldd = subprocess.run(["ldd", str(exe)], capture_output=True, text=True, check=True).stdout
+    for line in ldd.splitlines():
+        m = re.search(r"(?:=> )?(/\S+) \(0x", line)
+        if m and Path(m.group(1)).parent != exe.parent:  # the library itself is in /app already
+            shutil.copy2(m.group(1), root / "lib" / Path(m.group(1)).name)
+    interp = re.search(r"program interpreter: (\S+)\]", subprocess.run(
+        ["readelf", "-l", str(exe)], capture_output=True, text=True, check=True).stdout).group(1)
+    (root / interp.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(root / "lib" / Path(interp).name, root / interp.lstrip("/"))
+    return root
+
+
+def _chroot() -> list[str] | None:
+    """How to chroot here: as root, in a user namespace, or not at all."""
+    if shutil.which("chroot") is None:
+        return None
+    if os.geteuid() == 0:
+        return [shutil.which("chroot")]
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-r", "true"], capture_output=True).returncode == 0:
+        return [unshare, "-r", shutil.which("chroot")]
+    return None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_runs_in_a_root_without_python_or_numpy(tmp_path, threads):
+    """docs/deployment.md, "Checking that it is self-contained": the program and the library
+    run with an empty environment on a root that holds only them and what ldd lists, through
+    that root's dynamic loader (and, where possible, chrooted into it), and agree with Python."""
+    if threads > 1 and llvm_jit.libraries()["gomp"] is None:
+        pytest.skip("threads > 1 needs libgomp")
+    batch = 16 if threads == 1 else 1024  # big enough for parallel loops (and libgomp)
+    _, predict, _ = mlp(batch=batch)
+    xv = rand((batch, 64), 7)
+    paths = predict.export(str(tmp_path / "mlp"), threads=threads)
+    dyn = subprocess.run(["readelf", "-d", paths["library"]], capture_output=True, text=True).stdout
+    assert "RPATH" not in dyn and "RUNPATH" not in dyn
+    needed = set(re.findall(r"\(NEEDED\).*\[(.*)\]", dyn))
+    assert needed <= {"libc.so.6", "libm.so.6", "libgomp.so.1"}
+    assert ("libgomp.so.1" in needed) == (threads > 1)
+    (tmp_path / "main.c").write_text(textwrap.dedent(MINIMAL_SRC))
+    exe = tmp_path / "main"
+    subprocess.run(["gcc", "-O1", "-std=c11", "-Wall", "-Werror", "-o", str(exe), str(tmp_path / "main.c"),
+                    f"-I{tmp_path}", paths["library"], "-Wl,-rpath,$ORIGIN"], check=True)
+    (tmp_path / "x.bin").write_bytes(xv.tobytes())
+    root = minimal_root(tmp_path, exe, [Path(paths["library"]), tmp_path / "x.bin"])
+    listing = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert not [p for p in listing if re.search(r"python|numpy|openblas", p, re.I)], listing
+    assert {p.split("/")[0] for p in listing} == {"app", "lib", "lib64"}
+    want = predict(xv)
+    loader = [str(root / "lib" / "ld-linux-x86-64.so.2"), "--inhibit-cache", "--library-path",
+              f"{root / 'app'}:{root / 'lib'}", str(root / "app" / "main")]
+    # the root's loader would fall back to the system's folders: check that it never does
+    trace = subprocess.run(["env", "-i", "LD_TRACE_LOADED_OBJECTS=1", *loader], capture_output=True,
+                           text=True, check=True).stdout
+    loaded = re.findall(r"=> (/\S+)", trace)
+    assert loaded and all(p.startswith(str(root) + "/") for p in loaded), trace
+    runs = {"loader": ["env", "-i", *loader, str(root / "app" / "x.bin")]}
+    chroot = _chroot()
+    if chroot is not None:
+        # no /proc in the root: $ORIGIN cannot be resolved there, so name the folders
+        runs["chroot"] = ["env", "-i", "LD_LIBRARY_PATH=/app:/lib", *chroot, str(root), "/app/main",
+                          "/app/x.bin"]
+    for how, cmd in runs.items():
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        assert out.returncode == 0, (how, out.stderr)
+        np.testing.assert_allclose(np.array(out.stdout.split(), np.float32).reshape(want.shape), want,
+                                   rtol=1e-5, atol=1e-6, err_msg=how)
 
 
 def test_threads_option_links_libgomp_only_when_asked(tmp_path):

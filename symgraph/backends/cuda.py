@@ -248,8 +248,8 @@ class CudaProgram:
             elif use_cublas and self.dev.cublas is None:
                 raise CompileError("cublas=True but no libcublas could be loaded "
                                    "(pip install nvidia-cublas, or a CUDA toolkit with cuBLAS)")
-        self.codegen = CudaCodegen(fgraph, roots, bool(use_cublas),
-                                   built_outputs=options.get("built_outputs"))
+        self.built_outputs = options.get("built_outputs")  # the graph as built (export names outputs)
+        self.codegen = CudaCodegen(fgraph, roots, bool(use_cublas), built_outputs=self.built_outputs)
         self._specs: dict[tuple, Specialization] = {}
         self._lock = threading.Lock()
         self.n_outputs = len(fgraph.outputs)
@@ -357,10 +357,11 @@ class CudaProgram:
         return self.codegen.ptx(arch)
 
     def export(self, cf, path: str, kind: str = "cuda", example_inputs=None, name: str | None = None,
-               arch: str | None = None) -> list[str]:
-        """``f.export(path)``: write ``path.cu``, ``path.ptx`` and ``path.h`` (see ``cuda_export``);
-        ``name`` is the prefix of the C functions (default: the file name); ``kind`` is ignored
-        (the cuda backend always writes source, PTX and header)."""
+               arch: str | None = None) -> dict:
+        """``f.export(path)``: write ``path.cu``, ``path.h`` and ``path.ptx`` (see ``cuda_export``)
+        with the llvm export's C API; ``name`` is the prefix of the C functions (default: the
+        file name); ``kind`` is ignored (the cuda backend always writes source, PTX and header).
+        Returns the paths (``source``, ``header``, ``ptx``)."""
         if example_inputs is not None:
             shapes = [tuple(np.shape(v)) for v in example_inputs] + [tuple(s.shape) for s in
                                                                       self.roots[len(example_inputs):]]
@@ -371,7 +372,7 @@ class CudaProgram:
             key = next(k for k, m in self.codegen._modules.items() if m is mod)
             mod = gen.module(list(key))
         arch = arch or (self.dev.arch if self.dev is not None else "sm_80")
-        return export_module(mod, path, arch, self.roots, self.fgraph, self._n_user or None, name)
+        return export_module(mod, cf, path, arch, name)
 
 
 def _puller(value: DeviceValue, target: SharedVariable):

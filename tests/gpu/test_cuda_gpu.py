@@ -144,7 +144,8 @@ def test_digits_mlp_trains_to_the_cpu_accuracy():
     assert abs(accuracies["cuda"] - accuracies["reference"]) <= 0.02
 
 
-def test_exported_program_runs_from_c(tmp_path):
+def test_exported_library_takes_host_and_device_pointers(tmp_path):
+    # the C API of docs/deployment.md; tests/backends/test_cuda_export.py runs a C program
     import ctypes
     import subprocess
 
@@ -153,20 +154,30 @@ def test_exported_program_runs_from_c(tmp_path):
     from symgraph.backends.cuda_compiler import find_nvcc
     x = sg.tensor("x", (4, 6))
     w = sg.shared(np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32), name="w")
-    f = sg.compile([x], sg.nn.softmax(x @ w), backend="cuda")
+    y = sg.nn.softmax(x @ w)
+    y.name = "probs"
+    f = sg.compile([x], y, backend="cuda")
     files = f.export(str(tmp_path / "smx"))
-    so = tmp_path / "libsmx.so"
-    subprocess.run([find_nvcc(), "-shared", "-Xcompiler", "-fPIC", "-std=c++17", "-o", str(so), files[0]],
-                   check=True)
+    so = tmp_path / "smx.so"
+    subprocess.run([find_nvcc(), "-shared", "-Xcompiler", "-fPIC,-fvisibility=hidden",
+                    f"-arch={f.program.dev.arch}", "-o", str(so), files["source"]], check=True)
     lib = ctypes.CDLL(str(so))
+    ctx, p = ctypes.c_void_p(), ctypes.c_void_p
+    assert lib.smx_create(ctypes.byref(ctx)) == 0
     xs = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32)
-    xd, wd = gpuarray.to_gpu(xs), gpuarray.to_gpu(w.get_value())
-    out = gpuarray.empty((4, 3), np.float32)
-    assert lib.smx_init() == 0
-    p = ctypes.c_void_p
-    assert lib.smx_run(p(int(xd.gpudata)), p(int(wd.gpudata)), p(int(out.gpudata)), p(0)) == 0
+    host = np.zeros((4, 3), np.float32)
+    assert lib.smx_run(ctx, p(xs.ctypes.data), p(host.ctypes.data)) == 0
+    np.testing.assert_allclose(host, f(xs), rtol=1e-5, atol=1e-6)
+    xd, out = gpuarray.to_gpu(xs), gpuarray.empty((4, 3), np.float32)
+    assert lib.smx_run(ctx, p(int(xd.gpudata)), p(int(out.gpudata))) == 0
     np.testing.assert_allclose(out.get(), f(xs), rtol=1e-5, atol=1e-6)
-    lib.smx_free()
+    doubled = w.get_value() * 2
+    assert lib.smx_set_w(ctx, p(doubled.ctypes.data), ctypes.c_int64(doubled.size)) == 0
+    wd = gpuarray.empty((6, 3), np.float32)
+    assert lib.smx_get_w(ctx, p(int(wd.gpudata)), ctypes.c_int64(18)) == 0
+    np.testing.assert_array_equal(wd.get(), doubled)
+    assert lib.smx_run(ctx, None, p(host.ctypes.data)) == 1
+    lib.smx_destroy(ctx)
 
 
 def test_out_of_range_indices_raise_and_keep_parameters():
