@@ -69,21 +69,21 @@ def host() -> dict:
     llvm = _llvm()
     feats = llvm.get_host_cpu_features()
     triple = llvm.get_process_triple()
-    x86 = triple.startswith(("x86_64", "i386", "i686"))
-    has = {k for k, v in feats.items() if v}
-    if x86:
-        if "avx512f" in has:
-            bits, regs = 512, 32
-        elif "avx" in has:
-            bits, regs = 256, 16
-        else:
-            bits, regs = 128, 16
-        fma = "fma" in has or "avx512f" in has
-    else:  # AArch64 NEON and others: 128-bit, fused multiply-add native
-        bits, regs, fma = 128, 32, True
+    bits, regs, fma = vector_shape(triple, {k for k, v in feats.items() if v})
     return {"triple": triple, "cpu": llvm.get_host_cpu_name(), "features": feats.flatten(),
             "vector_bits": bits, "vector_registers": regs, "fma": fma,
             "cores": len(available_cores()), "llc_bytes": last_level_cache()}
+
+
+def vector_shape(triple: str, features: set[str]) -> tuple[int, int, bool]:
+    """``(vector bits, vector registers, has FMA)`` of the widest FMA unit a CPU with these
+    LLVM ``features`` has: 512 with AVX-512F, 256 with AVX, else 128 (SSE, NEON, ...)."""
+    if triple.startswith(("x86_64", "i386", "i686")):
+        if "avx512f" in features:
+            return 512, 32, True
+        fma = "fma" in features
+        return (256, 16, fma) if "avx" in features else (128, 16, fma)
+    return 128, 32, True  # AArch64 NEON (and others): fused multiply-add is native
 
 
 def available_cores() -> list[int]:

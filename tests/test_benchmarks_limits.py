@@ -190,3 +190,13 @@ def test_every_workload_states_its_limit():
     kinds = {w: (limit_work(w, s).kind if limit_work(w, s) else None) for w in WORKLOADS}
     assert kinds == {"w1f": "memory", "w1b": "memory", "w2": "gemm", "w3": None,
                      "w4": "gemm", "w6": "memory"}
+
+
+def test_vector_shape_follows_the_cpu_features():
+    """AVX-512 hosts measure 512-bit FMAs, AVX2 hosts 256-bit, whatever host runs the test."""
+    x86 = "x86_64-unknown-linux-gnu"
+    assert L.vector_shape(x86, {"avx512f", "avx2", "avx", "fma"}) == (512, 32, True)
+    assert L.vector_shape(x86, {"avx2", "avx", "fma"}) == (256, 16, True)
+    assert L.vector_shape(x86, {"avx"}) == (256, 16, False)
+    assert L.vector_shape(x86, {"sse2"}) == (128, 16, False)
+    assert L.vector_shape("aarch64-unknown-linux-gnu", {"neon"}) == (128, 32, True)
