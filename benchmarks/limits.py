@@ -315,7 +315,8 @@ def cores_for(threads: int) -> list[int | None]:
 
 def memory_bandwidth(thread_counts: list[int], array_bytes: int, repeats: int,
                      lanes: int) -> dict:
-    """GB/s of each memory kind at each thread count: ``{kind: {threads: GB/s}}``."""
+    """GB/s of each memory kind at each thread count (``gb_per_s``: ``{kind: {threads: GB/s}}``)
+    and the array size used."""
     code = Compiled(memory_ir(lanes))
     P, I64 = ctypes.c_void_p, ctypes.c_int64
     fns = {"read": code.function("lim_read", P, P, I64, I64),
