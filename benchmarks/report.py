@@ -1,10 +1,12 @@
-"""Markdown tables from the workers' JSON rows: times, ratios to the best peer, checks, W5."""
+"""Markdown tables from the workers' JSON rows: times, ratios to the best peer, fractions of the
+machine limits, checks, W5."""
 
 from __future__ import annotations
 
 import math
 
-from .workloads import TITLES, UNITS, WORKLOADS, bytes_moved, flops
+from . import limits as machine_limits
+from .workloads import TITLES, UNITS, WORKLOADS, bytes_moved, flops, limit_work
 
 SCALE = {"ms": 1e3, "us": 1e6, "s": 1.0}
 TOLERANCE = 1e-3
@@ -148,14 +150,100 @@ def failures(rows) -> str:
     return "\n".join(out)
 
 
-def markdown(rows, w5_rows, thread_counts, sizes, header: str) -> str:
+def limit_of(workload: str, sizes, limits: dict, threads: int) -> dict | None:
+    """The limit that applies to ``workload`` at ``threads`` and the time a call would take at
+    it: ``{"label", "seconds"}`` plus, for GEMM-bound workloads, ``"fma_seconds"`` (the same
+    flop at the FMA peak).  None when no limit applies or it was not measured."""
+    work = limit_work(workload, sizes)
+    if work is None or not limits:
+        return None
+    if work.kind == "memory":
+        bw = machine_limits.bandwidth(limits, threads, "copy")
+        if not bw:
+            return None
+        return {"label": f"copy {bw:.3g} GB/s", "seconds": work.amount / (bw * 1e9)}
+    found = machine_limits.gemm(limits, threads, work.gemm_n)
+    if found is None:
+        return None
+    n, rate = found
+    out = {"label": f"GEMM {n}² {rate:.3g} GFLOP/s", "seconds": work.amount / (rate * 1e9)}
+    fma = limits.get("fma", {}).get("float32", {}).get("gflop_per_s", {}).get(str(threads))
+    if fma:
+        out["fma_seconds"] = work.amount / (fma * 1e9)
+    return out
+
+
+def fractions(row: dict, sizes, limits: dict) -> dict | None:
+    """``{"limit": label, "fraction": t_limit / t_median[, "fma_fraction": ...]}`` of a row."""
+    if "median" not in row:
+        return None
+    lim = limit_of(row["workload"], sizes, limits, row["threads"])
+    if lim is None:
+        return None
+    out = {"limit": lim["label"], "fraction": lim["seconds"] / row["median"]}
+    if "fma_seconds" in lim:
+        out["fma_fraction"] = lim["fma_seconds"] / row["median"]
+    return out
+
+
+def fraction_table(rows, threads, sizes, limits: dict) -> str:
+    """Time at the machine limit divided by the median time (1 = at the limit)."""
+    wls = [w for w in WORKLOADS if any(r["workload"] == w for r in rows)]
+    head = ["peer"] + [TITLES[w] for w in wls]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = []
+    for w in wls:
+        lim = limit_of(w, sizes, limits, threads)
+        if lim is None:
+            cells.append("*none (call overhead)*" if limit_work(w, sizes) is None else "-")
+        else:
+            k = SCALE[UNITS[w]]
+            cells.append(f"*{lim['label']}: {fmt(lim['seconds'] * k)} {UNITS[w]}*")
+    lines.append("| *limit: time at it* | " + " | ".join(cells) + " |")
+    for peer in _peers(rows):
+        cells = [peer]
+        for w in wls:
+            r = _cell(rows, peer, w, threads)
+            f = fractions(r, sizes, limits) if r else None
+            if f is None:
+                cells.append("")
+                continue
+            text = f"{f['fraction']:.2f}"
+            text = f"**{text}**" if is_symgraph(peer) else text
+            if "fma_fraction" in f:
+                text += f" (FMA {f['fma_fraction']:.2f})"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def limits_section(limits: dict | None) -> str:
+    """The machine-limits table (or why there is none)."""
+    if limits is None:
+        return ""
+    if "failed" in limits:
+        return f"### Machine limits\n\nNot measured: {limits['failed']}\n"
+    return ("### Machine limits\n\n"
+            f"Measured by `benchmarks/limits.py` in {limits['seconds']:.1f} s before the workloads "
+            "(median of repeats; the memory loops and the FMA loop are LLVM IR compiled for "
+            f"`{limits['host']['cpu']}`).\n\n" + machine_limits.markdown(limits) + "\n")
+
+
+def markdown(rows, w5_rows, thread_counts, sizes, header: str, limits: dict | None = None) -> str:
     parts = [header]
+    if limits is not None:
+        parts.append(limits_section(limits))
     for t in thread_counts:
         parts.append(f"### {t} thread{'s' if t != 1 else ''}: median (min–max) over the timed repeats\n")
         parts.append(time_table(rows, t, sizes) + "\n")
         parts.append(f"#### {t} thread{'s' if t != 1 else ''}: ratio to the best peer (median / "
                      "best non-symgraph median; below 1 = faster than every peer)\n")
         parts.append(ratio_table(rows, t) + "\n")
+        if limits and "failed" not in limits:
+            parts.append(f"#### {t} thread{'s' if t != 1 else ''}: fraction of the machine limit "
+                         "(time the work would take at the limit / median; 1 = at the limit; "
+                         "GEMM-bound workloads also against the FMA peak)\n")
+            parts.append(fraction_table(rows, t, sizes, limits) + "\n")
     parts.append("### Numeric check: relative L2 error against NumPy, "
                  + " / ".join(f"{t} thr" for t in thread_counts) + "\n")
     parts.append(check_table(rows, thread_counts) + "\n")

@@ -4,7 +4,10 @@
 
 Each (peer, thread count) runs in its own worker process (benchmarks/worker.py), started with the
 thread environment variables set and pinned to its cores; W5 starts fresh processes of
-benchmarks/w5.py (cold caches, then warm).  Peers that are not installed are skipped; a peer
+benchmarks/w5.py (cold caches, then warm).  Before the workloads, benchmarks/limits.py measures
+the machine's limits (memory bandwidth, FMA peak, GEMM rate) at the same thread counts in its
+own process (``--no-limits`` skips it); the report prints them and each workload's time as a
+fraction of the limit that applies to it.  Peers that are not installed are skipped; a peer
 may live in another Python (``--peer-python pytensor-numba=/path/to/python``; a virtual
 environment in ``.venv-peers`` or ``~/.venv-peers`` is found automatically).
 """
@@ -158,6 +161,35 @@ def run_w5(python, peer, threads, args, backend) -> dict:
     return row
 
 
+def run_limits(args) -> dict:
+    """The machine limits at the run's thread counts, measured in a fresh process (so its
+    arrays and OpenBLAS thread settings do not stay in this one); ``{"failed": why}`` if not."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "limits.json")
+        cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "limits.py"), "--threads",
+               *map(str, args.threads), "--json", out] + (["--tiny"] if args.tiny else [])
+        try:
+            proc = subprocess.run(cmd, env=thread_env(max(args.threads)), capture_output=True,
+                                  text=True, timeout=min(args.timeout, 600))
+        except subprocess.TimeoutExpired:
+            return {"failed": "limits.py timed out"}
+        if proc.returncode != 0 or not os.path.exists(out):
+            msg = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            return {"failed": f"limits.py exited with {proc.returncode}: {msg}"}
+        with open(out) as fh:
+            return json.load(fh)
+
+
+def add_fractions(rows: list[dict], sizes, limits: dict | None) -> None:
+    """Store each row's fraction of its machine limit in the row (for the JSON output)."""
+    if not limits or "failed" in limits:
+        return
+    for r in rows:
+        f = report.fractions(r, sizes, limits)
+        if f is not None:
+            r["limit"] = f
+
+
 def header(args, backend, thread_counts, pythons, load_before=None) -> str:
     import numpy
     load = ""
@@ -200,6 +232,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per worker process")
     ap.add_argument("--write", metavar="PATH", help="also write the Markdown report to PATH")
     ap.add_argument("--json", metavar="PATH", help="also write the raw rows as JSON")
+    ap.add_argument("--no-limits", action="store_true",
+                    help="do not measure the machine limits (no limits table, no fractions)")
     args = ap.parse_args(argv)
 
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -213,6 +247,12 @@ def main(argv=None) -> int:
             continue
         pythons[peer] = python
     workloads = [w for w in args.workloads if w != "w5"]
+    limits = None
+    if not args.no_limits:
+        t0 = time.perf_counter()
+        limits = run_limits(args)
+        print(f"{'machine limits':24s} " + (f"failed: {limits['failed']}" if "failed" in limits
+              else f"measured in {time.perf_counter() - t0:.1f} s"), flush=True)
     rows: list[dict] = []
     for threads in args.threads:
         for peer, python in pythons.items():
@@ -230,8 +270,9 @@ def main(argv=None) -> int:
             row = run_w5(python, peer, max(args.threads), args, backend)
             w5_rows.append(row)
             print(f"{peer:24s} W5: {'failed ' + row['failed'] if 'failed' in row else 'done'}", flush=True)
+    add_fractions(rows, sizes(args.tiny), limits)
     text = report.markdown(rows, w5_rows, args.threads, sizes(args.tiny),
-                           header(args, backend, args.threads, pythons, load_before))
+                           header(args, backend, args.threads, pythons, load_before), limits)
     print()
     print(text)
     if args.write:
@@ -240,7 +281,7 @@ def main(argv=None) -> int:
             fh.write("# Benchmarks\n\n" + how_to() + "\n## Results\n\n" + text)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "w5": w5_rows, "backend": backend}, fh, indent=1)
+            json.dump({"rows": rows, "w5": w5_rows, "backend": backend, "limits": limits}, fh, indent=1)
     failed_checks = [r for r in rows if r.get("error", 0) >= report.TOLERANCE]
     return 1 if failed_checks else 0
 

@@ -115,3 +115,66 @@ def flops(workload: str, s: Sizes) -> float | None:
     if workload == "w2":
         return 6.0 * s.mlp_batch * sum(a * b for a, b in zip(s.mlp[:-1], s.mlp[1:]))
     return None
+
+
+@dataclass(frozen=True)
+class LimitWork:
+    """The machine limit that bounds a workload from below and the work one call needs.
+
+    ``kind`` is ``"memory"`` (``amount`` bytes, against the copy bandwidth: every byte counted
+    is either read or written once) or ``"gemm"`` (``amount`` flop of the matrix products,
+    against the BLAS GEMM rate at the square size ``gemm_n`` and against the FMA peak).
+    """
+
+    kind: str
+    amount: float
+    gemm_n: int = 0
+    what: str = ""
+
+
+def _gemm_flop(m: int, k: int, n: int) -> float:
+    return 2.0 * m * k * n
+
+
+def _gemm_size(shapes: list[tuple[int, int, int]]) -> int:
+    """The square size standing for a set of GEMMs: the cube root of the largest ``m·k·n``."""
+    return round(max(m * k * n for m, k, n in shapes) ** (1 / 3))
+
+
+def limit_work(workload: str, s: Sizes) -> LimitWork | None:
+    """What one call of ``workload`` has to do at least, from the shapes of its definition.
+
+    - W1f / W1b: read x (4 bytes per element) and write the result (4 bytes): ``8 N`` bytes.
+    - W6: read the logits and write their gradient (``8 B C`` bytes) plus the int64 labels.
+    - W2 (MLP, layers ``in -> out``, batch ``B``): for every layer the forward product
+      ``B x in @ in x out`` and the weight gradient, ``2 B in out`` flop each, and the input
+      gradient of every layer but the first (x needs no gradient).  This is less than the
+      ``6 B sum(in out)`` of the GFLOP/s column (peers.md's convention), which also counts the
+      first layer's input gradient.  Elementwise work, the softmax and the update are not
+      counted.
+    - W4 (convnet) as im2col GEMMs: conv1 ``(B oh ow) x 25 @ 25 x c1`` (forward and weight
+      gradient), conv2 ``(B oh ow) x 25 c1 @ 25 c1 x c2`` and the dense layer (forward, weight
+      and input gradient each); ReLU, pooling and the loss are not counted.
+    - W3: none; its arrays are a few KiB in cache, the step is call overhead.
+    """
+    if workload in ("w1f", "w1b"):
+        return LimitWork("memory", 8.0 * s.gelu_n, what="x read + result written")
+    if workload == "w6":
+        b, c = s.ce_shape
+        return LimitWork("memory", 8.0 * b * c + 8.0 * b, what="logits read + gradient written")
+    if workload == "w2":
+        layers = [(s.mlp_batch, a, b) for a, b in zip(s.mlp[:-1], s.mlp[1:])]
+        flop = sum(2 * _gemm_flop(*g) for g in layers) + sum(_gemm_flop(*g) for g in layers[1:])
+        return LimitWork("gemm", flop, _gemm_size(layers), "matmul flop, fwd + bwd")
+    if workload == "w4":
+        c1, c2 = s.conv_channels
+        side1 = s.conv_image - 4
+        side2 = side1 // 2 - 4
+        dense_in = c2 * (side2 // 2) ** 2
+        conv1 = (s.conv_batch * side1 * side1, 25, c1)
+        conv2 = (s.conv_batch * side2 * side2, 25 * c1, c2)
+        dense = (s.conv_batch, dense_in, s.conv_classes)
+        flop = 2 * _gemm_flop(*conv1) + 3 * _gemm_flop(*conv2) + 3 * _gemm_flop(*dense)
+        return LimitWork("gemm", flop, _gemm_size([conv1, conv2, dense]), "conv/dense flop, fwd + bwd")
+    return None
+

@@ -34,6 +34,26 @@ def test_run_tiny(tmp_path):
     assert all(r["cold"]["first_result_s"] > 0 and r["warm"]["process_s"] > 0 for r in data["w5"])
     text = out_md.read_text()
     assert "ratio to the best peer" in text and "| symgraph |" in text
+    # the machine limits were measured once, printed, and every bounded workload has a fraction
+    results = text.split("\n## Results\n", 1)[1]  # after the how-to, which names the limits too
+    assert data["limits"]["threads"] == [1] and "### Machine limits" in results
+    assert "fraction of the machine limit" in results
+    bounded = [r for r in rows if r["workload"] != "w3"]
+    assert all(r["limit"]["fraction"] > 0 for r in bounded), [r.get("limit") for r in bounded]
+    assert all("limit" not in r for r in rows if r["workload"] == "w3")
+
+
+def test_run_without_limits(tmp_path):
+    out_md, out_json = tmp_path / "bench.md", tmp_path / "bench.json"
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--tiny", "--threads", "1",
+           "--seconds", "0.01", "--min-repeats", "2", "--peers", "numpy", "--workloads", "w1f",
+           "--no-limits", "--write", str(out_md), "--json", str(out_json)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert json.loads(out_json.read_text())["limits"] is None
+    results = out_md.read_text().split("\n## Results\n", 1)[1]  # after the how-to
+    assert "| numpy |" in results
+    assert "Machine limits" not in results and "fraction of the machine limit" not in results
 
 
 def test_numeric_check_catches_a_wrong_gradient():
