@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..codegen.symdim import SymInt
 from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable
 from ..graph.types import TensorType, format_shape, is_float, is_int
@@ -113,7 +114,10 @@ class ARange(Op):
 
     def make_node(self, n) -> Apply:
         n = as_variable(n, dtype="int64")
-        size = int(n.value) if isinstance(n, Constant) else None
+        size = None
+        if isinstance(n, Constant):  # (a symbolic size while shape-generic code is generated)
+            item = n.value.reshape(()).item() if n.value.dtype == object else int(n.value)
+            size = item if isinstance(item, SymInt) else int(item)
         return Apply(self, [n], [TensorType("int64", (size,))])
 
     def perform(self, node, inputs):

@@ -230,3 +230,21 @@ def test_instances_for_many_lengths_are_bounded():
         np.testing.assert_array_equal(f(a), a * 2 + 1)
     assert len(f.program.specs) <= llvm.MAX_INSTANCES
     assert f.program.generations == 1
+
+
+def test_sizes_from_unknown_dims_random_draws_arange_zeros_one_hot():
+    x = sg.tensor("x", (None, 4))
+    rng = sg.RandomStream(0)
+    n = sg.shape(x)[0]
+    f = sg.compile([x], [x * rng.bernoulli(sg.shape(x), 0.5), rng.uniform(sg.shape(x)),
+                         sg.arange(n), sg.cast(n // 2, "float32"), sg.zeros((n, 3)) + 1,
+                         sg.one_hot(sg.arange(n) % 4, 4)])
+    for k in (1, 5, 9):
+        masked, u, r, half, z, oh = f(np.ones((k, 4), "float32"))
+        assert masked.shape == (k, 4) and set(np.unique(masked)) <= {0.0, 1.0}
+        assert u.shape == (k, 4) and (u >= 0).all() and (u < 1).all()
+        np.testing.assert_array_equal(r, np.arange(k))
+        assert half == k // 2
+        np.testing.assert_array_equal(z, np.ones((k, 3)))
+        np.testing.assert_array_equal(oh, np.eye(4)[np.arange(k) % 4])
+    assert f.program.generations == 1
