@@ -18,6 +18,7 @@ from .slicing import (
     dyn_getitem,
     slice_parts,
     split_key,
+    write_rop,
 )
 
 # An index spec is a hashable tuple; each entry is one of
@@ -224,13 +225,7 @@ class IndexWrite(Op):
         return Apply(self, [x, y, *indices], [TensorType(x.dtype, x.shape)])
 
     def R_op(self, node, inputs, eval_points):
-        vx, vy = eval_points[0], eval_points[1]
-        if vx is None and vy is None:
-            return [None]
-        from .shape import zeros_like
-        vx = vx if vx is not None else zeros_like(inputs[0])
-        vy = vy if vy is not None else zeros_like(inputs[1])
-        return [self(vx, vy, *inputs[2:])]
+        return write_rop(self, inputs, eval_points)
 
     def batch(self, node, inputs, batched):
         """See ``batch_scatter``."""

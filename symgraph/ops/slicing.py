@@ -178,6 +178,18 @@ def _key(axis: int, first, step, length) -> tuple:
     return (slice(None),) * axis + (plain_slice(int(first), int(step), int(length)),)
 
 
+def write_rop(op, inputs, eval_points) -> list:
+    """The R-op of a write ``op(x, y, *rest)`` (linear in ``x`` and ``y``): the same write of
+    the tangents, a missing one taken as zeros."""
+    vx, vy = eval_points[0], eval_points[1]
+    if vx is None and vy is None:
+        return [None]
+    from .shape import zeros_like
+    vx = vx if vx is not None else zeros_like(inputs[0])
+    vy = vy if vy is not None else zeros_like(inputs[1])
+    return [op(vx, vy, *inputs[2:])]
+
+
 class NonzeroStep(Op):
     """The identity on an int64 step that raises NumPy's error when it is 0 (``arange`` with
     a symbolic step; a slice's step is checked by the op that reads it)."""
@@ -313,13 +325,7 @@ class DynSliceWrite(Op):
         raise NotImplementedError
 
     def R_op(self, node, inputs, eval_points):
-        vx, vy = eval_points[0], eval_points[1]
-        if vx is None and vy is None:
-            return [None]
-        from .shape import zeros_like
-        vx = vx if vx is not None else zeros_like(inputs[0])
-        vy = vy if vy is not None else zeros_like(inputs[1])
-        return [self(vx, vy, *inputs[2:])]
+        return write_rop(self, inputs, eval_points)
 
     def batch(self, node, inputs, batched):
         """Each example writes into its own row; ``y`` lines up with the batched slice."""
