@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import ShapeError
-from ..graph.basic import Apply, Constant, Op, Variable, as_variable
+from ..graph.basic import Apply, Constant, Op, Variable, as_variable, dim_label
 from ..graph.types import TensorType, check_size, format_shape, is_int
 
 # --- symbolic shapes ----------------------------------------------------------------------
@@ -59,8 +59,76 @@ def shape(x) -> Variable:
     """The symbolic shape of ``x`` (an int64 vector); a constant when fully static."""
     x = as_variable(x)
     if x.type.fully_static:
-        return Constant(np.array(x.shape, dtype=np.int64))
-    return Shape()(x)
+        return Constant(np.array(x.type.shape, dtype=np.int64))
+    return x._symbolic_shape()[0]
+
+
+def symbolic_dims(x: Variable) -> tuple[Variable, tuple]:
+    """``Shape(x)`` and ``x.shape``: each static dim an int, each unknown one the int64 scalar
+    ``Shape(x)[i]`` named ``x.shape[i]`` (the llvm backend folds it per call; the rewrites
+    read it as "dim ``i`` of ``x``")."""
+    from .indexing import getitem
+    vec = Shape()(x)
+    dims = []
+    for axis, d in enumerate(x.type.shape):
+        if d is None:
+            d = getitem(vec, axis)
+            d.name = dim_label(x, axis)
+        dims.append(d)
+    return vec, tuple(dims)
+
+
+def dim_source(v: Variable) -> tuple[Variable, int] | None:
+    """``(x, axis)`` when ``v`` is the symbolic size ``x.shape[axis]``, else ``None``."""
+    node = v.owner
+    if node is None or len(node.inputs) != 1 or type(node.op).__name__ != "Subtensor":
+        return None
+    spec = node.op.spec
+    vec = node.inputs[0]
+    if len(spec) != 1 or spec[0][0] != "i" or vec.owner is None or not isinstance(vec.owner.op, Shape):
+        return None
+    x = vec.owner.inputs[0]
+    return x, spec[0][1] % max(x.ndim, 1)
+
+
+def unknown_dims_in(v: Variable, limit: int = 64) -> list[str]:
+    """The unknown sizes (``x.shape[i]``) that ``v`` is computed from, nearest first."""
+    found, seen, todo = [], set(), [v]
+    while todo and len(seen) < limit:
+        u = todo.pop(0)
+        if id(u) in seen:
+            continue
+        seen.add(id(u))
+        src = dim_source(u)
+        if src is not None:
+            label = dim_label(*src)
+            if label not in found:
+                found.append(label)
+        elif u.owner is not None:
+            todo.extend(u.owner.inputs)
+    return found
+
+
+def unknown_value_message(v: Variable, wanted: str) -> str:
+    """Why the symbolic ``v`` cannot become ``wanted`` (a Python int, a truth value) while a
+    graph is built, and what to do instead."""
+    dims = unknown_dims_in(v)
+    if not dims:
+        return (f"cannot use the symbolic value {v.label()} ({v.type}) as {wanted}: its value is "
+                "only known when a compiled function runs")
+    src = dim_source(v)
+    if src is not None:
+        x, axis = src
+        return (f"cannot use {dims[0]} (a size of {x.label()}: {x.type}) as {wanted}: it is "
+                f"unknown until call time. Pass {dims[0]} itself (a symbolic int64 scalar) "
+                "where symgraph takes a size (sg.zeros, sg.arange, reshape, slice bounds), or "
+                f"sg.shape({x.label()}) for the whole shape; {x.label()}.type.shape[{axis}] is "
+                "None (unknown) when building")
+    are = "is" if len(dims) == 1 else "are"
+    return (f"cannot use {v.label()} ({v.type}) as {wanted}: it is computed from "
+            f"{', '.join(dims)}, which {are} unknown until call time. Keep it symbolic (symgraph "
+            "takes symbolic sizes in sg.zeros, sg.arange, reshape and slice bounds), or test "
+            "x.type.shape (None where unknown) in Python")
 
 
 def static_shape_value(vec: Variable) -> tuple | None:
@@ -68,11 +136,11 @@ def static_shape_value(vec: Variable) -> tuple | None:
     if isinstance(vec, Constant):
         return tuple(int(v) for v in vec.value.reshape(-1))
     if vec.owner is not None and isinstance(vec.owner.op, Shape):
-        return vec.owner.inputs[0].shape
+        return vec.owner.inputs[0].type.shape
     if vec.owner is not None and isinstance(vec.owner.op, MakeVector):
         return tuple(int(p.value) if isinstance(p, Constant) else None for p in vec.owner.inputs)
-    if vec.ndim == 1 and vec.shape[0] is not None:
-        return (None,) * vec.shape[0]
+    if vec.ndim == 1 and vec.type.shape[0] is not None:
+        return (None,) * vec.type.shape[0]
     return None
 
 
@@ -88,6 +156,11 @@ def as_shape_vector(shape_like) -> Variable:
     for k, p in enumerate(parts):
         integral = is_int(p.dtype) and p.ndim == 0 if isinstance(p, Variable) else \
             isinstance(p, (int, np.integer)) and not isinstance(p, (bool, np.bool_))
+        if p is None:
+            raise TypeError(f"a shape's entry at position {k} of {tuple(shape_like)!r} is None: "
+                            "an unknown size is only known at call time. Pass the symbolic size "
+                            "instead (x.shape[i], an int64 scalar) or sg.shape(x) for a whole "
+                            "shape; x.type.shape has None where x.shape has symbolic sizes")
         if not integral:
             what = p.type if isinstance(p, Variable) else f"{type(p).__name__} {p!r}"
             raise TypeError(f"a shape's entries must be ints or int scalars, got {what} at "
@@ -105,7 +178,7 @@ def _cast_int64(v):
 def prepend_dim(size, vec: Variable) -> Variable:
     """The shape vector ``(size, *vec)`` for an int64 shape vector ``vec`` (``size`` an int or
     an int scalar); entries known at build time stay ints, so static dims stay static."""
-    known = static_shape_value(vec) or (None,) * vec.shape[0]
+    known = static_shape_value(vec) or (None,) * vec.type.shape[0]
     from .indexing import getitem
     parts = [d if d is not None else getitem(vec, k) for k, d in enumerate(known)]
     return as_shape_vector((size, *parts))
@@ -132,17 +205,17 @@ class Reshape(Op):
                 raise ShapeError(f"reshape: negative dimension in {tuple(known)}; each dimension "
                                  "must be >= 0, or -1 (once) for the size that fits")
             out = [d if d is None or d >= 0 else None for d in known]
-            total = x.size
+            total = int(np.prod(x.type.shape, dtype=np.int64)) if x.type.fully_static else None
             if -1 in known and total is not None and all(d is not None for d in known):
                 rest = math.prod(d for d in known if d != -1)
                 if rest == 0 or total % rest:
-                    raise ShapeError(f"reshape: cannot reshape {format_shape(x.shape)} "
+                    raise ShapeError(f"reshape: cannot reshape {format_shape(x.type.shape)} "
                                      f"into {tuple(known)}")
                 out[known.index(-1)] = total // rest
             if total is not None and all(d is not None and d >= 0 for d in known):
                 if math.prod(known) != total:
                     raise ShapeError(f"reshape: cannot reshape array of shape "
-                                     f"{format_shape(x.shape)} ({total} elements) into "
+                                     f"{format_shape(x.type.shape)} ({total} elements) into "
                                      f"{tuple(known)}")
         return Apply(self, [x, shape_vec], [TensorType(x.dtype, tuple(out))])
 
@@ -175,12 +248,12 @@ def reshape(x, newshape) -> Variable:
     """Reshape ``x``; ``newshape`` is a tuple (ints, -1, int scalars) or an int vector."""
     x = as_variable(x)
     vec = as_shape_vector(newshape)
-    if vec.shape[0] is None:
+    if vec.type.shape[0] is None:
         raise ShapeError("reshape: the length of the new shape must be known")
     known = static_shape_value(vec)
-    if known is not None and known == x.shape and all(d is not None for d in known):
+    if known is not None and known == x.type.shape and all(d is not None for d in known):
         return x
-    return Reshape(vec.shape[0])(x, vec)
+    return Reshape(vec.type.shape[0])(x, vec)
 
 
 def flatten(x, ndim: int = 1) -> Variable:
@@ -191,7 +264,7 @@ def flatten(x, ndim: int = 1) -> Variable:
     if ndim == 1:
         return reshape(x, (-1,))
     from .indexing import getitem
-    lead, rest = x.shape[:ndim - 1], x.shape[ndim - 1:]
+    lead, rest = x.type.shape[:ndim - 1], x.type.shape[ndim - 1:]
     if not all(d is not None for d in lead):
         lead = tuple(getitem(shape(x), i) for i in range(ndim - 1))
     # the flattened size is spelled out, not -1: -1 is ambiguous for a zero-size tensor
@@ -235,10 +308,10 @@ class DimShuffle(Op):
         if x.ndim != self.in_ndim:
             raise ShapeError(f"{self}: expected rank {self.in_ndim}, got {x.type}")
         for a in self.dropped:
-            if x.shape[a] not in (1, None):
-                raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]} "
-                                 f"(shape {format_shape(x.shape)})")
-        out = tuple(1 if o == "x" else x.shape[o] for o in self.order)
+            if x.type.shape[a] not in (1, None):
+                raise ShapeError(f"cannot squeeze axis {a} of size {x.type.shape[a]} "
+                                 f"(shape {format_shape(x.type.shape)})")
+        out = tuple(1 if o == "x" else x.type.shape[o] for o in self.order)
         return Apply(self, [x], [TensorType(x.dtype, out)])
 
     def perform(self, node, inputs):
@@ -315,13 +388,13 @@ def squeeze(x, axis=None) -> Variable:
     """Drop size-1 axes (all statically known ones when ``axis`` is None)."""
     x = as_variable(x)
     if axis is None:
-        axes = [a for a, d in enumerate(x.shape) if d == 1]
+        axes = [a for a, d in enumerate(x.type.shape) if d == 1]
     else:
         axes = [_norm_axis(a, x.ndim, "squeeze") for a in ((axis,) if isinstance(axis, int) else axis)]
     for a in axes:
-        if x.shape[a] not in (1, None):
-            raise ShapeError(f"squeeze: cannot remove axis {a} of size {x.shape[a]} "
-                             f"(shape {format_shape(x.shape)})")
+        if x.type.shape[a] not in (1, None):
+            raise ShapeError(f"squeeze: cannot remove axis {a} of size {x.type.shape[a]} "
+                             f"(shape {format_shape(x.type.shape)})")
     if not axes:
         return x
     return DimShuffle([a for a in range(x.ndim) if a not in axes], x.ndim)(x)
@@ -340,7 +413,7 @@ class BroadcastTo(Op):
     def make_node(self, x, shape_vec) -> Apply:
         x = as_variable(x)
         known = static_shape_value(shape_vec) or (None,) * self.ndim
-        out = _broadcast_to_shape(x.shape, tuple(known))
+        out = _broadcast_to_shape(x.type.shape, tuple(known))
         check_size(out, x.dtype, what="broadcast_to")
         return Apply(self, [x, shape_vec], [TensorType(x.dtype, out)])
 
@@ -389,7 +462,7 @@ def broadcast_to(x, newshape) -> Variable:
     """Broadcast ``x`` to ``newshape`` (a tuple or a symbolic shape vector)."""
     x = as_variable(x)
     vec = as_shape_vector(newshape)
-    return BroadcastTo(vec.shape[0])(x, vec)
+    return BroadcastTo(vec.type.shape[0])(x, vec)
 
 
 class SumToShape(Op):
@@ -444,10 +517,10 @@ def sum_to(g: Variable, like: Variable) -> Variable:
     lead = g.ndim - like.ndim
     if lead > 0:
         g = sum_(g, axis=tuple(range(lead)))
-    if g.shape == like.shape and all(d is not None for d in like.shape):
+    if g.type.shape == like.type.shape and all(d is not None for d in like.type.shape):
         return g
     axes, ambiguous = [], False
-    for a, (d, t) in enumerate(zip(g.shape, like.shape)):
+    for a, (d, t) in enumerate(zip(g.type.shape, like.type.shape)):
         if t == 1 and d != 1:
             axes.append(a)
         elif t is None and d != t:
@@ -480,19 +553,19 @@ class Concatenate(Op):
             raise ShapeError("concatenate: zero-dimensional tensors cannot be concatenated")
         from ..graph.types import result_dtype
         dtype = result_dtype(*[x.dtype for x in xs])
-        out = list(xs[0].shape)
+        out = list(xs[0].type.shape)
         for x in xs[1:]:
             if x.ndim != nd:
                 raise ShapeError(f"concatenate: all inputs need rank {nd}; got shapes "
-                                 f"{', '.join(format_shape(v.shape) for v in xs)}")
+                                 f"{', '.join(format_shape(v.type.shape) for v in xs)}")
             for a in range(nd):
                 if a == self.axis:
                     continue
-                if out[a] is not None and x.shape[a] is not None and out[a] != x.shape[a]:
+                if out[a] is not None and x.type.shape[a] is not None and out[a] != x.type.shape[a]:
                     raise ShapeError(f"concatenate along axis {self.axis}: dimension {a} differs "
-                                     f"in shapes {', '.join(format_shape(v.shape) for v in xs)}")
-                out[a] = out[a] if out[a] is not None else x.shape[a]
-        sizes = [x.shape[self.axis] for x in xs]
+                                     f"in shapes {', '.join(format_shape(v.type.shape) for v in xs)}")
+                out[a] = out[a] if out[a] is not None else x.type.shape[a]
+        sizes = [x.type.shape[self.axis] for x in xs]
         out[self.axis] = sum(sizes) if all(s is not None for s in sizes) else None
         from .elemwise import cast
         xs = [cast(x, dtype) for x in xs]
@@ -524,8 +597,8 @@ class Split(Op):
     def make_node(self, x, *likes) -> Apply:
         outs = []
         for like in likes:
-            shp = list(x.shape)
-            shp[self.axis] = like.shape[self.axis]
+            shp = list(x.type.shape)
+            shp[self.axis] = like.type.shape[self.axis]
             outs.append(TensorType(x.dtype, tuple(shp)))
         return Apply(self, [x, *likes], outs)
 
@@ -624,10 +697,10 @@ def stack(xs: Sequence, axis: int = 0) -> Variable:
     axis = _norm_axis(axis, nd + 1, "stack")
     for x in xs:
         mismatch = x.ndim != nd or any(a is not None and b is not None and a != b
-                                       for a, b in zip(x.shape, xs[0].shape))
+                                       for a, b in zip(x.type.shape, xs[0].type.shape))
         if mismatch:
             raise ShapeError(f"stack: all inputs need the same shape; got "
-                             f"{', '.join(format_shape(v.shape) for v in xs)}")
+                             f"{', '.join(format_shape(v.type.shape) for v in xs)}")
     if all(x.ndim == 0 and is_int(x.dtype) for x in xs):
         return MakeVector()(*xs)
     parts = [expand_dims(x, axis) for x in xs]

@@ -36,5 +36,5 @@ def shape_of_static(node: Apply, ctx: RewriteContext):
     """Shape(x) with a fully static type -> a constant vector."""
     x = node.inputs[0]
     if x.type.fully_static:
-        return Constant(np.array(x.shape, dtype=np.int64))
+        return Constant(np.array(x.type.shape, dtype=np.int64))
     return None
