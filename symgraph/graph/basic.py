@@ -161,7 +161,8 @@ class Variable:
     def __bool__(self):
         from ..ops.shape import unknown_value_message
         raise TypeError(unknown_value_message(self, "a truth value")
-                        + "; inside the graph, use sg.where")
+                        + "; inside the graph, use sg.where (and sg.minimum / sg.maximum for "
+                        "Python's min / max)")
 
     def __index__(self):
         from ..ops.shape import unknown_value_message

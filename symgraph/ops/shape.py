@@ -4,6 +4,7 @@ concatenate / stack, and ``sum_to`` which reduces a gradient back to an input's 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -109,12 +110,24 @@ def unknown_dims_in(v: Variable, limit: int = 64) -> list[str]:
     return found
 
 
+def expression_label(v: Variable, depth: int = 4) -> str:
+    """``v`` spelled as the scalar expression that built it (``x.shape[0] // 2 > 3``), for
+    messages; its plain label past ``depth`` levels or for anything but scalar arithmetic."""
+    from .elemwise import Elemwise
+    node = v.owner
+    if v.name or depth == 0 or v.ndim or node is None or not isinstance(node.op, Elemwise):
+        return v.label()
+    parts = [expression_label(i, depth - 1) for i in node.inputs]
+    text = re.sub(r"\bin(\d+)\b", lambda m: parts[int(m.group(1))], str(node.op.expr))
+    return text[1:-1] if depth == 4 and text.startswith("(") and text.endswith(")") else text
+
+
 def unknown_value_message(v: Variable, wanted: str) -> str:
     """Why the symbolic ``v`` cannot become ``wanted`` (a Python int, a truth value) while a
     graph is built, and what to do instead."""
     dims = unknown_dims_in(v)
     if not dims:
-        return (f"cannot use the symbolic value {v.label()} ({v.type}) as {wanted}: its value is "
+        return (f"cannot use the symbolic value {expression_label(v)} ({v.type}) as {wanted}: its value is "
                 "only known when a compiled function runs")
     src = dim_source(v)
     if src is not None:
@@ -125,7 +138,7 @@ def unknown_value_message(v: Variable, wanted: str) -> str:
                 f"sg.shape({x.label()}) for the whole shape; {x.label()}.type.shape[{axis}] is "
                 "None (unknown) when building")
     are = "is" if len(dims) == 1 else "are"
-    return (f"cannot use {v.label()} ({v.type}) as {wanted}: it is computed from "
+    return (f"cannot use {expression_label(v)} ({v.type}) as {wanted}: it is computed from "
             f"{', '.join(dims)}, which {are} unknown until call time. Keep it symbolic (symgraph "
             "takes symbolic sizes in sg.zeros, sg.arange, reshape and slice bounds), or test "
             "x.type.shape (None where unknown) in Python")
@@ -212,6 +225,8 @@ class Reshape(Op):
                     raise ShapeError(f"reshape: cannot reshape {format_shape(x.type.shape)} "
                                      f"into {tuple(known)}")
                 out[known.index(-1)] = total // rest
+            elif -1 in known:
+                out[known.index(-1)] = _minus_one_size(x, shape_vec, known)
             if total is not None and all(d is not None and d >= 0 for d in known):
                 if math.prod(known) != total:
                     raise ShapeError(f"reshape: cannot reshape array of shape "
@@ -242,6 +257,26 @@ class Reshape(Op):
         if batched[1]:
             raise not_batchable(node, "the new shape would differ between examples")
         return all_batched(reshape(x, prepend_dim(dim(x, 0), vec)))
+
+
+def _minus_one_size(x: Variable, vec: Variable, known: tuple) -> int | None:
+    """The size ``-1`` stands for in ``reshape(x, (..., x.shape[i], ..., -1))`` when every
+    unknown dim of ``x`` is passed through as an entry, so the rest is static; else None."""
+    if vec.owner is None or not isinstance(vec.owner.op, MakeVector):
+        return None
+    matched, rest = set(), 1
+    for d, part in zip(known, vec.owner.inputs):
+        if d is None:
+            src = dim_source(part)
+            if src is None or src[0] is not x or src[1] in matched:
+                return None
+            matched.add(src[1])
+        elif d != -1:
+            rest *= d
+    left = [d for a, d in enumerate(x.type.shape) if a not in matched]
+    if None in left or rest == 0 or math.prod(left) % rest:
+        return None  # unknown, or an error the call reports
+    return math.prod(left) // rest
 
 
 def reshape(x, newshape) -> Variable:
