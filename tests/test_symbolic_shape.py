@@ -290,3 +290,15 @@ def test_int_of_another_symbolic_value_says_it_is_computed_at_run_time():
     with pytest.raises(TypeError, match=r"symbolic value .* only known when a compiled "
                                         r"function runs"):
         int(x.sum())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_shape_spelled_out_dim_by_dim_is_read_as_one_vector(backend):
+    t = sg.tensor("t", shape=(None, 3, None))
+    z = sg.zeros((t.shape[0], t.shape[1], t.shape[2])) + t
+    f = sg.compile([t], z, backend=backend)
+    ops = compiled_ops(f)
+    assert "MakeVector" not in ops and ops.count("Shape") == 1, ops
+    for k in ROWS:
+        v = np.arange(k * 3 * 2, dtype=np.float32).reshape(k, 3, 2)
+        np.testing.assert_array_equal(f(v), v)

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..graph.basic import Apply, Constant
 from ..ops.indexing import Subtensor, getitem
-from ..ops.shape import Shape, dim_source
+from ..ops.shape import MakeVector, Shape, dim_source
 from .engine import RewriteContext, local_rewrite
 
 MAX_FOLD_ELEMENTS = 1_000_000  # larger results stay computed at run time
@@ -60,3 +60,22 @@ def shape_entry(node: Apply, ctx: RewriteContext):
     if src is not None and src[0] is found[0]:
         return None  # already dim ``axis`` of that input
     return getitem(Shape()(found[0]), found[1])
+
+
+@local_rewrite("canonicalize", tracks=(MakeVector,))
+def make_vector_of_shape(node: Apply, ctx: RewriteContext):
+    """MakeVector(x.shape[0], 3, x.shape[2]) spelling out every dim of one ``x`` in order ->
+    Shape(x) (``sg.zeros((x.shape[0], x.shape[1]))`` reads x's shape as one vector)."""
+    source = None
+    for axis, part in enumerate(node.inputs):
+        src = dim_source(part)
+        if src is not None:
+            if src[1] != axis or (source is not None and src[0] is not source):
+                return None
+            source = src[0]
+    if source is None or source.ndim != len(node.inputs):
+        return None
+    for part, d in zip(node.inputs, source.type.shape):
+        if d is not None and not (isinstance(part, Constant) and int(part.value) == d):
+            return None
+    return Shape()(source)
