@@ -302,3 +302,12 @@ def test_a_shape_spelled_out_dim_by_dim_is_read_as_one_vector(backend):
     for k in ROWS:
         v = np.arange(k * 3 * 2, dtype=np.float32).reshape(k, 3, 2)
         np.testing.assert_array_equal(f(v), v)
+
+
+def test_a_symbolic_size_is_not_none():
+    x = _unknown()
+    assert (x.shape[0] == None) is False and (x.shape[0] != None) is True  # noqa: E711
+    assert (x.shape == (None, 3)) is False  # a tuple compare, not an error
+    assert x.shape[1:] == (3,)
+    with pytest.raises(TypeError, match=r"x\.shape\[0\] == 5 \(bool\[\]\) as a truth value"):
+        x.shape == (5, 3)  # noqa: B015

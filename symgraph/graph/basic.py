@@ -587,8 +587,10 @@ Variable.__getitem__ = lambda self, key: _ops().getitem(self, key)
 # ``==`` and ``!=`` are elementwise, as in NumPy; hashing stays identity-based, so variables
 # still work as dict keys (dicts compare by hash and identity first).  Inside symgraph, never
 # test ``var in list``: use identity (``any(v is w ...)``) or ids.
-Variable.__eq__ = lambda self, other: _ops().eq(self, other)
-Variable.__ne__ = lambda self, other: _ops().neq(self, other)
+# A symbolic value is never None: ``x.shape[0] == None`` is False, not a graph node (tuples
+# of sizes compare element by element, ``x.shape == (None, 3)`` included).
+Variable.__eq__ = lambda self, other: False if other is None else _ops().eq(self, other)
+Variable.__ne__ = lambda self, other: True if other is None else _ops().neq(self, other)
 Variable.__hash__ = object.__hash__
 Variable.T = property(lambda self: _ops().transpose(self))
 Variable.transpose = lambda self, *axes: _ops().transpose(
