@@ -162,6 +162,15 @@ def test_shape_arithmetic_of_static_sizes_folds_to_a_constant():
     assert int(f(x_rows(2))) == 8
 
 
+def test_shape_arithmetic_folds_when_givens_make_the_size_static():
+    x = sg.tensor("x", shape=(None, 3))
+    s = sg.shared(np.ones((4, 3), np.float32), name="s")
+    f = sg.compile([], [x.shape[0] * 2 + 1, sg.arange(x.shape[0] // 2)], givens={x: s})
+    assert compiled_ops(f) == []
+    nine, rng = f()
+    assert int(nine) == 9 and rng.tolist() == [0, 1]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_shape_of_a_computed_value_reads_the_inputs_shape(backend):
     # the size of tanh(x) is x's: the tanh itself is never computed for it
