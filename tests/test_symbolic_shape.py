@@ -320,3 +320,11 @@ def test_a_symbolic_size_is_not_none():
     assert x.shape[1:] == (3,)
     with pytest.raises(TypeError, match=r"x\.shape\[0\] == 5 \(bool\[\]\) as a truth value"):
         x.shape == (5, 3)  # noqa: B015
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_shape_with_other_sizes_is_not_taken_for_the_inputs_shape(backend):
+    x = sg.tensor("x", shape=(None, None, None))
+    f = sg.compile([x], x.reshape((x.shape[0], 2, -1)), backend=backend)
+    v = np.arange(4 * 3 * 4, dtype=np.float32).reshape(4, 3, 4)
+    np.testing.assert_array_equal(f(v), v.reshape(4, 2, 6))

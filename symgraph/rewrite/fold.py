@@ -76,6 +76,7 @@ def make_vector_of_shape(node: Apply, ctx: RewriteContext):
     if source is None or source.ndim != len(node.inputs):
         return None
     for part, d in zip(node.inputs, source.type.shape):
-        if d is not None and not (isinstance(part, Constant) and int(part.value) == d):
+        if dim_source(part) is None and not (d is not None and isinstance(part, Constant)
+                                             and int(part.value) == d):
             return None
     return Shape()(source)
