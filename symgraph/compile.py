@@ -43,7 +43,7 @@ class InputSpec:
         self.dtype = var.dtype
         self.np_dtype = np.dtype(var.dtype)
         self.ndim = var.ndim
-        self.shape = var.shape
+        self.shape = var.type.shape
         # the range a Python int argument must fit (numeric inputs only)
         self.bounds = _bounds(self.np_dtype) if self.np_dtype.kind in "iuf" else None
 
@@ -260,9 +260,10 @@ def build_fgraph(inputs, outputs, updates=None, givens=None, no_default_updates:
 def _checked_update(target: SharedVariable, value: Variable) -> Variable:
     """The update expression of ``target``, cast to its dtype where that is safe; a static
     shape or a dtype that cannot fit the shared variable raises (with the user's line)."""
-    if shape_conflict(target.shape, value.shape):
+    if shape_conflict(target.type.shape, value.type.shape):
         raise ShapeError(f"compile: update of {target.label()!r} has shape "
-                         f"{format_shape(value.shape)} but the variable has shape {target.shape}")
+                         f"{format_shape(value.type.shape)} but the variable has shape "
+                         f"{format_shape(target.type.shape)}")
     if value.dtype != target.dtype:
         if not np.can_cast(value.dtype, target.dtype, "safe"):
             raise TypeError(f"compile: update of shared variable {target.label()!r} "
@@ -280,7 +281,7 @@ def update_shape_error(target: SharedVariable, shape: tuple, trace) -> ShapeErro
     raises it before installing anything); ``trace`` is the line that compiled the function."""
     with executing_graph():  # the message names the compile() line, not the caller's
         return ShapeError(f"update of shared variable {target.label()!r} computed shape "
-                          f"{tuple(shape)}, but the variable has shape {target.shape}; no "
+                          f"{tuple(shape)}, but the variable has shape {format_shape(target.type.shape)}; no "
                           f"shared variable was changed{format_trace(trace)}")
 
 

@@ -156,7 +156,7 @@ def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"
             cost = _stabilize_before_backprop(cost, wrt_list)
         if cost.ndim != 0:
             raise ValueError(f"grad: cost must be a scalar, got a tensor of shape "
-                             f"{format_shape(cost.shape)} ({cost.type}); reduce it first "
+                             f"{format_shape(cost.type.shape)} ({cost.type}); reduce it first "
                              "(e.g. .sum() or .mean()), or use sg.jacobian / sg.Lop")
         if not is_float(cost.dtype):
             raise TypeError(f"grad: cost must be a float scalar, got {cost.type}")
@@ -191,7 +191,7 @@ def grad(cost, wrt, known_grads: dict | None = None, disconnected: str = "raise"
         g = _sum(terms)
         if g.dtype != w.dtype:
             g = E.cast(g, w.dtype)
-        if any(dg is None and dw is not None for dg, dw in zip(g.shape, w.shape)):
+        if any(dg is None and dw is not None for dg, dw in zip(g.type.shape, w.type.shape)):
             # the value already has w's shape; this restores the static dims inference lost
             g = SumToShape(w.ndim)(g, shape(w))
         results.append(g)

@@ -38,8 +38,8 @@ def verify_grad(fn: Callable, inputs: Sequence, eps: float | None = None, rtol: 
         raise TypeError("verify_grad: fn must return a symbolic value")
     if out.ndim:
         from .graph.basic import Constant
-        weights = rng.standard_normal(tuple(d if d is not None else 1 for d in out.shape))
-        if any(d is None for d in out.shape):
+        weights = rng.standard_normal(tuple(d if d is not None else 1 for d in out.type.shape))
+        if any(d is None for d in out.type.shape):
             raise ValueError("verify_grad: fn's output must have a static shape")
         out = sum_(mul(out, Constant(weights)))
     from .ops.elemwise import cast

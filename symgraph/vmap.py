@@ -63,7 +63,7 @@ def vmap(fn: Callable, in_axes=0, out_axes=0) -> Callable:
         fronts = [None if ax is None else _move_to_front(a, ax, k) for k, (a, ax) in
                   enumerate(zip(args, axes))]
         size = _common_size(args, fronts)
-        placeholders = [a if f is None else Variable(TensorType(f.dtype, f.shape[1:]), name=a.name)
+        placeholders = [a if f is None else Variable(TensorType(f.dtype, f.type.shape[1:]), name=a.name)
                         for a, f in zip(args, fronts)]
         start = next(basic._ids)  # nodes built by fn have larger ids (fresh random draws)
         traced = fn(*placeholders)
@@ -150,11 +150,11 @@ def _move_to_front(x: Variable, axis: int, k: int) -> Variable:
 def _common_size(args: list[Variable], fronts: list[Variable | None]) -> Dim:
     """The batch size (static where any batched argument's is); sizes known to differ raise."""
     batched = [(k, f) for k, f in enumerate(fronts) if f is not None]
-    static = {f.shape[0] for _, f in batched if f.shape[0] is not None}
+    static = {f.type.shape[0] for _, f in batched if f.type.shape[0] is not None}
     if len(static) > 1:
         raise ShapeError("vmap: the batched arguments have different batch sizes: " + ", ".join(
-            f"argument {k} ({args[k].label()}: {args[k].type}) has {f.shape[0]}"
-            for k, f in batched if f.shape[0] is not None))
+            f"argument {k} ({args[k].label()}: {args[k].type}) has {f.type.shape[0]}"
+            for k, f in batched if f.type.shape[0] is not None))
     if static:
         return static.pop()
     return dim(batched[0][1], 0)
@@ -202,12 +202,7 @@ def not_batchable(node: Apply, why: str):
 
 def dim(x: Variable, axis: int) -> Dim:
     """Size of ``x`` along ``axis``: an int when static, else an int64 scalar of its shape."""
-    d = x.shape[axis]
-    if d is not None:
-        return d
-    from .ops.indexing import getitem
-    from .ops.shape import shape
-    return getitem(shape(x), axis)
+    return x.shape[axis]
 
 
 def dims(x: Variable) -> list[Dim]:

@@ -28,7 +28,7 @@ def test_typed_constructors_and_floatx():
     assert T.lscalar().dtype == "int64" and T.ivector().dtype == "int32"
     a, b = T.dmatrices("a", "b")
     assert (a.name, b.name, a.ndim) == ("a", "b", 2)
-    assert T.row().shape == (1, None) and T.col().shape == (None, 1)
+    assert T.row().type.shape == (1, None) and T.col().type.shape == (None, 1)
     assert theano.config.floatX == "float64" and T.matrix().dtype == "float64"
     old = theano.config.floatX
     try:

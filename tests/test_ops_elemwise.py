@@ -356,7 +356,7 @@ def test_static_result_shapes_and_dtypes():
     a = sg.tensor("a", (None, 1, 7), "float32")
     b = sg.tensor("b", (3, 1), "float64")
     c = a * b
-    assert c.shape == (None, 3, 7) and c.dtype == "float64"
+    assert c.type.shape == (None, 3, 7) and c.dtype == "float64"
     assert (a > 0).dtype == "bool"
     assert sg.exp(sg.tensor("i", (2,), "int32")).dtype == "float64"
     assert (sg.tensor("i", (2,), "int32") * 2).dtype == "int32"

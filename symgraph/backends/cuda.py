@@ -291,7 +291,8 @@ class CudaProgram:
         shapes = []
         for var, v in zip(self.roots, values):
             if isinstance(var, SharedVariable):
-                shapes.append(tuple(var.shape))
+                static = var.type.shape
+                shapes.append(tuple(static) if None not in static else np.shape(var.get_value()))
             elif hasattr(v, "__cuda_array_interface__"):
                 shapes.append(tuple(v.__cuda_array_interface__["shape"]))
             else:

@@ -319,7 +319,7 @@ class LLVMProgram:
         nspec = len(cf.specs)
         table = self.specs
         ndarray = np.ndarray
-        shared_shapes = tuple(s.shape for s in shared)
+        shared_shapes = tuple(s.type.shape for s in shared)  # static: see compile.py
         # per input: (dtype, ndim, static dims, full converter)
         checks = [(s.np_dtype, s.ndim, tuple((a, d) for a, d in enumerate(s.shape) if d is not None),
                    s.convert) for s in cf.specs]
@@ -427,7 +427,7 @@ class LLVMProgram:
         its shared variable's (the message is the reference backend's)."""
         for t, m in zip(targets, spec.output_map[n_out:]):
             shape = spec.out_specs[m][0]
-            if shape != tuple(t.shape):
+            if shape != tuple(t.type.shape):
                 raise update_shape_error(t, shape, trace)
 
     @staticmethod
@@ -440,7 +440,7 @@ class LLVMProgram:
             return
         shapes = [s for s, _ in spec.out_specs]
         for t, m in zip(targets, spec.output_map[n_out:]):
-            if shapes[m] != tuple(t.shape):
+            if shapes[m] != tuple(t.type.shape):
                 return
         fast.add(key, shapes, spec.loaded.address, spec.args[spec.ni + spec.no], spec.lock, spec)
 

@@ -58,7 +58,7 @@ def _signature(values: Sequence) -> list[tuple[str, tuple, str]]:
     out = []
     for i, v in enumerate(values):
         name = v.label() if isinstance(v, Variable) and v.name else f"#{i}"
-        shape = tuple(np.shape(v.get_value())) if isinstance(v, SharedVariable) else tuple(v.shape)
+        shape = tuple(np.shape(v.get_value())) if isinstance(v, SharedVariable) else tuple(v.type.shape)
         out.append((name, shape, v.dtype))
     return out
 

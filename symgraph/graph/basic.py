@@ -119,27 +119,60 @@ class Variable:
 
     @property
     def shape(self) -> tuple:
-        return self.type.shape
+        """One entry per dim: an int where the size is static, else the symbolic int64 scalar
+        ``x.shape[i]`` (the same variable each time it is asked for)."""
+        static = self.type.shape
+        if None not in static:
+            return static
+        return self._symbolic_shape()[1]
+
+    def _symbolic_shape(self) -> tuple[Variable, tuple]:
+        """``(Shape(self), dims)``, built once per variable (see ``ops.shape.symbolic_dims``)."""
+        cached = self.__dict__.get("_shape_cache")
+        if cached is None or cached[0] is not self:
+            # a copy of the variable (``privatize``, ``clone``) builds its own
+            from ..ops.shape import symbolic_dims
+            cached = (self, *symbolic_dims(self))
+            self.__dict__["_shape_cache"] = cached
+        return cached[1], cached[2]
 
     @property
     def size(self):
+        """The number of elements: an int when every dim is static, else a symbolic int64
+        scalar (the product of ``self.shape``)."""
         if self.type.fully_static:
             return int(np.prod(self.type.shape, dtype=np.int64))
-        return None
+        from ..ops.reduce import prod
+        from ..ops.shape import shape
+        return prod(shape(self))
 
     def __len__(self) -> int:
         if self.ndim == 0:
             raise TypeError("len() of a rank-0 symbolic value")
-        if self.shape[0] is None:
-            raise TypeError(f"len() of {self}: the first dimension is unknown until call time")
-        return self.shape[0]
+        first = self.type.shape[0]
+        if first is None:
+            raise TypeError(f"len() of {self}: {dim_label(self, 0)} is unknown until call "
+                            f"time; use {dim_label(self, 0)} (a symbolic int64 scalar) instead")
+        return first
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
     def __bool__(self):
-        raise TypeError(f"the truth value of symbolic {self} is unknown until it is computed; "
-                        "use sg.where / comparisons inside the graph")
+        from ..ops.shape import unknown_value_message
+        raise TypeError(unknown_value_message(self, "a truth value")
+                        + "; inside the graph, use sg.where (and sg.minimum / sg.maximum for "
+                        "Python's min / max)")
+
+    def __index__(self):
+        from ..ops.shape import unknown_value_message
+        raise TypeError(unknown_value_message(self, "a Python int"))
+
+    __int__ = __index__
+
+    def __float__(self):
+        from ..ops.shape import unknown_value_message
+        raise TypeError(unknown_value_message(self, "a Python float"))
 
     def label(self) -> str:
         if self.name:
@@ -167,6 +200,7 @@ class Variable:
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_eval_functions", None)  # compiled functions are rebuilt on demand
+        state.pop("_shape_cache", None)  # rebuilt on demand
         return state
 
     def clone(self) -> Variable:
@@ -174,8 +208,14 @@ class Variable:
         v = type(self).__new__(type(self))
         v.__dict__.update(self.__dict__)
         v.__dict__.pop("_eval_functions", None)  # compiled for the original, not the clone
+        v.__dict__.pop("_shape_cache", None)
         v.owner, v.index, v.id = None, 0, next(_ids)
         return v
+
+
+def dim_label(x: Variable, axis: int) -> str:
+    """``x.shape[axis]`` spelled with ``x``'s label, for messages and debugprint."""
+    return f"{x.label()}.shape[{axis}]"
 
 
 def short_repr(value) -> str:
@@ -580,8 +620,10 @@ Variable.__getitem__ = lambda self, key: _ops().getitem(self, key)
 # ``==`` and ``!=`` are elementwise, as in NumPy; hashing stays identity-based, so variables
 # still work as dict keys (dicts compare by hash and identity first).  Inside symgraph, never
 # test ``var in list``: use identity (``any(v is w ...)``) or ids.
-Variable.__eq__ = lambda self, other: _ops().eq(self, other)
-Variable.__ne__ = lambda self, other: _ops().neq(self, other)
+# A symbolic value is never None: ``x.shape[0] == None`` is False, not a graph node (tuples
+# of sizes compare element by element, ``x.shape == (None, 3)`` included).
+Variable.__eq__ = lambda self, other: False if other is None else _ops().eq(self, other)
+Variable.__ne__ = lambda self, other: True if other is None else _ops().neq(self, other)
 Variable.__hash__ = object.__hash__
 Variable.T = property(lambda self: _ops().transpose(self))
 Variable.transpose = lambda self, *axes: _ops().transpose(

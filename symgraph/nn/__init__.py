@@ -108,15 +108,15 @@ def maxout(x, pieces: int, axis: int = -1) -> Variable:
     """Split ``axis`` into groups of ``pieces`` units and keep each group's maximum."""
     x = as_variable(x)
     axis = _axis(axis, x.ndim, "maxout")
-    d = x.shape[axis]
+    d = x.type.shape[axis]
     if d is None:
         raise ValueError("maxout: the size of the pooled axis must be static")
     if d % pieces:
         raise ValueError(f"maxout: axis {axis} of size {d} is not divisible by {pieces} pieces")
-    lead = list(x.shape[:axis])
+    lead = list(x.type.shape[:axis])
     if any(v is None for v in lead[1:]):
         raise ValueError("maxout: only the first dimension may be unknown")
-    rest = lead[1:] + [d // pieces, pieces] + list(x.shape[axis + 1:])
+    rest = lead[1:] + [d // pieces, pieces] + list(x.type.shape[axis + 1:])
     if any(v is None for v in rest):
         raise ValueError("maxout: dimensions after the pooled axis must be static")
     # the first dim is spelled out (symbolic when unknown), not -1: -1 is ambiguous for an

@@ -176,9 +176,9 @@ class Flatten(Layer):
 
     def __call__(self, x, train: bool = False) -> Variable:
         x = as_variable(x)
-        rest = x.shape[1:]
+        rest = x.type.shape[1:]
         if any(d is None for d in rest):
-            raise ValueError(f"{self.name}: every axis after the first must be static, got {x.shape}")
+            raise ValueError(f"{self.name}: every axis after the first must be static, got {x.type.shape}")
         return reshape(x, (-1, int(np.prod(rest, dtype=np.int64))))
 
 
@@ -268,7 +268,7 @@ class BatchNorm(Layer):
         return y
 
     def _running_updates(self, x, mean, var, axes) -> list:
-        dims = [x.shape[a] for a in axes]
+        dims = [x.type.shape[a] for a in axes]
         if all(d is not None for d in dims):
             n = int(np.prod(dims, dtype=np.int64))
             correction = n / max(n - 1, 1)  # Bessel's correction, as a weakly typed Python float
@@ -315,7 +315,8 @@ class Sequential(Layer):
         rows = [("layer", "output shape", "params")]
         for layer in self.layers:
             x = layer(x)
-            rows.append((f"{layer.name} ({type(layer).__name__})", str(tuple(x.shape)), f"{layer.count():,}"))
+            rows.append((f"{layer.name} ({type(layer).__name__})", str(tuple(x.type.shape)),
+                         f"{layer.count():,}"))
         total = sum(layer.count() for layer in self.layers)
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]

@@ -45,7 +45,7 @@ class Elemwise(Op):
         for i, (x, want) in enumerate(zip(inputs, self.slot_dtypes)):
             if want is not None and x.dtype != want:
                 raise TypeError(f"{self.name}: input {i} must be {want}, got {x.dtype}")
-        shape = broadcast_shapes(*[x.shape for x in inputs], what=self.name)
+        shape = broadcast_shapes(*[x.type.shape for x in inputs], what=self.name)
         return Apply(self, inputs, [TensorType(self.expr.dtype, shape)])
 
     def perform(self, node, inputs):

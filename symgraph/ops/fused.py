@@ -52,7 +52,7 @@ class FusedReduce(Op):
         for i, (x, want) in enumerate(zip(inputs, self.slot_dtypes)):
             if want is not None and x.dtype != want:
                 raise TypeError(f"{self}: input {i} must be {want}, got {x.dtype}")
-        shape = broadcast_shapes(*[x.shape for x in inputs], what=str(self))
+        shape = broadcast_shapes(*[x.type.shape for x in inputs], what=str(self))
         if self.initial is None:
             check_nonempty(self.kind, shape, self.axes)
         dtype = Reduce(self.kind, self.axes).out_dtype(self.expr.dtype)
@@ -90,8 +90,9 @@ class MatMulEpilogue(Op):
     def make_node(self, a, b, *extras) -> Apply:
         from .linalg import MatMul
         prod = MatMul().make_node(a, b).outputs[0]
-        shape = broadcast_shapes(prod.shape, *[as_variable(e).shape for e in extras], what=str(self))
-        if len(shape) != len(prod.shape):
+        shape = broadcast_shapes(prod.type.shape, *[as_variable(e).type.shape for e in extras],
+                                 what=str(self))
+        if len(shape) != len(prod.type.shape):
             raise ValueError(f"{self}: extras may not add dimensions to the product")
         node_inputs = list(prod.owner.inputs) + [as_variable(e) for e in extras]
         return Apply(self, node_inputs, [TensorType(self.expr.dtype, shape)])
@@ -139,8 +140,8 @@ class SoftmaxCrossEntropyWithGrad(Op):
         if g.ndim > rows.ndim:
             raise ShapeError(f"{self}: the upstream gradient {g.type} has more dimensions than "
                              f"the per-row losses {rows}")
-        broadcast_shapes(rows.shape, g.shape, what=str(self))
-        return Apply(self, [logits, targets, g], [rows, TensorType(logits.dtype, logits.shape)])
+        broadcast_shapes(rows.shape, g.type.shape, what=str(self))
+        return Apply(self, [logits, targets, g], [rows, TensorType(logits.dtype, logits.type.shape)])
 
     def perform(self, node, inputs):
         from .nn import Softmax, SoftmaxCrossEntropy

@@ -154,17 +154,17 @@ class Subtensor(Op):
             if e[0] == "n":
                 continue
             if e[0] == "i":
-                d = x.shape[axis]
+                d = x.type.shape[axis]
                 if d is not None and not -d <= e[1] < d:
                     raise IndexError(f"index {e[1]} is out of bounds for axis {axis} with size {d} "
-                                     f"(tensor shape {format_shape(x.shape)})")
+                                     f"(tensor shape {format_shape(x.type.shape)})")
             if e[0] == "a" and isinstance(indices[e[1]], Constant):
-                d, vals = x.shape[axis], indices[e[1]].value
+                d, vals = x.type.shape[axis], indices[e[1]].value
                 if d is not None and vals.size and (vals.max() >= d or vals.min() < -d):
                     bad = vals[(vals >= d) | (vals < -d)].flat[0]  # the first, as NumPy says
                     raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {d}")
             axis += 1
-        shape = _infer_shape(self.spec, x.shape, [i.shape for i in indices])
+        shape = _infer_shape(self.spec, x.type.shape, [i.type.shape for i in indices])
         return Apply(self, [x, *indices], [TensorType(x.dtype, shape)])
 
     def perform(self, node, inputs):
@@ -195,17 +195,17 @@ def _check_fits(spec, x: Variable, y: Variable, indices: list) -> None:
     """``y`` must broadcast to the shape of ``x[key]`` (unknown dims are checked at call
     time), as NumPy's ``x[key] += y`` requires."""
     from ..graph.types import broadcast_shapes
-    target = _infer_shape(spec, x.shape, [i.shape for i in indices])
+    target = _infer_shape(spec, x.type.shape, [i.type.shape for i in indices])
     try:
-        both = broadcast_shapes(target, y.shape)
+        both = broadcast_shapes(target, y.type.shape)
         fits = y.ndim <= len(target) and all(b in (t, None) or t is None
                                               for b, t in zip(both, target))
     except ShapeError:
         fits = False
     if not fits:
-        raise ShapeError(f"inc_subtensor: value of shape {format_shape(y.shape)} cannot be "
+        raise ShapeError(f"inc_subtensor: value of shape {format_shape(y.type.shape)} cannot be "
                          f"broadcast to the indexed shape {format_shape(target)} of x[key] "
-                         f"(x has shape {format_shape(x.shape)})")
+                         f"(x has shape {format_shape(x.type.shape)})")
 
 
 class IndexWrite(Op):
@@ -222,7 +222,7 @@ class IndexWrite(Op):
         indices = [as_variable(i) for i in indices]
         _check_fits(self.spec, x, y, indices)
         y = E.cast(y, x.dtype)
-        return Apply(self, [x, y, *indices], [TensorType(x.dtype, x.shape)])
+        return Apply(self, [x, y, *indices], [TensorType(x.dtype, x.type.shape)])
 
     def R_op(self, node, inputs, eval_points):
         return write_rop(self, inputs, eval_points)
@@ -320,7 +320,8 @@ def _static_getitem(x: Variable, key) -> Variable:
         return Constant(np.array(x.value[_key(spec, [a.value for a in arrays])]))
     from .shape import Shape
     if x.owner is not None and isinstance(x.owner.op, Shape) and len(spec) == 1 and spec[0][0] == "i":
-        dim = x.owner.inputs[0].shape[spec[0][1]] if -x.shape[0] <= spec[0][1] < x.shape[0] else None
+        n = x.type.shape[0]
+        dim = x.owner.inputs[0].type.shape[spec[0][1]] if -n <= spec[0][1] < n else None
         if dim is not None:
             return Constant(np.array(dim, dtype=np.int64))
     return Subtensor(spec)(x, *arrays)

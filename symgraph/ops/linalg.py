@@ -21,17 +21,17 @@ class MatMul(Op):
         a, b = as_variable(a), as_variable(b)
         if a.ndim < 2 or b.ndim < 2:
             raise ShapeError(f"MatMul needs rank >= 2 operands, got {a.type} and {b.type}")
-        k1, k2 = a.shape[-1], b.shape[-2]
+        k1, k2 = a.type.shape[-1], b.type.shape[-2]
         if k1 is not None and k2 is not None and k1 != k2:
-            raise ShapeError(f"matmul: shapes {format_shape(a.shape)} and {format_shape(b.shape)} "
+            raise ShapeError(f"matmul: shapes {format_shape(a.type.shape)} and {format_shape(b.type.shape)} "
                              f"do not align: {k1} (last dim of the first) != {k2} "
                              f"(second-to-last dim of the second)")
-        batch = broadcast_shapes(a.shape[:-2], b.shape[:-2], what="matmul batch dimensions")
+        batch = broadcast_shapes(a.type.shape[:-2], b.type.shape[:-2], what="matmul batch dimensions")
         dtype = result_dtype(a.dtype, b.dtype)
         if dtype == "bool":
             dtype = "bool"
         a, b = E.cast(a, dtype), E.cast(b, dtype)
-        return Apply(self, [a, b], [TensorType(dtype, batch + (a.shape[-2], b.shape[-1]))])
+        return Apply(self, [a, b], [TensorType(dtype, batch + (a.type.shape[-2], b.type.shape[-1]))])
 
     def perform(self, node, inputs):
         a, b = inputs

@@ -155,7 +155,7 @@ def arange(start, stop=None, step=None, dtype=None) -> Variable:
 
 def dense_targets(labels: Variable, like: Variable) -> Variable:
     """One-hot rows shaped like ``like`` (last axis = classes) from integer labels."""
-    n = like.shape[-1]
+    n = like.type.shape[-1]
     if n is None:
         from .indexing import getitem
         n = getitem(shape(like), -1)
@@ -182,21 +182,21 @@ class SoftmaxCrossEntropy(Op):
             if not is_int(targets.dtype):
                 raise TypeError(f"cross_entropy: integer labels expected, got {targets.type}")
             if targets.ndim != logits.ndim - 1:
-                raise ShapeError(f"cross_entropy: labels of shape {format_shape(targets.shape)} do "
-                                 f"not match logits of shape {format_shape(logits.shape)} (labels "
+                raise ShapeError(f"cross_entropy: labels of shape {format_shape(targets.type.shape)} do "
+                                 f"not match logits of shape {format_shape(logits.type.shape)} (labels "
                                  "need one dimension less)")
-            for _a, (d1, d2) in enumerate(zip(logits.shape[:-1], targets.shape)):
+            for _a, (d1, d2) in enumerate(zip(logits.type.shape[:-1], targets.type.shape)):
                 if d1 is not None and d2 is not None and d1 != d2:
-                    raise ShapeError(f"cross_entropy: labels of shape {format_shape(targets.shape)} "
-                                     f"do not match logits of shape {format_shape(logits.shape)}")
+                    raise ShapeError(f"cross_entropy: labels of shape {format_shape(targets.type.shape)} "
+                                     f"do not match logits of shape {format_shape(logits.type.shape)}")
         else:
             if targets.ndim != logits.ndim:
-                raise ShapeError(f"cross_entropy: targets of shape {format_shape(targets.shape)} "
-                                 f"do not match logits of shape {format_shape(logits.shape)}")
+                raise ShapeError(f"cross_entropy: targets of shape {format_shape(targets.type.shape)} "
+                                 f"do not match logits of shape {format_shape(logits.type.shape)}")
             from ..graph.types import broadcast_shapes
-            broadcast_shapes(logits.shape, targets.shape, what="cross_entropy")
+            broadcast_shapes(logits.type.shape, targets.type.shape, what="cross_entropy")
             targets = E.cast(targets, logits.dtype)
-        return Apply(self, [logits, targets], [TensorType(logits.dtype, logits.shape[:-1])])
+        return Apply(self, [logits, targets], [TensorType(logits.dtype, logits.type.shape[:-1])])
 
     def perform(self, node, inputs):
         z, t = inputs
@@ -289,21 +289,21 @@ class Conv2d(Op):
         x, w = as_variable(x), as_variable(w)
         if x.ndim != 4 or w.ndim != 4:
             raise ShapeError(f"conv2d: input must be NCHW (rank 4) and weights OIHW (rank 4); got "
-                             f"{format_shape(x.shape)} and {format_shape(w.shape)}")
-        if x.shape[1] is not None and w.shape[1] is not None and x.shape[1] != w.shape[1]:
-            raise ShapeError(f"conv2d: input has {x.shape[1]} channels (shape "
-                             f"{format_shape(x.shape)}) but weights expect {w.shape[1]} (shape "
-                             f"{format_shape(w.shape)})")
+                             f"{format_shape(x.type.shape)} and {format_shape(w.type.shape)}")
+        if x.type.shape[1] is not None and w.type.shape[1] is not None and x.type.shape[1] != w.type.shape[1]:
+            raise ShapeError(f"conv2d: input has {x.type.shape[1]} channels (shape "
+                             f"{format_shape(x.type.shape)}) but weights expect {w.type.shape[1]} (shape "
+                             f"{format_shape(w.type.shape)})")
         (sh, sw), (ph, pw) = self.stride, self.padding
-        oh = _conv_out(x.shape[2], w.shape[2], sh, ph)
-        ow = _conv_out(x.shape[3], w.shape[3], sw, pw)
+        oh = _conv_out(x.type.shape[2], w.type.shape[2], sh, ph)
+        ow = _conv_out(x.type.shape[3], w.type.shape[3], sw, pw)
         if (oh is not None and oh <= 0) or (ow is not None and ow <= 0):
-            raise ShapeError(f"conv2d: a {w.shape[2]}x{w.shape[3]} kernel does not fit an input of "
-                             f"shape {format_shape(x.shape)} with padding {self.padding}")
+            raise ShapeError(f"conv2d: a {w.type.shape[2]}x{w.type.shape[3]} kernel does not fit an input of "
+                             f"shape {format_shape(x.type.shape)} with padding {self.padding}")
         from ..graph.types import result_dtype
         dtype = result_dtype(x.dtype, w.dtype)
         x, w = E.cast(x, dtype), E.cast(w, dtype)
-        return Apply(self, [x, w], [TensorType(dtype, (x.shape[0], w.shape[0], oh, ow))])
+        return Apply(self, [x, w], [TensorType(dtype, (x.type.shape[0], w.type.shape[0], oh, ow))])
 
     def perform(self, node, inputs):
         x, w = inputs
@@ -351,7 +351,7 @@ class Conv2dGradInput(Op):
         self.stride, self.padding = tuple(stride), tuple(padding)
 
     def make_node(self, g, w, like) -> Apply:
-        return Apply(self, [g, w, like], [TensorType(g.dtype, like.shape)])
+        return Apply(self, [g, w, like], [TensorType(g.dtype, like.type.shape)])
 
     def perform(self, node, inputs):
         g, w, like = inputs
@@ -418,7 +418,7 @@ class Conv2dGradWeight(Op):
         self.stride, self.padding = tuple(stride), tuple(padding)
 
     def make_node(self, x, g, like) -> Apply:
-        return Apply(self, [x, g, like], [TensorType(g.dtype, like.shape)])
+        return Apply(self, [x, g, like], [TensorType(g.dtype, like.type.shape)])
 
     def perform(self, node, inputs):
         x, g, like = inputs
@@ -494,13 +494,14 @@ class Pool2d(Op):
     def make_node(self, x) -> Apply:
         x = as_variable(x)
         if x.ndim < 2:
-            raise ShapeError(f"{self.mode}_pool2d: needs rank >= 2 (…, H, W), got {format_shape(x.shape)}")
-        oh = _conv_out(x.shape[-2], self.size[0], self.stride[0], 0)
-        ow = _conv_out(x.shape[-1], self.size[1], self.stride[1], 0)
+            raise ShapeError(f"{self.mode}_pool2d: needs rank >= 2 (…, H, W), "
+                             f"got {format_shape(x.type.shape)}")
+        oh = _conv_out(x.type.shape[-2], self.size[0], self.stride[0], 0)
+        ow = _conv_out(x.type.shape[-1], self.size[1], self.stride[1], 0)
         if (oh is not None and oh <= 0) or (ow is not None and ow <= 0):
             raise ShapeError(f"{self.mode}_pool2d: window {self.size} larger than input "
-                             f"{format_shape(x.shape)}")
-        return Apply(self, [x], [TensorType(x.dtype, x.shape[:-2] + (oh, ow))])
+                             f"{format_shape(x.type.shape)}")
+        return Apply(self, [x], [TensorType(x.dtype, x.type.shape[:-2] + (oh, ow))])
 
     def _win(self, x):
         v = np.lib.stride_tricks.sliding_window_view(x, self.size, axis=(-2, -1))
@@ -540,7 +541,7 @@ class MaxPool2dGrad(Op):
         self.size, self.stride = tuple(size), tuple(stride)
 
     def make_node(self, x, g) -> Apply:
-        return Apply(self, [x, g], [TensorType(x.dtype, x.shape)])
+        return Apply(self, [x, g], [TensorType(x.dtype, x.type.shape)])
 
     def perform(self, node, inputs):
         x, g = inputs
@@ -617,7 +618,7 @@ class AvgPool2dGrad(Op):
         self.size, self.stride = tuple(size), tuple(stride)
 
     def make_node(self, g, like) -> Apply:
-        return Apply(self, [g, like], [TensorType(g.dtype, like.shape)])
+        return Apply(self, [g, like], [TensorType(g.dtype, like.type.shape)])
 
     def perform(self, node, inputs):
         g, like = inputs

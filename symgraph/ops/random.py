@@ -123,7 +123,7 @@ class RandomStream:
 
     def _draw(self, dist: str, shape, dtype) -> Variable:
         vec = as_shape_vector(shape)
-        op = RandomDraw(dist, self._draws, dtype, vec.shape[0])
+        op = RandomDraw(dist, self._draws, dtype, vec.type.shape[0])
         self._draws += 1
         return op(self.state, vec)
 

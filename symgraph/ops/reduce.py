@@ -88,9 +88,9 @@ class Reduce(Op):
             if a >= builtins.max(x.ndim, 1):
                 raise ShapeError(f"{self}: axis {a} is out of bounds for {x.type}")
         if self.initial is None:
-            check_nonempty(self.kind, x.shape, self.axes)
+            check_nonempty(self.kind, x.type.shape, self.axes)
         return Apply(self, [x], [TensorType(self.out_dtype(x.dtype),
-                                            reduced_shape(x.shape, self.axes, self.keepdims))])
+                                            reduced_shape(x.type.shape, self.axes, self.keepdims))])
 
     def perform(self, node, inputs):
         (x,) = inputs
@@ -166,11 +166,11 @@ class Argmax(Op):
 
     def make_node(self, x) -> Apply:
         x = as_variable(x)
-        check_nonempty(self.kind, x.shape, None if self.axis is None else (self.axis,))
+        check_nonempty(self.kind, x.type.shape, None if self.axis is None else (self.axis,))
         if self.axis is None:
             shape = (1,) * x.ndim if self.keepdims else ()
         else:
-            shape = reduced_shape(x.shape, (self.axis,), self.keepdims)
+            shape = reduced_shape(x.type.shape, (self.axis,), self.keepdims)
         return Apply(self, [x], [TensorType("int64", shape)])
 
     def perform(self, node, inputs):
@@ -218,10 +218,10 @@ def _count(x: Variable, axes) -> Variable | int:
     static = 1
     unknown = []
     for a in axes:
-        if x.shape[a] is None:
+        if x.type.shape[a] is None:
             unknown.append(a)
         else:
-            static *= x.shape[a]
+            static *= x.type.shape[a]
     if not unknown:
         return static
     from .indexing import getitem

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..codegen.symdim import SymInt
 from ..errors import ShapeError
-from ..graph.basic import Apply, Constant, Op, Variable, as_variable
+from ..graph.basic import Apply, Constant, Op, Variable, as_variable, dim_label
 from ..graph.types import TensorType, check_size, format_shape, is_int
 
 # --- symbolic shapes ----------------------------------------------------------------------
@@ -63,8 +64,88 @@ def shape(x) -> Variable:
     """The symbolic shape of ``x`` (an int64 vector); a constant when fully static."""
     x = as_variable(x)
     if x.type.fully_static:
-        return Constant(np.array(x.shape, dtype=np.int64))
-    return Shape()(x)
+        return Constant(np.array(x.type.shape, dtype=np.int64))
+    return x._symbolic_shape()[0]
+
+
+def symbolic_dims(x: Variable) -> tuple[Variable, tuple]:
+    """``Shape(x)`` and ``x.shape``: each static dim an int, each unknown one the int64 scalar
+    ``Shape(x)[i]`` named ``x.shape[i]`` (the llvm backend folds it per call; the rewrites
+    read it as "dim ``i`` of ``x``")."""
+    from .indexing import getitem
+    vec = Shape()(x)
+    dims = []
+    for axis, d in enumerate(x.type.shape):
+        if d is None:
+            d = getitem(vec, axis)
+            d.name = dim_label(x, axis)
+        dims.append(d)
+    return vec, tuple(dims)
+
+
+def dim_source(v: Variable) -> tuple[Variable, int] | None:
+    """``(x, axis)`` when ``v`` is the symbolic size ``x.shape[axis]``, else ``None``."""
+    node = v.owner
+    if node is None or len(node.inputs) != 1 or type(node.op).__name__ != "Subtensor":
+        return None
+    spec = node.op.spec
+    vec = node.inputs[0]
+    if len(spec) != 1 or spec[0][0] != "i" or vec.owner is None or not isinstance(vec.owner.op, Shape):
+        return None
+    x = vec.owner.inputs[0]
+    return x, spec[0][1] % max(x.ndim, 1)
+
+
+def unknown_dims_in(v: Variable, limit: int = 64) -> list[str]:
+    """The unknown sizes (``x.shape[i]``) that ``v`` is computed from, nearest first."""
+    found, seen, todo = [], set(), [v]
+    while todo and len(seen) < limit:
+        u = todo.pop(0)
+        if id(u) in seen:
+            continue
+        seen.add(id(u))
+        src = dim_source(u)
+        if src is not None:
+            label = dim_label(*src)
+            if label not in found:
+                found.append(label)
+        elif u.owner is not None:
+            todo.extend(u.owner.inputs)
+    return found
+
+
+def expression_label(v: Variable, depth: int = 4) -> str:
+    """``v`` spelled as the scalar expression that built it (``x.shape[0] // 2 > 3``), for
+    messages; its plain label past ``depth`` levels or for anything but scalar arithmetic."""
+    from .elemwise import Elemwise
+    node = v.owner
+    if v.name or depth == 0 or v.ndim or node is None or not isinstance(node.op, Elemwise):
+        return v.label()
+    parts = [expression_label(i, depth - 1) for i in node.inputs]
+    text = re.sub(r"\bin(\d+)\b", lambda m: parts[int(m.group(1))], str(node.op.expr))
+    return text[1:-1] if depth == 4 and text.startswith("(") and text.endswith(")") else text
+
+
+def unknown_value_message(v: Variable, wanted: str) -> str:
+    """Why the symbolic ``v`` cannot become ``wanted`` (a Python int, a truth value) while a
+    graph is built, and what to do instead."""
+    dims = unknown_dims_in(v)
+    if not dims:
+        return (f"cannot use the symbolic value {expression_label(v)} ({v.type}) as {wanted}: its value is "
+                "only known when a compiled function runs")
+    src = dim_source(v)
+    if src is not None:
+        x, axis = src
+        return (f"cannot use {dims[0]} (a size of {x.label()}: {x.type}) as {wanted}: it is "
+                f"unknown until call time. Pass {dims[0]} itself (a symbolic int64 scalar) "
+                "where symgraph takes a size (sg.zeros, sg.arange, reshape, slice bounds), or "
+                f"sg.shape({x.label()}) for the whole shape; {x.label()}.type.shape[{axis}] is "
+                "None (unknown) when building")
+    are = "is" if len(dims) == 1 else "are"
+    return (f"cannot use {expression_label(v)} ({v.type}) as {wanted}: it is computed from "
+            f"{', '.join(dims)}, which {are} unknown until call time. Keep it symbolic (symgraph "
+            "takes symbolic sizes in sg.zeros, sg.arange, reshape and slice bounds), or test "
+            "x.type.shape (None where unknown) in Python")
 
 
 def static_shape_value(vec: Variable) -> tuple | None:
@@ -75,8 +156,8 @@ def static_shape_value(vec: Variable) -> tuple | None:
         return vec.owner.inputs[0].type.shape
     if vec.owner is not None and isinstance(vec.owner.op, MakeVector):
         return tuple(_size(p.value[()]) if isinstance(p, Constant) else None for p in vec.owner.inputs)
-    if vec.ndim == 1 and vec.shape[0] is not None:
-        return (None,) * vec.shape[0]
+    if vec.ndim == 1 and vec.type.shape[0] is not None:
+        return (None,) * vec.type.shape[0]
     return None
 
 
@@ -105,6 +186,11 @@ def as_shape_vector(shape_like) -> Variable:
     for k, p in enumerate(parts):
         integral = is_int(p.dtype) and p.ndim == 0 if isinstance(p, Variable) else \
             isinstance(p, (int, np.integer)) and not isinstance(p, (bool, np.bool_))
+        if p is None:
+            raise TypeError(f"a shape's entry at position {k} of {tuple(shape_like)!r} is None: "
+                            "an unknown size is only known at call time. Pass the symbolic size "
+                            "instead (x.shape[i], an int64 scalar) or sg.shape(x) for a whole "
+                            "shape; x.type.shape has None where x.shape has symbolic sizes")
         if not integral:
             what = p.type if isinstance(p, Variable) else f"{type(p).__name__} {p!r}"
             raise TypeError(f"a shape's entries must be ints or int scalars, got {what} at "
@@ -122,7 +208,7 @@ def _cast_int64(v):
 def prepend_dim(size, vec: Variable) -> Variable:
     """The shape vector ``(size, *vec)`` for an int64 shape vector ``vec`` (``size`` an int or
     an int scalar); entries known at build time stay ints, so static dims stay static."""
-    known = static_shape_value(vec) or (None,) * vec.shape[0]
+    known = static_shape_value(vec) or (None,) * vec.type.shape[0]
     from .indexing import getitem
     parts = [d if d is not None else getitem(vec, k) for k, d in enumerate(known)]
     return as_shape_vector((size, *parts))
@@ -153,13 +239,15 @@ class Reshape(Op):
             if -1 in known and total is not None and all(d is not None for d in known):
                 rest = math.prod(d for d in known if d != -1)
                 if rest == 0 or total % rest:
-                    raise ShapeError(f"reshape: cannot reshape {format_shape(x.shape)} "
+                    raise ShapeError(f"reshape: cannot reshape {format_shape(x.type.shape)} "
                                      f"into {tuple(known)}")
                 out[known.index(-1)] = total // rest
+            elif -1 in known:
+                out[known.index(-1)] = _minus_one_size(x, shape_vec, known)
             if total is not None and all(d is not None and d >= 0 for d in known):
                 if math.prod(known) != total:
                     raise ShapeError(f"reshape: cannot reshape array of shape "
-                                     f"{format_shape(x.shape)} ({total} elements) into "
+                                     f"{format_shape(x.type.shape)} ({total} elements) into "
                                      f"{tuple(known)}")
         return Apply(self, [x, shape_vec], [TensorType(x.dtype, tuple(out))])
 
@@ -188,16 +276,36 @@ class Reshape(Op):
         return all_batched(reshape(x, prepend_dim(dim(x, 0), vec)))
 
 
+def _minus_one_size(x: Variable, vec: Variable, known: tuple) -> int | None:
+    """The size ``-1`` stands for in ``reshape(x, (..., x.shape[i], ..., -1))`` when every
+    unknown dim of ``x`` is passed through as an entry, so the rest is static; else None."""
+    if vec.owner is None or not isinstance(vec.owner.op, MakeVector):
+        return None
+    matched, rest = set(), 1
+    for d, part in zip(known, vec.owner.inputs):
+        if d is None:
+            src = dim_source(part)
+            if src is None or src[0] is not x or src[1] in matched:
+                return None
+            matched.add(src[1])
+        elif d != -1:
+            rest *= d
+    left = [d for a, d in enumerate(x.type.shape) if a not in matched]
+    if None in left or rest == 0 or math.prod(left) % rest:
+        return None  # unknown, or an error the call reports
+    return math.prod(left) // rest
+
+
 def reshape(x, newshape) -> Variable:
     """Reshape ``x``; ``newshape`` is a tuple (ints, -1, int scalars) or an int vector."""
     x = as_variable(x)
     vec = as_shape_vector(newshape)
-    if vec.shape[0] is None:
+    if vec.type.shape[0] is None:
         raise ShapeError("reshape: the length of the new shape must be known")
     known = static_shape_value(vec)
-    if known is not None and known == x.shape and all(d is not None for d in known):
+    if known is not None and known == x.type.shape and all(d is not None for d in known):
         return x
-    return Reshape(vec.shape[0])(x, vec)
+    return Reshape(vec.type.shape[0])(x, vec)
 
 
 def flatten(x, ndim: int = 1) -> Variable:
@@ -208,7 +316,7 @@ def flatten(x, ndim: int = 1) -> Variable:
     if ndim == 1:
         return reshape(x, (-1,))
     from .indexing import getitem
-    lead, rest = x.shape[:ndim - 1], x.shape[ndim - 1:]
+    lead, rest = x.type.shape[:ndim - 1], x.type.shape[ndim - 1:]
     if not all(d is not None for d in lead):
         lead = tuple(getitem(shape(x), i) for i in range(ndim - 1))
     # the flattened size is spelled out, not -1: -1 is ambiguous for a zero-size tensor
@@ -252,10 +360,10 @@ class DimShuffle(Op):
         if x.ndim != self.in_ndim:
             raise ShapeError(f"{self}: expected rank {self.in_ndim}, got {x.type}")
         for a in self.dropped:
-            if x.shape[a] not in (1, None):
-                raise ShapeError(f"cannot squeeze axis {a} of size {x.shape[a]} "
-                                 f"(shape {format_shape(x.shape)})")
-        out = tuple(1 if o == "x" else x.shape[o] for o in self.order)
+            if x.type.shape[a] not in (1, None):
+                raise ShapeError(f"cannot squeeze axis {a} of size {x.type.shape[a]} "
+                                 f"(shape {format_shape(x.type.shape)})")
+        out = tuple(1 if o == "x" else x.type.shape[o] for o in self.order)
         return Apply(self, [x], [TensorType(x.dtype, out)])
 
     def perform(self, node, inputs):
@@ -332,13 +440,13 @@ def squeeze(x, axis=None) -> Variable:
     """Drop size-1 axes (all statically known ones when ``axis`` is None)."""
     x = as_variable(x)
     if axis is None:
-        axes = [a for a, d in enumerate(x.shape) if d == 1]
+        axes = [a for a, d in enumerate(x.type.shape) if d == 1]
     else:
         axes = [_norm_axis(a, x.ndim, "squeeze") for a in ((axis,) if isinstance(axis, int) else axis)]
     for a in axes:
-        if x.shape[a] not in (1, None):
-            raise ShapeError(f"squeeze: cannot remove axis {a} of size {x.shape[a]} "
-                             f"(shape {format_shape(x.shape)})")
+        if x.type.shape[a] not in (1, None):
+            raise ShapeError(f"squeeze: cannot remove axis {a} of size {x.type.shape[a]} "
+                             f"(shape {format_shape(x.type.shape)})")
     if not axes:
         return x
     return DimShuffle([a for a in range(x.ndim) if a not in axes], x.ndim)(x)
@@ -357,7 +465,7 @@ class BroadcastTo(Op):
     def make_node(self, x, shape_vec) -> Apply:
         x = as_variable(x)
         known = static_shape_value(shape_vec) or (None,) * self.ndim
-        out = _broadcast_to_shape(x.shape, tuple(known))
+        out = _broadcast_to_shape(x.type.shape, tuple(known))
         check_size(out, x.dtype, what="broadcast_to")
         return Apply(self, [x, shape_vec], [TensorType(x.dtype, out)])
 
@@ -406,7 +514,7 @@ def broadcast_to(x, newshape) -> Variable:
     """Broadcast ``x`` to ``newshape`` (a tuple or a symbolic shape vector)."""
     x = as_variable(x)
     vec = as_shape_vector(newshape)
-    return BroadcastTo(vec.shape[0])(x, vec)
+    return BroadcastTo(vec.type.shape[0])(x, vec)
 
 
 class SumToShape(Op):
@@ -461,10 +569,10 @@ def sum_to(g: Variable, like: Variable) -> Variable:
     lead = g.ndim - like.ndim
     if lead > 0:
         g = sum_(g, axis=tuple(range(lead)))
-    if g.shape == like.shape and all(d is not None for d in like.shape):
+    if g.type.shape == like.type.shape and all(d is not None for d in like.type.shape):
         return g
     axes, ambiguous = [], False
-    for a, (d, t) in enumerate(zip(g.shape, like.shape)):
+    for a, (d, t) in enumerate(zip(g.type.shape, like.type.shape)):
         if t == 1 and d != 1:
             axes.append(a)
         elif t is None and d != t:
@@ -497,19 +605,19 @@ class Concatenate(Op):
             raise ShapeError("concatenate: zero-dimensional tensors cannot be concatenated")
         from ..graph.types import result_dtype
         dtype = result_dtype(*[x.dtype for x in xs])
-        out = list(xs[0].shape)
+        out = list(xs[0].type.shape)
         for x in xs[1:]:
             if x.ndim != nd:
                 raise ShapeError(f"concatenate: all inputs need rank {nd}; got shapes "
-                                 f"{', '.join(format_shape(v.shape) for v in xs)}")
+                                 f"{', '.join(format_shape(v.type.shape) for v in xs)}")
             for a in range(nd):
                 if a == self.axis:
                     continue
-                if out[a] is not None and x.shape[a] is not None and out[a] != x.shape[a]:
+                if out[a] is not None and x.type.shape[a] is not None and out[a] != x.type.shape[a]:
                     raise ShapeError(f"concatenate along axis {self.axis}: dimension {a} differs "
-                                     f"in shapes {', '.join(format_shape(v.shape) for v in xs)}")
-                out[a] = out[a] if out[a] is not None else x.shape[a]
-        sizes = [x.shape[self.axis] for x in xs]
+                                     f"in shapes {', '.join(format_shape(v.type.shape) for v in xs)}")
+                out[a] = out[a] if out[a] is not None else x.type.shape[a]
+        sizes = [x.type.shape[self.axis] for x in xs]
         out[self.axis] = sum(sizes) if all(s is not None for s in sizes) else None
         from .elemwise import cast
         xs = [cast(x, dtype) for x in xs]
@@ -541,8 +649,8 @@ class Split(Op):
     def make_node(self, x, *likes) -> Apply:
         outs = []
         for like in likes:
-            shp = list(x.shape)
-            shp[self.axis] = like.shape[self.axis]
+            shp = list(x.type.shape)
+            shp[self.axis] = like.type.shape[self.axis]
             outs.append(TensorType(x.dtype, tuple(shp)))
         return Apply(self, [x, *likes], outs)
 
@@ -641,10 +749,10 @@ def stack(xs: Sequence, axis: int = 0) -> Variable:
     axis = _norm_axis(axis, nd + 1, "stack")
     for x in xs:
         mismatch = x.ndim != nd or any(a is not None and b is not None and a != b
-                                       for a, b in zip(x.shape, xs[0].shape))
+                                       for a, b in zip(x.type.shape, xs[0].type.shape))
         if mismatch:
             raise ShapeError(f"stack: all inputs need the same shape; got "
-                             f"{', '.join(format_shape(v.shape) for v in xs)}")
+                             f"{', '.join(format_shape(v.type.shape) for v in xs)}")
     if all(x.ndim == 0 and is_int(x.dtype) for x in xs):
         return MakeVector()(*xs)
     parts = [expand_dims(x, axis) for x in xs]

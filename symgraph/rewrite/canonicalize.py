@@ -163,9 +163,11 @@ def shape_op_noop(node: Apply, ctx: RewriteContext):
     return None
 
 
-@local_rewrite("canonicalize", tracks=(SumToShape,))
+@local_rewrite("canonicalize", "specialize", tracks=(SumToShape,))
 def sum_to_shape_static(node: Apply, ctx: RewriteContext):
-    """SumToShape whose axes are all decided by symbolic shapes -> a plain sum (or nothing)."""
+    """SumToShape whose axes are all decided by symbolic shapes -> a plain sum (or nothing).
+
+    Also in ``specialize``: the fused cross-entropy gradient made there has known shapes."""
     g, out = node.inputs[0], node.outputs[0]
     target = ctx.shapes.shape(out)
     gs = ctx.shapes.shape(g)

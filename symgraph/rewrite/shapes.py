@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from ..graph.basic import Constant, Variable
 from ..ops.elemwise import Elemwise
-from ..ops.fused import FusedReduce, MatMulEpilogue
-from ..ops.indexing import Subtensor
+from ..ops.fused import FusedReduce, MatMulEpilogue, SoftmaxCrossEntropyWithGrad
+from ..ops.indexing import IndexWrite, Subtensor
 from ..ops.linalg import MatMul
-from ..ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy
+from ..ops.nn import ARange, LogSoftmax, Softmax, SoftmaxCrossEntropy
 from ..ops.reduce import Reduce
 from ..ops.shape import BroadcastTo, DimShuffle, MakeVector, Reshape, Shape, SumToShape
 
@@ -82,18 +82,38 @@ class ShapeInfo:
         if isinstance(node.op, Shape):
             return self.shape(node.inputs[0])
         if isinstance(node.op, MakeVector):
-            parts = []
-            for p in node.inputs:
-                if isinstance(p, Constant):
-                    parts.append(int(p.value))
-                elif (p.owner is not None and isinstance(p.owner.op, Subtensor)
-                      and len(p.owner.inputs) == 1 and p.owner.op.spec[0][0] == "i"
-                      and len(p.owner.op.spec) == 1 and p.owner.inputs[0].owner is not None
-                      and isinstance(p.owner.inputs[0].owner.op, Shape)):
-                    parts.append(self.shape(p.owner.inputs[0].owner.inputs[0])[p.owner.op.spec[0][1]])
-                else:
-                    parts.append(("val", id(p)))
-            return tuple(parts)
+            return tuple(self.scalar_value(p) for p in node.inputs)
+        if isinstance(node.op, Subtensor) and len(node.inputs) == 1:
+            spec = node.op.spec
+            whole = self.vector_value(node.inputs[0])
+            if whole is not None and len(spec) == 1 and spec[0][0] == "s":
+                return whole[slice(*spec[0][1:])]
+        return None
+
+    def scalar_value(self, p: Variable) -> Dim:
+        """Symbolic value of an int scalar: an int, a dim of a shape (``x.shape[i]``), an
+        elementwise expression of those, else a symbol of its own."""
+        if isinstance(p, Constant):
+            return int(p.value) if p.ndim == 0 else ("val", id(p))
+        node = p.owner
+        if node is None or p.ndim != 0:
+            return ("val", id(p))
+        if isinstance(node.op, Subtensor) and len(node.inputs) == 1 and len(node.op.spec) == 1 \
+                and node.op.spec[0][0] == "i":
+            vec = self.vector_value(node.inputs[0])
+            k = node.op.spec[0][1]
+            if vec is not None and -len(vec) <= k < len(vec):
+                return vec[k]
+        if isinstance(node.op, Elemwise) and all(i.ndim == 0 for i in node.inputs):
+            return ("expr", node.op, tuple(self.scalar_value(i) for i in node.inputs))
+        return ("val", id(p))
+
+    def variable_of(self, dim: Dim) -> tuple[Variable, int] | None:
+        """``(input, axis)`` for the symbol of an unknown dim of a graph input seen so far."""
+        if isinstance(dim, tuple) and len(dim) == 3 and dim[0] == "in":
+            hit = self._memo.get(dim[1])
+            if hit is not None:
+                return hit[0], dim[2]
         return None
 
     def _compute(self, v: Variable) -> tuple:
@@ -130,12 +150,45 @@ class ShapeInfo:
                 out = broadcast([out] + [self.shape(e) for e in node.inputs[2:]], None)
         elif isinstance(op, (Reshape, BroadcastTo, SumToShape)):
             val = self.vector_value(node.inputs[1])
+            if val is not None and -1 in val and isinstance(op, Reshape):
+                val = resolve_minus_one(self.shape(node.inputs[0]), val)
             if val is not None and len(val) == v.ndim and -1 not in val:
                 out = val
+        elif isinstance(op, SoftmaxCrossEntropyWithGrad):
+            logits = self.shape(node.inputs[0])
+            out = logits[:-1] if v.index == 0 else logits
+        elif isinstance(op, IndexWrite):
+            out = self.shape(node.inputs[0])
+        elif isinstance(op, ARange):
+            out = (self.scalar_value(node.inputs[0]),)
         if out is None or len(out) != v.ndim:
             return fresh
         # static information always wins
         return tuple(s if s is not None else d for s, d in zip(static, out))
+
+
+def resolve_minus_one(source: tuple, target: tuple) -> tuple | None:
+    """``target`` (a reshape of ``source``, one entry -1) with the -1 worked out, when the
+    entries that are not ints are dims of ``source`` and the rest of ``source`` is static."""
+    left = list(source)
+    rest = 1
+    for d in target:
+        if d == -1:
+            continue
+        if isinstance(d, int):
+            rest *= d
+        elif d in left:
+            left.remove(d)
+        else:
+            return None
+    if not all(isinstance(d, int) for d in left) or rest == 0:
+        return None
+    total = 1
+    for d in left:
+        total *= d
+    if total % rest:
+        return None
+    return tuple(total // rest if d == -1 else d for d in target)
 
 
 def broadcast(shapes: list[tuple], v: Variable | None = None) -> tuple:

@@ -160,7 +160,7 @@ def _is_expanded(v: Variable | None, t: Variable) -> bool:
 
 def _is_class_range(e: S.SExpr, leaves, z: Variable) -> bool:
     """``e`` is ``0, 1, ..., n-1`` along the last axis (``n`` = the class count)."""
-    n = z.shape[-1]
+    n = z.type.shape[-1]
     if e.op == "const":  # arange(1) inlined as a scalar
         return n == 1 and e.value == 0
     v = _leaf(e, leaves)
@@ -187,7 +187,7 @@ def _row_constant(e: S.SExpr, leaves, z: Variable, ctx: RewriteContext) -> bool:
     for n in S.topo([e]):
         if n.op == "input":
             v = leaves[n.value]
-            if v.ndim > z.ndim or (v.ndim and v.shape[-1] != 1):
+            if v.ndim > z.ndim or (v.ndim and v.type.shape[-1] != 1):
                 return False
             vs = ctx.shapes.shape(v)
             if any(a != 1 and a != b for a, b in zip(vs[::-1], zs[::-1])):

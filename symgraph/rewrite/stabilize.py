@@ -313,7 +313,7 @@ def sparse_cross_entropy(node: Apply, ctx: RewriteContext):
         z = Subtensor((("a", 0),))(z, rows)  # the rows the indexing reads (IndexError as it)
     if n != ctx.shapes.shape(labels)[0]:
         labels = broadcast_to(labels, (n_var if n_var is not None else n,))  # as indices do
-    classes = z.shape[1] if isinstance(z.shape[1], int) else shape(z)[1]
+    classes = z.type.shape[1] if isinstance(z.type.shape[1], int) else shape(z)[1]
     return E.neg(SoftmaxCrossEntropy(sparse=True)(z, _wrap_negative(labels, classes)))
 
 

@@ -97,9 +97,9 @@ def dimshuffle(x, *pattern) -> Variable:
     if sorted(kept) != sorted(set(kept)) or any(not 0 <= p < x.ndim for p in kept):
         raise ValueError(f"dimshuffle: invalid pattern {pattern} for a rank-{x.ndim} value")
     dropped = [a for a in range(x.ndim) if a not in kept]
-    if any(x.shape[a] != 1 for a in dropped):
+    if any(x.type.shape[a] != 1 for a in dropped):
         raise ValueError(f"dimshuffle: pattern {pattern} drops axes {dropped}, which must have size 1 "
-                         f"(shape {x.shape})")
+                         f"(shape {x.type.shape})")
     if dropped:
         x = _ops.squeeze(x, axis=tuple(dropped))
         remap = {a: i for i, a in enumerate(a for a in range(x.ndim + len(dropped)) if a not in dropped)}
@@ -136,14 +136,14 @@ def tensordot(a, b, axes=2) -> Variable:
         b_axes = [ax % b.ndim for ax in np.atleast_1d(axes[1])]
     a_free = [ax for ax in range(a.ndim) if ax not in a_axes]
     b_free = [ax for ax in range(b.ndim) if ax not in b_axes]
-    dims = [a.shape[ax] for ax in a_free + a_axes] + [b.shape[ax] for ax in b_free]
+    dims = [a.type.shape[ax] for ax in a_free + a_axes] + [b.type.shape[ax] for ax in b_free]
     if any(d is None for d in dims):
         raise ValueError("tensordot: every axis must have a static size (shape "
-                         f"{a.shape} and {b.shape})")
-    k = int(np.prod([a.shape[ax] for ax in a_axes], dtype=np.int64))
+                         f"{a.type.shape} and {b.type.shape})")
+    k = int(np.prod([a.type.shape[ax] for ax in a_axes], dtype=np.int64))
     a2 = reshape(transpose(a, tuple(a_free + a_axes)), (-1, k))
     b2 = reshape(transpose(b, tuple(b_axes + b_free)), (k, -1))
-    out_shape = tuple(a.shape[ax] for ax in a_free) + tuple(b.shape[ax] for ax in b_free)
+    out_shape = tuple(a.type.shape[ax] for ax in a_free) + tuple(b.type.shape[ax] for ax in b_free)
     return reshape(matmul(a2, b2), out_shape)
 
 

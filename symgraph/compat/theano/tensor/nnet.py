@@ -33,7 +33,7 @@ def categorical_crossentropy(coding_dist, true_dist) -> Variable:
     log_p = E.log(p)
     if is_int(t.dtype):
         from ....ops.indexing import one_hot
-        t = one_hot(t, p.shape[-1], dtype=p.dtype)
+        t = one_hot(t, p.type.shape[-1], dtype=p.dtype)
     return E.neg(R.sum(E.mul(t, log_p), axis=-1))
 
 
@@ -58,7 +58,7 @@ def conv2d(input, filters, input_shape=None, filter_shape=None, border_mode="val
     w = as_variable(filters)
     if filter_flip:
         w = w[:, :, ::-1, ::-1]
-    kh, kw = w.shape[2], w.shape[3]
+    kh, kw = w.type.shape[2], w.type.shape[3]
     if border_mode == "valid":
         padding = (0, 0)
     elif border_mode == "full":

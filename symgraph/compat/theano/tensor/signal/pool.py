@@ -17,7 +17,7 @@ def pool_2d(input, ws=None, ignore_border: bool = True, stride=None, pad=(0, 0),
         raise NotImplementedError("pool_2d: padding is not supported")
     if not ignore_border:
         step = stride or ws
-        h, w = x.shape[-2], x.shape[-1]
+        h, w = x.type.shape[-2], x.type.shape[-1]
         if h is None or w is None or (h - ws[0]) % step[0] or (w - ws[1]) % step[1]:
             raise NotImplementedError(
                 "pool_2d: ignore_border=False with partial windows is not supported; use "
