@@ -1,8 +1,7 @@
 """The kernel IR: a backend-neutral description of the native code for one compiled call.
 
 A ``Program`` is a list of ``Kernel``s run in order over ``Storage``s (flat typed memory:
-the caller's inputs and outputs, a planned scratch arena, constants, and per-thread scratch
-rows private to one kernel).  Graph values are
+the caller's inputs and outputs, a planned scratch arena, constants).  Graph values are
 ``View``s of storages (shape, strides and offset in elements), so transposes, broadcasts,
 reshapes of contiguous data and basic slices cost no kernel.
 
@@ -12,14 +11,9 @@ A kernel body is a small structured statement list:
   parallel ``For`` may be split across threads (each thread runs a sub-range).
 * ``Assign(local, value, reduction)`` sets a mutable scalar local (accumulators);
   ``reduction=True`` allows a renderer to reassociate (vectorised reductions).
-* ``Store(storage, index, value, accumulate, stream)`` writes ``storage[index]`` (``+=`` when
-  ``accumulate`` is ``"add"``).  ``stream=True`` marks a store whose values this kernel
-  never reads back, in a loop writing consecutive elements (the index is ``base + var`` of
-  the enclosing ``For``): a renderer may use non-temporal stores for it when the storage is
-  big (the LLVM renderer on x86-64, see ``llvm_render.ROW_STREAM_MIN_BYTES``).
+* ``Store(storage, index, value, accumulate)`` writes ``storage[index]`` (``+=`` when
+  ``accumulate`` is ``"add"``).
 * ``If(cond, body)`` and ``Gemm(...)`` (a BLAS matrix product call).
-* ``Prefetch(storage, index, write)`` a hint that ``storage[index]`` will be used soon
-  (no effect on results; the CUDA renderer drops it).
 * ``Collective(...)`` a call into the MPI library (``sg.distributed``: start or wait for an
   all-reduce of one gradient bucket).
 
@@ -53,13 +47,7 @@ EXTRA_OPS = ("var", "load", "local", "xor", "shr", "shl", "checked", "dim")
 
 @dataclass(eq=False)
 class Storage(StorageMethods):
-    """A flat typed memory block.  ``kind``: input / output / temp / const / scratch.
-
-    ``scratch``: ``size`` (a Python int) elements private to each thread that runs the one
-    kernel using it, uninitialised, alive while that thread runs its share of the kernel (so
-    one parallel iteration must write what it reads); not in the arena.  The LLVM renderer
-    makes it a stack array of the kernel function, the CUDA renderer a ``__shared__`` array
-    in a block-per-iteration kernel and a thread-local array otherwise."""
+    """A flat typed memory block.  ``kind``: input / output / temp / const."""
 
     sid: int
     kind: str
@@ -257,18 +245,6 @@ class Store:
     index: S.SExpr
     value: S.SExpr
     accumulate: str | None = None  # None or "add"
-    stream: bool = False  # written once, never read back by the kernel: may bypass the cache
-
-
-@dataclass
-class Prefetch:
-    """A hint: ``storage[index]`` (and the rest of its cache line) will be read soon
-    (``write``: written soon).  No effect on results; the index may lie past the storage's
-    end (the hint is then dropped or harmless).  Renderers without prefetch ignore it."""
-
-    storage: Storage
-    index: S.SExpr
-    write: bool = False
 
 
 @dataclass
@@ -380,8 +356,6 @@ def stmt_exprs(st) -> list[S.SExpr]:
         return [st.value]
     if isinstance(st, Store):
         return [st.index, st.value]
-    if isinstance(st, Prefetch):
-        return [st.index]
     if isinstance(st, If):
         return [st.cond]
     if isinstance(st, Gemm):
@@ -391,7 +365,7 @@ def stmt_exprs(st) -> list[S.SExpr]:
 
 def stmt_storages(st, table: list[Storage]) -> list[Storage]:
     out = []
-    if isinstance(st, (Store, Prefetch)):
+    if isinstance(st, Store):
         out.append(st.storage)
     if isinstance(st, Gemm):
         out += [st.a, st.b, st.c]
@@ -451,10 +425,7 @@ def body_text(body: list, indent: int = 0) -> str:
             lines.append(f"{pad}{st.local} {op} {expr_text(st.value)}")
         elif isinstance(st, Store):
             op = "+=" if st.accumulate else "="
-            mark = "  # stream" if st.stream else ""
-            lines.append(f"{pad}s{st.storage.sid}[{expr_text(st.index)}] {op} {expr_text(st.value)}{mark}")
-        elif isinstance(st, Prefetch):
-            lines.append(f"{pad}prefetch{'w' if st.write else ''} s{st.storage.sid}[{expr_text(st.index)}]")
+            lines.append(f"{pad}s{st.storage.sid}[{expr_text(st.index)}] {op} {expr_text(st.value)}")
         elif isinstance(st, Gemm):
             lines.append(f"{pad}gemm<{st.dtype}>(ta={int(st.trans_a)}, tb={int(st.trans_b)}, "
                          f"m={st.m}, n={st.n}, k={st.k}, A=s{st.a.sid}+{expr_text(st.a_off)} "

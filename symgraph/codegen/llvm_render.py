@@ -53,11 +53,9 @@ from .kernel_ir import (
     Gemm,
     If,
     Kernel,
-    Prefetch,
     Program,
     Store,
     checked_sites,
-    iconst,
     kernel_text,
     walk,
 )
@@ -79,11 +77,6 @@ PARALLEL_MIN_WORK = 1 << 15  # elements; smaller kernels run on the calling thre
 # destination line (about 1.5-2x less memory traffic for a pure write stream)
 STREAM_MIN_BYTES = 32 << 20
 STREAM_ALIGN = 32  # bytes: the widest vector store the loop vectoriser emits (AVX)
-# a row loop whose store is marked ``stream`` (written once, never read back by the kernel,
-# e.g. the fused cross-entropy gradient) uses non-temporal stores when the storage is at least
-# this big: past the last-level cache of small hosts the lines would be evicted before any
-# reuse, so the read-for-ownership of each destination line is pure extra traffic
-ROW_STREAM_MIN_BYTES = 8 << 20
 
 # math functions: name -> (float32 libm name, float64 libm name) used until kernels/llvm/math.ll
 _LIBM = {"log1p": ("log1pf", "log1p"), "expm1": ("expm1f", "expm1"), "tanh": ("tanhf", "tanh"),
@@ -251,7 +244,7 @@ class ModuleBuilder:
     # --- the module ------------------------------------------------------------------------
     def build(self) -> ir.Module:
         for k in self.prog.kernels:
-            params = [st for st in k.storages(self.prog.storages) if st.kind != "scratch"]
+            params = k.storages(self.prog.storages)
             fn = self._kernel_function(k, params)
             self.kernel_fns.append((k, fn, params))
         self._entry()
@@ -461,20 +454,13 @@ class KernelEmitter:
         self.scopes: list[dict[int, ir.Value]] = [{}]
         self.locals: dict[str, tuple[ir.Value, str]] = {}
         self._pure_memo: dict[int, bool] = {}
-        self.streaming = False  # stores are non-temporal (see _aligned_stream)
-        self.streamed = False  # some stores were non-temporal: the kernel ends with an sfence
+        self.streaming = False  # stores are non-temporal (see _streaming_loop)
         self.error_base: ir.Value | None = None  # this kernel's error block argument (error_arg)
         self.dims: list[ir.Value] = []  # the run-time sizes (shape-generic programs)
         for st in walk(k.body):
             if isinstance(st, Assign) and st.local not in self.locals:
                 self.locals[st.local] = (self.b.alloca(reg_type(st.value.dtype), name=st.local),
                                          st.value.dtype)
-        for st in k.storages(mb.prog.storages):
-            if st.kind == "scratch":  # this thread's own rows: a stack array (one cache line aligned)
-                slot = self.b.alloca(ir.ArrayType(mem_type(st.dtype), max(st.size, 1)), name=f"s{st.sid}")
-                slot.align = 64
-                zero = ir.Constant(I64, 0)
-                self.params[st.sid] = self.b.gep(slot, [zero, zero], inbounds=True)  # element 0
         # per check site: the largest index - lo seen (unsigned); label sites: min and max
         self.seen: dict[int, dict[int, ir.Value]] = {}
         for site in checked_sites(k.body):
@@ -508,8 +494,6 @@ class KernelEmitter:
                 self.loop(top.var, self.fn.args[-2], self.fn.args[-1], top.body, dynamic=True)
         else:
             self.block(body)
-        if self.streamed:
-            self.sfence()
         self.publish_checks()
         self.b.ret_void()
 
@@ -538,54 +522,21 @@ class KernelEmitter:
         multiple of the vector width), and harmless for the scalar remainder iterations
         (scalar stores have no alignment requirement on x86).  Without the claim LLVM would
         not vectorise a non-temporal store at all."""
-        lo, hi = self.fn.args[-2], self.fn.args[-1]
-        self._aligned_stream(top.var, lo, hi, top.body, self.address(st.storage, lo), st.storage.itemsize)
-
-    def _aligned_stream(self, var: str, start, stop, body: list, first: ir.Value, item: int) -> None:
-        """Loop ``var`` over ``[start, stop)``: plainly up to the first ``STREAM_ALIGN``-aligned
-        destination element (``first`` is the address iteration ``start`` stores to, each
-        iteration the next element of ``item`` bytes), then with non-temporal stores; the
-        kernel ends with an sfence (see ``run``)."""
         b = self.b
-        base = b.ptrtoint(first, I64)
+        lo, hi = self.fn.args[-2], self.fn.args[-1]
+        item = st.storage.itemsize
+        base = b.ptrtoint(self.address(st.storage, lo), I64)
         skip = b.udiv(b.and_(b.sub(ir.Constant(I64, 0), base), ir.Constant(I64, STREAM_ALIGN - 1)),
                       ir.Constant(I64, item))
-        mid = b.add(start, skip)
-        mid = b.select(b.icmp_signed("<", mid, stop), mid, stop, name="aligned")
-        self.loop(var, start, mid, body, dynamic=True)
+        mid = b.add(lo, skip)
+        mid = b.select(b.icmp_signed("<", mid, hi), mid, hi, name="aligned")
+        self.loop(top.var, lo, mid, top.body, dynamic=True)
         self.streaming = True
-        self.loop(var, mid, stop, body, dynamic=True)
+        self.loop(top.var, mid, hi, top.body, dynamic=True)
         self.streaming = False
-        self.streamed = True
-
-    def sfence(self) -> None:
-        """Non-temporal stores are weakly ordered: an sfence makes them visible before the
-        kernel returns (to the next kernel, and to the other threads past GOMP's barrier)."""
-        self.b.call(self.mb.declare("llvm.x86.sse.sfence", VOID, []), [])
-
-    def _row_stream(self, loop: For) -> tuple[Store, S.SExpr] | None:
-        """The store and its row offset ``base`` of a ``For`` whose body is one ``stream``
-        store to ``storage[base + var]`` of a float storage of at least ``ROW_STREAM_MIN_BYTES``
-        (``base`` free of the loop variable) beside assignments, or None: such a loop streams
-        its stores."""
-        stores = [st for st in loop.body if isinstance(st, Store)]
-        if not self.mb.streaming or len(stores) != 1 or \
-                not all(isinstance(st, (Store, Assign)) for st in loop.body):
-            return None
-        st = stores[0]
-        if (not st.stream or st.accumulate or st.storage.dtype not in ("float32", "float64")
-                or st.storage.kind not in ("output", "temp")
-                or hint(st.storage.nbytes) < ROW_STREAM_MIN_BYTES):
-            return None
-        idx = st.index
-        if idx.op == "var" and idx.value == loop.var:
-            return st, iconst(0)
-        if idx.op != "add" or not any(a.op == "var" and a.value == loop.var for a in idx.args):
-            return None
-        base = idx.args[0] if idx.args[1].op == "var" and idx.args[1].value == loop.var else idx.args[1]
-        if any(n.op == "var" and n.value == loop.var for n in S.topo([base])):
-            return None
-        return st, base
+        # non-temporal stores are weakly ordered: an sfence makes them visible before the
+        # kernel returns (to the next kernel, and to the other threads past GOMP's barrier)
+        b.call(self.mb.declare("llvm.x86.sse.sfence", VOID, []), [])
 
     def publish_checks(self) -> None:
         """Merge this chunk's locals into ``@sg_error``; flag the sites whose values left
@@ -641,13 +592,7 @@ class KernelEmitter:
     def stmt(self, st) -> None:
         b = self.b
         if isinstance(st, For):
-            row = self._row_stream(st)
-            if row is not None:
-                store = row[0].storage
-                first = self.address(store, self.expr(row[1], {}))
-                self._aligned_stream(st.var, ir.Constant(I64, 0), self.size(st.extent), st.body, first,
-                                     store.itemsize)
-            elif isinstance(st.extent, SymInt):
+            if isinstance(st.extent, SymInt):
                 self.loop(st.var, ir.Constant(I64, 0), self.size(st.extent), st.body, dynamic=True)
             elif st.extent > 0:
                 self.loop(st.var, ir.Constant(I64, 0), ir.Constant(I64, st.extent), st.body)
@@ -674,21 +619,8 @@ class KernelEmitter:
             self.gemm(st)
         elif isinstance(st, Collective):
             self.collective(st)
-        elif isinstance(st, Prefetch):
-            self.prefetch(st)
         else:  # pragma: no cover
             raise TypeError(f"unknown statement {st!r}")
-
-    def prefetch(self, st: Prefetch) -> None:
-        """``llvm.prefetch`` of ``storage[index]`` into all cache levels (no ``inbounds``: the
-        index may lie past the storage, where a prefetch is dropped without a fault)."""
-        b = self.b
-        ptr = b.gep(self.params[st.storage.sid], [self.expr(st.index, {})],
-                    source_etype=mem_type(st.storage.dtype))
-        fn = self.mb.declare("llvm.prefetch.p0", VOID, [PTR, I32, I32, I32])
-        import os
-        loc = int(os.environ.get("SG_PF_LOC", "3"))
-        b.call(fn, [ptr, ir.Constant(I32, int(st.write)), ir.Constant(I32, loc), ir.Constant(I32, 1)])
 
     def gemm(self, g: Gemm) -> None:
         if not self.mb.blas:
@@ -1045,9 +977,6 @@ class KernelEmitter:
         if op == "square":
             return self._flags(b.fmul(xs[0], xs[0]))
         if op in ("maximum", "minimum"):
-            import os
-            if op == "maximum" and os.environ.get("SG_MAXNUM"):
-                return b.call(self.mb.intrinsic("llvm.maxnum", [t]), xs)
             return b.call(self.mb.intrinsic(f"llvm.{op}", [t]), xs)
         if op == "abs":
             return b.call(self.mb.intrinsic("llvm.fabs", [t]), xs)

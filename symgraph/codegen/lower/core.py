@@ -105,13 +105,6 @@ class Lowerer(ShapeLowering, IndexingLowering, ElemwiseLowering, LinalgLowering,
     def temp(self, dtype, shape) -> View:
         return View.full(self.new_storage("temp", dtype, shape), shape)
 
-    def scratch(self, dtype: str, size: int) -> Storage:
-        """``size`` elements private to each thread running one kernel (kernel_ir.Storage
-        kind ``"scratch"``): a row buffer reused by every iteration of that thread's share of
-        a parallel loop.  ``size`` must be a Python int (known when code is generated)."""
-        assert isinstance(size, int) and not isinstance(size, bool), size
-        return self.new_storage("scratch", dtype, (size,))
-
     def check_index(self, index: S.SExpr, lo: int, hi: int, kind: str = "index",
                     axis: int = 0, wrapped: bool = False) -> S.SExpr:
         """``index`` (read from run-time data) checked to lie in ``[lo, hi)`` for the node

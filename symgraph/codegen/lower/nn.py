@@ -5,17 +5,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ...graph.types import is_float
 from .._scalar import S
-from ..kernel_ir import Assign, For, Prefetch, Store, View, iadd, iconst, imul, load, local, var
-from ..symdim import SymInt
+from ..kernel_ir import Assign, For, Store, View, iconst, load, local, var
 from .helpers import combine
-
-# the fused cross-entropy keeps exp(x - max) of a row in a per-thread scratch row up to this
-# size (a few pages: in L1 beside the logits row on the CPU, shared memory of a GPU block)
-CE_SCRATCH_MAX_BYTES = 16 << 10
 
 
 def _row_max(acc: S.SExpr, val: S.SExpr) -> S.SExpr:
@@ -118,11 +111,8 @@ class NNLowering:
 
     def op_SoftmaxCrossEntropyWithGrad(self, node, op):
         """One kernel, parallel over rows; per row: the max, then ``e = exp(x - max)`` stored
-        into a row buffer while summing, then the loss and the gradient ``(e / sum - onehot)
-        * g`` from the buffer.  The buffer is a per-thread scratch row (in cache for every row)
-        when the row is short enough, so memory sees the logits read once and the gradient
-        written once, with streaming stores: never read, it need not be fetched first.
-        Otherwise the buffer is the gradient row itself, rescaled in place."""
+        into the gradient row while summing, then the loss and ``(e / sum) * g`` in place (the
+        row is still in cache), the one-hot term applied to the label's element alone."""
         z = self.view(node.inputs[0])
         rows, _ = self._rows(z, z.ndim - 1)
         nrows, n = rows.shape
@@ -130,15 +120,10 @@ class NNLowering:
         loss = self.out_view(node.outputs[0], (nrows,))
         dz = self.out_view(node.outputs[1], (nrows, n))
         r, j = var("i0"), var("j")
-        xv = rows.load([r, j])
+        xv, dv = rows.load([r, j]), dz.load([r, j])
         di = dz.index([r, j])
         g = self._row_values(self.view(node.inputs[2]), z.shape[:-1], r)
         mx, m, s, inv = (local(k, dt) for k in ("mx", "m", "s", "inv"))
-        import os
-        V0 = os.environ.get("SG_CE_VARIANT", "where64")
-        row = self._ce_row_buffer(dt, n) if not V0.startswith("old") else None
-        buf, bi = (row, j) if row is not None else (dz.storage, di)
-        stream = row is not None and not V0.endswith("plain")  # the gradient is written once, never read back
 
         def c(v):
             return S.const(v, dt)
@@ -149,15 +134,13 @@ class NNLowering:
             pass1.append(Assign("tot", S.apply("add", local("tot", dt), tv), reduction=True))
         e = S.apply("exp", S.apply("sub", xv, m))
         body = [Assign("mx", c(-math.inf))] + ([] if op.sparse else [Assign("tot", c(0))]) + [
-                For("j", n, pass1) if V0 != "old_nomax" else Assign("mx", c(0)),
+                For("j", n, pass1),
                 Assign("m", mx), Assign("s", c(0)),  # the plain max, see _row_stats
-                ] + self._prefetch_next(rows, dz, r, n, V0) + [
-                For("j", n, [Store(buf, bi, e), Assign("s", S.apply("add", s, e), reduction=True)]) if __import__("os").environ.get("SG_CE_VARIANT") not in ("exp_nt", "exp_plain") else
-                For("j", n, [Store(dz.storage, di, e, stream=V0 == "exp_nt"), Assign("s", S.apply("add", s, e), reduction=True)]),
+                For("j", n, [Store(dz.storage, di, e), Assign("s", S.apply("add", s, e), reduction=True)]),
                 Assign("inv", S.apply("truediv", c(1), s)),
                 Assign("ls", S.apply("log", s))]
         ls = local("ls", dt)  # loss = log(sum) - (x[label] - max): no cancellation at large max
-        p = S.apply("mul", load(buf, bi), inv)
+        p = S.apply("mul", dv, inv)
         if op.sparse:
             # the label, read and checked once per row (an out-of-range one fails the call)
             body.append(Assign("lab", self._row_label(self.view(node.inputs[1]), nrows, r, n)))
@@ -165,53 +148,24 @@ class NNLowering:
             if n == 0:  # no class: every label is out of range
                 body.append(Store(loss.storage, r, c(math.nan)))
             else:
-                import os
-                V = os.environ.get("SG_CE_VARIANT", "where64")
-                eq = S.apply("eq", j, label) if V == "where64" else S.apply("eq", S.cast(j, "int32"), S.cast(label, "int32"))
-                grad = S.apply("where", eq, S.apply("mul", S.apply("sub", p, c(1)), g),
-                               S.apply("mul", p, g))
-                body += [Store(loss.storage, r, S.apply("sub", ls, S.apply("sub", rows.load([r, label]), m)))]
-                if V in ("exp_nt", "exp_plain"):
-                    pass
-                elif "fixup" in V or V.startswith("old"):
-                    li = dz.index([r, label])
-                    body += [Assign("el", load(buf, label if row is not None else li)),
-                             For("j", n, [Store(dz.storage, di, S.apply("mul", p, g), stream=stream)]),
-                             Store(dz.storage, li, S.apply("mul", S.apply("sub", S.apply(
+                li = dz.index([r, label])
+                body += [Store(loss.storage, r, S.apply("sub", ls, S.apply("sub", rows.load([r, label]), m))),
+                         Assign("el", load(dz.storage, li)),
+                         For("j", n, [Store(dz.storage, di, S.apply("mul", p, g))]),
+                         Store(dz.storage, li, S.apply("mul", S.apply("sub", S.apply(
                              "mul", local("el", dt), inv), c(1)), g))]
-                else:
-                    body += [For("j", n, [Store(dz.storage, di, grad, stream=stream)])]
         else:
             term = S.apply("where", S.apply("eq", tv, c(0)), c(0),
                            S.apply("mul", tv, S.apply("sub", S.apply("sub", xv, m), ls)))
             grad = S.apply("mul", S.apply("sub", S.apply("mul", p, local("tot", dt)), tv), g)
             body += [Assign("acc", c(0)),
-                     For("j", n, [Store(dz.storage, di, grad, stream=stream),
+                     For("j", n, [Store(dz.storage, di, grad),
                                   Assign("acc", S.apply("add", local("acc", dt), term), reduction=True)]),
                      Store(loss.storage, r, S.apply("neg", local("acc", dt)))]
         self.emit("softmax_ce_grad", [For("i0", nrows, body, parallel=True)], rows.size * 3,
                   [repr(z.storage)], [repr(loss.storage), repr(dz.storage)])
         self.env[id(node.outputs[0])] = loss.reshape(self.shape_of[id(node.outputs[0])])
         self.env[id(node.outputs[1])] = dz.reshape(self.shape_of[id(node.outputs[1])])
-
-    def _prefetch_next(self, rows, dz, r, n, V0):
-        if "pf" not in V0 or isinstance(n, SymInt):
-            return []
-        per = 64 // np.dtype(rows.dtype).itemsize
-        k = var("k")
-        nxt = iadd(r, iconst(2 if "pf2" in V0 else 1))
-        out = [For("k", -(-n // per), [Prefetch(rows.storage, rows.index([nxt, imul(k, iconst(per))]))])]
-        if "pfw" in V0:
-            out.append(For("k", -(-n // per), [Prefetch(dz.storage, dz.index([nxt, imul(k, iconst(per))]), write=True)]))
-        return out
-
-    def _ce_row_buffer(self, dtype: str, n):
-        """A per-thread scratch row of ``n`` elements for the fused cross-entropy, or None
-        when ``n`` is only known at run time or the row would crowd the L1 cache (or a GPU
-        block's shared memory): then the gradient row itself holds ``exp(x - max)``."""
-        if isinstance(n, SymInt) or n == 0 or n * np.dtype(dtype).itemsize > CE_SCRATCH_MAX_BYTES:
-            return None
-        return self.scratch(dtype, n)
 
     def _row_label(self, labels: View, nrows: int, r, n: int) -> S.SExpr:
         """The class label of row ``r``: the one place the fused cross-entropy reads a label,
