@@ -496,3 +496,61 @@ def test_cuda_rendering_of_sign_softmax_and_hyperbolics_matches_on_the_host():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=0, equal_nan=True)
     t = torch.tensor(rows.astype(np.float64))
     np.testing.assert_allclose(got[3], torch.softmax(t, -1).numpy(), rtol=1e-6, equal_nan=True)
+
+
+# --- the fused cross-entropy kernel at odd row lengths ------------------------------------------
+
+def _ce_rows(n: int, dtype: str) -> np.ndarray:
+    """Random rows of ``n`` logits, then rows with a special value at the first, a middle and
+    the last position (the vector body and the scalar remainder of the row loops)."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((12, n)) * 3).astype(dtype)
+    specials = [(np.inf, 0), (np.nan, n // 2), (-np.inf, n - 1), (np.nan, n - 1), (np.inf, n - 1)]
+    for row, (value, col) in enumerate(specials, start=4):
+        x[row, col] = value
+    x[9] = -np.inf  # every logit -inf
+    x[10] = x[10] + np.float32(1e30)  # huge logits: log(sum) - (x - max) keeps the loss exact
+    x[11, : max(n - 1, 1)] = -np.inf  # one finite logit
+    return x
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("sparse", [True, False], ids=["labels", "probabilities"])
+@pytest.mark.parametrize("n", [1, 7, 9, 33, 1001])
+def test_fused_cross_entropy_at_odd_row_lengths_matches_torch(n, sparse, dtype, backend):
+    x = _ce_rows(n, dtype)
+    rng = np.random.default_rng(7)
+    if sparse:
+        targets = rng.integers(0, n, len(x))
+        targets[[0, 6, 7, 8]] = n - 1  # the label in the scalar remainder, on a special value
+        targets[11] = n - 1  # the one finite logit
+    else:
+        targets = rng.uniform(0.0, 1.0, x.shape).astype(dtype)
+        targets[:, :: 3] = 0.0  # zero targets on -inf logits add 0, not NaN
+        targets /= np.maximum(targets.sum(-1, keepdims=True), 1e-30)
+    loss, grad = run(backend, lambda z, t: [sg.nn.cross_entropy(z, t), sg.grad(sg.nn.cross_entropy(z, t), z)],
+                     x, targets)
+    if backend == "llvm":
+        z, t = sg.tensor("z", x.shape, dtype), sg.tensor("t", targets.shape, targets.dtype.name)
+        f = sg.compile([z, t], [sg.grad(sg.nn.cross_entropy(z, t), z)], backend="llvm")
+        assert any("SoftmaxCrossEntropyWithGrad" in k.ops[0] for k in f.kernels)  # the fused kernel
+    zt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    if sparse:
+        rows = F.cross_entropy(zt, torch.tensor(targets), reduction="none")
+    else:  # a zero target adds 0 to the row's loss (torch: 0 * -inf = NaN), see docs/ops.md
+        tt = torch.tensor(targets.astype(np.float64))
+        rows = -torch.where(tt == 0, 0.0, tt * F.log_softmax(zt, -1)).sum(-1)
+    (want,) = torch.autograd.grad(rows.mean(), zt)
+    rows, want = rows.detach().numpy(), want.numpy()
+    ok = np.isfinite(rows)
+    rtol = {"float32": 2e-6, "float64": 1e-12}[dtype]
+    # the loss is the mean of the rows: NaN as soon as one row is; check it on the finite rows
+    assert np.isnan(loss) == (not ok.all())
+    finite_loss = run(backend, lambda z, t: sg.nn.cross_entropy(z, t), x[ok], targets[ok])
+    np.testing.assert_allclose(finite_loss, rows[ok].mean(), rtol=10 * rtol)
+    finite = np.isfinite(want).all(axis=-1)
+    assert finite.sum() >= 5
+    np.testing.assert_allclose(grad[finite], want[finite], rtol=rtol * 10, atol=1e-7 / len(x))
+    # a row torch makes (partly) NaN is wholly NaN here (docs/math-accuracy.md)
+    assert np.isnan(grad[~finite]).all()

@@ -61,6 +61,32 @@ def test_one_parallel_row_kernel_reading_the_logits_in_two_loops(dense):
     assert len({st.storage.sid for st in stores}) == 2  # the losses and the gradient
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_row_traffic_is_one_logits_stream_and_one_gradient_stream(dense):
+    """Per row, memory sees the logits read (pass 1; pass 2 and the label find the row in
+    cache) and the gradient row written: it is stored (pass 2) before any load of it (pass 3
+    and the label's element read it back from cache), so no read of stale gradient memory adds
+    a stream.  Each row loop stores to the gradient at most once."""
+    ins, outs, vals = _w6(64, 301, dense)
+    prog, (k,) = _fused_kernels(ins, outs, vals)
+    row = k.body[0].body
+    grad_sid = prog.outputs[[st.size for st in prog.outputs].index(64 * 301)].sid
+    order = []  # (kind, loop number) of every gradient access, in program order
+    for i, st in enumerate(row):
+        for s2 in walk([st]):
+            reads = _loads_of([s2], grad_sid) and not isinstance(s2, For)
+            if reads or (isinstance(s2, Store) and s2.storage.sid == grad_sid and s2.accumulate):
+                order.append(("load", i))
+            if isinstance(s2, Store) and s2.storage.sid == grad_sid:
+                order.append(("store", i))
+    assert order and order[0][0] == "store"
+    loops = [st for st in row if isinstance(st, For)]
+    for lp in loops:
+        assert sum(isinstance(s2, Store) and s2.storage.sid == grad_sid for s2 in walk(lp.body)) <= 1
+    logits_sid = prog.inputs[0].sid
+    assert sum(bool(_loads_of(lp.body, logits_sid)) for lp in loops) <= (3 if dense else 2)
+
+
 def _function_asm(asm: str, prefix: str) -> str:
     m = re.search(rf"^({prefix}_\w+):(.*?)^\.Lfunc_end", asm, re.S | re.M)
     assert m, f"{prefix} kernel missing from the assembly"
