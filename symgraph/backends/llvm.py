@@ -482,6 +482,8 @@ class LLVMProgram:
                     and llvm_warm.usable() and not self.uses_values:
                 warm_key = llvm_warm.entry_key(self.graph_key, key, warm_context(variant))
             spec = self._instance(key, values)
+            if spec is not None and warm_key is not None:  # a later process starts warm here too
+                llvm_warm.store(warm_key, spec.key, spec.prog, spec.dim_values)
             if spec is None and warm_key is not None:
                 spec = self._warm_start(key, warm_key, variant)
             if spec is None and self.shape_generic:
