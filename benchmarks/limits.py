@@ -24,7 +24,9 @@ also a fraction of what the machine can do.  Three kinds of limit:
   i.e. NumPy's OpenBLAS, the BLAS symgraph's llvm backend calls; its thread count is set the
   way symgraph sets it (``llvm_jit.set_blas_threads``, OpenBLAS's own threads).
 
-Every figure is the median of repeated timed calls after a warm-up call.  Nothing here needs a
+Every figure is the median of repeated timed calls after a warm-up call; the best repeat is
+recorded too, and the report's fractions use it: on a shared machine other work only ever
+makes a limit look lower, and a limit measured low would inflate every fraction.  Nothing here needs a
 compiler beyond llvmlite.
 """
 
@@ -292,15 +294,16 @@ def run_threads(jobs: list[Callable[[], None]], cores: list[int | None]) -> floa
     return time.perf_counter() - t0
 
 
-def median_time(sample: Callable[[], float], repeats: int, min_seconds: float = 0.0) -> float:
-    """Median of ``sample()`` (seconds) after one warm-up: at least ``repeats`` samples and
-    at least ``min_seconds`` of sampling."""
+def sample_times(sample: Callable[[], float], repeats: int,
+                 min_seconds: float = 0.0) -> tuple[float, float]:
+    """``(median, best)`` of ``sample()`` (seconds) after one warm-up: at least ``repeats``
+    samples and at least ``min_seconds`` of sampling."""
     sample()
     times: list[float] = []
     t_end = time.perf_counter() + min_seconds
     while len(times) < repeats or time.perf_counter() < t_end:
         times.append(sample())
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def cores_for(threads: int) -> list[int | None]:
@@ -333,14 +336,16 @@ def memory_bandwidth(thread_counts: list[int], array_bytes: int, repeats: int,
     value = aligned_empty(lanes)
     value.fill(3.0)
     result: dict = {k: {} for k in MEMORY_KINDS}
+    best: dict = {k: {} for k in MEMORY_KINDS}
     for t in thread_counts:
         chunk = n // t // (UNROLL * lanes) * (UNROLL * lanes)
         for kind in MEMORY_KINDS:
             jobs = [_memory_job(fns[kind], kind, a, b, scratch, value, i, chunk, lanes)
                     for i in range(t)]
-            secs = median_time(lambda: run_threads(jobs, cores_for(t)), repeats)
-            result[kind][str(t)] = BYTES_PER_ELEMENT[kind] * chunk * t / secs / 1e9
-    return {"array_bytes": int(4 * n), "lanes": lanes, "gb_per_s": result}
+            med, low = sample_times(lambda: run_threads(jobs, cores_for(t)), repeats)
+            moved = BYTES_PER_ELEMENT[kind] * chunk * t / 1e9
+            result[kind][str(t)], best[kind][str(t)] = moved / med, moved / low
+    return {"array_bytes": int(4 * n), "lanes": lanes, "gb_per_s": result, "gb_per_s_best": best}
 
 
 def _memory_job(fn, kind, a, b, scratch, value, i, chunk, lanes) -> Callable[[], None]:
@@ -368,13 +373,14 @@ def fma_peak(thread_counts: list[int], info: dict, repeats: int, target_s: float
         sink = np.zeros(lanes * max(thread_counts), dtype)
         flop_per_iter = 2 * 2 * chains * lanes  # two rounds of `chains` vector FMAs, 2 flop each
         iters = _calibrate(lambda k: fn(params.ctypes.data, k, sink.ctypes.data), target_s)
-        rates = {}
+        rates, best = {}, {}
         for t in thread_counts:
             jobs = [(lambda i=i: fn(params.ctypes.data, iters, sink.ctypes.data + size * lanes * i))
                     for i in range(t)]
-            secs = median_time(lambda: run_threads(jobs, cores_for(t)), repeats)
-            rates[str(t)] = flop_per_iter * iters * t / secs / 1e9
-        out[name] = {"lanes": lanes, "gflop_per_s": rates,
+            med, low = sample_times(lambda: run_threads(jobs, cores_for(t)), repeats)
+            flop = flop_per_iter * iters * t / 1e9
+            rates[str(t)], best[str(t)] = flop / med, flop / low
+        out[name] = {"lanes": lanes, "gflop_per_s": rates, "gflop_per_s_best": best,
                      "instruction": fma_instruction(code.assembly, info["fma"])}
         if not math.isfinite(float(sink.sum())):
             raise RuntimeError("the FMA loop produced a non-finite value")
@@ -414,15 +420,17 @@ def openblas_info() -> dict:
 
 
 def gemm_rate(thread_counts: list[int], sizes: list[int], repeats: int, min_seconds: float) -> dict:
-    """GFLOP/s of float32 ``np.matmul`` (OpenBLAS sgemm) ``{n: {threads: GFLOP/s}}``."""
+    """GFLOP/s of float32 ``np.matmul`` (OpenBLAS sgemm): ``{"float32": {n: {threads: median
+    GFLOP/s}}, "float32_best": the same from the best repeat}``."""
     from symgraph.backends import llvm_jit
     rng = np.random.default_rng(0)
     out: dict = {}
+    best: dict = {}
     for n in sizes:
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = rng.standard_normal((n, n), dtype=np.float32)
         c = np.empty((n, n), np.float32)
-        out[str(n)] = {}
+        out[str(n)], best[str(n)] = {}, {}
         for t in thread_counts:
             llvm_jit.set_blas_threads(t)
 
@@ -430,9 +438,9 @@ def gemm_rate(thread_counts: list[int], sizes: list[int], repeats: int, min_seco
                 t0 = time.perf_counter()
                 np.matmul(a, b, out=c)
                 return time.perf_counter() - t0
-            secs = median_time(sample, repeats, min_seconds)
-            out[str(n)][str(t)] = 2.0 * n ** 3 / secs / 1e9
-    return out
+            med, low = sample_times(sample, repeats, min_seconds)
+            out[str(n)][str(t)], best[str(n)][str(t)] = 2.0 * n ** 3 / med / 1e9, 2.0 * n ** 3 / low / 1e9
+    return {"float32": out, "float32_best": best}
 
 
 # --------------------------------------------------------------------------- the whole run
@@ -453,27 +461,38 @@ def measure(thread_counts: list[int], tiny: bool = False, gemm_sizes=GEMM_SIZES,
     gemm = gemm_rate(thread_counts, sizes, repeats=2 if tiny else 3,
                      min_seconds=0.0 if tiny else 0.15)
     return {"host": info, "threads": thread_counts, "memory": memory, "fma": fma,
-            "gemm": {"float32": gemm, "blas": openblas_info()},
+            "gemm": dict(gemm, blas=openblas_info()),
             "seconds": time.perf_counter() - t0, "tiny": tiny}
 
 
-def bandwidth(limits: dict, threads: int, kind: str = "copy") -> float | None:
-    """The best GB/s of ``kind`` (``read``/``write``/``copy``, ordinary or non-temporal
-    stores) at ``threads``; None when not measured."""
-    table = limits.get("memory", {}).get("gb_per_s", {})
+def _table(section: dict, key: str, best: bool) -> dict:
+    """``section[key + "_best"]`` when asked for and present, else ``section[key]``."""
+    return section.get(key + "_best", section.get(key, {})) if best else section.get(key, {})
+
+
+def bandwidth(limits: dict, threads: int, kind: str = "copy", best: bool = True) -> float | None:
+    """GB/s of ``kind`` (``read``/``write``/``copy``; the better of ordinary and non-temporal
+    stores) at ``threads``, from the best repeat (``best``) or the median; None when not
+    measured."""
+    table = _table(limits.get("memory", {}), "gb_per_s", best)
     found = [table[k][str(threads)] for k in (kind, kind + "_nt")
              if k in table and str(threads) in table[k]]
     return max(found) if found else None
 
 
-def gemm(limits: dict, threads: int, n: int) -> tuple[int, float] | None:
+def fma_rate(limits: dict, threads: int, best: bool = True) -> float | None:
+    """float32 FMA-loop GFLOP/s at ``threads`` (best repeat or median); None if not measured."""
+    return _table(limits.get("fma", {}).get("float32", {}), "gflop_per_s", best).get(str(threads))
+
+
+def gemm(limits: dict, threads: int, n: int, best: bool = True) -> tuple[int, float] | None:
     """``(size, GFLOP/s)`` of the measured GEMM size closest to ``n`` (in log scale)."""
-    table = limits.get("gemm", {}).get("float32", {})
+    table = _table(limits.get("gemm", {}), "float32", best)
     sizes = [int(s) for s in table if str(threads) in table[s]]
     if not sizes:
         return None
-    best = min(sizes, key=lambda s: (abs(math.log(s / n)), -s))
-    return best, table[str(best)][str(threads)]
+    size = min(sizes, key=lambda s: (abs(math.log(s / n)), -s))
+    return size, table[str(size)][str(threads)]
 
 
 def markdown(limits: dict) -> str:
@@ -483,26 +502,30 @@ def markdown(limits: dict) -> str:
     head = "| limit | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}" for t in ts) + " |"
     lines = [head, "|---|" + "---|" * len(ts)]
 
-    def row(label: str, values: dict, unit: str) -> None:
-        cells = [f"{values[str(t)]:.3g} {unit}" if str(t) in values else "-" for t in ts]
+    def row(label: str, values: dict, best: dict, unit: str) -> None:
+        cells = [f"{values[str(t)]:.3g} {unit}" + (f" (best {best[str(t)]:.3g})" if str(t) in best else "")
+                 if str(t) in values else "-" for t in ts]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     labels = {"read": "read (sum)", "write": "write (fill)", "write_nt": "write (fill), streaming stores",
               "copy": "copy (read + write counted)", "copy_nt": "copy, streaming stores"}
     mib = mem["array_bytes"] / (1 << 20)
     for kind in MEMORY_KINDS:
-        row(f"{labels[kind]}, float32 {mib:.0f} MiB", mem["gb_per_s"][kind], "GB/s")
+        row(f"{labels[kind]}, float32 {mib:.0f} MiB", mem["gb_per_s"][kind],
+            mem.get("gb_per_s_best", {}).get(kind, {}), "GB/s")
     unit = "FMA" if fma["fused"] else "mul+add"
     for name in ("float32", "float64"):
         f = fma[name]
         what = f"{f['lanes']} lanes × {fma['chains']} chains" + (
             f", `{f['instruction']}`" if f["instruction"] else "")
-        row(f"{unit} peak {name} ({fma['vector_bits']}-bit, {what})", f["gflop_per_s"], "GFLOP/s")
+        row(f"{unit} peak {name} ({fma['vector_bits']}-bit, {what})", f["gflop_per_s"],
+            f.get("gflop_per_s_best", {}), "GFLOP/s")
     blas = limits["gemm"]["blas"]
     name = blas.get("library") or "BLAS"
     core = f", {blas['core']} kernel" if blas.get("core") else ""
+    best = limits["gemm"].get("float32_best", {})
     for n, values in limits["gemm"]["float32"].items():
-        row(f"GEMM float32 {n}² ({name}{core})", values, "GFLOP/s")
+        row(f"GEMM float32 {n}² ({name}{core})", values, best.get(n, {}), "GFLOP/s")
     return "\n".join(lines)
 
 

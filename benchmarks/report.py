@@ -167,7 +167,7 @@ def limit_of(workload: str, sizes, limits: dict, threads: int) -> dict | None:
         return None
     n, rate = found
     out = {"label": f"GEMM {n}² {rate:.3g} GFLOP/s", "seconds": work.amount / (rate * 1e9)}
-    fma = limits.get("fma", {}).get("float32", {}).get("gflop_per_s", {}).get(str(threads))
+    fma = machine_limits.fma_rate(limits, threads)
     if fma:
         out["fma_seconds"] = work.amount / (fma * 1e9)
     return out
@@ -225,7 +225,8 @@ def limits_section(limits: dict | None) -> str:
         return f"### Machine limits\n\nNot measured: {limits['failed']}\n"
     return ("### Machine limits\n\n"
             f"Measured by `benchmarks/limits.py` in {limits['seconds']:.1f} s before the workloads "
-            "(median of repeats; the memory loops and the FMA loop are LLVM IR compiled for "
+            "(median of the repeats, the best repeat in parentheses; the fractions below use "
+            "the best repeat; the memory loops and the FMA loop are LLVM IR compiled for "
             f"`{limits['host']['cpu']}`).\n\n" + machine_limits.markdown(limits) + "\n")
 
 
