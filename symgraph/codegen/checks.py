@@ -62,8 +62,10 @@ class CheckSite:
 
     @property
     def extremes(self) -> bool:
-        """Whether native code must keep this site's smallest and largest value."""
-        return self.kind == "label" or self.hi <= self.lo
+        """Whether native code must keep this site's smallest and largest value (always for
+        a bound that is a run-time size: its range may turn out empty)."""
+        from .symdim import SymInt
+        return self.kind == "label" or isinstance(self.hi, SymInt) or self.hi <= self.lo
 
     def message(self, words) -> str:
         """The error text from this site's ``WORDS_PER_SITE`` error words."""
@@ -106,7 +108,7 @@ def raise_index_error(sites: list[CheckSite], words, dim_values: tuple = ()) -> 
         if site_words[BAD]:
             if dim_values:
                 shapes = tuple(tuple(evaluate(d, dim_values) for d in shp) for shp in s.shapes)
-                s = dataclasses.replace(s, shapes=shapes)
+                s = dataclasses.replace(s, shapes=shapes, hi=evaluate(s.hi, dim_values))
             raise IndexError(s.message(site_words))
     raise IndexError("an index was out of bounds (the failing check could not be identified)")
 

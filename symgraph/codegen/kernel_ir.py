@@ -174,7 +174,7 @@ def checked(index: S.SExpr, site: int, lo: int, hi: int, extremes: bool = False)
     ``checks.STATUS_INDEX_ERROR``.  The node has a side effect, so renderers never hoist or
     share it as a pure expression.
     """
-    return S.SExpr("checked", (index,), (int(site), int(lo), int(hi), bool(extremes)), "int64")
+    return S.SExpr("checked", (index,), (int(site), int(lo), _size(hi), bool(extremes)), "int64")
 
 
 def checked_sites(body: list) -> list[int]:

@@ -549,7 +549,12 @@ class KernelEmitter:
                 if word in vals:
                     b.atomic_rmw(op, self.mb.site_slot(b, site, word, self.error_base), vals[word],
                                  "monotonic")
-            if info.hi > info.lo:
+            if isinstance(info.hi, SymInt):  # a run-time bound (extremes are kept)
+                span = b.sub(self.size(info.hi), ir.Constant(I64, info.lo))
+                bad = b.select(b.icmp_signed(">", span, ir.Constant(I64, 0)),
+                               b.icmp_unsigned(">=", vals[UMAX], span),
+                               b.icmp_signed("<=", vals[MIN], vals[MAX]))
+            elif info.hi > info.lo:
                 bad = b.icmp_unsigned(">=", vals[UMAX], ir.Constant(I64, info.hi - info.lo))
             else:  # an empty range: any value seen is bad
                 bad = b.icmp_signed("<=", vals[MIN], vals[MAX])
@@ -886,6 +891,12 @@ class KernelEmitter:
         if extremes:
             update(MIN, "smin", v)
             update(MAX, "smax", v)
+        if isinstance(hi, SymInt):  # a run-time bound: an empty range clamps to lo
+            span = b.sub(self.size(hi), ir.Constant(I64, lo))
+            last = b.sub(span, ir.Constant(I64, 1))
+            safe = b.call(self.mb.intrinsic("llvm.umin", [I64]), [d, last])
+            safe = b.select(b.icmp_signed(">", span, ir.Constant(I64, 0)), safe, ir.Constant(I64, 0))
+            return b.add(safe, ir.Constant(I64, lo)) if lo else safe
         if hi <= lo:
             return ir.Constant(I64, lo)
         safe = b.call(self.mb.intrinsic("llvm.umin", [I64]), [d, ir.Constant(I64, hi - lo - 1)])

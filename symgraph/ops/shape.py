@@ -501,7 +501,9 @@ def _broadcast_to_shape(shape: tuple, target: tuple) -> tuple:
     padded = (1,) * (len(target) - len(shape)) + tuple(shape)
     out = []
     for axis, (d, t) in enumerate(zip(padded, target)):
-        if d is not None and t is not None and d not in (1, t):
+        # (a static 1 broadcasts without a question about t; for symbolic sizes being
+        # generated, "equal" is the question to ask)
+        if d is not None and t is not None and not (type(d) is int and d == 1) and d != t:
             need = "1" if t == 1 else f"1 or {t}"
             raise ShapeError(f"broadcast_to: cannot broadcast {format_shape(shape)} to "
                              f"{format_shape(target)}: dimension {axis - len(target)} is {d}, "

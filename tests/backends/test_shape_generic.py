@@ -248,3 +248,27 @@ def test_sizes_from_unknown_dims_random_draws_arange_zeros_one_hot():
         np.testing.assert_array_equal(z, np.ones((k, 3)))
         np.testing.assert_array_equal(oh, np.eye(4)[np.arange(k) % 4])
     assert f.program.generations == 1
+
+
+def test_gathers_along_an_unknown_dim_stay_generic_and_checked():
+    """Theano's NLL ``log(p)[arange(n), y]``: the row indices are checked against the run-time
+    batch size (not pinned to one), and a bad index still raises NumPy's IndexError."""
+    z = sg.tensor("z", (None, 5), "float64")
+    y = sg.tensor("y", (None,), "int64")
+    i = sg.tensor("i", (None,), "int64")
+    nll = -sg.mean(sg.log(sg.nn.softmax(z))[sg.arange(z.shape[0]), y])
+    f = sg.compile([z, y, i], [nll, sg.grad(nll, z), z[i]])
+    rng = np.random.default_rng(4)
+    for n in (3, 8, 1):
+        zv, yv = rng.standard_normal((n, 5)), rng.integers(0, 5, n)
+        iv = rng.integers(-n, n, 4)
+        loss, g, rows = f(zv, yv, iv)
+        p = np.exp(zv) / np.exp(zv).sum(1, keepdims=True)
+        np.testing.assert_allclose(loss, -np.log(p[np.arange(n), yv]).mean(), rtol=1e-12)
+        want_g = p.copy()
+        want_g[np.arange(n), yv] -= 1
+        np.testing.assert_allclose(g, want_g / n, rtol=1e-10, atol=1e-14)
+        np.testing.assert_array_equal(rows, zv[iv])
+    assert f.program.generations == 1
+    with pytest.raises(IndexError, match=r"index 6 is out of bounds for axis 0 with size 3"):
+        f(np.zeros((3, 5)), np.zeros(3, "int64"), np.array([0, 6]))

@@ -121,7 +121,7 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
         The result is always a safe index in ``[lo, hi - 1]``.
         """
         node = self.current
-        site = CheckSite(len(self.checks), kind, int(lo), int(hi),
+        site = CheckSite(len(self.checks), kind, int(lo), _size(hi),
                          _op_label(node) if node is not None else "gather", int(axis),
                          tuple(tuple(self.shape_of.get(id(v), getattr(v.type, "shape", ())))
                                for v in node.inputs) if node is not None else (),

@@ -8,6 +8,7 @@ import math
 from ...graph.types import is_float
 from .._scalar import S
 from ..kernel_ir import Assign, For, Store, View, iconst, load, local, var
+from ..symdim import SymInt
 from .helpers import combine
 
 
@@ -175,7 +176,7 @@ class NNLowering:
 
     def _row_values(self, v: View, row_shape, r) -> S.SExpr:
         """Row ``r``'s value of ``v`` broadcast to ``row_shape`` (one load; no copy for a scalar)."""
-        if v.size == 1:
+        if not isinstance(v.size, SymInt) and v.size == 1:
             return load(v.storage, iconst(v.offset))
         b = self.contiguous(v.broadcast(tuple(row_shape)))
         return b.reshape((b.size,)).load([r])
