@@ -17,14 +17,19 @@ from .conv_direct import DirectConv
 # ``None``: choose per shape (``conv_path``); ``"im2col"`` or ``"direct"`` forces a path
 # (tests run every path on every shape through this switch)
 FORCE_PATH: str | None = None
-# the direct path is chosen when one output pixel's reduction (c*kh*kw) is at most this:
-# below it the GEMM's depth is too short for BLAS to amortise the patch matrix it needs
-DIRECT_MAX_DEPTH = 256
+# the direct path's limits (measured, see docs/architecture-codegen.md): the reduction depth
+# of one output element (c*kh*kw forward and for the weight gradient, o*kh*kw for the input
+# gradient) above which BLAS on the patch matrix wins, and the least number of channels
+# along the vectorised axis (o, or c for the input gradient): one AVX-512 vector of float32
+DIRECT_MAX_DEPTH = 1024
+DIRECT_MIN_LANES = 16
 
 
-def conv_path(c, o, kh: int, kw: int, spatial) -> str:
-    """The path for a convolution with ``c`` input and ``o`` output channels, a ``kh x kw``
-    window and the per-image sizes ``spatial`` (input and output heights and widths).
+def conv_path(kind: str, c, o, kh: int, kw: int, spatial) -> str:
+    """The path (``"direct"`` or ``"im2col"``) for the ``kind`` (``"forward"``,
+    ``"grad_weight"``, ``"grad_input"``) of a convolution with ``c`` input and ``o`` output
+    channels, a ``kh x kw`` window and the per-image sizes ``spatial`` (input and output
+    heights and widths).
 
     Sizes of one image only, never the batch size: the path (and so the summation order) is
     the same for every batch size, and a symbolic batch dim needs no guard.  A symbolic
@@ -33,7 +38,8 @@ def conv_path(c, o, kh: int, kw: int, spatial) -> str:
         return FORCE_PATH
     if any(isinstance(d, SymInt) for d in (c, o, *spatial)):
         return "im2col"
-    return "direct" if c * kh * kw <= DIRECT_MAX_DEPTH else "im2col"
+    depth, lanes = (o * kh * kw, c) if kind == "grad_input" else (c * kh * kw, o)
+    return "direct" if depth <= DIRECT_MAX_DEPTH and lanes >= DIRECT_MIN_LANES else "im2col"
 
 
 def _clamp(e: S.SExpr, hi: int) -> S.SExpr:
@@ -73,7 +79,7 @@ class ConvLowering(DirectConv):
         w = self.contiguous(self.view(node.inputs[1]))
         n, o, oh, ow = self.shape_of[id(node.outputs[0])]
         c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
-        if conv_path(c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow)) == "direct":
+        if conv_path("forward", c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow)) == "direct":
             self._publish_conv(node, self._direct_forward(x, w, op.stride, op.padding, oh, ow))
             return
         col = self._im2col(x, kh, kw, op.stride, op.padding, oh, ow)
@@ -103,7 +109,7 @@ class ConvLowering(DirectConv):
         ckk, np_ = c * kh * kw, n * oh * ow
         if np_ == 0:
             self.map_kernel("zeros", out, S.const(0, out.dtype), [])
-        elif conv_path(c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow)) == "direct":
+        elif conv_path("grad_weight", c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow)) == "direct":
             self._direct_grad_weight(x, gv, out, op.stride, op.padding)
         else:
             col = self._im2col(x, kh, kw, op.stride, op.padding, oh, ow)
@@ -122,7 +128,7 @@ class ConvLowering(DirectConv):
         o, _, kh, kw = w.shape
         _, _, oh, ow = gv.shape
         ckk, np_ = c * kh * kw, n * oh * ow
-        if conv_path(c, o, kh, kw, (h, wd, oh, ow)) == "direct":
+        if conv_path("grad_input", c, o, kh, kw, (h, wd, oh, ow)) == "direct":
             out = self.out_view(node.outputs[0])
             self._direct_grad_input(gv, w, out, op.stride, op.padding)
             self.env[id(node.outputs[0])] = out

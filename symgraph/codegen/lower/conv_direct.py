@@ -20,7 +20,10 @@ from ..kernel_ir import For, If, Store, View, iadd, iconst, imul, var
 
 PIX = 4  # output pixels updated per statement group (register blocking along a row)
 GROUPS = 8  # batch groups of the weight gradient: partial sums reduced in a fixed order
-OUT_BLOCK = 4  # output channels summed per statement in the input gradient
+# the input gradient: output channels summed per statement, and pixels per statement group
+# (their product of broadcast gradient values stays in registers across the channel loop)
+GI_OUT = 8
+GI_PIX = 1
 
 
 def _sum(terms: list) -> S.SExpr:
@@ -117,9 +120,11 @@ class DirectConv:
         def block(x0: S.SExpr, count: int) -> list:
             stores = []
             for j in range(kw):
-                terms = [S.apply("mul", gt.load([b, y, iadd(x0, iconst(q)), oo]),
-                                 xp.load([b, ci, row, iadd(imul(iadd(x0, iconst(q)), iconst(sw)), iconst(j))]))
-                         for q in range(count)]
+                terms = []
+                for q in range(count):
+                    px = iadd(x0, iconst(q))
+                    terms.append(S.apply("mul", gt.load([b, y, px, oo]),
+                                         xp.load([b, ci, row, iadd(imul(px, iconst(sw)), iconst(j))])))
                 stores.append(Store(part.storage, part.index([t, ci, i, iconst(j), oo]), _sum(terms),
                                     accumulate="add"))
             return [For("o", o, stores)]
@@ -161,10 +166,10 @@ class DirectConv:
                     dst = acc.index([b, iadd(imul(y, iconst(sh)), i), iadd(imul(px, iconst(sw)), j), cc])
                     stores.append(Store(acc.storage, dst, _sum(terms), accumulate="add"))
                 return [For("c", c, stores)]
-            return _blocks(o, OUT_BLOCK, "ob", chans)
+            return _blocks(o, GI_OUT, "ob", chans)
 
         zero = _zero(acc, [b, var("zy"), var("zx"), cc], [("zy", hp), ("zx", wp), ("c", c)])
-        scatter = [For("y", oh, [For("wi", kh, [For("wj", kw, _blocks(ow, PIX, "xb", pixels))])])]
+        scatter = [For("y", oh, [For("wi", kh, [For("wj", kw, _blocks(ow, GI_PIX, "xb", pixels))])])]
         body = [For("i0", n, zero + scatter, parallel=True)]
         self.emit("conv_direct_grad_input", body, n * oh * ow * c * kh * kw * o,
                   [repr(g.storage), repr(w2.storage)], [repr(acc.storage)])
