@@ -80,7 +80,9 @@ class ConvLowering(DirectConv):
         n, o, oh, ow = self.shape_of[id(node.outputs[0])]
         c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
         if conv_path("forward", c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow)) == "direct":
-            self._publish_conv(node, self._direct_forward(x, w, op.stride, op.padding, oh, ow))
+            out = self.out_view(node.outputs[0])
+            self._direct_forward(x, w, out, op.stride, op.padding)
+            self.env[id(node.outputs[0])] = out
             return
         col = self._im2col(x, kh, kw, op.stride, op.padding, oh, ow)
         ckk, np_ = c * kh * kw, n * oh * ow

@@ -19,6 +19,7 @@ from .._scalar import S
 from ..kernel_ir import For, If, Store, View, iadd, iconst, imul, var
 
 PIX = 4  # output pixels updated per statement group (register blocking along a row)
+ACC_BYTES = 16384  # the forward accumulator block (output rows x width x channels): in L1
 GROUPS = 8  # batch groups of the weight gradient: partial sums reduced in a fixed order
 # the input gradient: output channels summed per statement, and pixels per statement group
 # (their product of broadcast gradient values stays in registers across the channel loop)
@@ -74,34 +75,43 @@ class DirectConv:
         self.emit("conv_pad", body, xp.size, [repr(x.storage)], [repr(xp.storage)])
         return xp
 
-    def _direct_forward(self, x: View, w: View, stride, padding, oh: int, ow: int) -> View:
-        """``conv2d(x, w)`` as an ``(n, o, oh, ow)`` view of a channels-last ``(n, oh, ow, o)``
-        array: per output row, ``acc[x, :] += sum_j wT[c, i, j, :] * xp[c, y*sh+i, x*sw+j]``."""
+    def _direct_forward(self, x: View, w: View, out: View, stride, padding) -> None:
+        """``out = conv2d(x, w)`` (NCHW): a block of ``rows`` output rows is accumulated
+        channels-last in ``acc[b]`` (``acc[y, x, :] += sum_j wT[c, i, j, :] *
+        xp[c, y*sh+i, x*sw+j]``, in L1, each weight slice serving the whole block), then
+        stored transposed into ``out[b, :, y, :]``."""
         (sh, sw), (ph, pw) = stride, padding
         n, c = x.shape[0], x.shape[1]
         o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+        oh, ow = out.shape[2], out.shape[3]
         xp = self._padded(x, ph, pw)
         wt = self.contiguous(w.permute((1, 2, 3, 0)))  # (c, kh, kw, o)
-        acc = self.temp(x.dtype, (n, oh, ow, o))
-        b, y, ci, i, oo = var("i0"), var("y"), var("c"), var("wi"), var("o")
-        row = iadd(imul(y, iconst(sh)), i)
+        rows = max(1, min(oh, ACC_BYTES // (ow * o * out.storage.itemsize)))
+        acc = self.temp(out.dtype, (n, rows, ow, o))
+        b, ci, i, oo, r, px = var("i0"), var("c"), var("wi"), var("o"), var("r"), var("x")
 
-        def block(x0: S.SExpr, count: int) -> list:
-            stores = []
-            for q in range(count):
-                px = iadd(x0, iconst(q))
-                terms = [S.apply("mul", wt.load([ci, i, iconst(j), oo]),
-                                 xp.load([b, ci, row, iadd(imul(px, iconst(sw)), iconst(j))]))
-                         for j in range(kw)]
-                stores.append(Store(acc.storage, acc.index([b, y, px, oo]), _sum(terms), accumulate="add"))
-            return [For("o", o, stores)]
+        def row_block(y0: S.SExpr, nrows: int) -> list:
+            def block(x0: S.SExpr, count: int) -> list:
+                stores = []
+                for q in range(count):
+                    at = iadd(x0, iconst(q))
+                    src = iadd(imul(iadd(y0, r), iconst(sh)), i)
+                    terms = [S.apply("mul", wt.load([ci, i, iconst(j), oo]),
+                                     xp.load([b, ci, src, iadd(imul(at, iconst(sw)), iconst(j))]))
+                             for j in range(kw)]
+                    stores.append(Store(acc.storage, acc.index([b, r, at, oo]), _sum(terms),
+                                        accumulate="add"))
+                return [For("o", o, stores)]
 
-        per_row = _zero(acc, [b, y, var("x"), oo], [("x", ow), ("o", o)])
-        per_row.append(For("c", c, [For("wi", kh, _blocks(ow, PIX, "xb", block))]))
-        body = [For("i0", n, [For("y", oh, per_row)], parallel=True)]
-        self.emit("conv_direct", body, acc.size * c * kh * kw,
-                  [repr(xp.storage), repr(wt.storage)], [repr(acc.storage)])
-        return acc.permute((0, 3, 1, 2))
+            body = _zero(acc, [b, r, px, oo], [("r", nrows), ("x", ow), ("o", o)])
+            body.append(For("c", c, [For("wi", kh, [For("r", nrows, _blocks(ow, PIX, "xb", block))])]))
+            body.append(For("r", nrows, [For("o", o, [For("x", ow, [
+                Store(out.storage, out.index([b, oo, iadd(y0, r), px]), acc.load([b, r, px, oo]))])])]))
+            return body
+
+        body = [For("i0", n, _blocks(oh, rows, "yb", row_block), parallel=True)]
+        self.emit("conv_direct", body, out.size * c * kh * kw,
+                  [repr(xp.storage), repr(wt.storage)], [repr(out.storage)])
 
     def _direct_grad_weight(self, x: View, g: View, out: View, stride, padding) -> None:
         """``dW[o, c, i, j] = sum_{b,y,x} g[b, o, y, x] * xp[b, c, y*sh+i, x*sw+j]``: ``GROUPS``
