@@ -166,8 +166,8 @@ class DirectConv:
         acc = self.temp(out.dtype, (n, hp, wp, c))
         b, y, i, j, cc = var("i0"), var("y"), var("wi"), var("wj"), var("c")
 
-        def pixels(x0: S.SExpr, npx: int) -> list:
-            def chans(o0: S.SExpr, count: int) -> list:
+        def chans(o0: S.SExpr, count: int) -> list:
+            def pixels(x0: S.SExpr, npx: int) -> list:
                 stores = []
                 for q in range(npx):
                     px = iadd(x0, iconst(q))
@@ -176,10 +176,10 @@ class DirectConv:
                     dst = acc.index([b, iadd(imul(y, iconst(sh)), i), iadd(imul(px, iconst(sw)), j), cc])
                     stores.append(Store(acc.storage, dst, _sum(terms), accumulate="add"))
                 return [For("c", c, stores)]
-            return _blocks(o, GI_OUT, "ob", chans)
+            return [For("y", oh, _blocks(ow, GI_PIX, "xb", pixels))]
 
         zero = _zero(acc, [b, var("zy"), var("zx"), cc], [("zy", hp), ("zx", wp), ("c", c)])
-        scatter = [For("y", oh, [For("wi", kh, [For("wj", kw, _blocks(ow, GI_PIX, "xb", pixels))])])]
+        scatter = [For("wi", kh, [For("wj", kw, _blocks(o, GI_OUT, "ob", chans))])]
         body = [For("i0", n, zero + scatter, parallel=True)]
         self.emit("conv_direct_grad_input", body, n * oh * ow * c * kh * kw * o,
                   [repr(g.storage), repr(w2.storage)], [repr(acc.storage)])
