@@ -151,3 +151,73 @@ def test_conv_path_selection_rule(monkeypatch):
     assert choose("forward", sym, 8, 3, 3, (8, 8, 6, 6)) == "im2col"
     monkeypatch.setattr(conv_lowering, "FORCE_PATH", "direct")
     assert choose("forward", 256, 256, 3, 3, (14, 14, 14, 14)) == "direct"
+
+
+def test_conv_results_do_not_depend_on_the_thread_count(path):
+    """The weight gradient's batch partial sums are fixed groups, so 1 and 2 threads agree
+    bit for bit (as does every other convolution kernel)."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((19, 3, 8, 8)).astype("float32")
+    w = rng.standard_normal((16, 3, 3, 3)).astype("float32")
+    g = rng.standard_normal((19, 16, 6, 6)).astype("float32")
+    outs = []
+    for threads in (1, 2):
+        xs, ws, gs = (sg.tensor(nm, a.shape) for nm, a in (("x", x), ("w", w), ("g", g)))
+        y = sg.nn.conv2d(xs, ws)
+        f = sg.compile([xs, ws, gs], [y] + sg.grad(sg.sum(y * gs), [xs, ws]), backend="llvm",
+                       threads=threads)
+        outs.append(f(x, w, g))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
+# --- the CUDA lowering shares the kernel IR: each path renders and runs as CUDA C ----------
+
+def _cuda_modules():
+    from symgraph.backends.cuda import CudaCodegen
+    from symgraph.compile import build_fgraph
+    from symgraph.rewrite import rewrite_graph
+    from tests.gpu.cases import convnet_step, convolution
+    out = []
+    for case in (convolution(), convnet_step()):
+        fg, ins, shared, _, _, _ = build_fgraph(case.inputs, case.outputs, case.updates)
+        rewrite_graph(fg, backend="cuda")
+        roots = ins + shared
+        values = list(case.values) + [s.get_value() for s in shared]
+        mod = CudaCodegen(fg, roots).module([np.shape(v) for v in values])
+        from symgraph.backends.reference import ReferenceProgram
+        out.append((case, mod, values, ReferenceProgram(fg, roots)(values)))
+    return out
+
+
+def test_conv_paths_run_as_cuda_c_on_the_host(path):
+    from tests.gpu.host_emulation import CXX, host_library, run_on_host
+    if CXX is None:
+        pytest.skip("no host C++ compiler")
+    rendered = _cuda_modules()
+    names = {k.name.rsplit("_", 1)[0] for _, mod, _, _ in rendered for k in mod.kernels}
+    assert ("conv_direct" in names) == (path == "direct") and ("im2col" in names) == (path == "im2col")
+    lib = host_library([mod for _, mod, _, _ in rendered])
+    for case, mod, values, expected in rendered:
+        got = run_on_host(mod, values, lib)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, np.asarray(b), rtol=case.rtol, atol=case.rtol)
+
+
+def test_direct_conv_kernels_compile_with_nvcc(monkeypatch):
+    from symgraph.backends import cuda_compiler
+    from symgraph.codegen.cuda_render import module_source
+    from tests.gpu.host_emulation import renamed_source, symbol
+    if cuda_compiler.find_nvcc() is None:
+        pytest.skip("nvcc is not installed")
+    monkeypatch.setattr(conv_lowering, "FORCE_PATH", "direct")
+    kernels = {}
+    for _, mod, _, _ in _cuda_modules():
+        for k in mod.kernels:
+            if k.mode != "cublas" and "conv" in k.name:
+                kernels.setdefault(symbol(k), renamed_source(k))
+    assert any("conv_direct_grad_input" in name for name in kernels)
+    source = module_source([]) + "\n" + "\n".join(kernels.values())
+    ptx = cuda_compiler.nvcc_compile(source, "sm_80", "ptx", ("-Xcicc", "-O0")).decode()
+    missing = [name for name in kernels if f".entry {name}(" not in ptx]
+    assert not missing
