@@ -221,3 +221,12 @@ def test_direct_conv_kernels_compile_with_nvcc(monkeypatch):
     ptx = cuda_compiler.nvcc_compile(source, "sm_80", "ptx", ("-Xcicc", "-O0")).decode()
     missing = [name for name in kernels if f".entry {name}(" not in ptx]
     assert not missing
+
+
+@pytest.mark.parametrize("n,c,o", [(0, 3, 16), (2, 0, 16), (2, 3, 0)])
+def test_conv_zero_size_axes(path, n, c, o):
+    f = _compile_conv((n, c, 6, 6), (o, c, 3, 3), (1, 1), (1, 1), "float32")
+    x, w, g = (np.ones(s, "float32") for s in ((n, c, 6, 6), (o, c, 3, 3), (n, o, 6, 6)))
+    for a, b in zip(f(x, w, g), numpy_conv(x, w, g, (1, 1), (1, 1))):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a, b)

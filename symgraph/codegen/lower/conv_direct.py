@@ -86,7 +86,7 @@ class DirectConv:
         oh, ow = out.shape[2], out.shape[3]
         xp = self._padded(x, ph, pw)
         wt = self.contiguous(w.permute((1, 2, 3, 0)))  # (c, kh, kw, o)
-        rows = max(1, min(oh, ACC_BYTES // (ow * o * out.storage.itemsize)))
+        rows = max(1, min(oh, ACC_BYTES // max(ow * o * out.storage.itemsize, 1)))
         acc = self.temp(out.dtype, (n, rows, ow, o))
         b, ci, i, oo, r, px = var("i0"), var("c"), var("wi"), var("o"), var("r"), var("x")
 
