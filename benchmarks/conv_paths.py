@@ -6,6 +6,10 @@ Usage: ``python benchmarks/conv_paths.py [--threads 1] [--repeats 5] [--shapes w
 Times are the best of ``--repeats`` rounds of process CPU time per call (robust to other jobs
 time-sharing the cores); prints a markdown table with direct / im2col and the path the
 selection rule picks.
+
+``--step``: the whole W4 training step instead, compiled three times (every convolution on
+im2col, every one direct, the per-shape selection) and timed alternately call by call in one
+process for ``--rounds`` rounds; prints the median wall and process CPU time per step.
 """
 
 from __future__ import annotations
@@ -68,12 +72,48 @@ def best_cpu_seconds(f, vals, repeats: int, calls: int = 3) -> float:
     return best
 
 
+def step_medians(threads: int, rounds: int) -> dict:
+    """Median (wall, CPU) seconds of W4's step per path setting, timed alternately."""
+    from benchmarks.peers.symgraph_peer import build_step
+    from benchmarks.workloads import make_data, sizes
+    data = make_data("w4", sizes(False))
+    fns = {}
+    for name, path in (("im2col", "im2col"), ("direct", "direct"), ("selection", None)):
+        conv_lowering.FORCE_PATH = path
+        try:
+            fns[name], _ = build_step("w4", data, threads, "llvm")
+        finally:
+            conv_lowering.FORCE_PATH = None
+        for _ in range(3):
+            fns[name](data["x"], data["y"])
+    times = {name: ([], []) for name in fns}
+    for _ in range(rounds):
+        for name, f in fns.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            f(data["x"], data["y"])
+            times[name][0].append(time.perf_counter() - wall)
+            times[name][1].append(time.process_time() - cpu)
+    return {name: (float(np.median(w)), float(np.median(c))) for name, (w, c) in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--step", action="store_true", help="time W4's whole step per path setting")
+    ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args()
+    if args.step:
+        res = step_medians(args.threads, args.rounds)
+        base = res["im2col"]
+        print(f"W4 step, threads {args.threads}, {args.rounds} alternating rounds, medians\n")
+        print("| convolutions | wall ms | CPU ms | wall / im2col | CPU / im2col |")
+        print("|---|---|---|---|---|")
+        for name, (wall, cpu) in res.items():
+            print(f"| {name} | {wall * 1e3:.1f} | {cpu * 1e3:.1f} | {wall / base[0]:.2f} "
+                  f"| {cpu / base[1]:.2f} |")
+        return
     print(f"threads {args.threads}; best of {args.repeats} rounds, process CPU ms per call\n")
     print("| shape | op | im2col ms | direct ms | direct / im2col | rule picks |")
     print("|---|---|---|---|---|---|")
