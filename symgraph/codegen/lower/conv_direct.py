@@ -4,10 +4,11 @@ Each kernel keeps its accumulator channels-last (the channel axis innermost and 
 the innermost loop runs over channels with unit stride in both the accumulator and a
 transposed copy of the weights: the loop the renderers vectorise, whatever the vector width.
 Register blocking is written into the statements: one loop iteration updates ``PIX`` output
-pixels (or ``kw`` window columns), so each loaded weight vector serves several pixels and each
-input value (loop-invariant in the channel loop, so loaded and broadcast once) serves several
-channels.  Accumulators stay in L1: one output row (forward), one padded input row window
-(input gradient) or one ``kw x channels`` slice of a partial weight gradient.
+pixels (or ``kw`` window columns, or sums ``GI_OUT`` output channels), so each loaded vector
+serves several multiply-adds and each scalar operand (loop-invariant in the channel loop, so
+loaded and broadcast once) serves every channel.  Accumulators stay in L1: a block of output
+rows (forward), one ``kw x channels`` slice of a partial weight gradient, or the padded
+channels-last input gradient of one image.
 
 Summation order depends only on the shapes of one image (never on the batch size or the thread
 count), so a choice made on sizes does not change results between calls.
