@@ -88,3 +88,15 @@ def test_shape_generic_benchmark_tiny():
     assert [r[0] for r in rows] == ["w2", "w4", "w6"]
     # each workload compiled with an unknown batch dim generated its code once
     assert all(r[-1] == "1" and float(r[3]) > 0 for r in rows), proc.stdout
+
+
+def test_conv_paths_benchmark_small():
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "conv_paths.py"), "--shapes", "rgb3x3",
+           "--repeats", "1"]
+    env = dict(os.environ, SYMGRAPH_CACHE_DIR="off")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = [line.strip("|").split("|") for line in proc.stdout.splitlines() if line.startswith("| rgb3x3")]
+    assert [r[1].strip() for r in rows] == ["forward", "grad_weight", "grad_input"]
+    # the rule's pick for each op: 16 output channels are enough lanes, 3 input channels are not
+    assert [r[-1].strip() for r in rows] == ["direct", "direct", "im2col"]

@@ -1,17 +1,52 @@
-"""Lowering of 2-d convolution: Conv2d (im2col + one GEMM for the batch), Conv2dGradWeight
-(im2col + GEMM) and Conv2dGradInput (GEMM + col2im)."""
+"""Lowering of 2-d convolution: Conv2d, Conv2dGradWeight and Conv2dGradInput, each on one of
+two paths chosen per shape by ``conv_path``:
+
+* ``"im2col"``: the patches copied into a ``(c*kh*kw, n*oh*ow)`` matrix and one BLAS GEMM for
+  the batch (col2im scatters the input gradient back);
+* ``"direct"``: generated loops with no patch matrix (``conv_direct``), vectorised over the
+  channels and register-blocked along output rows.
+"""
 
 from __future__ import annotations
 
 from .._scalar import S
 from ..kernel_ir import For, Gemm, If, Store, View, iadd, iconst, imul, var
+from ..symdim import SymInt
+from .conv_direct import DirectConv
+
+# ``None``: choose per shape (``conv_path``); ``"im2col"`` or ``"direct"`` forces a path
+# (tests run every path on every shape through this switch)
+FORCE_PATH: str | None = None
+# the direct path's limits (measured, see docs/architecture-codegen.md): the reduction depth
+# of one output element (c*kh*kw forward and for the weight gradient, o*kh*kw for the input
+# gradient) above which BLAS on the patch matrix wins, and the least number of channels
+# along the vectorised axis (o, or c for the input gradient): one AVX-512 vector of float32
+DIRECT_MAX_DEPTH = 1024
+DIRECT_MIN_LANES = 16
+
+
+def conv_path(kind: str, c, o, kh: int, kw: int, spatial) -> str:
+    """The path (``"direct"`` or ``"im2col"``) for the ``kind`` (``"forward"``,
+    ``"grad_weight"``, ``"grad_input"``) of a convolution with ``c`` input and ``o`` output
+    channels, a ``kh x kw`` window and the per-image sizes ``spatial`` (input and output
+    heights and widths).
+
+    Sizes of one image only, never the batch size: the path (and so the summation order) is
+    the same for every batch size, and a symbolic batch dim needs no guard.  A symbolic
+    channel or spatial size (vmap folding a batch into the channels) takes im2col."""
+    if FORCE_PATH is not None:
+        return FORCE_PATH
+    if any(isinstance(d, SymInt) for d in (c, o, *spatial)):
+        return "im2col"
+    depth, lanes = (o * kh * kw, c) if kind == "grad_input" else (c * kh * kw, o)
+    return "direct" if depth <= DIRECT_MAX_DEPTH and lanes >= DIRECT_MIN_LANES else "im2col"
 
 
 def _clamp(e: S.SExpr, hi: int) -> S.SExpr:
     return S.apply("maximum", S.apply("minimum", e, iconst(hi)), iconst(0))
 
 
-class ConvLowering:
+class ConvLowering(DirectConv):
     """``op_*`` methods of ``Lowerer`` for the convolution ops of symgraph.ops.nn."""
 
     def _im2col(self, x: View, kh, kw, stride, padding, oh, ow) -> View:
@@ -44,6 +79,11 @@ class ConvLowering:
         w = self.contiguous(self.view(node.inputs[1]))
         n, o, oh, ow = self.shape_of[id(node.outputs[0])]
         c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+        if conv_path("forward", c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow)) == "direct":
+            out = self.out_view(node.outputs[0])
+            self._direct_forward(x, w, out, op.stride, op.padding)
+            self.env[id(node.outputs[0])] = out
+            return
         col = self._im2col(x, kh, kw, op.stride, op.padding, oh, ow)
         ckk, np_ = c * kh * kw, n * oh * ow
         # one GEMM for the batch: (o, ckk) @ (ckk, n*p) -> (o, n, oh, ow); the graph value is
@@ -52,7 +92,10 @@ class ConvLowering:
         g = Gemm(prod.dtype, False, False, o, np_, ckk, w.storage, iconst(w.offset), ckk,
                  col.storage, iconst(0), np_, prod.storage, iconst(0), np_)
         self.emit("conv_gemm", [g], o * np_ * ckk, [repr(col.storage)], [repr(prod.storage)])
-        result = prod.permute((1, 0, 2, 3))
+        self._publish_conv(node, prod.permute((1, 0, 2, 3)))
+
+    def _publish_conv(self, node, result: View) -> None:
+        """Bind a convolution's result view, copied only when it is a program output."""
         if id(node.outputs[0]) in self.out_storage:
             out = self.out_view(node.outputs[0])
             self.copy(result, out)
@@ -68,6 +111,8 @@ class ConvLowering:
         ckk, np_ = c * kh * kw, n * oh * ow
         if np_ == 0:
             self.map_kernel("zeros", out, S.const(0, out.dtype), [])
+        elif conv_path("grad_weight", c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow)) == "direct":
+            self._direct_grad_weight(x, gv, out, op.stride, op.padding)
         else:
             col = self._im2col(x, kh, kw, op.stride, op.padding, oh, ow)
             gt = self._channels_first(gv)
@@ -85,6 +130,11 @@ class ConvLowering:
         o, _, kh, kw = w.shape
         _, _, oh, ow = gv.shape
         ckk, np_ = c * kh * kw, n * oh * ow
+        if conv_path("grad_input", c, o, kh, kw, (h, wd, oh, ow)) == "direct":
+            out = self.out_view(node.outputs[0])
+            self._direct_grad_input(gv, w, out, op.stride, op.padding)
+            self.env[id(node.outputs[0])] = out
+            return
         gt = self._channels_first(gv)
         # col (ckk, n*p) = W^T (ckk, o) @ g (o, n*p), then scattered back onto the input
         colg = self.temp(gv.dtype, (ckk, n, oh * ow))
