@@ -314,3 +314,12 @@ def test_variable_eval_and_summary():
     assert len(y._eval_functions) == 1  # compiled once
     w = sg.shared(np.zeros((3, 4), np.float32), name="w")
     assert "total: 12" in sg.nn.summary([w])
+
+
+def test_flatten_takes_unknown_dims_and_an_empty_batch():
+    x = sg.tensor("x", (None, 3, None, 2))
+    f = sg.compile([x], sg.nn.Flatten()(x))
+    for shape in [(2, 3, 4, 2), (0, 3, 1, 2), (5, 3, 2, 2)]:
+        a = np.random.default_rng(0).random(shape).astype("float32")
+        np.testing.assert_array_equal(f(a), a.reshape(shape[0], int(np.prod(shape[1:]))))
+    assert str(sg.nn.Flatten()(sg.tensor("y", (None, 3, 4, 2))).type) == "float32[?, 24]"

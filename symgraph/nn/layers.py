@@ -176,10 +176,14 @@ class Flatten(Layer):
 
     def __call__(self, x, train: bool = False) -> Variable:
         x = as_variable(x)
-        rest = x.type.shape[1:]
-        if any(d is None for d in rest):
-            raise ValueError(f"{self.name}: every axis after the first must be static, got {x.type.shape}")
-        return reshape(x, (-1, int(np.prod(rest, dtype=np.int64))))
+        if x.ndim < 1:
+            raise ValueError(f"{self.name}: needs at least one axis, got {x.type}")
+        # both sizes spelled out (no -1, which an empty batch makes ambiguous); symbolic
+        # where the dims are unknown
+        rest = 1
+        for d in x.shape[1:]:
+            rest = rest * d
+        return reshape(x, (x.shape[0], rest))
 
 
 class Activation(Layer):
