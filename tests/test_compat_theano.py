@@ -81,6 +81,25 @@ def test_set_and_inc_subtensor_switch_tensordot_batched_dot():
     np.testing.assert_allclose(contract(av, cv), np.tensordot(av, cv, axes=[[1, 2], [0, 1]]))
 
 
+def test_zeros_ones_alloc_with_symbolic_shapes():
+    """``T.zeros`` / ``T.ones`` / ``T.alloc`` take ints, ``x.shape`` or ``x.shape[i]`` (floatX
+    unless a dtype is given); ``zeros_like`` / ``ones_like`` take a dtype; ``alloc`` carries the
+    gradient back to its value, summed over the broadcast axes."""
+    x, n = T.dmatrix("x"), T.lscalar("n")
+    b = theano.shared(np.array([1.0, 2.0, 3.0]), "b")
+    outs = [T.zeros(x.shape), T.zeros((x.shape[0], 2)), T.ones(5, dtype="int32"), T.zeros(n),
+            T.alloc(0.0, x.shape[0], 3), T.alloc(np.float32(2), n, x.shape[1]),
+            T.zeros_like(x, dtype="int64"), T.ones_like(x), T.alloc(b, n, 3)]
+    outs.append(T.grad((T.alloc(b, x.shape[0], 3) * x).sum(), b))
+    xv = np.arange(12.0).reshape(4, 3)
+    want = [np.zeros((4, 3)), np.zeros((4, 2)), np.ones(5, "int32"), np.zeros(2), np.zeros((4, 3)),
+            np.full((2, 3), 2, "float32"), np.zeros((4, 3), "int64"), np.ones((4, 3)),
+            np.tile([1.0, 2.0, 3.0], (2, 1)), xv.sum(0)]
+    for got, w in zip(theano.function([x, n], outs)(xv, 2), want):
+        assert got.dtype == w.dtype
+        np.testing.assert_array_equal(got, w)
+
+
 def test_function_options():
     x, unused = T.dvector("x"), T.dvector("unused")
     with pytest.raises(ValueError, match="input 1 \\(unused\\) is not used"):
