@@ -207,7 +207,7 @@ def test_denoising_autoencoder_matches_torch_and_corrupts():
     srng = theano.shared_randomstreams.RandomStreams(7)
 
     def cost_of(corruption_level):
-        tilde = srng.binomial(size=T.shape(x), n=1, p=1 - corruption_level, dtype="float64") * x
+        tilde = srng.binomial(size=x.shape, n=1, p=1 - corruption_level, dtype="float64") * x
         h = T.nnet.sigmoid(T.dot(tilde, W) + b)
         z = T.nnet.sigmoid(T.dot(h, W.T) + b_prime)
         return T.mean(T.sum(T.nnet.binary_crossentropy(z, x), axis=1))
