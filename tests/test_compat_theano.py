@@ -3,8 +3,11 @@ implementations of the same models from the same initial weights."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import theano_tutorial_programs as programs
 
 import symgraph.compat.theano as theano
 import symgraph.compat.theano.tensor as T
@@ -12,6 +15,7 @@ from symgraph.compat.theano.tensor.nnet import conv2d
 from symgraph.compat.theano.tensor.signal import pool
 
 torch = pytest.importorskip("torch")
+F = torch.nn.functional
 
 
 def _data(n=120, d=16, classes=4, seed=0):
@@ -75,6 +79,25 @@ def test_set_and_inc_subtensor_switch_tensordot_batched_dot():
     cv = np.random.default_rng(2).standard_normal((3, 4, 5))
     contract = theano.function([a_s, c_s], T.tensordot(a_s, c_s, axes=[[1, 2], [0, 1]]))
     np.testing.assert_allclose(contract(av, cv), np.tensordot(av, cv, axes=[[1, 2], [0, 1]]))
+
+
+def test_zeros_ones_alloc_with_symbolic_shapes():
+    """``T.zeros`` / ``T.ones`` / ``T.alloc`` take ints, ``x.shape`` or ``x.shape[i]`` (floatX
+    unless a dtype is given); ``zeros_like`` / ``ones_like`` take a dtype; ``alloc`` carries the
+    gradient back to its value, summed over the broadcast axes."""
+    x, n = T.dmatrix("x"), T.lscalar("n")
+    b = theano.shared(np.array([1.0, 2.0, 3.0]), "b")
+    outs = [T.zeros(x.shape), T.zeros((x.shape[0], 2)), T.ones(5, dtype="int32"), T.zeros(n),
+            T.alloc(0.0, x.shape[0], 3), T.alloc(np.float32(2), n, x.shape[1]),
+            T.zeros_like(x, dtype="int64"), T.ones_like(x), T.alloc(b, n, 3)]
+    outs.append(T.grad((T.alloc(b, x.shape[0], 3) * x).sum(), b))
+    xv = np.arange(12.0).reshape(4, 3)
+    want = [np.zeros((4, 3)), np.zeros((4, 2)), np.ones(5, "int32"), np.zeros(2), np.zeros((4, 3)),
+            np.full((2, 3), 2, "float32"), np.zeros((4, 3), "int64"), np.ones((4, 3)),
+            np.tile([1.0, 2.0, 3.0], (2, 1)), xv.sum(0)]
+    for got, w in zip(theano.function([x, n], outs)(xv, 2), want):
+        assert got.dtype == w.dtype
+        np.testing.assert_array_equal(got, w)
 
 
 def test_function_options():
@@ -184,7 +207,7 @@ def test_denoising_autoencoder_matches_torch_and_corrupts():
     srng = theano.shared_randomstreams.RandomStreams(7)
 
     def cost_of(corruption_level):
-        tilde = srng.binomial(size=T.shape(x), n=1, p=1 - corruption_level, dtype="float64") * x
+        tilde = srng.binomial(size=x.shape, n=1, p=1 - corruption_level, dtype="float64") * x
         h = T.nnet.sigmoid(T.dot(tilde, W) + b)
         z = T.nnet.sigmoid(T.dot(h, W.T) + b_prime)
         return T.mean(T.sum(T.nnet.binary_crossentropy(z, x), axis=1))
@@ -206,3 +229,110 @@ def test_denoising_autoencoder_matches_torch_and_corrupts():
         assert got == pytest.approx(loss.item(), rel=1e-9)
     noisy = theano.function([x], cost_of(0.3))
     assert noisy(xs) != noisy(xs)  # fresh corruption every call
+
+
+# --- the tutorial's own spelling: shared data, minibatches through givens, y.shape[0] ------------
+# tests/theano_tutorial_programs.py holds the programs (tests/test_compat_pytensor.py runs them in
+# PyTensor too); here the same SGD in PyTorch float64 from the same data and initial weights.
+
+def _t(value):
+    return torch.tensor(np.asarray(value, dtype=np.float64))
+
+
+def _sgd_step(params, loss, lr):
+    grads = torch.autograd.grad(loss, params)
+    with torch.no_grad():
+        for p_, g_ in zip(params, grads):
+            p_ -= lr * g_
+    return loss.item()
+
+
+def _minibatches(n, bs):
+    return [slice(i * bs, (i + 1) * bs) for i in range(programs.batches(n, bs))]
+
+
+def _torch_logistic_regression():
+    c, data = programs.LOGREG, programs.logreg_setup()
+    W = torch.zeros((c["d"], c["k"]), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(c["k"], dtype=torch.float64, requires_grad=True)
+    losses, errors = [], []
+    x, y = _t(data["train_x"]), torch.tensor(data["train_y"])
+    tx, ty = _t(data["test_x"]), torch.tensor(data["test_y"])
+    for _ in range(c["epochs"]):
+        for s in _minibatches(c["n"], c["bs"]):
+            losses.append(_sgd_step([W, b], F.cross_entropy(x[s] @ W + b, y[s]), c["lr"]))
+        with torch.no_grad():
+            errors += [(torch.argmax(tx[s] @ W + b, 1) != ty[s]).double().mean().item()
+                       for s in _minibatches(c["n_test"], c["bs"])]
+    return {"logreg": losses, "logreg_errors": errors, "logreg_W": W.detach().numpy()}
+
+
+def _torch_mlp():
+    c, data = programs.MLP, programs.mlp_setup()
+    params = [_t(data["W1"]), _t(np.zeros(c["hidden"])), _t(np.zeros((c["hidden"], c["k"]))),
+              _t(np.zeros(c["k"]))]
+    for p_ in params:
+        p_.requires_grad_(True)
+    W1, b1, W2, b2 = params
+    x, y = _t(data["train_x"]), torch.tensor(data["train_y"])
+    losses = []
+    for _ in range(c["epochs"]):
+        for s in _minibatches(c["n"], c["bs"]):
+            penalty = (c["l1"] * (W1.abs().sum() + W2.abs().sum())
+                       + c["l2"] * ((W1 ** 2).sum() + (W2 ** 2).sum()))
+            loss = F.cross_entropy(torch.tanh(x[s] @ W1 + b1) @ W2 + b2, y[s]) + penalty
+            losses.append(_sgd_step(params, loss, c["lr"]))
+    return {"mlp": losses}
+
+
+def _torch_lenet():
+    c, data = programs.LENET, programs.lenet_setup()
+    params = [_t(np.zeros((c["hidden"], c["k"]))), _t(np.zeros(c["k"])), _t(data["W1"]),
+              _t(np.zeros(c["hidden"])), _t(data["W0"]), _t(np.zeros(c["filters"]))]
+    for p_ in params:
+        p_.requires_grad_(True)
+    W2, b2, W1, b1, W0, b0 = params
+    x, y = _t(data["train_x"]), torch.tensor(data["train_y"])
+    losses = []
+    for _ in range(c["epochs"]):
+        for s in _minibatches(c["n"], c["bs"]):
+            images = x[s].reshape(c["bs"], 1, c["side"], c["side"])
+            conv = F.conv2d(images, torch.flip(W0, dims=(2, 3)))  # Theano's conv2d flips
+            layer0 = torch.tanh(F.max_pool2d(conv, 2) + b0[None, :, None, None]).flatten(1)
+            logits = torch.tanh(layer0 @ W1 + b1) @ W2 + b2
+            losses.append(_sgd_step(params, F.cross_entropy(logits, y[s]), c["lr"]))
+    return {"lenet": losses, "lenet_W0": W0.detach().numpy()}
+
+
+def _torch_denoising_autoencoder():
+    c, data = programs.DA, programs.da_setup()
+    params = [_t(data["W"]), _t(np.zeros(c["hidden"])), _t(np.zeros(c["visible"]))]
+    for p_ in params:
+        p_.requires_grad_(True)
+    W, b, b_prime = params
+    x, mask = _t(data["train_x"]), _t(data["mask"])
+    losses = []
+    for _ in range(c["epochs"]):
+        for s in _minibatches(c["n"], c["bs"]):
+            z = torch.sigmoid(torch.sigmoid((mask[s] * x[s]) @ W + b) @ W.T + b_prime)
+            loss = F.binary_cross_entropy(z, x[s], reduction="none").sum(1).mean()
+            losses.append(_sgd_step(params, loss, c["lr"]))
+    return {"da": losses, "da_W": W.detach().numpy()}
+
+
+@pytest.mark.parametrize("program, reference", [
+    (programs.logistic_regression, _torch_logistic_regression),
+    (programs.mlp, _torch_mlp),
+    (programs.lenet, _torch_lenet),
+    (programs.denoising_autoencoder, _torch_denoising_autoencoder),
+], ids=["logreg", "mlp", "lenet", "da"])
+def test_tutorial_program_with_givens_matches_torch(program, reference):
+    """Minibatches chosen by ``index = T.lscalar()`` through ``givens`` (a last partial batch for
+    logistic regression, the MLP and the dA), ``T.arange(y.shape[0])``, labels cast from shared."""
+    nn = SimpleNamespace(softmax=T.nnet.softmax, sigmoid=T.nnet.sigmoid, conv2d=conv2d,
+                         pool_2d=pool.pool_2d)
+    got, want = program(theano, T, nn), reference()
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_allclose(np.array(got[name]), np.array(want[name]), rtol=1e-9, atol=1e-12,
+                                   err_msg=name)

@@ -70,7 +70,6 @@ sum, mean, prod, var, std = R.sum, R.mean, R.prod, R.var, R.std  # noqa: A001 - 
 max, min, argmax, argmin = R.max, R.min, R.argmax, R.argmin  # noqa: A001
 cast, arange = E.cast, _ops.arange
 reshape, flatten, concatenate, stack = _ops.reshape, _ops.flatten, _ops.concatenate, _ops.stack
-zeros_like = _ops.zeros_like
 sigmoid = E.sigmoid  # T.nnet.sigmoid is the same
 grad = core.grad
 neg = E.neg
@@ -81,10 +80,38 @@ def switch(cond, if_true, if_false) -> Variable:
     return E.where(cond, if_true, if_false)
 
 
+def zeros_like(x, dtype=None) -> Variable:
+    """Zeros with the shape (and dtype, unless ``dtype`` is given) of ``x``."""
+    return _ops.full_like(as_variable(x), 0, dtype)
+
+
 def ones_like(x, dtype=None) -> Variable:
-    """Ones with the shape (and dtype) of ``x``."""
-    x = as_variable(x)
-    return E.add(E.cast(_ops.zeros_like(x), dtype or x.dtype), 1)
+    """Ones with the shape (and dtype, unless ``dtype`` is given) of ``x``."""
+    return _ops.full_like(as_variable(x), 1, dtype)
+
+
+def zeros(shape, dtype=None) -> Variable:
+    """``T.zeros(shape)``: ``shape`` an int, a tuple of ints and symbolic sizes such as
+    ``x.shape[0]``, or ``x.shape``; ``floatX`` unless ``dtype`` is given."""
+    return _ops.zeros(_shape_arg(shape), _resolve(dtype))
+
+
+def ones(shape, dtype=None) -> Variable:
+    """``T.ones(shape)``, as ``zeros``."""
+    return _ops.ones(_shape_arg(shape), _resolve(dtype))
+
+
+def alloc(value, *shape) -> Variable:
+    """``T.alloc(value, *shape)``: ``value`` (keeping its dtype) broadcast to ``shape``."""
+    value = as_variable(np.asarray(value, dtype=core.config.floatX) if isinstance(value, float) else value)
+    return _ops.broadcast_to(value, _shape_arg(shape))
+
+
+def _shape_arg(shape):
+    """Theano accepts a bare int (or a symbolic scalar) for a one-dimensional shape."""
+    if isinstance(shape, (int, np.integer)) or (isinstance(shape, Variable) and shape.ndim == 0):
+        return (shape,)
+    return tuple(shape) if isinstance(shape, list) else shape
 
 
 def dimshuffle(x, *pattern) -> Variable:
