@@ -454,8 +454,10 @@ class LLVMProgram:
                              streaming=llvm_jit.streaming_stores(), fast_math=self.fast_math)
 
     def _variant(self) -> str:
+        from ..codegen.lower import conv  # its path switch changes the code, not the graph
         return (f"gomp={self.gomp}|objargs={self.object_args}|profile={self.profile}|"
-                f"stream={llvm_jit.streaming_stores()}|fastmath={self.fast_math}")
+                f"stream={llvm_jit.streaming_stores()}|fastmath={self.fast_math}|"
+                f"convpath={conv.FORCE_PATH}")
 
     def _lower(self, key: tuple, dim_values: tuple = ()):
         """The program for shapes ``key``: concrete, or shape-generic when ``dim_values`` (a

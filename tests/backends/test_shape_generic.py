@@ -14,6 +14,13 @@ from symgraph.errors import ShapeError
 BATCHES = (1, 7, 64, 500)
 
 
+@pytest.fixture(autouse=True)
+def _no_disk_cache(monkeypatch):
+    """These tests count code generations: a warm start from the disk cache would answer
+    instead (it generates nothing), so the cache is off."""
+    monkeypatch.setenv("SYMGRAPH_CACHE_DIR", "off")
+
+
 def _mlp_step(x_shape, y_shape, seed=0):
     rng = np.random.default_rng(seed)
     params = [sg.shared((rng.standard_normal((20, 16)) * 0.3).astype("float32"), name="W1"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,13 @@ UNARY = {"exp": (sg.exp, np.exp), "tanh": (sg.tanh, np.tanh), "abs": (abs, np.ab
 BINARY = {"add": (lambda a, b: a + b, np.add), "mul": (lambda a, b: a * b, np.multiply),
           "sub": (lambda a, b: a - b, np.subtract), "max": (sg.maximum, np.maximum)}
 REDUCE = {"sum": ("sum", np.sum), "max": ("max", np.max), "mean": ("mean", np.mean)}
+
+
+@pytest.fixture(autouse=True)
+def _no_disk_cache(monkeypatch):
+    """These tests count code generations: a warm start from the disk cache would answer
+    instead (it generates nothing), so the cache is off."""
+    monkeypatch.setenv("SYMGRAPH_CACHE_DIR", "off")
 
 
 def _compile(inputs, outputs, generic: bool):
