@@ -34,8 +34,19 @@ from pathlib import Path
 
 import numpy as np
 
+from .codegen import symdim
 from .errors import CompileError
-from .export_c import ERRORS, FAIL_C, accessors_c, c_args, common_c, metadata_c, nbytes
+from .export_c import (
+    ERRORS,
+    FAIL_C,
+    SIZE_HELPERS_C,
+    accessors_c,
+    c_args,
+    c_size,
+    common_c,
+    metadata_c,
+    nbytes,
+)
 from .export_c import header as c_header
 
 C_TYPES = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t",
@@ -56,8 +67,15 @@ class Tensor:
     function: str = ""
 
     @property
-    def size(self) -> int:
+    def size(self):
+        """Elements: an int, or a ``SymInt`` of the function's run-time sizes (dynamic export)."""
+        if self.dynamic:
+            return symdim.prod(self.shape)
         return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def dynamic(self) -> bool:
+        return any(isinstance(d, symdim.SymInt) for d in self.shape)
 
     @property
     def ctype(self) -> str:
@@ -79,6 +97,7 @@ class FunctionPlan:
     updates: list[int] = field(default_factory=list)  # update k -> library parameter index
     slot_offsets: dict = field(default_factory=dict)  # scratch slot -> offset in the context
     error_offset: int = 0
+    dims: list[str] = field(default_factory=list)  # C names of its run-time sizes (dynamic)
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -143,14 +162,27 @@ def _tensors_of_shared(shared: list) -> list[Tensor]:
     return params
 
 
-def _spec_for(cf, example_inputs):
-    """The specialisation to export (validating ``example_inputs`` exactly like a call)."""
+def _spec_for(cf, example_inputs, dynamic: bool = False):
+    """The specialisation to export (validating ``example_inputs`` exactly like a call): code
+    for exactly those shapes, or with ``dynamic`` the shape-generic code serving them."""
     program = cf.program
     if example_inputs is not None:
         values = cf._convert(list(example_inputs))
         shapes = [v.shape for v in values] + [np.shape(s.get_value()) for s in cf.shared]
-        return program.exact(program.specialize(shapes))
-    return program.exact(program._current())
+        spec = program.specialize(shapes)
+    else:
+        spec = program._current()
+    if not dynamic:
+        return program.exact(spec)
+    if not spec.dim_values:
+        raise CompileError("export(dynamic=True): this function's code is not shape-generic (its "
+                           "inputs have no dim declared None, or SYMGRAPH_SHAPE_GENERIC=0)")
+    dims = spec.prog.dims
+    if any(axis < 0 or slot >= len(cf.inputs) for slot, axis in dims):
+        raise CompileError("export(dynamic=True): a size depends on an int input's value or on a "
+                           "shared variable with unknown dims; only input dims can be run-time "
+                           "arguments of an exported function")
+    return spec
 
 
 def _plan(lib: str, functions: dict, shared: list) -> list[FunctionPlan]:
@@ -173,6 +205,7 @@ def _plan(lib: str, functions: dict, shared: list) -> list[FunctionPlan]:
                 name += "_out"
             plan.outputs.append(Tensor(_unique(name, used), "output", prog.outputs[slot].dtype,
                                        tuple(prog.output_shapes[slot]), key))
+        plan.dims = [_unique(f"{plan.inputs[slot].name}_dim{axis}", used) for slot, axis in prog.dims]
         plan.params = [next(j for j, s in enumerate(shared) if s is v) for v in cf.shared]
         plan.updates = [next(j for j, s in enumerate(shared) if s is t) for t in cf.update_targets]
         for t in plan.inputs + plan.outputs:
@@ -196,9 +229,13 @@ def _layout(plans: list[FunctionPlan], params: list[Tensor]) -> tuple[list[int],
         offsets.append(pos)
         pos = _align(pos + t.size * np.dtype(t.dtype).itemsize)
     arena = pos
-    arena_size = _align(max(p.prog.arena_size for p in plans) + ALIGN)
+    # (a function with run-time sizes keeps its arena, scratch slots and check words in the
+    # context's run-time buffer, sized per call: see _run_dynamic_c)
+    arena_size = _align(max((p.prog.arena_size for p in plans if not p.dims), default=0) + ALIGN)
     end = arena + arena_size
     for p in plans:
+        if p.dims:
+            continue
         q = end
         owned = {p.prog.output_map[i] for i in range(len(p.outputs))}
         for st in p.prog.outputs:
@@ -341,10 +378,14 @@ def _run_c(lib: str, plan: FunctionPlan, param_offsets: list[int], arena: int) -
 def _api_c(lib: str, plans, params: list[Tensor], param_offsets, arena: int, size: int, target,
            header: str) -> str:
     L = lib.upper()
+    # dyn: the run-time buffer of functions with run-time sizes (arena, scratch, check words)
     out = [f'#include "{header}"', "#include <stdio.h>", "#include <stdlib.h>", "#include <string.h>",
            '#define SG_API __attribute__((visibility("default")))',
-           f"struct {lib}_ctx {{ unsigned char *mem; int32_t status; char message[256]; }};",
+           f"struct {lib}_ctx {{ unsigned char *mem; int32_t status; char message[256]; "
+           "unsigned char *dyn; size_t dyn_cap; };",
            FAIL_C.format(lib=lib)]
+    if any(p.dims for p in plans):
+        out += [SIZE_HELPERS_C, _RESERVE_C.format(lib=lib, align=ALIGN)]
     for j in range(len(params)):
         out.append(f'extern const unsigned char {lib}__init{j}[] __attribute__((visibility("hidden")));')
     out.append(_cpu_check_c(lib, target))
@@ -367,6 +408,7 @@ def _api_c(lib: str, plans, params: list[Tensor], param_offsets, arena: int, siz
 SG_API void {lib}_destroy({lib}_ctx *ctx) {{
     if (ctx == NULL) return;
     free(ctx->mem);
+    free(ctx->dyn);
     free(ctx);
 }}""")
     setters = "\n".join(f"    {_hidden(lib, p.key, 'set_threads')}(n);" for p in plans)
@@ -379,8 +421,91 @@ SG_API void {lib}_destroy({lib}_ctx *ctx) {{
     out += accessors_c(lib, params, copy)
     out.append(metadata_c(lib, plans, params))
     for p in plans:
-        out.append(_run_c(lib, p, param_offsets, arena))
+        run = _run_dynamic_c(lib, p, param_offsets) if p.dims else _run_c(lib, p, param_offsets, arena)
+        out.append(run)
     return "\n\n".join(out) + "\n"
+
+
+_RESERVE_C = """static int sg_reserve({lib}_ctx *ctx, int64_t need) {{
+    if (need <= (int64_t)ctx->dyn_cap) return 0;
+    size_t bytes = ((size_t)need + {align} - 1) / {align} * {align};
+    unsigned char *p = (unsigned char *)aligned_alloc({align}, bytes);
+    if (p == NULL) return 1;
+    free(ctx->dyn);
+    ctx->dyn = p;
+    ctx->dyn_cap = bytes;
+    return 0;
+}}"""
+
+
+def _run_dynamic_c(lib: str, plan: FunctionPlan, param_offsets: list[int]) -> str:
+    """``<lib>_run`` of a function with run-time sizes: checks the sizes (non-negative, and the
+    guards the shape-generic code was generated under), sizes the context's run-time buffer
+    (arena with the sizes at its head, scratch slots, check words), runs, copies."""
+    prog, L = plan.prog, lib.upper()
+    names = plan.dims
+    ni = len(prog.inputs)
+    nargs = ni + len(prog.outputs) + 2
+    body = [f"    if (ctx == NULL) return {L}_ERR_NULL;"]
+    for t in plan.inputs + plan.outputs:
+        body.append(f'    if ({t.name} == NULL) return sg_fail(ctx, {L}_ERR_NULL, '
+                    f'"{plan.run_name}: {t.role} {t.name} is NULL");')
+    for d in names:
+        body.append(f'    if ({d} < 0) return sg_fail(ctx, {L}_ERR_SIZE, '
+                    f'"{plan.run_name}: {d} is negative");')
+    ops = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+    for diff, op in prog.guards:
+        cond = f"{c_size(diff, names)} {ops[op]} 0"
+        body.append(f'    if (!({cond})) return sg_fail(ctx, {L}_ERR_SIZE, "{plan.run_name}: the code '
+                    f'serves sizes with {cond}, which these do not satisfy");')
+    owner: dict[int, int] = {}
+    for i in range(len(plan.outputs)):
+        owner.setdefault(prog.output_map[i], i)
+    # the run-time buffer: arena, then the scratch output slots, then the check words
+    def aligned(nbytes) -> str:
+        return f"sg_floordiv({c_size(nbytes, names)} + {ALIGN - 1}, {ALIGN}) * {ALIGN}"
+    body.append(f"    int64_t at = {aligned(prog.arena_size)};")
+    slot_at = {}
+    for st in prog.outputs:
+        if st.slot not in owner:
+            slot_at[st.slot] = f"off{st.slot}"
+            body.append(f"    int64_t off{st.slot} = at;")
+            body.append(f"    at += {aligned(st.nbytes)};")
+    body.append("    int64_t errors_at = at;")
+    body.append(f"    if (sg_reserve(ctx, at + {8 * (1 + 4 * len(prog.checks)) + ALIGN})) "
+                f'return sg_fail(ctx, {L}_ERR_NOMEM, "{plan.run_name}: out of memory");')
+    for k, d in enumerate(names):
+        body.append(f"    ((int64_t *)ctx->dyn)[{k}] = {d};")
+    body.append(f"    void *argv[{nargs}];")
+    for i, t in enumerate(plan.inputs):
+        body.append(f"    argv[{i}] = (void *){t.name};")
+    for j, p in enumerate(plan.params):
+        body.append(f"    argv[{len(plan.inputs) + j}] = ctx->mem + {param_offsets[p]};")
+    for st in prog.outputs:
+        where = plan.outputs[owner[st.slot]].name if st.slot in owner else f"ctx->dyn + {slot_at[st.slot]}"
+        body.append(f"    argv[{ni + st.slot}] = (void *){where};")
+    body.append(f"    argv[{nargs - 2}] = ctx->dyn;")
+    body.append(f"    argv[{nargs - 1}] = ctx->dyn + errors_at;")
+    body.append(f"    int32_t status = {_hidden(lib, plan.key, 'entry')}(argv);")
+    body.append(f'    if (status == 2) return sg_fail(ctx, {L}_ERR_INDEX, "{plan.run_name}: '
+                'an index or class label in the inputs is out of range; no parameter was updated");')
+    body.append(f'    if (status != 0) return sg_fail(ctx, {L}_ERR_INTERNAL, "{plan.run_name}: '
+                'internal error");')
+    sizes = {st.slot: c_size(st.nbytes, names) for st in prog.outputs}
+    for i, t in enumerate(plan.outputs):
+        slot = prog.output_map[i]
+        if owner[slot] != i:
+            body.append(f"    memcpy({t.name}, {plan.outputs[owner[slot]].name}, (size_t){sizes[slot]});")
+    for k, p in enumerate(plan.updates):
+        slot = prog.output_map[len(plan.outputs) + k]
+        src = plan.outputs[owner[slot]].name if slot in owner else f"ctx->dyn + {slot_at[slot]}"
+        body.append(f"    memcpy(ctx->mem + {param_offsets[p]}, {src}, (size_t){sizes[slot]});")
+    body.append(f"    ctx->status = 0; ctx->message[0] = 0;\n    return {L}_OK;")
+    hidden = '__attribute__((visibility("hidden")))'
+    return (f"int32_t {_hidden(lib, plan.key, 'entry')}(void **args) {hidden};\n"
+            f"void {_hidden(lib, plan.key, 'set_threads')}(int32_t n) {hidden};\n"
+            f"SG_API int32_t {plan.run_name}({', '.join([f'{lib}_ctx *ctx'] + c_args(plan))}) {{\n"
+            + "\n".join(body) + "\n}\n")
 
 
 def _header(lib: str, plans, params: list[Tensor], target, threads: int) -> str:
@@ -491,14 +616,17 @@ def export_functions(path, functions: dict, kind: str = "shared", name: str | No
 
 
 def export_function(cf, path, kind: str = "shared", example_inputs=None, name: str | None = None,
-                    target="x86-64-v3", threads: int = 1) -> dict:
-    """``f.export``: one function as ``<name>_create / _run / _destroy``."""
-    return export_functions(path, {"": (cf, _spec_for(cf, example_inputs))}, kind=kind, name=name,
-                            target=target, threads=threads)
+                    target="x86-64-v3", threads: int = 1, dynamic: bool = False) -> dict:
+    """``f.export``: one function as ``<name>_create / _run / _destroy``; with ``dynamic`` its
+    dims declared unknown are run-time arguments of ``<name>_run`` (one library for every
+    batch size)."""
+    return export_functions(path, {"": (cf, _spec_for(cf, example_inputs, dynamic))}, kind=kind,
+                            name=name, target=target, threads=threads)
 
 
 def export_library(path, functions: dict, kind: str = "shared", name: str | None = None,
-                   target="x86-64-v3", threads: int = 1, example_inputs: dict | None = None) -> dict:
+                   target="x86-64-v3", threads: int = 1, example_inputs: dict | None = None,
+                   dynamic: bool = False) -> dict:
     """Several compiled functions (``{"train": f, "predict": g}``) in one library, sharing
     their shared variables through one context: ``<name>_train_run(ctx, ...)``,
     ``<name>_predict_run(ctx, ...)``.  ``example_inputs`` maps keys to example arguments for
@@ -511,5 +639,5 @@ def export_library(path, functions: dict, kind: str = "shared", name: str | None
         if getattr(cf, "backend", None) != "llvm":
             raise CompileError(f"export_library: function {key!r} uses the "
                                f"{getattr(cf, 'backend', '?')} backend; only llvm functions export")
-        specs[key] = (cf, _spec_for(cf, example_inputs.get(key)))
+        specs[key] = (cf, _spec_for(cf, example_inputs.get(key), dynamic))
     return export_functions(path, specs, kind=kind, name=name, target=target, threads=threads)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .codegen.symdim import SymInt
+
 ABI_VERSION = 1
 ERRORS = [  # (enum suffix, value, message); a backend may add codes after these
     ("OK", 0, "success"),
@@ -36,9 +38,51 @@ FAIL_C = """static int32_t sg_fail({lib}_ctx *ctx, int32_t code, const char *msg
 }}"""
 
 
-def nbytes(t) -> int:
-    """Bytes of a ``Tensor`` (``symgraph.export.Tensor``)."""
+def nbytes(t):
+    """Bytes of a ``Tensor`` (``symgraph.export.Tensor``; a ``SymInt`` when dynamic)."""
     return t.size * np.dtype(t.dtype).itemsize
+
+
+def c_size(x, names: list[str]) -> str:
+    """A C ``int64_t`` expression for a size: an int, or a ``SymInt`` over the run-time sizes
+    ``names`` (``sg_floordiv`` and friends for its non-polynomial atoms, see ``SIZE_HELPERS_C``)."""
+    if not isinstance(x, SymInt):
+        return str(int(x))
+    text = ""
+    for mono, c in x.terms:
+        factors = [_c_atom(a, names) for a in mono]
+        if abs(c) != 1 or not factors:
+            factors.insert(0, f"(int64_t){abs(c)}")
+        term = " * ".join(factors)
+        if not text:
+            text = term if c > 0 else f"-{term}"
+        else:
+            text += f" + {term}" if c > 0 else f" - {term}"
+    return f"({text})"
+
+
+def _c_atom(a, names: list[str]) -> str:
+    if a.kind == "leaf":
+        return names[a.args[0]]
+    args = ", ".join(c_size(v, names) for v in a.args)
+    return f"sg_{a.kind}({args})"
+
+
+# Python's floor division and modulo (0 for a zero divisor, as symdim.evaluate), max and min
+SIZE_HELPERS_C = """static int64_t sg_floordiv(int64_t a, int64_t b) {
+    if (b == 0) return 0;
+    int64_t q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+static int64_t sg_mod(int64_t a, int64_t b) { return b == 0 ? 0 : a - sg_floordiv(a, b) * b; }
+static int64_t sg_max(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t sg_min(int64_t a, int64_t b) { return a < b ? a : b; }"""
+
+
+def shape_text(t, names: list[str]) -> str:
+    """``[x_dim0, 784]``: a tensor's shape with run-time sizes by name."""
+    return "[" + ", ".join(c_size(d, names).strip("()") if isinstance(d, SymInt) else str(d)
+                           for d in t.shape) + "]"
 
 
 def all_tensors(plans, params) -> list:
@@ -46,17 +90,32 @@ def all_tensors(plans, params) -> list:
     return [t for p in plans for t in p.inputs + p.outputs] + params
 
 
-def macros(prefix: str, t) -> list[str]:
-    """``<PREFIX>_<NAME>_SIZE``, ``_NDIM`` and ``_DIM<d>`` of one tensor."""
+def macros(prefix: str, t, dims: tuple = ()) -> list[str]:
+    """``<PREFIX>_<NAME>_SIZE``, ``_NDIM`` and ``_DIM<d>`` of one tensor; those that depend on
+    run-time sizes are function-like macros of the function's ``dims``
+    (``MLP_Y_SIZE(x_dim0)``)."""
     p = f"{prefix}_{t.name.upper()}"
-    lines = [f"#define {p}_SIZE {t.size}", f"#define {p}_NDIM {len(t.shape)}"]
-    lines += [f"#define {p}_DIM{d} {n}" for d, n in enumerate(t.shape)]
+    params = f"({', '.join(dims)})"
+    inner = [f"({d})" for d in dims]
+
+    def define(name, value):
+        if isinstance(value, SymInt):
+            return f"#define {name}{params} {c_size(value, inner)}"
+        return f"#define {name} {value}"
+    lines = [define(f"{p}_SIZE", t.size), f"#define {p}_NDIM {len(t.shape)}"]
+    lines += [define(f"{p}_DIM{d}", n) for d, n in enumerate(t.shape)]
     return lines
 
 
+def _comment(*lines: str) -> str:
+    return "\n".join(f" * {line}" for line in lines)
+
+
 def c_args(plan) -> list[str]:
-    """A function's C parameters after ``ctx``: its inputs (``const``), then its outputs."""
-    return ([f"const {t.ctype} *{t.name}" for t in plan.inputs]
+    """A function's C parameters after ``ctx``: its run-time sizes (dynamic export), its
+    inputs (``const``), then its outputs."""
+    return ([f"int64_t {d}" for d in getattr(plan, "dims", ())]
+            + [f"const {t.ctype} *{t.name}" for t in plan.inputs]
             + [f"{t.ctype} *{t.name}" for t in plan.outputs])
 
 
@@ -94,9 +153,12 @@ def metadata_c(lib: str, plans, params) -> str:
     """The tensor table and ``<lib>_num_tensors`` / ``_tensor`` / ``_find_tensor``."""
     rows, shapes = [], []
     for i, t in enumerate(all_tensors(plans, params)):
-        shapes.append(f"static const int64_t sg_shape{i}[] = {{{', '.join(map(str, t.shape)) or '0'}}};")
+        # a run-time size is -1 (and so is the size of a tensor that has one)
+        dims = ["-1" if isinstance(d, SymInt) else str(d) for d in t.shape]
+        size = -1 if isinstance(t.size, SymInt) else t.size
+        shapes.append(f"static const int64_t sg_shape{i}[] = {{{', '.join(dims) or '0'}}};")
         rows.append(f'    {{"{t.name}", "{t.function}", {lib.upper()}_{t.role.upper()}, "{t.dtype}", '
-                    f"{len(t.shape)}, sg_shape{i}, {t.size}}}")
+                    f"{len(t.shape)}, sg_shape{i}, {size}}}")
     return "\n".join(shapes) + f"""
 static const {lib}_tensor_info sg_tensors[] = {{
 {",".join(chr(10) + r for r in rows).lstrip(chr(10))}
@@ -127,10 +189,17 @@ def header(lib: str, plans, params: list, *, target_text: str, notes: str, targe
     L = lib.upper()
     macro_lines, runs, accessors = [], [], []
     for p in plans:
+        dims = tuple(getattr(p, "dims", ()))
         for t in p.inputs + p.outputs:
-            macro_lines += macros(p.macro, t)
-        docs = "\n".join(f" *   {t.name}: {t.role}, {t.dtype}{list(t.shape)} ({t.size} elements, "
-                         f"{p.macro}_{t.name.upper()}_SIZE)" for t in p.inputs + p.outputs)
+            macro_lines += macros(p.macro, t, dims)
+        call = f"({', '.join(dims)})" if dims else ""
+        docs = "\n".join(f" *   {t.name}: {t.role}, {t.dtype}{shape_text(t, list(dims))} "
+                         f"({p.macro}_{t.name.upper()}_SIZE{call if t.dynamic else ''} elements)"
+                         for t in p.inputs + p.outputs)
+        if dims:
+            docs = (f" *   {', '.join(dims)}: run-time sizes (int64_t, >= 0) of the inputs' dims "
+                    "declared unknown; calls whose sizes the code does not serve return "
+                    f"{L}_ERR_SIZE\n" + docs)
         updated = sorted({params[j].name for j in p.updates})
         note = (f"\n * Updates the context's parameters {', '.join(updated)} after computing the outputs"
                 " (not when it fails)." if updated else "")
@@ -146,13 +215,23 @@ def header(lib: str, plans, params: list, *, target_text: str, notes: str, targe
     error_lines = "\n".join(f"    {L}_{e} = {v},  /* {msg.replace('<name>', lib).replace('*/', '')} */"
                             for e, v, msg in errors)
     extra = f"{extra_decls}\n" if extra_decls else ""
+    if any(getattr(p, "dims", ()) for p in plans):
+        shapes_text = _comment(
+            "RUN-TIME SIZES: a dim unknown when the function was built is an int64_t argument of",
+            "its run function (named <input>_dim<axis>); one library serves every size.  The",
+            "shapes below name them; the _SIZE/_DIM macros of such tensors take them as arguments.",
+            "Every pointer must point to a C-contiguous (row-major) buffer of exactly that many",
+            "elements of that type; input and output buffers must not overlap.")
+    else:
+        shapes_text = _comment(
+            "SHAPES ARE FIXED: the code is specialised for the shapes below (no dynamic batch size).",
+            "Every pointer must point to a C-contiguous (row-major) buffer of exactly that many",
+            "elements of that type; input and output buffers must not overlap.")
     return f"""/* {lib}.h: C API of a library exported by symgraph {__version__}; do not edit.
  *
 {target_text}
  *
- * SHAPES ARE FIXED: the code is specialised for the shapes below (no dynamic batch size).
- * Every pointer must point to a C-contiguous (row-major) buffer of exactly that many
- * elements of that type; input and output buffers must not overlap.
+{shapes_text}
  *
  * Contexts: {lib}_create() makes a context that owns a copy of every parameter (initialised
  * with the values at export time) and all scratch memory.  Different contexts may be used

@@ -598,3 +598,110 @@ def test_a_function_without_inputs_exports_a_valid_signature(tmp_path):
     assert lib.tick_get_w(ctx, out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(6)) == 0
     np.testing.assert_array_equal(out, w.get_value() * 3)
     lib.tick_destroy(ctx)
+
+
+# --- run-time sizes (dynamic=True) --------------------------------------------------------------
+def _dynamic_step(seed=0):
+    rng = np.random.default_rng(seed)
+    params = [sg.shared((rng.standard_normal((8, 16)) * 0.3).astype("float32"), "W"),
+              sg.shared(np.zeros(16, "float32"), "b"),
+              sg.shared((rng.standard_normal((16, 3)) * 0.3).astype("float32"), "V")]
+    x = sg.tensor("x", (None, 8))
+    y = sg.tensor("y", (None,), dtype="int64")
+    logits = sg.relu(x @ params[0] + params[1]) @ params[2]
+    logits.name = "logits"
+    loss = sg.nn.cross_entropy(logits, y)
+    loss.name = "loss"
+    grads = sg.grad(loss, params)
+    train = sg.compile([x, y], [loss, logits],
+                       updates=[(p, p - 0.1 * g) for p, g in zip(params, grads)])
+    train(rand((5, 8)), np.zeros(5, np.int64))  # generates the shape-generic code
+    return train, params
+
+
+def test_dynamic_export_serves_every_batch_size(tmp_path):
+    """One library for every batch size: a training step called from C with batches of 1, 7,
+    64, 0 and 3 rows gives Python's losses, outputs and parameters."""
+    train, params = _dynamic_step()
+    paths = train.export(str(tmp_path / "dyn"), dynamic=True)
+    header = Path(paths["header"]).read_text()
+    assert "RUN-TIME SIZES" in header and "#define DYN_LOGITS_SIZE(x_dim0, y_dim0)" in header
+    lib = ctypes.CDLL(paths["library"])
+    lib.dyn_last_error.restype = ctypes.c_char_p
+    ctx = ctypes.c_void_p()
+    assert lib.dyn_create(ctypes.byref(ctx)) == 0
+    ptr = lambda arr: arr.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    rng = np.random.default_rng(1)
+    for n in (1, 7, 64, 0, 3):
+        xv, yv = rand((n, 8), n), rng.integers(0, 3, n)
+        want_loss, want_logits = train(xv, yv)
+        loss, logits = np.zeros((), np.float32), np.zeros((n, 3), np.float32)
+        n64 = ctypes.c_int64(n)
+        assert lib.dyn_run(ctx, n64, n64, ptr(xv), ptr(yv), ptr(loss), ptr(logits)) == 0
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-5)  # (NaN for 0 rows, as NumPy)
+        np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-6)
+    for p in params:
+        got = np.zeros(p.get_value().shape, np.float32)
+        getter = getattr(lib, f"dyn_get_{p.name}")
+        assert getter(ctx, ptr(got), ctypes.c_int64(got.size)) == 0
+        np.testing.assert_allclose(got, p.get_value(), rtol=1e-5, atol=1e-6)
+    # sizes the code does not serve (the batch dims of x and y must agree) change nothing
+    before = np.zeros((16, 3), np.float32)
+    lib.dyn_get_V(ctx, ptr(before), ctypes.c_int64(before.size))
+    status = lib.dyn_run(ctx, ctypes.c_int64(4), ctypes.c_int64(3), ptr(xv), ptr(yv), ptr(loss),
+                         ptr(logits))
+    assert status == 3 and b"x_dim0 - y_dim0" in lib.dyn_last_error(ctx)  # DYN_ERR_SIZE
+    assert lib.dyn_run(ctx, ctypes.c_int64(-1), ctypes.c_int64(-1), ptr(xv), ptr(yv), ptr(loss),
+                       ptr(logits)) == 3
+    after = np.zeros((16, 3), np.float32)
+    lib.dyn_get_V(ctx, ptr(after), ctypes.c_int64(after.size))
+    np.testing.assert_array_equal(before, after)
+    lib.dyn_destroy(ctx)
+
+
+def test_dynamic_export_from_c_with_the_size_macros(tmp_path):
+    """A C program sizes its buffers with the header's function-like macros; the metadata
+    reports run-time sizes as -1."""
+    train, _ = _dynamic_step(seed=2)
+    train.export(str(tmp_path / "dyn"), dynamic=True, target="host")
+    exe = build_c(tmp_path, """
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include "dyn.h"
+        int main(void) {
+            dyn_ctx *ctx;
+            if (dyn_create(&ctx) != DYN_OK) return 1;
+            const dyn_tensor_info *x = dyn_find_tensor("", "x");
+            printf("meta %lld %lld %lld\\n", (long long)x->shape[0], (long long)x->shape[1],
+                   (long long)x->size);
+            for (int64_t n = 1; n <= 33; n += 16) {
+                float *xs = calloc(DYN_X_SIZE(n, n), sizeof(float));
+                int64_t *ys = calloc(DYN_Y_SIZE(n, n), sizeof(int64_t));
+                float *logits = malloc(DYN_LOGITS_SIZE(n, n) * sizeof(float));
+                float loss;
+                for (int64_t i = 0; i < DYN_X_SIZE(n, n); i++) xs[i] = (float)(i % 7) / 7.0f;
+                for (int64_t i = 0; i < n; i++) ys[i] = i % 3;
+                if (dyn_run(ctx, n, n, xs, ys, &loss, logits) != DYN_OK) return 2;
+                printf("%lld %.6f %.6f\\n", (long long)n, loss, logits[DYN_LOGITS_SIZE(n, n) - 1]);
+                free(xs); free(ys); free(logits);
+            }
+            dyn_destroy(ctx);
+            return 0;
+        }
+    """, "dyn")
+    lines = run_c(exe).split("\n")
+    assert lines[0] == "meta -1 8 -1"
+    for line in filter(None, lines[1:]):
+        n, loss, last = line.split()
+        n = int(n)
+        xv = (np.arange(n * 8) % 7 / 7.0).astype(np.float32).reshape(n, 8)
+        want_loss, want_logits = train(xv, np.arange(n) % 3)
+        np.testing.assert_allclose(float(loss), want_loss, rtol=1e-5)
+        np.testing.assert_allclose(float(last), want_logits.reshape(-1)[-1], rtol=1e-5, atol=1e-6)
+
+
+def test_dynamic_export_needs_shape_generic_code(tmp_path):
+    x = sg.tensor("x", (4, 8))
+    f = sg.compile([x], x * 2)
+    with pytest.raises(sg.CompileError, match="not shape-generic"):
+        f.export(str(tmp_path / "fixed"), dynamic=True)

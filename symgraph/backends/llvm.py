@@ -680,12 +680,12 @@ class LLVMProgram:
         return self._current().asm()
 
     def export(self, cf, path: str, kind: str = "shared", example_inputs=None, name: str | None = None,
-               target="x86-64-v3", threads: int = 1):
+               target="x86-64-v3", threads: int = 1, dynamic: bool = False):
         """Write ``path.so`` (``.a``, ``.o``) and ``path.h``: a self-contained C library of the
         specialisation for ``example_inputs`` (or the current one); see ``symgraph.export``."""
         from ..export import export_function
         return export_function(cf, path, kind=kind, example_inputs=example_inputs, name=name,
-                               target=target, threads=threads)
+                               target=target, threads=threads, dynamic=dynamic)
 
 
 def digest_context(variant: str) -> str:

@@ -698,8 +698,10 @@ class KernelEmitter:
         def c64(v):
             return ir.Constant(I64, v)
 
+        size = self.size  # sizes (m, n, k, leading dims) may be run-time values
+
         def elem(storage, off, row, col, ld, trans):
-            idx = b.add(b.mul(col, c64(ld)), row) if trans else b.add(b.mul(row, c64(ld)), col)
+            idx = b.add(b.mul(col, size(ld)), row) if trans else b.add(b.mul(row, size(ld)), col)
             return self.address(storage, b.add(off, idx))
 
         def c_at(i, j):
@@ -715,12 +717,12 @@ class KernelEmitter:
                 val = ir.Constant(ft, 0.0) if g.beta == 0 else b.fmul(b.load(ptr, typ=ft),
                                                                       ir.Constant(ft, g.beta))
                 b.store(val, ptr)
-            self._count("gemm.j0", c64(0), c64(g.n), 1, row)
+            self._count("gemm.j0", c64(0), size(g.n), 1, row)
 
-        self._count("gemm.i0", c64(0), c64(g.m), 1, scale_c)
-        if g.k == 0 or g.alpha == 0:
-            return
-        m4 = g.m - g.m % 4
+        self._count("gemm.i0", c64(0), size(g.m), 1, scale_c)
+        if (not isinstance(g.k, SymInt) and g.k == 0) or g.alpha == 0:
+            return  # (a run-time k of 0 runs no depth loop)
+        m4 = b.sub(size(g.m), b.srem(size(g.m), c64(4)))
 
         def rows(i, nrows, j0, j1, p0, p1):
             def depth(p):
@@ -741,24 +743,24 @@ class KernelEmitter:
             acc = [[b.alloca(vec, name=f"acc{r}.{v}") for v in range(2)] for r in range(4)]
 
         def col_block(j0):
-            j1 = b.select(b.icmp_signed("<", b.add(j0, c64(GEMM_NB)), c64(g.n)), b.add(j0, c64(GEMM_NB)),
-                          c64(g.n))
+            j1 = b.select(b.icmp_signed("<", b.add(j0, c64(GEMM_NB)), size(g.n)), b.add(j0, c64(GEMM_NB)),
+                          size(g.n))
 
             def depth_block(p0):
-                p1 = b.select(b.icmp_signed("<", b.add(p0, c64(GEMM_KB)), c64(g.k)),
-                              b.add(p0, c64(GEMM_KB)), c64(g.k))
+                p1 = b.select(b.icmp_signed("<", b.add(p0, c64(GEMM_KB)), size(g.k)),
+                              b.add(p0, c64(GEMM_KB)), size(g.k))
                 if g.trans_b:  # B's rows are strided: the scalar 4-row loops
-                    self._count("gemm.i4", c64(0), c64(m4), 4, lambda i: rows(i, 4, j0, j1, p0, p1))
+                    self._count("gemm.i4", c64(0), m4, 4, lambda i: rows(i, 4, j0, j1, p0, p1))
                 else:  # 4 x TILE register tiles, then the columns left over
                     jt = b.add(j0, b.mul(b.sdiv(b.sub(j1, j0), c64(tile)), c64(tile)))
 
                     def four_rows(i):
                         self._count("gemm.jt", j0, jt, tile, lambda j: self._gemm_tile(g, i, j, p0, p1, acc))
                         rows(i, 4, jt, j1, p0, p1)
-                    self._count("gemm.i4", c64(0), c64(m4), 4, four_rows)
-                self._count("gemm.i1", c64(m4), c64(g.m), 1, lambda i: rows(i, 1, j0, j1, p0, p1))
-            self._count("gemm.pb", c64(0), c64(g.k), GEMM_KB, depth_block)
-        self._count("gemm.jb", c64(0), c64(g.n), GEMM_NB, col_block)
+                    self._count("gemm.i4", c64(0), m4, 4, four_rows)
+                self._count("gemm.i1", m4, size(g.m), 1, lambda i: rows(i, 1, j0, j1, p0, p1))
+            self._count("gemm.pb", c64(0), size(g.k), GEMM_KB, depth_block)
+        self._count("gemm.jb", c64(0), size(g.n), GEMM_NB, col_block)
 
     def _gemm_tile(self, g: Gemm, i, j, p0, p1, acc) -> None:
         """``C[i:i+4, j:j+TILE] += alpha * A[i:i+4, p0:p1] @ B[p0:p1, j:j+TILE]`` with the
@@ -774,7 +776,7 @@ class KernelEmitter:
             return ir.Constant(I64, v)
 
         def c_ptr(r, v):
-            row = b.mul(b.add(i, c64(r)), c64(g.ldc))
+            row = b.mul(b.add(i, c64(r)), self.size(g.ldc))
             return self.address(g.c, b.add(c_off, b.add(row, b.add(j, c64(v * width)))))
 
         for r in range(4):
@@ -783,12 +785,13 @@ class KernelEmitter:
         zeros = ir.Constant(ir.VectorType(I32, width), [0] * width)
 
         def depth(p):
-            brow = b.mul(p, c64(g.ldb))
+            brow = b.mul(p, self.size(g.ldb))
             bv = [b.load(self.address(g.b, b.add(b_off, b.add(brow, b.add(j, c64(v * width))))),
                          typ=vec, align=align) for v in range(2)]
             for r in range(4):
                 row = b.add(i, c64(r))
-                idx = b.add(b.mul(p, c64(g.lda)), row) if g.trans_a else b.add(b.mul(row, c64(g.lda)), p)
+                lda = self.size(g.lda)
+                idx = b.add(b.mul(p, lda), row) if g.trans_a else b.add(b.mul(row, lda), p)
                 a = b.fmul(b.load(self.address(g.a, b.add(a_off, idx)), typ=ft), ir.Constant(ft, g.alpha))
                 undef = ir.Constant(vec, ir.Undefined)
                 av = b.shuffle_vector(b.insert_element(undef, a, ir.Constant(I32, 0)), undef, zeros)
