@@ -705,3 +705,59 @@ def test_dynamic_export_needs_shape_generic_code(tmp_path):
     f = sg.compile([x], x * 2)
     with pytest.raises(sg.CompileError, match="not shape-generic"):
         f.export(str(tmp_path / "fixed"), dynamic=True)
+
+
+def test_adam_step_with_run_time_batch_sizes_under_valgrind(tmp_path):
+    """An Adam training step exported with run-time sizes, driven from C with batches of 5, 2,
+    9 and 5 rows: the losses and the parameters after the last step are Python's (valgrind:
+    no invalid access or leak in the run-time buffer)."""
+    rng = np.random.default_rng(3)
+    w1 = sg.shared((rng.standard_normal((6, 10)) * 0.4).astype("float32"), "w1")
+    w2 = sg.shared((rng.standard_normal((10, 3)) * 0.4).astype("float32"), "w2")
+    x = sg.tensor("x", (None, 6))
+    y = sg.tensor("y", (None,), dtype="int64")
+    loss = sg.nn.cross_entropy(sg.tanh(x @ w1) @ w2, y)
+    loss.name = "loss"
+    step = sg.compile([x, y], loss, updates=sg.nn.adam(loss, [w1, w2], lr=0.05))
+    batches = (5, 2, 9, 5)
+
+    def data(n, k):
+        xv = (((np.arange(n * 6) + 3 * k) % 11) / 11.0 - 0.5).astype(np.float32).reshape(n, 6)
+        return xv, ((np.arange(n) + k) % 3).astype(np.int64)
+
+    step.export(str(tmp_path / "adam"), dynamic=True, example_inputs=data(4, 0))
+    exe = build_c(tmp_path, """
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include "adam.h"
+        int main(void) {
+            const int64_t batches[4] = {5, 2, 9, 5};
+            adam_ctx *ctx;
+            if (adam_create(&ctx) != ADAM_OK) return 1;
+            for (int k = 0; k < 4; k++) {
+                int64_t n = batches[k];
+                float *x = malloc(ADAM_X_SIZE(n, n) * sizeof(float));
+                int64_t *y = malloc(ADAM_Y_SIZE(n, n) * sizeof(int64_t));
+                for (int64_t i = 0; i < n * 6; i++) x[i] = (float)((i + 3 * k) % 11) / 11.0f - 0.5f;
+                for (int64_t i = 0; i < n; i++) y[i] = (i + k) % 3;
+                float loss;
+                if (adam_run(ctx, n, n, x, y, &loss) != ADAM_OK) return 2;
+                printf("%.9g\\n", loss);
+                free(x); free(y);
+            }
+            float w2[ADAM_PARAM_W2_SIZE];
+            adam_get_w2(ctx, w2, ADAM_PARAM_W2_SIZE);
+            for (int i = 0; i < ADAM_PARAM_W2_SIZE; i++) printf("%.9g ", w2[i]);
+            printf("\\n");
+            adam_destroy(ctx);
+            return 0;
+        }
+    """, "adam")
+    prefix = ()
+    if shutil.which("valgrind"):
+        prefix = ("valgrind", "-q", "--error-exitcode=9", "--leak-check=full", "--errors-for-leak-kinds=all")
+    lines = run_c(exe, prefix=prefix).splitlines()
+    want = [float(step(*data(n, k))) for k, n in enumerate(batches)]
+    np.testing.assert_allclose([float(v) for v in lines[:4]], want, rtol=1e-5)
+    np.testing.assert_allclose([float(v) for v in lines[4].split()], w2.get_value().reshape(-1),
+                               rtol=1e-4, atol=1e-6)
