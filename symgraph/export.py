@@ -334,7 +334,6 @@ def _run_c(lib: str, plan: FunctionPlan, param_offsets: list[int], arena: int) -
     prog = plan.prog
     ni = len(prog.inputs)
     nargs = ni + len(prog.outputs) + 2
-    args = c_args(plan)
     body = ["    if (ctx == NULL) return " + f"{lib.upper()}_ERR_NULL;"]
     for t in plan.inputs + plan.outputs:
         body.append(f'    if ({t.name} == NULL) return sg_fail(ctx, {lib.upper()}_ERR_NULL, '
@@ -353,25 +352,36 @@ def _run_c(lib: str, plan: FunctionPlan, param_offsets: list[int], arena: int) -
         body.append(f"    argv[{ni + st.slot}] = (void *){where};")
     body.append(f"    argv[{nargs - 2}] = ctx->mem + {arena};")
     body.append(f"    argv[{nargs - 1}] = ctx->mem + {plan.error_offset};")
+    sizes = {st.slot: str(st.nbytes) for st in prog.outputs}
+    slots = {slot: f"ctx->mem + {off}" for slot, off in plan.slot_offsets.items()}
+    return _run_function(lib, plan, body, owner, slots, sizes, param_offsets)
+
+
+def _run_function(lib: str, plan: FunctionPlan, body: list[str], owner: dict, slots: dict,
+                  sizes: dict, param_offsets: list[int]) -> str:
+    """The run function's text: ``body`` (checks, ``argv``), then the entry call, its status,
+    the copies of repeated outputs and of updates (from their output or scratch ``slots``),
+    and success.  ``sizes``: bytes per output slot, as C expressions."""
+    prog, L = plan.prog, lib.upper()
+    body = list(body)
     body.append(f"    int32_t status = {_hidden(lib, plan.key, 'entry')}(argv);")
-    body.append(f'    if (status == 2) return sg_fail(ctx, {lib.upper()}_ERR_INDEX, "{plan.run_name}: '
+    body.append(f'    if (status == 2) return sg_fail(ctx, {L}_ERR_INDEX, "{plan.run_name}: '
                 'an index or class label in the inputs is out of range; no parameter was updated");')
-    body.append(f'    if (status != 0) return sg_fail(ctx, {lib.upper()}_ERR_INTERNAL, "{plan.run_name}: '
+    body.append(f'    if (status != 0) return sg_fail(ctx, {L}_ERR_INTERNAL, "{plan.run_name}: '
                 'internal error");')
-    sizes = {st.slot: st.nbytes for st in prog.outputs}
     for i, t in enumerate(plan.outputs):
         slot = prog.output_map[i]
         if owner[slot] != i:
-            body.append(f"    memcpy({t.name}, {plan.outputs[owner[slot]].name}, {sizes[slot]});")
+            body.append(f"    memcpy({t.name}, {plan.outputs[owner[slot]].name}, (size_t){sizes[slot]});")
     for k, p in enumerate(plan.updates):
         slot = prog.output_map[len(plan.outputs) + k]
-        src = plan.outputs[owner[slot]].name if slot in owner else f"ctx->mem + {plan.slot_offsets[slot]}"
-        body.append(f"    memcpy(ctx->mem + {param_offsets[p]}, {src}, {sizes[slot]});")
-    body.append(f"    ctx->status = 0; ctx->message[0] = 0;\n    return {lib.upper()}_OK;")
+        src = plan.outputs[owner[slot]].name if slot in owner else slots[slot]
+        body.append(f"    memcpy(ctx->mem + {param_offsets[p]}, {src}, (size_t){sizes[slot]});")
+    body.append(f"    ctx->status = 0; ctx->message[0] = 0;\n    return {L}_OK;")
     hidden = '__attribute__((visibility("hidden")))'
     return (f"int32_t {_hidden(lib, plan.key, 'entry')}(void **args) {hidden};\n"
             f"void {_hidden(lib, plan.key, 'set_threads')}(int32_t n) {hidden};\n"
-            f"SG_API int32_t {plan.run_name}({', '.join([f'{lib}_ctx *ctx'] + args)}) {{\n"
+            f"SG_API int32_t {plan.run_name}({', '.join([f'{lib}_ctx *ctx'] + c_args(plan))}) {{\n"
             + "\n".join(body) + "\n}\n")
 
 
@@ -486,26 +496,9 @@ def _run_dynamic_c(lib: str, plan: FunctionPlan, param_offsets: list[int]) -> st
         body.append(f"    argv[{ni + st.slot}] = (void *){where};")
     body.append(f"    argv[{nargs - 2}] = ctx->dyn;")
     body.append(f"    argv[{nargs - 1}] = ctx->dyn + errors_at;")
-    body.append(f"    int32_t status = {_hidden(lib, plan.key, 'entry')}(argv);")
-    body.append(f'    if (status == 2) return sg_fail(ctx, {L}_ERR_INDEX, "{plan.run_name}: '
-                'an index or class label in the inputs is out of range; no parameter was updated");')
-    body.append(f'    if (status != 0) return sg_fail(ctx, {L}_ERR_INTERNAL, "{plan.run_name}: '
-                'internal error");')
     sizes = {st.slot: c_size(st.nbytes, names) for st in prog.outputs}
-    for i, t in enumerate(plan.outputs):
-        slot = prog.output_map[i]
-        if owner[slot] != i:
-            body.append(f"    memcpy({t.name}, {plan.outputs[owner[slot]].name}, (size_t){sizes[slot]});")
-    for k, p in enumerate(plan.updates):
-        slot = prog.output_map[len(plan.outputs) + k]
-        src = plan.outputs[owner[slot]].name if slot in owner else f"ctx->dyn + {slot_at[slot]}"
-        body.append(f"    memcpy(ctx->mem + {param_offsets[p]}, {src}, (size_t){sizes[slot]});")
-    body.append(f"    ctx->status = 0; ctx->message[0] = 0;\n    return {L}_OK;")
-    hidden = '__attribute__((visibility("hidden")))'
-    return (f"int32_t {_hidden(lib, plan.key, 'entry')}(void **args) {hidden};\n"
-            f"void {_hidden(lib, plan.key, 'set_threads')}(int32_t n) {hidden};\n"
-            f"SG_API int32_t {plan.run_name}({', '.join([f'{lib}_ctx *ctx'] + c_args(plan))}) {{\n"
-            + "\n".join(body) + "\n}\n")
+    slots = {slot: f"ctx->dyn + {at}" for slot, at in slot_at.items()}
+    return _run_function(lib, plan, body, owner, slots, sizes, param_offsets)
 
 
 def _header(lib: str, plans, params: list[Tensor], target, threads: int) -> str:

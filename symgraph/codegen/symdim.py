@@ -262,20 +262,21 @@ def _opaque(kind: str, *args) -> SymInt:
 
 
 def smax(a, b):
-    """``max(a, b)`` without a guard when it cannot be decided from the polynomials."""
-    if known_nonneg(a - b):
-        return a
-    if known_nonneg(b - a):
-        return b
-    return _opaque("max", a, b)
+    """``max(a, b)`` without a guard: decided from the polynomials, or an opaque atom."""
+    return _extreme("max", a, b)
 
 
 def smin(a, b):
-    if known_nonneg(a - b):
-        return b
+    """``min(a, b)`` without a guard (see ``smax``)."""
+    return _extreme("min", a, b)
+
+
+def _extreme(kind: str, a, b):
+    if known_nonneg(a - b):  # a >= b
+        return a if kind == "max" else b
     if known_nonneg(b - a):
-        return a
-    return _opaque("min", a, b)
+        return b if kind == "max" else a
+    return _opaque(kind, a, b)
 
 
 # --- guard-free questions ----------------------------------------------------------------

@@ -16,6 +16,7 @@ from .slicing import (
     DynSliceSet,
     as_bound,
     dyn_getitem,
+    fits_into,
     slice_parts,
     split_key,
     write_rop,
@@ -194,15 +195,8 @@ class Subtensor(Op):
 def _check_fits(spec, x: Variable, y: Variable, indices: list) -> None:
     """``y`` must broadcast to the shape of ``x[key]`` (unknown dims are checked at call
     time), as NumPy's ``x[key] += y`` requires."""
-    from ..graph.types import broadcast_shapes
     target = _infer_shape(spec, x.type.shape, [i.type.shape for i in indices])
-    try:
-        both = broadcast_shapes(target, y.type.shape)
-        fits = y.ndim <= len(target) and all(b in (t, None) or t is None
-                                              for b, t in zip(both, target))
-    except ShapeError:
-        fits = False
-    if not fits:
+    if not fits_into(target, y):
         raise ShapeError(f"inc_subtensor: value of shape {format_shape(y.type.shape)} cannot be "
                          f"broadcast to the indexed shape {format_shape(target)} of x[key] "
                          f"(x has shape {format_shape(x.type.shape)})")

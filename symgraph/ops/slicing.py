@@ -340,16 +340,20 @@ class DynSliceWrite(Op):
         return all_batched(type(self)(self.axis + 1)(x, y, *parts))
 
 
-def _check_fits(verb: str, target: tuple, x: Variable, y: Variable) -> None:
-    """``y`` must broadcast to the slice's shape ``target`` (unknown dims at call time)."""
+def fits_into(target: tuple, y: Variable) -> bool:
+    """Whether ``y`` broadcasts to the static shape ``target`` as far as is known at build
+    time (unknown dims are checked at call time), as NumPy's ``x[key] = y`` requires."""
     from ..graph.types import broadcast_shapes
     try:
         both = broadcast_shapes(target, y.type.shape)
-        fits = y.ndim <= len(target) and all(b in (t, None) or t is None
-                                              for b, t in zip(both, target))
     except ShapeError:
-        fits = False
-    if not fits:
+        return False
+    return y.ndim <= len(target) and all(b in (t, None) or t is None for b, t in zip(both, target))
+
+
+def _check_fits(verb: str, target: tuple, x: Variable, y: Variable) -> None:
+    """``y`` must broadcast to the slice's shape ``target`` (unknown dims at call time)."""
+    if not fits_into(target, y):
         raise ShapeError(f"{verb}: value of shape {format_shape(y.type.shape)} cannot be "
                          f"broadcast to the sliced shape {format_shape(target)} of x (x has "
                          f"shape {format_shape(x.type.shape)})")
