@@ -162,9 +162,11 @@ def _tensors_of_shared(shared: list) -> list[Tensor]:
     return params
 
 
-def _spec_for(cf, example_inputs, dynamic: bool = False):
+def _spec_for(cf, example_inputs, dynamic: bool | None = None):
     """The specialisation to export (validating ``example_inputs`` exactly like a call): code
-    for exactly those shapes, or with ``dynamic`` the shape-generic code serving them."""
+    for exactly those shapes, or with ``dynamic`` the shape-generic code serving them.
+    ``dynamic=None``: shape-generic when no ``example_inputs`` fix the shapes and the code
+    is generic in the inputs' unknown dims (only)."""
     program = cf.program
     if example_inputs is not None:
         values = cf._convert(list(example_inputs))
@@ -172,6 +174,9 @@ def _spec_for(cf, example_inputs, dynamic: bool = False):
         spec = program.specialize(shapes)
     else:
         spec = program._current()
+    if dynamic is None:
+        dynamic = (example_inputs is None and bool(spec.dim_values)
+                   and all(axis >= 0 and slot < len(cf.inputs) for slot, axis in spec.prog.dims))
     if not dynamic:
         return program.exact(spec)
     if not spec.dim_values:
@@ -609,17 +614,18 @@ def export_functions(path, functions: dict, kind: str = "shared", name: str | No
 
 
 def export_function(cf, path, kind: str = "shared", example_inputs=None, name: str | None = None,
-                    target="x86-64-v3", threads: int = 1, dynamic: bool = False) -> dict:
-    """``f.export``: one function as ``<name>_create / _run / _destroy``; with ``dynamic`` its
-    dims declared unknown are run-time arguments of ``<name>_run`` (one library for every
-    batch size)."""
+                    target="x86-64-v3", threads: int = 1, dynamic: bool | None = None) -> dict:
+    """``f.export``: one function as ``<name>_create / _run / _destroy``.  With ``dynamic``
+    (the default when no ``example_inputs`` fix the shapes and the code is shape-generic) its
+    dims declared unknown are run-time arguments of ``<name>_run``: one library for every
+    batch size."""
     return export_functions(path, {"": (cf, _spec_for(cf, example_inputs, dynamic))}, kind=kind,
                             name=name, target=target, threads=threads)
 
 
 def export_library(path, functions: dict, kind: str = "shared", name: str | None = None,
                    target="x86-64-v3", threads: int = 1, example_inputs: dict | None = None,
-                   dynamic: bool = False) -> dict:
+                   dynamic: bool | None = None) -> dict:
     """Several compiled functions (``{"train": f, "predict": g}``) in one library, sharing
     their shared variables through one context: ``<name>_train_run(ctx, ...)``,
     ``<name>_predict_run(ctx, ...)``.  ``example_inputs`` maps keys to example arguments for

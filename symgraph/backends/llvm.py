@@ -680,7 +680,7 @@ class LLVMProgram:
         return self._current().asm()
 
     def export(self, cf, path: str, kind: str = "shared", example_inputs=None, name: str | None = None,
-               target="x86-64-v3", threads: int = 1, dynamic: bool = False):
+               target="x86-64-v3", threads: int = 1, dynamic: bool | None = None):
         """Write ``path.so`` (``.a``, ``.o``) and ``path.h``: a self-contained C library of the
         specialisation for ``example_inputs`` (or the current one); see ``symgraph.export``."""
         from ..export import export_function
