@@ -37,7 +37,7 @@ import numpy as np
 
 from ._scalar import S
 from .storage_fields import StorageMethods
-from .symdim import SymInt, known_equal, to_expr
+from .symdim import SymInt, as_size, known_equal, static_is, to_expr
 from .symdim import prod as size_prod
 
 EXTRA_OPS = ("var", "load", "local", "xor", "shr", "shl", "checked", "dim")
@@ -68,15 +68,6 @@ def contiguous_strides(shape) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def _static_is(x, value: int) -> bool:
-    """``x`` is the int ``value`` (a symbolic size never is: no guard is recorded)."""
-    return not isinstance(x, SymInt) and x == value
-
-
-def _size(d):
-    return d if isinstance(d, SymInt) else int(d)
-
-
 @dataclass(frozen=True)
 class View:
     """An n-d window onto a storage: element ``i`` is at ``offset + sum(i_k * strides[k])``."""
@@ -88,7 +79,7 @@ class View:
 
     @staticmethod
     def full(storage: Storage, shape) -> View:
-        shape = tuple(_size(d) for d in shape)
+        shape = tuple(as_size(d) for d in shape)
         return View(storage, shape, contiguous_strides(shape), 0)
 
     @property
@@ -107,20 +98,20 @@ class View:
     def is_contiguous(self) -> bool:
         # symbolic strides and sizes are compared as polynomials: "not known contiguous"
         # costs a copy, a guard would cost generality
-        return all(known_equal(st, c) or _static_is(d, 1) for d, st, c in
+        return all(known_equal(st, c) or static_is(d, 1) for d, st, c in
                    zip(self.shape, self.strides, contiguous_strides(self.shape)))
 
     @property
     def is_whole(self) -> bool:
         """A contiguous view covering its whole storage from offset 0."""
-        return (_static_is(self.offset, 0) and self.is_contiguous
+        return (static_is(self.offset, 0) and self.is_contiguous
                 and known_equal(self.size, self.storage.size))
 
     def index(self, idx) -> S.SExpr:
         """The flat element index for the multi-index ``idx`` (int64 expressions)."""
         expr = iconst(self.offset)
         for i, st, d in zip(idx, self.strides, self.shape):
-            if not _static_is(d, 1) and not _static_is(st, 0):
+            if not static_is(d, 1) and not static_is(st, 0):
                 expr = iadd(expr, imul(i, iconst(st)))
         return expr
 
@@ -138,14 +129,14 @@ class View:
         lead = len(shape) - self.ndim
         strides = [0] * lead
         for d, st, want in zip(self.shape, self.strides, shape[lead:]):
-            strides.append(st if known_equal(d, want) or (not _static_is(d, 1) and d == want) else 0)
+            strides.append(st if known_equal(d, want) or (not static_is(d, 1) and d == want) else 0)
         return View(self.storage, shape, tuple(strides), self.offset)
 
     def reshape(self, shape) -> View | None:
         """A view with a new shape, or None when the data is not laid out contiguously."""
         if not self.is_contiguous:
             return None
-        shape = tuple(_size(d) for d in shape)
+        shape = tuple(as_size(d) for d in shape)
         return View(self.storage, shape, contiguous_strides(shape), self.offset)
 
 
@@ -174,7 +165,7 @@ def checked(index: S.SExpr, site: int, lo: int, hi: int, extremes: bool = False)
     ``checks.STATUS_INDEX_ERROR``.  The node has a side effect, so renderers never hoist or
     share it as a pure expression.
     """
-    return S.SExpr("checked", (index,), (int(site), int(lo), _size(hi), bool(extremes)), "int64")
+    return S.SExpr("checked", (index,), (int(site), int(lo), as_size(hi), bool(extremes)), "int64")
 
 
 def checked_sites(body: list) -> list[int]:

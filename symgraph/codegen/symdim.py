@@ -281,6 +281,18 @@ def _extreme(kind: str, a, b):
 
 # --- guard-free questions ----------------------------------------------------------------
 
+def as_size(x):
+    """A size as an int, or as the ``SymInt`` it is (a 0-d array or NumPy scalar unwrapped)."""
+    if hasattr(x, "reshape") and hasattr(x, "item"):
+        x = x.reshape(()).item()
+    return x if isinstance(x, SymInt) else int(x)
+
+
+def static_is(x, value: int) -> bool:
+    """``x`` is the int ``value`` (a symbolic size never is, and no guard is recorded)."""
+    return not isinstance(x, SymInt) and x == value
+
+
 def is_symbolic(x) -> bool:
     return isinstance(x, SymInt)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codegen.symdim import SymInt
+from ..codegen.symdim import as_size
 from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable
 from ..graph.types import TensorType, format_shape, is_float, is_int
@@ -114,10 +114,8 @@ class ARange(Op):
 
     def make_node(self, n) -> Apply:
         n = as_variable(n, dtype="int64")
-        size = None
-        if isinstance(n, Constant):  # (a symbolic size while shape-generic code is generated)
-            item = n.value.reshape(()).item() if n.value.dtype == object else int(n.value)
-            size = item if isinstance(item, SymInt) else int(item)
+        # (a symbolic size while shape-generic code is generated)
+        size = as_size(n.value) if isinstance(n, Constant) else None
         return Apply(self, [n], [TensorType("int64", (size,))])
 
     def perform(self, node, inputs):

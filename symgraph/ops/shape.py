@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..codegen.symdim import SymInt
+from ..codegen.symdim import SymInt, as_size
 from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable, dim_label
 from ..graph.types import TensorType, check_size, format_shape, is_int
@@ -47,7 +47,7 @@ class MakeVector(Op):
         return Apply(self, parts, [TensorType("int64", (len(parts),))])
 
     def perform(self, node, inputs):
-        parts = [_size(np.asarray(p)[()]) for p in inputs]
+        parts = [as_size(np.asarray(p)[()]) for p in inputs]
         symbolic = any(isinstance(p, SymInt) for p in parts)  # generating shape-generic code
         return [np.array(parts, dtype=object if symbolic else np.int64)]
 
@@ -151,19 +151,14 @@ def unknown_value_message(v: Variable, wanted: str) -> str:
 def static_shape_value(vec: Variable) -> tuple | None:
     """What is known at build time about an int64 shape vector: a tuple with ``None`` holes."""
     if isinstance(vec, Constant):
-        return tuple(_size(v) for v in vec.value.reshape(-1))
+        return tuple(as_size(v) for v in vec.value.reshape(-1))
     if vec.owner is not None and isinstance(vec.owner.op, Shape):
         return vec.owner.inputs[0].type.shape
     if vec.owner is not None and isinstance(vec.owner.op, MakeVector):
-        return tuple(_size(p.value[()]) if isinstance(p, Constant) else None for p in vec.owner.inputs)
+        return tuple(as_size(p.value[()]) if isinstance(p, Constant) else None for p in vec.owner.inputs)
     if vec.ndim == 1 and vec.type.shape[0] is not None:
         return (None,) * vec.type.shape[0]
     return None
-
-
-def _size(v):
-    """An int, or a symbolic size as it is (while shape-generic code is generated)."""
-    return v if isinstance(v, SymInt) else int(v)
 
 
 def _known_size(shape: tuple):

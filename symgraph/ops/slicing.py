@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codegen.symdim import SymInt, smax
+from ..codegen.symdim import SymInt, as_size, smax
 from ..errors import ShapeError
 from ..graph.basic import Apply, Constant, Op, Variable, as_variable
 from ..graph.types import TensorType, format_shape, is_int
@@ -147,10 +147,7 @@ def _scalar(v: Int) -> Variable:
 def _static_int(v: Variable):
     """A constant's int, or the symbolic size a placeholder holds while shape-generic code
     is generated (``codegen/specialize.py``); None when not known."""
-    if not isinstance(v, Constant):
-        return None
-    item = v.value.reshape(()).item() if v.value.dtype == object else v.value
-    return item if isinstance(item, SymInt) else int(item)
+    return as_size(v.value) if isinstance(v, Constant) else None
 
 
 def _slice_dim(d: int | None, first: Variable, step: Variable, length: Variable) -> int | None:

@@ -20,7 +20,7 @@ from .._scalar import S
 from ..checks import CheckSite, input_names
 from ..kernel_ir import Assign, Kernel, Program, Storage, Store, View, body_text, checked, iconst, load, local
 from ..specialize import specialize
-from ..symdim import known_equal, to_expr
+from ..symdim import as_size, known_equal, static_is, to_expr
 from ..symdim import prod as size_prod
 from .conv import ConvLowering
 from .elemwise import ElemwiseLowering
@@ -31,8 +31,6 @@ from .helpers import (
     _loops,
     _loops_sub,
     _op_label,
-    _size,
-    _static_is,
     collapse,
     combine,
 )
@@ -91,7 +89,7 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
     def new_storage(self, kind, dtype, shape, name="", value=None) -> Storage:
         size = size_prod(shape)
         st = Storage(len(self.storages), kind, dtype, size, value=value, name=name,
-                     shape=tuple(_size(d) for d in shape))
+                     shape=tuple(as_size(d) for d in shape))
         self.storages.append(st)
         return st
 
@@ -121,7 +119,7 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
         The result is always a safe index in ``[lo, hi - 1]``.
         """
         node = self.current
-        site = CheckSite(len(self.checks), kind, int(lo), _size(hi),
+        site = CheckSite(len(self.checks), kind, int(lo), as_size(hi),
                          _op_label(node) if node is not None else "gather", int(axis),
                          tuple(tuple(self.shape_of.get(id(v), getattr(v.type, "shape", ())))
                                for v in node.inputs) if node is not None else (),
@@ -185,7 +183,7 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
             name = f"{base}_{digest}_{n}"
             n += 1
         self._names.add(name)
-        k = Kernel(name, body, ops, list(inputs), list(outputs), _size(work))
+        k = Kernel(name, body, ops, list(inputs), list(outputs), as_size(work))
         self.kernels.append(k)
         return k
 
@@ -225,7 +223,7 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
         # collapse axes of equal kind, dropping size-1 axes
         shape = list(full_shape)
         is_red = [a in red_axes for a in range(len(shape))]
-        keep = [a for a, d in enumerate(shape) if not _static_is(d, 1)]
+        keep = [a for a, d in enumerate(shape) if not static_is(d, 1)]
         shape = [shape[a] for a in keep]
         is_red = [is_red[a] for a in keep]
         strides = [[v.strides[a] for a in keep] for v in [out_full] + views]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from ...graph.types import broadcast_shapes, is_float
 from .._scalar import S
 from ..kernel_ir import Assign, For, Store, iconst, local, var
-from .helpers import _drop, _expr_name, _idx, _init_value, _loops, _static_is, _summed
+from ..symdim import static_is
+from .helpers import _drop, _expr_name, _idx, _init_value, _loops, _summed
 
 
 class ElemwiseLowering:
@@ -43,7 +44,7 @@ class ElemwiseLowering:
         lead = g.ndim - len(target)
         axes = tuple(range(lead)) + tuple(lead + a for a, (d, t) in
                                           enumerate(zip(g.shape[lead:], target)) if _summed(d, t))
-        if all(_static_is(g.shape[a], 1) for a in axes):  # nothing to sum: a view
+        if all(static_is(g.shape[a], 1) for a in axes):  # nothing to sum: a view
             v = g.reshape(target)
             if v is not None:
                 self.env[id(node.outputs[0])] = v

@@ -9,7 +9,7 @@ import numpy as np
 from ...graph.types import is_float
 from .._scalar import S
 from ..kernel_ir import For, View, var
-from ..symdim import SymInt, known_equal
+from ..symdim import SymInt, as_size, known_equal, static_is
 
 _INIT = {"sum": 0, "prod": 1, "any": False, "all": True}
 
@@ -43,7 +43,7 @@ def combine(kind: str, acc: S.SExpr, val: S.SExpr) -> S.SExpr:
 
 def collapse(shape, stride_lists):
     """Drop size-1 axes and merge neighbouring axes that are contiguous in every view."""
-    keep = [a for a, d in enumerate(shape) if not _static_is(d, 1)]
+    keep = [a for a, d in enumerate(shape) if not static_is(d, 1)]
     shape = [shape[a] for a in keep]
     strides = [[st[a] for a in keep] for st in stride_lists]
     a = len(shape) - 2
@@ -61,13 +61,8 @@ def collapse(shape, stride_lists):
 def _loops(extents, body, parallel=True, prefix="i"):
     """Nest ``body`` in loops over ``extents`` (variables ``prefix0, prefix1...``)."""
     for a in reversed(range(len(extents))):
-        body = [For(f"{prefix}{a}", _size(extents[a]), body, parallel=parallel and a == 0)]
+        body = [For(f"{prefix}{a}", as_size(extents[a]), body, parallel=parallel and a == 0)]
     return body
-
-
-def _size(d):
-    """A loop extent or size: an int, or a symbolic size as it is."""
-    return d if isinstance(d, SymInt) else int(d)
 
 
 def _summed(d, t) -> bool:
@@ -76,12 +71,7 @@ def _summed(d, t) -> bool:
         return False
     if isinstance(t, SymInt):
         return t == 1  # a guard: the target was broadcast along this axis or not
-    return t == 1 and not _static_is(d, 1)  # summing a size-1 axis costs nothing wrong
-
-
-def _static_is(x, value: int) -> bool:
-    """``x`` is the int ``value`` (never true of a symbolic size, and no guard recorded)."""
-    return not isinstance(x, SymInt) and x == value
+    return t == 1 and not static_is(d, 1)  # summing a size-1 axis costs nothing wrong
 
 
 def _idx(n, prefix="i"):
@@ -92,7 +82,7 @@ def _loops_sub(shape, axes, body, parallel):
     """Loops over the given axes of ``shape`` (variables ``i<axis>``), outermost first."""
     for n, a in enumerate(reversed(axes)):
         first = n == len(axes) - 1
-        body = [For(f"i{a}", _size(shape[a]), body, parallel=parallel and first)]
+        body = [For(f"i{a}", as_size(shape[a]), body, parallel=parallel and first)]
     return body
 
 

@@ -13,14 +13,8 @@ from __future__ import annotations
 from ...errors import CompileError
 from .._scalar import S
 from ..kernel_ir import View
-from ..symdim import SymInt, smax
+from ..symdim import SymInt, as_size, smax
 from .helpers import _op_label
-
-
-def _part(value):
-    """A folded scalar as an int or a ``SymInt``."""
-    item = value.reshape(()).item() if hasattr(value, "reshape") else value
-    return item if isinstance(item, SymInt) else int(item)
 
 
 def _axis_slice(v: View, axis: int, first, step, length) -> View:
@@ -45,7 +39,7 @@ class SliceLowering:
             raise CompileError(f"{_op_label(node)}: the slice start or step depends on run-time "
                                "values that are not int inputs or sizes; native backends need "
                                "slice bounds computed from input shapes and int inputs")
-        first, step, length = (_part(v) for v in vals)
+        first, step, length = (as_size(v) for v in vals)
         if isinstance(step, int) and step == 0:  # pragma: no cover - folding ran the op, which raised
             raise CompileError(f"{_op_label(node)}: slice step cannot be zero")
         length = smax(length, 0) if isinstance(length, SymInt) else max(length, 0)
