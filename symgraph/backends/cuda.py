@@ -6,8 +6,17 @@ renders one CUDA C module (``symgraph.codegen.cuda_render``), compiles it to a C
 device's architecture (NVRTC or nvcc, cached on disk) and loads it.  A call uploads the
 inputs, runs every kernel on one stream, and downloads the outputs; shared variables stay on
 the GPU between calls (their update is a pointer swap) and are copied back only when read
-from the host.  ``SYMGRAPH_CUDA_CODEGEN_ONLY=1`` builds programs without a GPU: source, PTX
-and export work, calling raises ``CompileError``.
+from the host.
+
+Inputs with dimensions unknown at build time get shape-generic code (``codegen/symdim.py``):
+one module, its kernels taking the run-time sizes as arguments, serves every call whose sizes
+pass its guards; each new tuple of input shapes only gets a ``Specialization`` (its sizes,
+buffer layout and launch grids) of the loaded module.  Where the lowering cannot make
+generic code, or ``SYMGRAPH_SHAPE_GENERIC=0``, a module is generated for exactly the call's
+shapes, as for inputs declared with every dimension.
+
+``SYMGRAPH_CUDA_CODEGEN_ONLY=1`` builds programs without a GPU: source, PTX and export work,
+calling raises ``CompileError``.
 """
 
 from __future__ import annotations
@@ -19,13 +28,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..codegen import symdim
 from ..codegen.checks import initial_words, raise_index_error
 from ..codegen.cuda_render import ERROR_PARAM
+from ..codegen.specialize import dim_values, lower_generic
 from ..errors import CompileError
 from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
 from . import cuda_compiler
 from .cuda_export import export_module
+
+MAX_INSTANCES = 64  # specialisations of shape-generic modules kept per function (as llvm)
 
 
 @dataclass
@@ -41,7 +54,7 @@ class CudaCodegen:
     """Everything that needs no GPU: specialise, lower, render, compile to PTX / CUBIN."""
 
     def __init__(self, fgraph: FunctionGraph, roots: list, use_cublas: bool = False, name: str = "symgraph",
-                 built_outputs: list | None = None):
+                 built_outputs: list | None = None, shape_generic: bool = True):
         self.fgraph = fgraph
         self.roots = roots
         self.built_outputs = built_outputs  # the graph as built: call-time errors in its terms
@@ -49,6 +62,11 @@ class CudaCodegen:
         self.name = name
         self._modules: dict[tuple, object] = {}
         self.last = None
+        self.last_shapes: tuple | None = None
+        self.shape_generic = shape_generic and os.environ.get("SYMGRAPH_SHAPE_GENERIC", "1") != "0" \
+            and any(d is None for v in roots for d in v.type.shape)
+        self.families: list = []  # shape-generic modules, each serving the sizes its guards allow
+        self.generations = 0  # modules rendered (code generated)
 
     def static_shapes(self) -> list[tuple] | None:
         shapes = []
@@ -67,8 +85,45 @@ class CudaCodegen:
             from ..codegen.specialize import lower_for_call
             prog = lower_for_call(self.fgraph, self.roots, list(key), self.built_outputs)
             mod = render_program(prog, use_cublas=self.use_cublas, title=f"{self.name} CUDA module")
+            self.generations += 1
             self._modules[key] = mod
-        self.last = mod
+        self.last, self.last_shapes = mod, key
+        return mod
+
+    def generic_module(self, shapes: list[tuple]):
+        """``(module, sizes)``: the shape-generic module serving these input shapes and the
+        run-time sizes of the call, generated on first need; None when the code cannot be
+        generic (the caller then generates a module for exactly these shapes)."""
+        if not self.shape_generic:
+            return None
+        key = tuple(tuple(int(d) for d in s) for s in shapes)
+        for mod in self.families:
+            values = dim_values(mod.program, key)
+            if symdim.guards_hold(mod.program.guards, values):
+                self.last, self.last_shapes = mod, key
+                return mod, tuple(values)
+        from ..codegen.cuda_render import render_program
+        try:
+            prog = lower_generic(self.fgraph, self.roots, key)
+            with symdim.tracing() as guards:  # a renderer decision on a size narrows the guards
+                mod = render_program(prog, use_cublas=self.use_cublas,
+                                     title=f"{self.name} CUDA module (shape-generic)")
+            prog.guards += guards
+        except Exception:  # noqa: BLE001 - code for exactly these shapes still works
+            return None
+        self.generations += 1
+        self.families.append(mod)
+        self.last, self.last_shapes = mod, key
+        return mod, tuple(dim_values(prog, key))
+
+    def exact(self):
+        """The latest module, or when it is shape-generic the module for exactly the latest
+        call's shapes (what ``export`` writes)."""
+        mod = self.current()
+        if mod.program.generic:
+            last = self.last, self.last_shapes
+            mod = self.module(list(self.last_shapes))
+            self.last, self.last_shapes = last  # inspection keeps showing the code calls run
         return mod
 
     def current(self):
@@ -84,35 +139,53 @@ class CudaCodegen:
         return cuda_compiler.compile_module(self.current().source, arch, "ptx").decode(errors="replace")
 
 
-class Specialization:
-    """A loaded module and its device buffers for one tuple of input shapes."""
+class LoadedModule:
+    """A rendered module loaded on the device: its kernels and its constants."""
 
-    def __init__(self, program: CudaProgram, mod, dev):
+    def __init__(self, mod, dev):
         self.mod = mod
-        self.dev = dev
-        prog = mod.program
-        self.prog = prog
         binary, kind = cuda_compiler.device_binary(mod.source, dev.arch)
         self.module = load_module(dev, binary, kind)
         self.funcs = {}
         for k in mod.kernels:
             if k.mode != "cublas":
                 f = self.module.get_function(k.name)
-                f.prepare("P" * len(k.params))
+                f.prepare("P" * len(k.params) + "q" * k.dims)  # run-time sizes by value
                 self.funcs[k.name] = f
         if any(k.mode == "cublas" for k in mod.kernels) and dev.cublas is None:
             raise CompileError("this module was rendered for cuBLAS, which is not loadable")
-        # constants live on the device for the life of the specialisation
+        # constants live on the device for the life of the module
         self.consts = {}
-        for st in prog.storages:
+        for st in mod.program.storages:
             if st.kind == "const":
                 arr = np.ascontiguousarray(np.asarray(st.value, dtype=st.dtype))
                 buf = dev.alloc(arr.nbytes)
                 if arr.nbytes:
                     dev.drv.memcpy_htod(buf, arr)
                 self.consts[st.sid] = buf
-        self.out_specs = [(tuple(shape), np.dtype(st.dtype)) for shape, st in
+
+
+class Specialization:
+    """A loaded module and what one tuple of input shapes needs of it: the run-time sizes of
+    shape-generic code (``dim_values``), the buffer sizes and the launch grids."""
+
+    def __init__(self, loaded: LoadedModule, dev, dim_values: tuple = ()):
+        self.loaded = loaded
+        self.mod = mod = loaded.mod
+        self.dev = dev
+        self.funcs, self.consts = loaded.funcs, loaded.consts
+        prog = mod.program
+        self.prog = prog
+        self.dim_values = values = tuple(int(v) for v in dim_values)
+
+        def size(x) -> int:
+            return symdim.evaluate(x, values)
+        self.arena_size = size(prog.arena_size)
+        self.arena_offsets = {sid: size(off) for sid, off in prog.arena_offsets.items()}
+        self.out_nbytes = [size(st.nbytes) for st in prog.outputs]
+        self.out_specs = [(tuple(size(d) for d in shape), np.dtype(st.dtype)) for shape, st in
                           zip(prog.output_shapes, prog.outputs)]
+        self.grids = [k.launch_grid(values) for k in mod.kernels]
         # bound-check error words (codegen/checks.py)
         self.errors_init = initial_words(prog.checks) if prog.checks else None
 
@@ -124,15 +197,15 @@ class Specialization:
         for st, p in zip(prog.inputs, inputs):
             ptr[st.sid] = int(p)
         outs = []
-        for st in prog.outputs:
-            buf = dev.alloc(st.nbytes)
+        for st, nbytes in zip(prog.outputs, self.out_nbytes):
+            buf = dev.alloc(nbytes)
             outs.append(buf)
             ptr[st.sid] = int(buf)
-        arena = dev.alloc(prog.arena_size + 256) if prog.arena_size else None
+        arena = dev.alloc(self.arena_size + 256) if self.arena_size else None
         if arena is not None:
             base = int(arena)
             base += (-base) % 256
-            for sid, off in prog.arena_offsets.items():
+            for sid, off in self.arena_offsets.items():
                 ptr[sid] = base + off
         for sid, buf in self.consts.items():
             ptr[sid] = int(buf)
@@ -142,13 +215,13 @@ class Specialization:
             drv.memcpy_htod(errors, self.errors_init)
             ptr[ERROR_PARAM] = int(errors)
         stream = dev.stream
-        for k in self.mod.kernels:
+        for k, grid in zip(self.mod.kernels, self.grids):
             t0 = time.perf_counter() if profile_kernels is not None else 0.0
             if k.mode == "cublas":
-                run_cublas(dev.cublas, k.ir, ptr)
-            elif k.grid[0] > 0:
-                args = [ptr[s] for s in k.params]
-                self.funcs[k.name].prepared_async_call(k.grid, (k.block, 1, 1), stream, *args)
+                run_cublas(dev.cublas, k.ir, ptr, self.dim_values)
+            elif grid[0] > 0:
+                args = [ptr[s] for s in k.params] + list(self.dim_values[:k.dims])
+                self.funcs[k.name].prepared_async_call(grid, (k.block, 1, 1), stream, *args)
             if profile_kernels is not None:
                 stream.synchronize()
                 k.stats["calls"] += 1
@@ -159,7 +232,7 @@ class Specialization:
             seen = np.empty_like(self.errors_init)
             drv.memcpy_dtoh(seen, errors)
             if seen[0]:  # an index was out of bounds: no output (and so no update) survives
-                raise_index_error(prog.checks, seen)
+                raise_index_error(prog.checks, seen, self.dim_values)
         results = []
         for i, (buf, (shape, dt), host) in enumerate(zip(outs, self.out_specs, want_host)):
             if host:  # pageable NumPy memory: a plain (synchronous) copy
@@ -168,7 +241,7 @@ class Specialization:
                     drv.memcpy_dtoh(arr, buf)
                 results.append(arr)
             else:
-                results.append(DeviceValue(buf, int(prog.outputs[i].nbytes), dev))
+                results.append(DeviceValue(buf, self.out_nbytes[i], dev))
         return results
 
 
@@ -189,36 +262,43 @@ def load_module(dev, binary: bytes, kind: str):
                            "the NVRTC library)") from None
 
 
-def run_cublas(cublas, kernel, ptr: dict) -> None:
-    """Issue the cuBLAS calls of a GEMM kernel; a loop over independent products is one
-    strided-batched call."""
-    from ..codegen.cuda_render import eval_int
+def run_cublas(cublas, kernel, ptr: dict, dims: tuple = ()) -> None:
+    """Issue the cuBLAS calls of a GEMM kernel (``dims``: the run-time sizes of shape-generic
+    code); a loop over independent products is one strided-batched call."""
+    from ..codegen.cuda_render import eval_int as eval_at
     from ..codegen.kernel_ir import For, Gemm
+
+    def eval_int(e, env):
+        return eval_at(e, env, dims)
+
+    def size_of(x) -> int:
+        return symdim.evaluate(x, dims)
 
     def call(g, env, batch=1, strides=(0, 0, 0)):
         size = np.dtype(g.dtype).itemsize
         a = ptr[g.a.sid] + eval_int(g.a_off, env) * size
         b = ptr[g.b.sid] + eval_int(g.b_off, env) * size
         c = ptr[g.c.sid] + eval_int(g.c_off, env) * size
-        cublas.gemm(g.dtype, g.trans_a, g.trans_b, g.m, g.n, g.k, g.alpha, a, g.lda, b, g.ldb,
-                    g.beta, c, g.ldc, batch, *strides)
+        m, n, k, lda, ldb, ldc = (size_of(x) for x in (g.m, g.n, g.k, g.lda, g.ldb, g.ldc))
+        cublas.gemm(g.dtype, g.trans_a, g.trans_b, m, n, k, g.alpha, a, lda, b, ldb,
+                    g.beta, c, ldc, batch, *strides)
 
     def run(body, env):
         for st in body:
             if isinstance(st, Gemm):
                 call(st, env)
             elif isinstance(st, For):
-                inner = st.body
-                if st.extent > 1 and len(inner) == 1 and isinstance(inner[0], Gemm):
+                inner, extent = st.body, size_of(st.extent)
+                if extent > 1 and len(inner) == 1 and isinstance(inner[0], Gemm):
                     g = inner[0]
-                    e0, e1, el = ({**env, st.var: i} for i in (0, 1, st.extent - 1))
+                    e0, e1, el = ({**env, st.var: i} for i in (0, 1, extent - 1))
                     d = [eval_int(x, e1) - eval_int(x, e0) for x in (g.a_off, g.b_off, g.c_off)]
-                    affine = all(eval_int(x, el) - eval_int(x, e0) == dd * (st.extent - 1)
+                    affine = all(eval_int(x, el) - eval_int(x, e0) == dd * (extent - 1)
                                  for x, dd in zip((g.a_off, g.b_off, g.c_off), d))
                     if affine and d[2] != 0 and g.beta == 0:
-                        call(g, e0, st.extent, tuple(d))
+                        call(g, e0, extent, tuple(d))
                         continue
-                for i in range(st.extent):
+                for i in range(extent):
                     run(inner, {**env, st.var: i})
             else:
                 raise CompileError(f"cuda: unexpected statement in GEMM kernel {kernel.name}")
@@ -249,8 +329,10 @@ class CudaProgram:
                 raise CompileError("cublas=True but no libcublas could be loaded "
                                    "(pip install nvidia-cublas, or a CUDA toolkit with cuBLAS)")
         self.built_outputs = options.get("built_outputs")  # the graph as built (export names outputs)
-        self.codegen = CudaCodegen(fgraph, roots, bool(use_cublas), built_outputs=self.built_outputs)
+        self.codegen = CudaCodegen(fgraph, roots, bool(use_cublas), built_outputs=self.built_outputs,
+                                   shape_generic=bool(options.get("shape_generic", True)))
         self._specs: dict[tuple, Specialization] = {}
+        self._loaded: dict[int, LoadedModule] = {}  # id(module) -> the module on the device
         self._lock = threading.Lock()
         self.n_outputs = len(fgraph.outputs)
         static = self.codegen.static_shapes()
@@ -303,10 +385,11 @@ class CudaProgram:
             try:
                 spec = self._specs.get(key)
                 if spec is None:
-                    spec = Specialization(self, self.codegen.module(shapes), self.dev)
+                    spec = self._specialize(shapes)
                     self._specs[key] = spec
+                    self._forget_old_instances()
                 else:
-                    self.codegen.last = spec.mod
+                    self.codegen.last, self.codegen.last_shapes = spec.mod, key
                 keep, ptrs = [], []
                 for var, v in zip(self.roots, values):
                     p, k = self._device_input(var, v)
@@ -323,6 +406,23 @@ class CudaProgram:
             results.append(value.copy() if slot in seen and isinstance(value, np.ndarray) else value)
             seen.add(slot)
         return results
+
+    def _specialize(self, shapes: list[tuple]) -> Specialization:
+        """A new specialisation: of the shape-generic module serving these shapes when there
+        is one, else of a module for exactly them."""
+        found = self.codegen.generic_module(shapes)
+        mod, values = found if found is not None else (self.codegen.module(shapes), ())
+        loaded = self._loaded.get(id(mod))
+        if loaded is None:
+            loaded = self._loaded[id(mod)] = LoadedModule(mod, self.dev)
+        return Specialization(loaded, self.dev, values)
+
+    def _forget_old_instances(self) -> None:
+        """Keep the newest ``MAX_INSTANCES`` specialisations of shape-generic modules (a
+        forgotten tuple of shapes gets a new specialisation, not new code, when it comes back)."""
+        keys = [k for k, sp in self._specs.items() if sp.dim_values]
+        for k in keys[:max(0, len(keys) - MAX_INSTANCES)]:
+            del self._specs[k]
 
     def _host_slots(self, spec) -> list[bool]:
         """Output storages that go back to the host: those of the user outputs (the update
@@ -367,7 +467,7 @@ class CudaProgram:
             shapes = [tuple(np.shape(v)) for v in example_inputs] + [tuple(s.shape) for s in
                                                                       self.roots[len(example_inputs):]]
             self.codegen.module(shapes)
-        mod = self.codegen.current()
+        mod = self.codegen.exact()  # an exported library has fixed shapes
         if any(k.mode == "cublas" for k in mod.kernels):
             gen = CudaCodegen(self.fgraph, self.roots, use_cublas=False)
             key = next(k for k, m in self.codegen._modules.items() if m is mod)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..codegen import symdim
 from ..codegen.checks import STATUS_INDEX_ERROR, WORDS_PER_SITE, raise_index_error
+from ..codegen.specialize import dim_values, lower_generic
 from ..codegen.symdim import evaluate
 from ..compile import update_shape_error
 from ..errors import CompileError
@@ -575,8 +576,7 @@ class LLVMProgram:
         for fam in self.families:
             if any(axis < 0 for _, axis in fam.prog.dims) and len(ints) != len(self.value_slots):
                 continue
-            values = [ints[self.value_slots.index(slot)] if axis < 0 else key[slot][axis]
-                      for slot, axis in fam.prog.dims]
+            values = dim_values(fam.prog, key, self.value_slots, ints)
             if symdim.guards_hold(fam.prog.guards, values) and _sizes_fit(fam.prog, values):
                 spec = Specialization(fam.prog, fam.loaded, fam.digest, self._builder,
                                       self.object_args, values)
@@ -584,34 +584,10 @@ class LLVMProgram:
                 return spec
         return None
 
-    def _generic_shapes(self, key: tuple, ints: tuple = ()) -> tuple[list, list, dict]:
-        """The inputs' shapes with a ``symdim`` leaf for each dim unknown at build time (its
-        hint: the size in ``key``), where the caller reads each ((input slot, axis)), and with
-        ``ints`` (the int scalar inputs' values) a leaf for each of those values (axis -1)."""
-        shapes, dims, leaves = [], [], {}
-        for slot, (v, actual) in enumerate(zip(self.roots, key)):
-            row = []
-            for axis, (declared, size) in enumerate(zip(v.type.shape, actual)):
-                if declared is None:
-                    row.append(symdim.leaf(len(dims), size, f"{v.label()}.shape[{axis}]"))
-                    dims.append((slot, axis))
-                else:
-                    row.append(size)
-            shapes.append(tuple(row))
-        for slot, value in zip(self.value_slots, ints):
-            leaves[slot] = symdim.leaf(len(dims), value, self.roots[slot].label(), nonneg=False)
-            dims.append((slot, -1))
-        return shapes, dims, leaves
-
     def _lower_generic(self, key: tuple, ints: tuple = ()):
         """The shape-generic program for calls like ``key`` (generic in the int inputs'
         values too, given ``ints``); raises when the lowering cannot make one."""
-        from ..codegen.lower import lower
-        shapes, dims, leaves = self._generic_shapes(key, ints)
-        with symdim.tracing() as guards:
-            prog = lower(self.fgraph, self.roots, shapes, dims, leaves)
-        prog.guards = list(guards)
-        return prog
+        return lower_generic(self.fgraph, self.roots, key, self.value_slots, ints)
 
     def _values_may_help(self, ints: tuple) -> bool:
         return self.generic_allowed and bool(ints) and not self.shape_generic

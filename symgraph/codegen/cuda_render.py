@@ -24,18 +24,27 @@ Bound checks (``kernel_ir.checked``) call ``sg_check`` (``kernels/cuda/scalar.cu
 records an out-of-range value in the program's device error words with atomics; a kernel
 that has checks takes those words as its last parameter (``ERROR_PARAM`` in ``params``), and
 the runtime resets them before the launch sequence and reads them back after it.
+
+Shape-generic programs (``Program.dims``, see ``codegen/symdim.py``): each kernel takes the
+run-time sizes as trailing ``long long sg_d<i>`` parameters, loop bounds and index arithmetic
+print as expressions over them, and the launch grid of each kernel is a formula
+(``CudaKernel.grid_spec``) the runtime evaluates for each instance's sizes.  Choices that only
+affect speed (block size, one block or many for a reduction) read the sizes of the call the
+code was generated for (``symdim.hint``); nothing else decides on a run-time size.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import CompileError
+from . import symdim
 from ._scalar import S
-from .cuda_scalar import ERROR_WORDS, Emitter, c_type, literal, render
+from .cuda_scalar import DIM_PREFIX, ERROR_WORDS, Emitter, c_type, literal, render, size_text
 from .kernel_ir import (
     Assign,
     Collective,
@@ -73,9 +82,22 @@ class CudaKernel:
     params: list[int]  # storage ids passed as arguments, in order
     ir: Kernel | None = None
     stats: dict = field(default_factory=lambda: {"calls": 0, "seconds": 0.0})
+    dims: int = 0  # run-time sizes passed by value after ``params`` (shape-generic code)
+    # shape-generic code: per grid axis (size, lo, hi), the grid being clamp(size, lo, hi)
+    grid_spec: tuple | None = None
 
     def __repr__(self) -> str:
         return f"<CudaKernel {self.name} ({self.mode}) grid={self.grid} block={self.block}>"
+
+    def launch_grid(self, values: tuple = ()) -> tuple[int, int, int]:
+        """The grid for run-time sizes ``values`` (``grid`` itself for static code)."""
+        if self.grid_spec is None:
+            return self.grid
+        return tuple(_clamp(symdim.evaluate(x, values), lo, hi) for x, lo, hi in self.grid_spec)
+
+
+def _clamp(v: int, lo: int, hi: int | None) -> int:
+    return max(lo, v if hi is None else min(v, hi))
 
 
 @dataclass(repr=False)
@@ -130,13 +152,16 @@ def _cublas_able(k: Kernel) -> bool:
     return bool(gemms) and all(g.dtype in ("float32", "float64") for g in gemms)
 
 
-def eval_int(e, env: dict) -> int:
-    """Evaluate an int64 index / offset expression of the kernel IR on the host."""
+def eval_int(e, env: dict, dims: tuple = ()) -> int:
+    """Evaluate an int64 index / offset expression of the kernel IR on the host (``dims``:
+    the run-time sizes of shape-generic code)."""
     vals: dict[int, int] = {}
     for n in S.topo([e]):
         a = [vals[id(x)] for x in n.args]
         if n.op == "const":
             v = int(n.value)
+        elif n.op == "dim":
+            v = int(dims[n.value])
         elif n.op == "var":
             v = env[n.value]
         elif n.op in ("add", "sub", "mul"):
@@ -187,8 +212,8 @@ def _unflatten(loops: list[For], flat: str, indent: str) -> list[str]:
     the nest (the counterpart of ``_at`` for generated code)."""
     decl, size = [], 1
     for f in reversed(loops):
-        div = f"{flat} / {size}" if size > 1 else flat
-        mod = f" % {f.extent}" if f is not loops[0] else ""
+        div = f"{flat} / {_bound(size)}" if symdim.is_symbolic(size) or size > 1 else flat
+        mod = f" % {_bound(f.extent)}" if f is not loops[0] else ""
         decl.append(f"{indent}const long long v_{f.var} = (long long)(({div}){mod});")
         size *= f.extent
     return list(reversed(decl))
@@ -211,8 +236,11 @@ def _fusable_epilogue(g: Kernel, e: Kernel) -> bool:
     if not (e.name.startswith("epilogue_") and len(inner) == 1 and isinstance(inner[0], Gemm)):
         return False
     gm = inner[0]
-    if gm.beta != 0 or gm.alpha != 1 or gm.ldc != gm.n:
+    if gm.beta != 0 or gm.alpha != 1 or not _same_size(gm.ldc, gm.n):
         return False
+    loops, body = _perfect_nest(e.body)
+    if symdim.any_symbolic([gm.m, gm.n] + [f.extent for f in zloops + loops]):
+        return _fusable_generic(gm, zloops, e, loops, body)
     batch = int(np.prod([f.extent for f in zloops], dtype=np.int64)) if zloops else 1
     size = batch * gm.m * gm.n
     for z in {0, 1 % max(batch, 1), batch - 1}:
@@ -220,7 +248,6 @@ def _fusable_epilogue(g: Kernel, e: Kernel) -> bool:
             return False
     if not e.parallel or size == 0:
         return False
-    loops, body = _perfect_nest(e.body)
     if len(body) != 1 or not isinstance(body[0], Store) or body[0].accumulate:
         return False
     st = body[0]
@@ -229,8 +256,78 @@ def _fusable_epilogue(g: Kernel, e: Kernel) -> bool:
     for pos in {0, 1 % size, size // 2, size - 1}:
         if eval_int(st.index, _at(loops, pos)) != pos:
             return False  # the map does not walk the output in C order
+    return _reads_product_in_place(st, gm)
+
+
+def _reads_product_in_place(st: Store, gm: Gemm) -> bool:
     reads = [n for x in (st.index, st.value) for n in S.topo([x]) if n.op == "load" and n.value == gm.c.sid]
     return all(n.args[0] is st.index for n in reads)
+
+
+def _fusable_generic(gm: Gemm, zloops: list[For], e: Kernel, loops: list[For], body: list) -> bool:
+    """``_fusable_epilogue`` for run-time sizes: the same conditions, proved as polynomial
+    identities in the loop variables and sizes instead of checked at sample positions."""
+    if not e.parallel or len(body) != 1 or not isinstance(body[0], Store) or body[0].accumulate:
+        return False
+    st = body[0]
+    size = symdim.prod([f.extent for f in zloops]) * gm.m * gm.n
+    if not symdim.known_equal(symdim.prod([f.extent for f in loops]), size):
+        return False
+    product_at = _poly(gm.c_off, zloops)
+    element = _poly(st.index, loops)
+    if product_at is None or element is None:
+        return False
+    if not symdim.known_equal(product_at, _flat_position(zloops) * gm.m * gm.n):
+        return False
+    if not symdim.known_equal(element, _flat_position(loops)):
+        return False  # the map does not walk the output in C order
+    return _reads_product_in_place(st, gm)
+
+
+_LOOP_LEAF = 1 << 40  # leaf numbers for loop variables in ``_poly`` (far from any size's)
+
+
+def _loop_leaves(loops: list[For]) -> dict:
+    return {f.var: symdim.leaf(_LOOP_LEAF + i, 0, f.var) for i, f in enumerate(loops)}
+
+
+def _poly(e, loops: list[For]):
+    """An index expression as a polynomial in ``loops``' variables and the run-time sizes, or
+    None when it is not one (other variables, divisions)."""
+    env = _loop_leaves(loops)
+    vals: dict[int, object] = {}
+    for n in S.topo([e]):
+        a = [vals[id(x)] for x in n.args]
+        if n.op == "const" and not n.dtype.startswith("float"):
+            v = int(n.value)
+        elif n.op == "var" and n.value in env:
+            v = env[n.value]
+        elif n.op == "dim":
+            v = symdim.leaf(n.value, 0)
+        elif n.op in ("add", "sub", "mul"):
+            v = a[0] + a[1] if n.op == "add" else a[0] - a[1] if n.op == "sub" else a[0] * a[1]
+        elif n.op == "cast" and not n.dtype.startswith("float"):
+            v = a[0]
+        else:
+            return None
+        vals[id(n)] = v
+    return vals[id(e)]
+
+
+def _flat_position(loops: list[For]):
+    """The row-major position of the nest's current iteration, as a polynomial."""
+    env, pos, stride = _loop_leaves(loops), 0, 1
+    for f in reversed(loops):
+        pos = pos + env[f.var] * stride
+        stride = stride * f.extent
+    return pos
+
+
+def _same_size(a, b) -> bool:
+    """``a == b`` for every run-time size (no guard: unequal polynomials count as different)."""
+    if symdim.any_symbolic([a, b]):
+        return symdim.known_equal(a, b)
+    return a == b
 
 
 # --- analysis -------------------------------------------------------------------------------
@@ -315,7 +412,7 @@ GRID_REDUCE_BLOCKS = 1024
 def _grid_reducible(body: list, plan: dict) -> bool:
     """One long reduction loop between scalar assignments (before) and stores (after)."""
     loops = [i for i, st in enumerate(body) if isinstance(st, For)]
-    if len(loops) != 1 or body[loops[0]].extent < GRID_REDUCE_MIN or not plan["loops"][loops[0]]:
+    if len(loops) != 1 or symdim.hint(body[loops[0]].extent) < GRID_REDUCE_MIN or not plan["loops"][loops[0]]:
         return False
     return all(isinstance(st, Assign) for st in body[:loops[0]])
 
@@ -353,7 +450,7 @@ def _block_plan(body: list) -> dict | None:
         if used & set(reds):
             return None  # a partial result read inside the loop
         plan[i] = reds
-        longest = max(longest, st.extent)
+        longest = max(longest, symdim.hint(st.extent))  # speed only: the call's sizes decide
     if not any(plan.values()) or longest < BLOCK_MODE_MIN_EXTENT:
         return None  # no reduction to share, or loops too short to fill a block
     return {"loops": plan, "longest": longest}
@@ -383,6 +480,7 @@ class KernelWriter:
             self.params.append(ERROR_PARAM)
         self.written = {st.storage.sid for st in walk(bodies) if isinstance(st, Store)}
         self.written |= {st.c.sid for st in walk(bodies) if isinstance(st, Gemm)}
+        self.ndims = len(prog.dims)  # shape-generic: every kernel takes every run-time size
 
     # --- entry ------------------------------------------------------------------------------
     def render(self, use_cublas: bool) -> CudaKernel:
@@ -428,6 +526,7 @@ class KernelWriter:
             st = self.table[sid]
             const = "" if sid in self.written else "const "
             parts.append(f"{const}{c_type(st.dtype)} *__restrict__ p{sid}")
+        parts += [f"const long long {DIM_PREFIX}{i}" for i in range(self.ndims)]
         return ", ".join(parts)
 
     def declare_locals(self) -> list[str]:
@@ -470,18 +569,22 @@ class KernelWriter:
         else:
             lines.append(f"{indent}{guard}{target} = {val};")
 
-    def wrap(self, body: list[str], mode: str, grid, block: int,
+    def wrap(self, body: list[str], mode: str, grid: tuple, block: int,
              comment: list[str] | None = None) -> CudaKernel:
+        """The kernel from its body lines; ``grid`` holds per axis ``(size, lo, hi)``: the
+        launch grid is ``size`` clamped to ``[lo, hi]`` (``hi`` None: no upper bound)."""
         k = self.k
         ops = list(k.ops) + (list(self.epilogue.ops) if self.epilogue is not None else [])
         head = [f"// {k.name}: {mode} kernel from {', '.join(ops)}"] + [f"// {c}" for c in comment or []]
         lb = f"__launch_bounds__({block}) " if block > 1 else ""
         src = "\n".join(head + [f'extern "C" __global__ void {lb}{k.name}({self.signature()})', "{",
                                 *("    " + ln if ln else "" for ln in body), "}", ""])
-        g = grid if isinstance(grid, tuple) else (int(grid), 1, 1)
+        spec = tuple(grid) + ((1, 1, 1),) * (3 - len(grid))
+        shown = tuple(_clamp(symdim.hint(x), lo, hi) for x, lo, hi in spec)
         outputs = list(k.outputs) + (list(self.epilogue.outputs) if self.epilogue is not None else [])
-        return CudaKernel(k.name, src, ops, list(k.inputs), outputs, mode,
-                          tuple(int(x) for x in g), int(block), list(self.params), k)
+        generic = symdim.any_symbolic([x for x, _, _ in spec])
+        return CudaKernel(k.name, src, ops, list(k.inputs), outputs, mode, shown, int(block),
+                          list(self.params), k, dims=self.ndims, grid_spec=spec if generic else None)
 
     # --- modes ------------------------------------------------------------------------------
     def _collapse(self, loop: For, ir_parallel: bool) -> tuple[list[For], list]:
@@ -498,17 +601,19 @@ class KernelWriter:
 
     def _grid(self, pre: list, loop: For, ir_parallel: bool) -> CudaKernel:
         nest, body = self._collapse(loop, ir_parallel)
-        total = int(np.prod([f.extent for f in nest], dtype=np.int64))
-        it = "int" if total < 2 ** 31 - GRID_CAP * BLOCK else "long long"
+        total = symdim.prod([f.extent for f in nest])
+        small = not symdim.is_symbolic(total) and total < 2 ** 31 - GRID_CAP * BLOCK
+        it = "int" if small else "long long"
         lines = self.declare_locals()
         self.stmts(pre, lines, "")
-        lines.append(f"for ({it} _i = ({it})blockIdx.x * blockDim.x + threadIdx.x; _i < {total}; "
+        lines.append(f"for ({it} _i = ({it})blockIdx.x * blockDim.x + threadIdx.x; "
+                     f"_i < {_bound(total)}; "
                      f"_i += ({it})gridDim.x * blockDim.x) {{")
         lines.extend(_unflatten(nest, "_i", "    "))
         self.stmts(body, lines, "    ", atomic=self.atomics or not ir_parallel)
         lines.append("}")
-        grid = max(1, min((total + BLOCK - 1) // BLOCK, GRID_CAP))
-        return self.wrap(lines, "grid" if ir_parallel else "promoted", grid if total else 0, BLOCK)
+        blocks = (total + BLOCK - 1) // BLOCK  # no launch when the nest is empty
+        return self.wrap(lines, "grid" if ir_parallel else "promoted", ((blocks, 0, GRID_CAP),), BLOCK)
 
     def _block(self, loop: For, plan: dict) -> CudaKernel:
         nest, body = self._collapse(loop, True)
@@ -517,7 +622,7 @@ class KernelWriter:
         total = loop.extent
         block = 256 if plan["longest"] >= 256 else max(32, (plan["longest"] + 31) // 32 * 32)
         lines = self.declare_locals()
-        lines.append(f"for (long long v_{loop.var} = blockIdx.x; v_{loop.var} < {total}; "
+        lines.append(f"for (long long v_{loop.var} = blockIdx.x; v_{loop.var} < {_bound(total)}; "
                      f"v_{loop.var} += gridDim.x) {{")
         ind = "    "
         for i, st in enumerate(body):
@@ -534,8 +639,9 @@ class KernelWriter:
                     dt = self.locals[name]
                     lines.append(f"{ind}    const {c_type(dt)} l_{name}_init = l_{name};")
                     lines.append(f"{ind}    l_{name} = {_identity(op, dt)};")
-                lines.append(f"{ind}    for (long long v_{st.var} = threadIdx.x; v_{st.var} < {st.extent}; "
-                             f"v_{st.var} += blockDim.x) {{")
+                v = f"v_{st.var}"
+                lines.append(f"{ind}    for (long long {v} = threadIdx.x; {v} < {_bound(st.extent)}; "
+                             f"{v} += blockDim.x) {{")
                 self.stmts(st.body, lines, ind + "        ")
                 lines.append(f"{ind}    }}")
                 for name, op in reds.items():
@@ -545,8 +651,7 @@ class KernelWriter:
                 lines.append(f"{ind}}}")
                 lines.append(f"{ind}__syncthreads();")
         lines.append("}")
-        grid = max(1, min(total, GRID_CAP))
-        return self.wrap(lines, "block", grid if total else 0, block)
+        return self.wrap(lines, "block", ((total, 0, GRID_CAP),), block)
 
     def _grid_reduce(self, body: list, plan: dict) -> CudaKernel:
         """A whole-tensor reduction over many blocks in one launch: each block reduces a
@@ -555,7 +660,7 @@ class KernelWriter:
         k = self.k
         li = next(i for i, st in enumerate(body) if isinstance(st, For))
         loop, reds = body[li], plan["loops"][li]
-        blocks = max(1, min(GRID_REDUCE_BLOCKS, loop.extent // (BLOCK * 8)))
+        blocks = (loop.extent // (BLOCK * 8), 1, GRID_REDUCE_BLOCKS)
         head = [f"__device__ {c_type(self.locals[n])} {k.name}_part_{n}[{GRID_REDUCE_BLOCKS}];"
                 for n in reds]
         head.append(f"__device__ unsigned int {k.name}_done = 0;")
@@ -566,7 +671,7 @@ class KernelWriter:
             lines += [f"const {c_type(dt)} l_{name}_init = l_{name};", f"l_{name} = {_identity(op, dt)};"]
         v = f"v_{loop.var}"
         lines.append(f"for (long long {v} = (long long)blockIdx.x * blockDim.x + threadIdx.x; "
-                     f"{v} < {loop.extent}; {v} += (long long)gridDim.x * blockDim.x) {{")
+                     f"{v} < {_bound(loop.extent)}; {v} += (long long)gridDim.x * blockDim.x) {{")
         self.stmts(loop.body, lines, "    ")
         lines.append("}")
         for name, op in reds.items():
@@ -591,7 +696,7 @@ class KernelWriter:
                 self.store(st, lines, "", False, thread0=True)
             else:
                 self.stmts([st], lines, "")
-        kern = self.wrap(lines, "grid_reduce", blocks, BLOCK,
+        kern = self.wrap(lines, "grid_reduce", (blocks,), BLOCK,
                          ["partials per block, combined by the last block (atomic ticket)"])
         kern.source = "\n".join(head) + "\n" + kern.source
         return kern
@@ -599,7 +704,8 @@ class KernelWriter:
     def _serial(self) -> CudaKernel:
         lines = ["if (blockIdx.x != 0 || threadIdx.x != 0) return;", *self.declare_locals()]
         self.stmts(self.k.body, lines, "")
-        return self.wrap(lines, "serial", 1, 1, ["runs on one GPU thread: no parallel loop in the kernel IR"])
+        return self.wrap(lines, "serial", ((1, 1, 1),), 1,
+                         ["runs on one GPU thread: no parallel loop in the kernel IR"])
 
     # --- matrix products ------------------------------------------------------------------------
     def _gemm(self) -> CudaKernel:
@@ -615,18 +721,18 @@ class KernelWriter:
                 inner[0].beta == 0 and all(_mentions(inner[0].c_off, f.var) for f in zloops))
         lines: list[str] = []
         if zpar:
-            Z = int(np.prod([f.extent for f in zloops], dtype=np.int64))
-            lines.append(f"for (long long _z = blockIdx.z; _z < {Z}; _z += gridDim.z) {{")
+            Z = symdim.prod([f.extent for f in zloops])
+            lines.append(f"for (long long _z = blockIdx.z; _z < {_bound(Z)}; _z += gridDim.z) {{")
             lines.extend(_unflatten(zloops, "_z", "    "))
             self._gemm_call(inner[0], lines, "    ")
             lines.append("}")
-            zgrid = max(1, min(Z, 65535))
+            zgrid = (Z, 1, 65535)
         else:
             self._gemm_stmts(body, lines, "")
-            zgrid = 1
-        m = max(g.m for g in gemms)
-        n = max(g.n for g in gemms)
-        grid = (max(1, (n + 63) // 64), max(1, min((m + 63) // 64, 65535)), zgrid)  # y: <= 65535
+            zgrid = (1, 1, 1)
+        m = functools.reduce(symdim.smax, [g.m for g in gemms])
+        n = functools.reduce(symdim.smax, [g.n for g in gemms])
+        grid = (((n + 63) // 64, 1, None), ((m + 63) // 64, 1, 65535), zgrid)  # y: <= 65535
         note = ["tiled shared-memory GEMM (kernels/cuda/gemm.cuh)"]
         if self.epilogue is not None:
             note.append(f"with the epilogue {self.epilogue.name} fused into its stores")
@@ -649,12 +755,12 @@ class KernelWriter:
         a_off = self.expr(g.a_off, lines, indent)
         b_off = self.expr(g.b_off, lines, indent)
         c_off = self.expr(g.c_off, lines, indent)
-        sam, sak = (1, g.lda) if g.trans_a else (g.lda, 1)
-        sbk, sbn = (1, g.ldb) if g.trans_b else (g.ldb, 1)
+        sam, sak, sbk, sbn = (size_text(x) for x in _operand_strides(g))
         T = c_type(g.dtype)
+        m, n, k, ldc = (size_text(x) for x in (g.m, g.n, g.k, g.ldc))
         lines.append(f"{indent}sg_gemm<{T}, {T}>(p{g.a.sid} + {a_off}, p{g.b.sid} + {b_off}, "
                      f"p{g.c.sid} + {c_off}, "
-                     f"{g.m}LL, {g.n}LL, {g.k}LL, {sam}LL, {sak}LL, {sbk}LL, {sbn}LL, {g.ldc}LL, "
+                     f"{m}, {n}, {k}, {sam}, {sak}, {sbk}, {sbn}, {ldc}, "
                      f"({T}){literal(g.alpha, g.dtype)}, ({T}){literal(g.beta, g.dtype)});")
 
     def _gemm_epilogue_call(self, g: Gemm, lines, indent) -> None:
@@ -663,15 +769,15 @@ class KernelWriter:
         a_off = self.expr(g.a_off, lines, indent)
         b_off = self.expr(g.b_off, lines, indent)
         c_off = self.expr(g.c_off, lines, indent)
-        sam, sak = (1, g.lda) if g.trans_a else (g.lda, 1)
-        sbk, sbn = (1, g.ldb) if g.trans_b else (g.ldb, 1)
+        sam, sak, sbk, sbn = (size_text(x) for x in _operand_strides(g))
         T = c_type(g.dtype)
+        m, n, k = (size_text(x) for x in (g.m, g.n, g.k))
         loops, body = _perfect_nest(self.epilogue.body)
         lines.append(f"{indent}sg_gemm_epi<{T}, {T}>(p{g.a.sid} + {a_off}, p{g.b.sid} + {b_off}, "
-                     f"{g.m}LL, {g.n}LL, {g.k}LL, {sam}LL, {sak}LL, {sbk}LL, {sbn}LL,")
+                     f"{m}, {n}, {k}, {sam}, {sak}, {sbk}, {sbn},")
         inner = indent + "        "
         lines.append(f"{indent}    [&](long long r, long long c, {T} acc) {{")
-        lines.append(f"{inner}const long long _L = {c_off} + r * {g.n}LL + c;")
+        lines.append(f"{inner}const long long _L = {c_off} + r * {n} + c;")
         lines.append(f"{inner}p{g.c.sid}[_L] = acc;")
         lines.extend(_unflatten(loops, "_L", inner))
         self.stmts(body, lines, inner)
@@ -683,7 +789,7 @@ class KernelWriter:
                          *(f"//   {ln}" for ln in text), ""])
         k = self.k
         return CudaKernel(k.name, src, list(k.ops), list(k.inputs), list(k.outputs), "cublas",
-                          (0, 0, 0), 0, list(self.params), k)
+                          (0, 0, 0), 0, list(self.params), k, dims=self.ndims)
 
 
 def _interchange(body: list) -> list | None:
@@ -696,7 +802,7 @@ def _interchange(body: list) -> list | None:
     if len(red_loop.body) != 1 or not isinstance(red_loop.body[0], For):
         return None
     acc_loop = red_loop.body[0]
-    if (acc_loop.var, acc_loop.extent) != (init_loop.var, init_loop.extent):
+    if acc_loop.var != init_loop.var or not _same_size(acc_loop.extent, init_loop.extent):
         return None
     if len(init_loop.body) != 1 or len(acc_loop.body) != 1:
         return None
@@ -721,4 +827,16 @@ def _mentions(e, name: str) -> bool:
 
 def _for_line(st: For, indent: str) -> str:
     v = f"v_{st.var}"
-    return f"{indent}for (long long {v} = 0; {v} < {st.extent}; ++{v}) {{"
+    return f"{indent}for (long long {v} = 0; {v} < {_bound(st.extent)}; ++{v}) {{"
+
+
+def _bound(x) -> str:
+    """A loop bound or divisor: a plain int, or the C expression of a run-time size."""
+    return size_text(x) if symdim.is_symbolic(x) else str(int(x))
+
+
+def _operand_strides(g: Gemm) -> tuple:
+    """``(A's row stride, A's depth stride, B's depth stride, B's column stride)``."""
+    sam, sak = (1, g.lda) if g.trans_a else (g.lda, 1)
+    sbk, sbn = (1, g.ldb) if g.trans_b else (g.ldb, 1)
+    return sam, sak, sbk, sbn

@@ -69,6 +69,32 @@ def literal(value, dtype: str) -> str:
     return f"(({c_type(dtype)}){v})"
 
 
+DIM_PREFIX = "sg_d"  # kernel parameter ``sg_d<i>``: run-time size number i (shape-generic code)
+
+
+def size_text(x) -> str:
+    """A C int64 expression for a size: a literal, or for a run-time size (``symdim.SymInt``)
+    its polynomial over the kernel's ``sg_d<i>`` parameters (``//``, ``%``, min and max with
+    Python's semantics, as ``symdim.evaluate``)."""
+    from .symdim import SymInt, to_expr
+    if not isinstance(x, SymInt):
+        return literal(int(x), "int64")
+    text: dict[int, str] = {}
+    root = to_expr(x)
+    for n in S.topo([root]):
+        a = [text[id(c)] for c in n.args]
+        if n.op == "const":
+            t = literal(n.value, "int64")
+        elif n.op == "dim":
+            t = f"{DIM_PREFIX}{n.value}"
+        elif n.op in ("add", "sub", "mul"):
+            t = f"({a[0]} {_INFIX[n.op]} {a[1]})"
+        else:  # floordiv, mod, maximum, minimum
+            t = f"{_HELPERS[n.op]}<long long>({a[0]}, {a[1]})"
+        text[id(n)] = t
+    return text[id(root)]
+
+
 def _common(a: str, b: str) -> str:
     dt = np.result_type(np.dtype(a), np.dtype(b)).name
     return dt
@@ -136,6 +162,8 @@ def render(roots: Sequence[S.SExpr], reads: Callable[[int, str], str] | Sequence
             value[id(node)] = literal(node.value, node.dtype)
         elif node.op == "var":
             value[id(node)] = lv.var(node.value)
+        elif node.op == "dim":  # a run-time size: a kernel parameter
+            value[id(node)] = f"{DIM_PREFIX}{node.value}"
         elif node.op == "local":
             value[id(node)] = lv.local(node.value)
         elif node.op == "load":
@@ -144,8 +172,8 @@ def render(roots: Sequence[S.SExpr], reads: Callable[[int, str], str] | Sequence
             value[id(node)] = em.local(node.dtype, _bitop_text(node.op, node.dtype, args))
         elif node.op == "checked":  # kernel_ir.checked: the kernel has the error words
             site, lo, hi, _extremes = node.value
-            value[id(node)] = em.local("int64", f"sg_check({args[0]}, {literal(lo, 'int64')}, "
-                                                f"{literal(hi, 'int64')}, {ERROR_WORDS}, {site})")
+            value[id(node)] = em.local("int64", f"sg_check({args[0]}, {size_text(lo)}, "
+                                                f"{size_text(hi)}, {ERROR_WORDS}, {site})")
         elif node.op == "cast":
             arg = node.args[0]
             value[id(node)] = em.local(node.dtype, _cast(args[0], arg.dtype, node.dtype))

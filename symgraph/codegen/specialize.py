@@ -17,6 +17,7 @@ from ..errors import CompileError
 from ..graph.basic import Apply, Constant, Variable, executing_graph
 from ..graph.fgraph import FunctionGraph, toposort
 from ..graph.types import TensorType, is_int
+from . import symdim
 from ._scalar import S
 from .checks import node_error
 from .symdim import SymInt, smax, smin
@@ -239,3 +240,44 @@ def lower_for_call(fgraph: FunctionGraph, roots: list, shapes: list, built_outpu
         if err is None:
             raise
         raise err from None
+
+
+# --- shape-generic programs -------------------------------------------------------------------
+
+def generic_shapes(roots: list, key: tuple, value_slots: list = (),
+                   ints: tuple = ()) -> tuple[list, list, dict]:
+    """The inputs' shapes with a ``symdim`` leaf for each dim unknown at build time (its hint:
+    the size in ``key``), where the caller reads each ((input slot, axis)), and with ``ints``
+    (the values of the int scalar inputs at ``value_slots``) a leaf for each value (axis -1)."""
+    shapes, dims, leaves = [], [], {}
+    for slot, (v, actual) in enumerate(zip(roots, key)):
+        row = []
+        for axis, (declared, size) in enumerate(zip(v.type.shape, actual)):
+            if declared is None:
+                row.append(symdim.leaf(len(dims), size, f"{v.label()}.shape[{axis}]"))
+                dims.append((slot, axis))
+            else:
+                row.append(size)
+        shapes.append(tuple(row))
+    for slot, value in zip(value_slots, ints):
+        leaves[slot] = symdim.leaf(len(dims), value, roots[slot].label(), nonneg=False)
+        dims.append((slot, -1))
+    return shapes, dims, leaves
+
+
+def lower_generic(fgraph: FunctionGraph, roots: list, key: tuple, value_slots: list = (),
+                  ints: tuple = ()):
+    """The shape-generic kernel-IR program for calls like ``key`` (generic in the int inputs'
+    values too, given ``ints``), with its guards; raises when the lowering cannot make one."""
+    from .lower import lower
+    shapes, dims, leaves = generic_shapes(roots, key, value_slots, ints)
+    with symdim.tracing() as guards:
+        prog = lower(fgraph, roots, shapes, dims, leaves)
+    prog.guards = list(guards)
+    return prog
+
+
+def dim_values(prog, key: tuple, value_slots: list = (), ints: tuple = ()) -> list[int]:
+    """The run-time sizes of shape-generic ``prog`` for a call with input shapes ``key``."""
+    return [ints[list(value_slots).index(slot)] if axis < 0 else key[slot][axis]
+            for slot, axis in prog.dims]

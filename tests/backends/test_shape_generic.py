@@ -21,7 +21,7 @@ def _no_disk_cache(monkeypatch):
     monkeypatch.setenv("SYMGRAPH_CACHE_DIR", "off")
 
 
-def _mlp_step(x_shape, y_shape, seed=0):
+def _mlp_step(x_shape, y_shape, seed=0, **options):
     rng = np.random.default_rng(seed)
     params = [sg.shared((rng.standard_normal((20, 16)) * 0.3).astype("float32"), name="W1"),
               sg.shared(np.zeros(16, "float32"), name="b1"),
@@ -32,7 +32,7 @@ def _mlp_step(x_shape, y_shape, seed=0):
     loss = sg.nn.cross_entropy(logits, y)
     grads = sg.grad(loss, params)
     f = sg.compile([x, y], [loss, sg.nn.softmax(logits)],
-                   updates=[(p, p - 0.1 * g) for p, g in zip(params, grads)])
+                   updates=[(p, p - 0.1 * g) for p, g in zip(params, grads)], **options)
     return f, params
 
 
