@@ -234,9 +234,17 @@ def test_rop_and_vmap_and_jacobian_through_symbolic_slices():
     np.testing.assert_allclose(got_jac, fd_jacobian(fj, xv), rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("backend", ["reference", "llvm"])
-def test_minibatch_idiom_with_givens_trains(backend):
-    """Theano's tutorial idiom: a symbolic index selects each minibatch of shared data."""
+@pytest.mark.parametrize("backend", ["reference", "llvm", "cuda"])
+def test_minibatch_idiom_with_givens_trains(backend, monkeypatch):
+    """Theano's tutorial idiom: a symbolic index selects each minibatch of shared data (cuda:
+    on the stand-in device, the generated CUDA C compiled for the host)."""
+    if backend == "cuda":
+        from tests.gpu.fake_device import install
+        from tests.gpu.host_emulation import CXX
+        if CXX is None:
+            pytest.skip("no host C++ compiler")
+        install(monkeypatch)
+    monkeypatch.setenv("SYMGRAPH_CACHE_DIR", "off")  # generations are counted
     rng = np.random.default_rng(0)
     n, d, bs, lr = 120, 5, 20, 0.5
     xs = rng.normal(size=(n, d))
@@ -273,6 +281,9 @@ def test_minibatch_idiom_with_givens_trains(backend):
     assert np.isfinite(train(2))
     if backend == "llvm":  # one code for every minibatch index and data-set size
         assert train.program.generations == 1, [f.prog.guards for f in train.program.families]
+    if backend == "cuda":
+        assert train.program.codegen.generations == 1
+        assert train.program.codegen.uses_values and "sg_d" in train.program.source()
 
 
 def test_theano_forms_of_set_and_inc_subtensor():

@@ -35,6 +35,7 @@ from ..codegen.specialize import dim_values, lower_generic
 from ..errors import CompileError
 from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
+from ..graph.types import is_int
 from . import cuda_compiler
 from .cuda_export import export_module
 
@@ -67,6 +68,11 @@ class CudaCodegen:
             and any(d is None for v in roots for d in v.type.shape)
         self.families: list = []  # shape-generic modules, each serving the sizes its guards allow
         self.generations = 0  # modules rendered (code generated)
+        # int scalar inputs whose values may size things (the minibatch idiom's index): their
+        # values become run-time sizes when code generic in shapes alone cannot be made
+        self.value_slots = [i for i, v in enumerate(roots) if v.ndim == 0 and is_int(v.dtype)
+                            and not isinstance(v, SharedVariable)]
+        self.uses_values = False
 
     def static_shapes(self) -> list[tuple] | None:
         shapes = []
@@ -90,31 +96,38 @@ class CudaCodegen:
         self.last, self.last_shapes = mod, key
         return mod
 
-    def generic_module(self, shapes: list[tuple]):
-        """``(module, sizes)``: the shape-generic module serving these input shapes and the
-        run-time sizes of the call, generated on first need; None when the code cannot be
-        generic (the caller then generates a module for exactly these shapes)."""
-        if not self.shape_generic:
-            return None
+    def generic_module(self, shapes: list[tuple], ints: tuple | None = None):
+        """``(module, sizes)``: the shape-generic module serving these input shapes (and, given
+        ``ints``, these values of the int scalar inputs: code generic in them too) and the
+        call's run-time sizes, generated on first need; None when no code can be generic
+        (the caller then generates a module for exactly these shapes)."""
         key = tuple(tuple(int(d) for d in s) for s in shapes)
+        by_value = ints is not None
+        if not (self.shape_generic or by_value and self.value_slots) or \
+                os.environ.get("SYMGRAPH_SHAPE_GENERIC", "1") == "0":
+            return None
         for mod in self.families:
-            values = dim_values(mod.program, key)
+            if any(axis < 0 for _, axis in mod.program.dims) and not by_value:
+                continue
+            values = dim_values(mod.program, key, self.value_slots, ints or ())
             if symdim.guards_hold(mod.program.guards, values):
                 self.last, self.last_shapes = mod, key
                 return mod, tuple(values)
         from ..codegen.cuda_render import render_program
         try:
-            prog = lower_generic(self.fgraph, self.roots, key)
+            prog = lower_generic(self.fgraph, self.roots, key, self.value_slots if by_value else (),
+                                 ints or ())
             with symdim.tracing() as guards:  # a renderer decision on a size narrows the guards
                 mod = render_program(prog, use_cublas=self.use_cublas,
                                      title=f"{self.name} CUDA module (shape-generic)")
             prog.guards += guards
-        except Exception:  # noqa: BLE001 - code for exactly these shapes still works
+        except Exception:  # noqa: BLE001 - code for exactly these shapes may still work
             return None
         self.generations += 1
         self.families.append(mod)
+        self.uses_values |= by_value
         self.last, self.last_shapes = mod, key
-        return mod, tuple(dim_values(prog, key))
+        return mod, tuple(dim_values(prog, key, self.value_slots, ints or ()))
 
     def exact(self):
         """The latest module, or when it is shape-generic the module for exactly the latest
@@ -383,10 +396,11 @@ class CudaProgram:
         with self._lock:
             self.dev.ctx.push()  # this thread may not have the context current yet
             try:
-                spec = self._specs.get(key)
+                ints = self._int_values(values)
+                spec = self._specs.get(key + (ints,) if self.codegen.uses_values else key)
                 if spec is None:
-                    spec = self._specialize(shapes)
-                    self._specs[key] = spec
+                    spec = self._specialize(shapes, ints)
+                    self._specs[key + (ints,) if self.codegen.uses_values else key] = spec
                     self._forget_old_instances()
                 else:
                     self.codegen.last, self.codegen.last_shapes = spec.mod, key
@@ -407,11 +421,27 @@ class CudaProgram:
             seen.add(slot)
         return results
 
-    def _specialize(self, shapes: list[tuple]) -> Specialization:
+    def _int_values(self, values: list) -> tuple | None:
+        """The values of the int scalar inputs given on the host (None when one is a device
+        array: then no code generic in values serves the call)."""
+        slots = self.codegen.value_slots
+        if not slots or any(hasattr(values[i], "__cuda_array_interface__") for i in slots):
+            return None
+        return tuple(int(np.asarray(values[i])) for i in slots)
+
+    def _specialize(self, shapes: list[tuple], ints: tuple | None = None) -> Specialization:
         """A new specialisation: of the shape-generic module serving these shapes when there
-        is one, else of a module for exactly them."""
-        found = self.codegen.generic_module(shapes)
-        mod, values = found if found is not None else (self.codegen.module(shapes), ())
+        is one, else of a module for exactly them, else (a size depends on an int input's
+        value) of a module generic in the int inputs' values ``ints`` too."""
+        found = self.codegen.generic_module(shapes, ints if self.codegen.uses_values else None)
+        if found is None:
+            try:
+                found = self.codegen.module(shapes), ()
+            except CompileError:
+                found = self.codegen.generic_module(shapes, ints) if ints is not None else None
+                if found is None:
+                    raise
+        mod, values = found
         loaded = self._loaded.get(id(mod))
         if loaded is None:
             loaded = self._loaded[id(mod)] = LoadedModule(mod, self.dev)

@@ -175,3 +175,26 @@ def test_matmul_epilogue_fuses_into_the_gemm_with_run_time_sizes(fake_device):
     fused = [k for k in f.kernels if "fused into its stores" in k.source]
     assert len(fused) == 1 and "sg_gemm_epi<float, float>(" in fused[0].source
     assert "sg_d0" in fused[0].source and f.program.codegen.generations == 1
+
+
+def test_sizes_from_unknown_dims_random_draws_arange_zeros_one_hot(fake_device):
+    def build(backend):
+        x = sg.tensor("x", (None, 4))
+        rng = sg.RandomStream(0)
+        n = x.shape[0]
+        return sg.compile([x], [x * rng.bernoulli(x.shape, 0.5), rng.uniform(x.shape), sg.arange(n),
+                                sg.cast(n // 2, "float32"), sg.zeros((n, 3)) + 1,
+                                sg.one_hot(sg.arange(n) % 4, 4)], backend=backend)
+    f, g = build("cuda"), build("llvm")
+    for k in (1, 5, 9):
+        xs = np.ones((k, 4), "float32")
+        got = f(xs)
+        for a, b in zip(got, g(xs)):  # the same counter-based generator on both backends
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        masked, u, r, half, z, oh = got
+        assert masked.shape == (k, 4) and set(np.unique(masked)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(r, np.arange(k))
+        assert half == k // 2
+        np.testing.assert_array_equal(z, np.ones((k, 3)))
+        np.testing.assert_array_equal(oh, np.eye(4)[np.arange(k) % 4])
+    assert f.program.codegen.generations == 1
