@@ -199,3 +199,20 @@ def test_out_of_range_indices_raise_and_keep_parameters():
     good = np.arange(50000) % 6
     ref = sg.compile([i, t], loss, backend="reference")(good, good % 4)
     np.testing.assert_allclose(f(good, good % 4), ref, rtol=1e-4)
+
+
+def test_one_module_serves_every_batch_size(monkeypatch):
+    """Shape-generic code on the GPU: sizes as kernel arguments, grids per call (one module)."""
+    from tests.backends.test_shape_generic import _mlp_step, _numpy_step
+    monkeypatch.setenv("SYMGRAPH_CACHE_DIR", "off")
+    f, params = _mlp_step((None, 20), (None,), backend="cuda")
+    rng = np.random.default_rng(1)
+    for n in (1, 7, 64, 500, 70000):
+        x = rng.standard_normal((n, 20)).astype("float32")
+        y = rng.integers(0, 5, n)
+        loss_ref, _, new_ref = _numpy_step([p.get_value() for p in params], x, y)
+        loss, _ = f(x, y)
+        np.testing.assert_allclose(loss, loss_ref, rtol=1e-4)
+        for p, want in zip(params, new_ref):
+            np.testing.assert_allclose(p.get_value(), want, rtol=1e-4, atol=1e-5)
+    assert f.program.codegen.generations == 1
