@@ -53,7 +53,26 @@ typedef struct {
     PyObject_HEAD
     sg_mutex mutex;
     int ready;
+    unsigned long forks; /* fork_count when the mutex was (re)initialised */
 } ArenaLock;
+
+/* Forks this process has made children through (counted in the child).  A lock another
+ * thread of the parent held at the fork stays locked in the child, where that thread does not
+ * exist: the child re-initialises each lock the first time it takes it (the child starts
+ * with one thread, and every taker holds the GIL, so nothing else can be using it). */
+static unsigned long fork_count = 0;
+#ifndef _WIN32
+static void count_fork_in_child(void) { fork_count++; }
+#endif
+
+/* The lock's mutex, re-initialised first when it was made before the latest fork (GIL held). */
+static sg_mutex *lock_mutex(ArenaLock *l) {
+    if (l->forks != fork_count) {
+        mutex_init(&l->mutex); /* not destroyed: it may be held by a thread that is gone */
+        l->forks = fork_count;
+    }
+    return &l->mutex;
+}
 
 /* Acquire with the GIL held, waiting (if it must) without it. */
 static void acquire_released(sg_mutex *m) {
@@ -72,6 +91,7 @@ static PyObject *ArenaLock_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return PyErr_NoMemory();
     }
     self->ready = 1;
+    self->forks = fork_count;
     return (PyObject *)self;
 }
 
@@ -81,7 +101,7 @@ static void ArenaLock_dealloc(ArenaLock *self) {
 }
 
 static PyObject *ArenaLock_enter(ArenaLock *self, PyObject *unused) {
-    acquire_released(&self->mutex);
+    acquire_released(lock_mutex(self));
     Py_RETURN_TRUE;
 }
 
@@ -578,7 +598,7 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     PyObject *old[4 * STACK_SLOTS]; /* owned: values replaced by the updates */
     int nold = 0;
     /* with updates, reading the shared values, the call and the installation are one step */
-    sg_mutex *fn_lock = self->fn_lock ? &self->fn_lock->mutex : NULL;
+    sg_mutex *fn_lock = self->fn_lock ? lock_mutex(self->fn_lock) : NULL;
     if (fn_lock) acquire_released(fn_lock);
     for (Py_ssize_t i = 0; i < ni; i++)
         slots[i] = self->object_args ? (void *)items[i] : PyArray_DATA((PyArrayObject *)items[i]);
@@ -617,7 +637,7 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     slots[ni + ns + no] = spec->arena;
     int32_t status;
     {
-        sg_mutex *lock = &spec->lock->mutex;
+        sg_mutex *lock = lock_mutex(spec->lock);
         entry_fn entry = spec->entry;
         Py_BEGIN_ALLOW_THREADS
         mutex_wait(lock);
@@ -811,6 +831,12 @@ PyMODINIT_FUNC PyInit__fastcall(void) {
     INTERN(s_locked, "locked");
     INTERN(s_call, "_call");
     if (!(one = PyLong_FromLong(1))) return NULL;
+#ifndef _WIN32
+    if (pthread_atfork(NULL, NULL, count_fork_in_child) != 0) {
+        PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+        return NULL;
+    }
+#endif
     if (PyType_Ready(&ArenaLockType) < 0 || PyType_Ready(&CallerType) < 0 ||
         PyType_Ready(&FunctionBaseType) < 0)
         return NULL;

@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import CompileError, ShapeError
 from .fastcall import FunctionBase
+from .forksafe import renew_locks_after_fork
 from .graph.basic import (
     Constant,
     Installer,
@@ -328,6 +329,7 @@ class CompiledFunction(FunctionBase):
         self.specs = [InputSpec(v, i) for i, v in enumerate(self.inputs)]
         self.install = Installer(self.update_targets)  # all updates or none
         self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock", "_graph_lock")
         module = importlib.import_module(BACKENDS[backend])
         # ``built_outputs``: the graph as built (rewriting works on copies), which reports a
         # call-time shape error in the user's terms on every backend (codegen/specialize.py)

@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 
+from .forksafe import renew_locks_after_fork
 from .graph.basic import Apply, Constant, Installer, format_trace, user_trace
 from .graph.fgraph import toposort
 
@@ -44,6 +45,7 @@ class FiniteGuard:
         self._install = Installer(self.update_targets)  # all updates or none
         self._compiled_at = user_trace()
         self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
 
     def __call__(self, *args):
         with self._lock:
@@ -101,6 +103,7 @@ class FiniteGuard:
         self.__dict__.update(state)
         self._install = Installer(self.update_targets)
         self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
 
     def __getattr__(self, name):
         if name.startswith("__") or name == "_inner":

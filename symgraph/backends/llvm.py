@@ -31,6 +31,7 @@ from ..codegen.symdim import evaluate
 from ..compile import update_shape_error
 from ..errors import CompileError
 from ..fastcall import fastcall_module
+from ..forksafe import renew_locks_after_fork
 from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
 from ..graph.types import is_int
@@ -265,6 +266,7 @@ class LLVMProgram:
         self.specs: dict[tuple, Specialization] = {}
         self.last: Specialization | None = None
         self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
         self.cache_hits = 0
         self.compiles = 0
         self.generations = 0  # programs lowered (code generated, whatever the cache held)
@@ -333,6 +335,7 @@ class LLVMProgram:
         fn_lock = None
         if targets:
             fn_lock = module.ArenaLock() if module is not None else threading.Lock()
+        self.update_lock = fn_lock  # visible for inspection (fork tests hold it)
         fast = None  # the C caller, once made (below)
         checked: set[tuple] = set()  # input shapes whose updates fit (registered with `fast`)
         value_slots = self.value_slots

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable
 
 from ..codegen.storage_fields import StorageMethods
+from ..forksafe import renew_locks_after_fork
 from . import cache_store
 
 WARM = ".warm"
@@ -222,6 +223,7 @@ class WarmProgram:
         self._key = key
         self._full = None
         self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
 
     @property
     def is_lowered(self) -> bool:

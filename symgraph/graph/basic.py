@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..forksafe import renew_locks_after_fork
 from .types import TensorType, as_dtype, shape_conflict
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -297,6 +298,7 @@ class SharedVariable(Variable):
         super().__init__(TensorType(arr.dtype.name, declared), name=name)
         self._value = arr
         self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
         self._version = 0
         self.device_state: dict[str, Any] = {}
 
@@ -365,6 +367,7 @@ class SharedVariable(Variable):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        renew_locks_after_fork(self, "_lock")
 
     def _assign(self, arr: np.ndarray) -> None:
         """Install ``arr`` (all of the value, version and device state, or none of it).  Its
@@ -432,12 +435,11 @@ class Installer:
     progress) is waited for before that step, as the C call path does.
     """
 
-    __slots__ = ("targets", "dicts", "locks", "plain")
+    __slots__ = ("targets", "dicts", "plain")
 
     def __init__(self, targets: Sequence[SharedVariable]):
         self.targets = list(targets)
         self.dicts = [t.__dict__ for t in self.targets]
-        self.locks = [t._lock for t in self.targets]
         own = SharedVariable.__dict__["_value"]
         self.plain = all(type(t).__dict__.get("_value", own) is own for t in self.targets)
 
@@ -446,7 +448,8 @@ class Installer:
             for t, v in zip(self.targets, values):
                 t._assign_locked(v)
             return
-        dicts, locks = self.dicts, self.locks
+        dicts = self.dicts
+        locks = [d["_lock"] for d in dicts]  # read each call: a forked child renews them
         while True:
             if any(map(_is_locked, locks)):
                 self._wait(locks)

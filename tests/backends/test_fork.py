@@ -173,3 +173,47 @@ def test_parent_keeps_its_threads_after_forked_children(tmp_path):
         print("ok")
     """)
     assert out.split() == ["ok"]
+
+
+def test_child_of_a_fork_made_while_other_threads_held_every_lock(tmp_path):
+    """Another thread of the parent holds the locks of a training step (its shared variable,
+    the compiled function, the program, the update lock and the arena of its specialisation)
+    when the process forks: the child renews them and trains, compiling a new shape too."""
+    out = _run(tmp_path, """
+        import threading
+        w = sg.shared(np.ones((4, 3), "float32"), name="w")
+        v = sg.tensor("v", (None, 4))
+        step = sg.compile([v], (v @ w).sum(), updates=[(w, w * 0.5)])
+        step(np.ones((2, 4), "float32"))
+        prog = step.program
+        locks = [w._lock, step._lock, prog._lock, prog.update_lock, prog.last.lock]
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            for lock in locks:
+                lock.__enter__()
+            held.set()
+            release.wait()
+            for lock in reversed(locks):
+                lock.__exit__(None, None, None)
+        t = threading.Thread(target=hold)
+        t.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                assert step(np.ones((2, 4), "float32")) == 12.0  # the C call path
+                assert step(np.ones((5, 4), "float32")) == 15.0  # a new shape: the Python path
+                check_f()
+            except BaseException as e:
+                print("child failed:", repr(e), file=sys.stderr, flush=True)
+                os._exit(1)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        release.set()
+        t.join()
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert step(np.ones((2, 4), "float32")) == 12.0  # the parent's locks still work
+        print("ok")
+    """)
+    assert out.split() == ["ok"]
