@@ -54,6 +54,19 @@ _PRELUDE = textwrap.dedent("""
     def threads_in_use(fn):
         return fn.program.last.loaded.nthreads.value
 
+    def in_child(fn):
+        # run fn in a forked child; fail unless it returns
+        pid = os.fork()
+        if pid == 0:
+            try:
+                fn()
+            except BaseException as e:
+                print("child failed:", repr(e), file=sys.stderr, flush=True)
+                os._exit(1)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
     check_f()  # the parent's threaded call: libgomp's pool now exists
     check_numpy()
     BRIDGE = blas_threads.install()  # whether OpenBLAS runs on libgomp's threads here
@@ -103,18 +116,6 @@ def test_plain_fork_child_runs_numpy_matmul_and_the_function(tmp_path):
             check_f()
             assert threads_in_use(f) == CHILD_THREADS
             assert not blas_threads.install()  # OpenBLAS keeps its own threads in the child
-
-        def in_child(fn):
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    fn()
-                except BaseException as e:
-                    print("child failed:", repr(e), file=sys.stderr, flush=True)
-                    os._exit(1)
-                os._exit(0)
-            _, status = os.waitpid(pid, 0)
-            assert os.waitstatus_to_exitcode(status) == 0
 
         def child_and_grandchild():
             child_checks()
@@ -199,20 +200,14 @@ def test_child_of_a_fork_made_while_other_threads_held_every_lock(tmp_path):
         t = threading.Thread(target=hold)
         t.start()
         held.wait()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                assert step(np.ones((2, 4), "float32")) == 12.0  # the C call path
-                assert step(np.ones((5, 4), "float32")) == 15.0  # a new shape: the Python path
-                check_f()
-            except BaseException as e:
-                print("child failed:", repr(e), file=sys.stderr, flush=True)
-                os._exit(1)
-            os._exit(0)
-        _, status = os.waitpid(pid, 0)
+
+        def child():
+            assert step(np.ones((2, 4), "float32")) == 12.0  # the C call path
+            assert step(np.ones((5, 4), "float32")) == 15.0  # a new shape: the Python path
+            check_f()
+        in_child(child)
         release.set()
         t.join()
-        assert os.waitstatus_to_exitcode(status) == 0
         assert step(np.ones((2, 4), "float32")) == 12.0  # the parent's locks still work
         print("ok")
     """)
