@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MAX_SPECS 8
+#define MAX_SPECS 64 /* as many as the llvm backend keeps instances of shape-generic code */
 #define STACK_SLOTS 64
 
 /* ---------------------------------------------------------------------------------------
@@ -164,6 +164,7 @@ typedef struct {
                                     its bound `locked` method (2 per target) */
     Spec specs[MAX_SPECS];
     int n_specs;
+    int last_hit;                /* the specialisation the previous call matched: tried first */
     Py_ssize_t fast_calls;       /* calls completed on the C path (for tests) */
     ArenaLock *fn_lock;          /* owned, or NULL: held from reading the shared values to
                                     installing the updates (functions with updates) */
@@ -577,9 +578,12 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
     PyObject *const *items = &PyTuple_GET_ITEM(argtuple, 0);
     for (Py_ssize_t i = 0; i < ni; i++)
         if (!array_ok(items[i], self->in_type[i], self->in_ndim[i])) return fall_back(self, argtuple);
-    /* the specialisation whose input shapes match */
+    /* the specialisation whose input shapes match: the previous call's first (the usual
+     * case), then the others in the order they were registered */
     Spec *spec = NULL;
-    for (int k = 0; k < self->n_specs && spec == NULL; k++) {
+    int first = self->last_hit < self->n_specs ? self->last_hit : 0;
+    for (int n = 0; n < self->n_specs && spec == NULL; n++) {
+        int k = n == 0 ? first : (n <= first ? n - 1 : n);
         const npy_intp *want = self->specs[k].in_dims;
         int ok = 1;
         for (Py_ssize_t i = 0; i < ni && ok; i++) {
@@ -587,7 +591,10 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
             ok = dims_equal(PyArray_DIMS((PyArrayObject *)items[i]), want, nd);
             want += nd;
         }
-        if (ok) spec = &self->specs[k];
+        if (ok) {
+            spec = &self->specs[k];
+            self->last_hit = k;
+        }
     }
     if (spec == NULL) return fall_back(self, argtuple);
 

@@ -146,12 +146,29 @@ def test_unusual_arguments_take_the_fallback_and_still_work(path):
 def test_more_shapes_than_the_c_table_holds(path):
     x = sg.vector("x")
     f = sg.compile([x], x * 2, threads=1)
-    for n in list(range(1, 13)) * 2:
+    shapes = list(range(1, FAST.MAX_SPECS + 5)) if FAST is not None else list(range(1, 13))
+    for n in shapes * 2:
         v = np.arange(n, dtype=np.float32)
         np.testing.assert_array_equal(f(v), v * 2)
     if path == "fast":
         assert f._caller.n_specs == FAST.MAX_SPECS
-        assert f._caller.fast_calls == FAST.MAX_SPECS  # the second round of the first 8 shapes
+        # the second round of the shapes the table holds; the others stay on the Python path
+        assert f._caller.fast_calls == FAST.MAX_SPECS
+
+
+def test_calls_rotating_through_many_batch_sizes_stay_on_the_c_path(path):
+    """Shape-generic code makes a batch size cheap to add; the C table holds as many as the
+    llvm backend keeps instances of (an epoch's last batch, validation sets, ...)."""
+    x = sg.tensor("x", (None, 3))
+    f = sg.compile([x], (x * 2).sum(axis=1), threads=1)
+    sizes = [1, 7, 64, 500, 3, 33, 128, 2, 9, 17, 250, 4]
+    for _ in range(3):
+        for n in sizes:
+            v = np.ones((n, 3), np.float32)
+            np.testing.assert_array_equal(f(v), np.full(n, 6, np.float32))
+    if path == "fast":
+        assert f._caller.n_specs == len(sizes)
+        assert f._caller.fast_calls == 2 * len(sizes)  # every call after each size's first
 
 
 def test_outputs_never_alias(path):
