@@ -47,9 +47,10 @@ def convnet_loss(params, x, y):
 LOSSES = {"w2": mlp_loss, "w3": logreg_loss, "w4": convnet_loss}
 
 
-def build_step(workload: str, data: dict, threads: int | None, backend: str, trust_input: bool = False):
+def build_step(workload: str, data: dict, threads: int | None, backend: str, trust_input: bool = False,
+               profile: bool = False):
     """The compiled function and the shared parameters of one workload."""
-    kw = {"backend": backend, "threads": threads, "trust_input": trust_input}
+    kw = {"backend": backend, "threads": threads, "trust_input": trust_input, "profile": profile}
     if workload in ("w1f", "w1b"):
         x = sg.tensor("x", data["x"].shape)
         y = gelu(x)

@@ -89,7 +89,7 @@ class CudaCodegen:
         if mod is None:
             from ..codegen.cuda_render import render_program
             from ..codegen.specialize import lower_for_call
-            prog = lower_for_call(self.fgraph, self.roots, list(key), self.built_outputs)
+            prog = lower_for_call(self.fgraph, self.roots, list(key), self.built_outputs, target="cuda")
             mod = render_program(prog, use_cublas=self.use_cublas, title=f"{self.name} CUDA module")
             self.generations += 1
             self._modules[key] = mod

@@ -227,14 +227,15 @@ def _make(node: Apply, in_shapes: list[tuple], value_of: dict) -> Apply:
         raise node_error(node, in_shapes, e) from None
 
 
-def lower_for_call(fgraph: FunctionGraph, roots: list, shapes: list, built_outputs: list | None):
+def lower_for_call(fgraph: FunctionGraph, roots: list, shapes: list, built_outputs: list | None,
+                   target: str = "cpu"):
     """``lower.lower`` for one call's input shapes (the native backends).  When a node of
     the rewritten ``fgraph`` rejects the shapes, the error is the one the graph as the user
     built it (``built_outputs``) reports: the user's op, inputs and line, the same on every
     backend."""
     from .lower import lower
     try:
-        return lower(fgraph, roots, [list(s) for s in shapes])
+        return lower(fgraph, roots, [list(s) for s in shapes], target=target)
     except (ValueError, IndexError, TypeError):
         err = first_error(roots, built_outputs, shapes) if built_outputs is not None else None
         if err is None:

@@ -531,12 +531,19 @@ class Pool2d(Op):
 
 
 class MaxPool2dGrad(Op):
-    """Routes each window's gradient to the first position of its maximum (overlaps add up)."""
+    """Routes each window's gradient to the first position of its maximum (overlaps add up).
 
-    __props__ = ("size", "stride")
+    ``relu=True`` (made by the ``max_pool_relu_grad`` rewrite, never by ``sg.grad``): ``x`` is
+    a ReLU's output and the result is also passed back through that ReLU,
+    ``where(0 >= x, 0, grad)``, in the same pass."""
 
-    def __init__(self, size, stride):
-        self.size, self.stride = tuple(size), tuple(stride)
+    __props__ = ("size", "stride", "relu")
+
+    def __init__(self, size, stride, relu: bool = False):
+        self.size, self.stride, self.relu = tuple(size), tuple(stride), bool(relu)
+
+    def __str__(self):
+        return "MaxPool2dReluGrad" if self.relu else "MaxPool2dGrad"
 
     def make_node(self, x, g) -> Apply:
         return Apply(self, [x, g], [TensorType(x.dtype, x.type.shape)])
@@ -553,11 +560,16 @@ class MaxPool2dGrad(Op):
             for j in range(kw):
                 hit = arg == i * kw + j
                 out[..., i:i + sh * oh:sh, j:j + sw * ow:sw] += np.where(hit, g, 0)
+        if self.relu:
+            out = np.where(0 >= x, np.zeros((), out.dtype), out)
         return [out]
 
     def L_op(self, node, inputs, outputs, output_grads):
         # linear in g; piecewise constant in x
-        return [None, MaxPoolSelect(self.size, self.stride)(inputs[0], output_grads[0])]
+        gout = output_grads[0]
+        if self.relu:
+            gout = E.where(E.ge(0, inputs[0]), 0, gout)
+        return [None, MaxPoolSelect(self.size, self.stride)(inputs[0], gout)]
 
     def R_op(self, node, inputs, eval_points):
         vg = eval_points[1]

@@ -26,6 +26,7 @@ def load_all() -> None:
         fuse,
         memory,
         merge,
+        pool_grad,
         softmax_ce,
         specialize,
         stabilize,

@@ -5,6 +5,10 @@ two paths chosen per shape by ``conv_path``:
   the batch (col2im scatters the input gradient back);
 * ``"direct"``: generated loops with no patch matrix (``conv_direct``), vectorised over the
   channels and register-blocked along output rows.
+
+The direct kernels are shaped for a CPU core (one image per parallel iteration, accumulators
+sized for L1), so on the cuda target they would run one thread per image: there the rule
+always takes im2col (a grid kernel and the GEMM / cuBLAS).
 """
 
 from __future__ import annotations
@@ -25,17 +29,19 @@ DIRECT_MAX_DEPTH = 1024
 DIRECT_MIN_LANES = 16
 
 
-def conv_path(kind: str, c, o, kh: int, kw: int, spatial) -> str:
+def conv_path(kind: str, c, o, kh: int, kw: int, spatial, target: str = "cpu") -> str:
     """The path (``"direct"`` or ``"im2col"``) for the ``kind`` (``"forward"``,
     ``"grad_weight"``, ``"grad_input"``) of a convolution with ``c`` input and ``o`` output
     channels, a ``kh x kw`` window and the per-image sizes ``spatial`` (input and output
-    heights and widths).
+    heights and widths), lowered for ``target`` (``"cpu"`` or ``"cuda"``: always im2col).
 
     Sizes of one image only, never the batch size: the path (and so the summation order) is
     the same for every batch size, and a symbolic batch dim needs no guard.  A symbolic
     channel or spatial size (vmap folding a batch into the channels) takes im2col."""
     if FORCE_PATH is not None:
         return FORCE_PATH
+    if target == "cuda":
+        return "im2col"
     if any(isinstance(d, SymInt) for d in (c, o, *spatial)):
         return "im2col"
     depth, lanes = (o * kh * kw, c) if kind == "grad_input" else (c * kh * kw, o)
@@ -79,7 +85,7 @@ class ConvLowering(DirectConv):
         w = self.contiguous(self.view(node.inputs[1]))
         n, o, oh, ow = self.shape_of[id(node.outputs[0])]
         c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
-        if conv_path("forward", c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow)) == "direct":
+        if conv_path("forward", c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow), self.target) == "direct":
             out = self.out_view(node.outputs[0])
             self._direct_forward(x, w, out, op.stride, op.padding)
             self.env[id(node.outputs[0])] = out
@@ -111,7 +117,8 @@ class ConvLowering(DirectConv):
         ckk, np_ = c * kh * kw, n * oh * ow
         if np_ == 0:
             self.map_kernel("zeros", out, S.const(0, out.dtype), [])
-        elif conv_path("grad_weight", c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow)) == "direct":
+        elif conv_path("grad_weight", c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow),
+                       self.target) == "direct":
             self._direct_grad_weight(x, gv, out, op.stride, op.padding)
         else:
             col = self._im2col(x, kh, kw, op.stride, op.padding, oh, ow)
@@ -130,7 +137,7 @@ class ConvLowering(DirectConv):
         o, _, kh, kw = w.shape
         _, _, oh, ow = gv.shape
         ckk, np_ = c * kh * kw, n * oh * ow
-        if conv_path("grad_input", c, o, kh, kw, (h, wd, oh, ow)) == "direct":
+        if conv_path("grad_input", c, o, kh, kw, (h, wd, oh, ow), self.target) == "direct":
             out = self.out_view(node.outputs[0])
             self._direct_grad_input(gv, w, out, op.stride, op.padding)
             self.env[id(node.outputs[0])] = out

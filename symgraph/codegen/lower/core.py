@@ -53,8 +53,10 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
     views, ``emit``, ``check_index``, ``defer``, the map / reduce / copy kernels); the
     ``op_<OpName>`` methods come from the op-family mixins it inherits."""
 
-    def __init__(self, fgraph: FunctionGraph, roots: list, shapes: list[tuple], values: dict | None = None):
+    def __init__(self, fgraph: FunctionGraph, roots: list, shapes: list[tuple], values: dict | None = None,
+                 target: str = "cpu"):
         self.fgraph = fgraph
+        self.target = target  # "cpu" (llvm) or "cuda": where a lowering has per-target choices
         self.nodes, self.shape_of, self.value_of = specialize(fgraph, roots, shapes, values)
         if any(getattr(n.op, "overlaps", False) for n in self.nodes):
             self.nodes = overlap_schedule(self.nodes)
@@ -321,14 +323,15 @@ def _own_lowering(lowerer: Lowerer):
 
 
 def lower(fgraph: FunctionGraph, roots: list, shapes: list[tuple], dims: list | None = None,
-          values: dict | None = None) -> Program:
+          values: dict | None = None, target: str = "cpu") -> Program:
     """Lower ``fgraph`` for inputs of the given shapes into a kernel-IR program.
 
     For shape-generic code, ``shapes`` hold ``symdim`` leaves where sizes are run-time values
     and ``dims`` says where the caller reads each ((input slot, axis), axis -1 for the value of
     an int scalar input, whose leaf ``values`` maps its slot to); call it inside
-    ``symdim.tracing()`` and keep the guards with the program."""
-    prog = Lowerer(fgraph, roots, shapes, values).run()
+    ``symdim.tracing()`` and keep the guards with the program.  ``target`` (``"cpu"`` or
+    ``"cuda"``) picks the per-target choices (the convolution path, ``conv.conv_path``)."""
+    prog = Lowerer(fgraph, roots, shapes, values, target).run()
     prog.dims = list(dims or [])
     plan_memory(prog)
     return prog

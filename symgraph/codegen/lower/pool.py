@@ -9,6 +9,11 @@ from ..kernel_ir import Assign, For, Store, View, iadd, iconst, imul, local, var
 from .helpers import _init_value, combine
 
 
+def _relu_masked(h: S.SExpr, value: S.SExpr) -> S.SExpr:
+    """``value`` passed back through the ReLU whose output is ``h``: ``where(0 >= h, 0, value)``."""
+    return S.apply("where", S.apply("ge", S.const(0, h.dtype), h), S.const(0, value.dtype), value)
+
+
 class PoolLowering:
     """``op_*`` methods of ``Lowerer`` for the pooling ops of symgraph.ops.nn."""
 
@@ -67,28 +72,36 @@ class PoolLowering:
         g = self._planes(self.view(node.inputs[1]))
         out = self.out_view(node.outputs[0], x.shape)
         (sh, sw) = op.stride
+        name = "max_pool_relu_grad" if op.relu else "max_pool_grad"
         if tuple(op.size) == tuple(op.stride):
-            self._max_pool_grad_tiled(x, g, out, op.size)
+            self._max_pool_grad_tiled(x, g, out, op.size, op.relu, name)
             self.env[id(node.outputs[0])] = out.reshape(self.shape_of[id(node.outputs[0])])
             return
         b, oy, ox, y, xx = var("i0"), var("oy"), var("ox"), var("y"), var("x")
         target = out.index([b, iadd(imul(oy, iconst(sh)), local("bi", "int64")),
                             iadd(imul(ox, iconst(sw)), local("bj", "int64"))])
         inner = self._window_argmax(x, b, oy, ox, op.size, op.stride)
-        inner.append(Store(out.storage, target, g.load([b, oy, ox]), accumulate="add"))
+        value = g.load([b, oy, ox])
+        if op.relu:  # every window adding to a position has that position's value as its max
+            value = _relu_masked(local("best", x.dtype), value)
+        inner.append(Store(out.storage, target, value, accumulate="add"))
         zero = [For("y", x.shape[1], [For("x", x.shape[2], [
             Store(out.storage, out.index([b, y, xx]), S.const(0, out.dtype))])])]
         body = [For("i0", x.shape[0], zero + [For("oy", g.shape[1], [For("ox", g.shape[2], inner)])],
                     parallel=True)]
-        self.emit("max_pool_grad", body, x.size, [repr(x.storage), repr(g.storage)], [repr(out.storage)])
+        self.emit(name, body, x.size, [repr(x.storage), repr(g.storage)], [repr(out.storage)])
         self.env[id(node.outputs[0])] = out.reshape(self.shape_of[id(node.outputs[0])])
 
-    def _max_pool_grad_tiled(self, x: View, g: View, out: View, size) -> None:
+    def _max_pool_grad_tiled(self, x: View, g: View, out: View, size, relu: bool, name: str) -> None:
         """The max-pool gradient when windows tile the input (stride == size): every input
         element belongs to at most one window, so each window writes its own ``kh*kw``
         elements (``g`` where the element is the window's first maximum, NaN counting as the
         largest and the first NaN winning, as ``np.argmax``; else 0), with no scatter and no
-        zeroing pass.  The loop over windows along a row vectorises (interleaved accesses)."""
+        zeroing pass.  The loop over windows along a row vectorises (interleaved accesses).
+        ``relu``: the gradient also passes back through the ReLU whose output is ``x``; only the
+        window's winner gets a nonzero value, and its value is the window's maximum (NaN if it
+        has one), so the mask is applied once per window to ``g``: zero when ``0 >= v`` for
+        every element ``v`` of the window."""
         (kh, kw) = size
         planes, h, w = x.shape
         oh, ow = g.shape[1], g.shape[2]
@@ -100,6 +113,11 @@ class PoolLowering:
 
         vals = [x.load(at(k)) for k in range(kh * kw)]
         grad = S.cast(g.load([b, oy, ox]), out.dtype)
+        if relu:  # the window's maximum is <= 0 (not NaN) exactly when every element is
+            dead = S.apply("ge", S.const(0, x.dtype), vals[0])
+            for v in vals[1:]:
+                dead = S.apply("and", dead, S.apply("ge", S.const(0, x.dtype), v))
+            grad = S.apply("where", dead, S.const(0, out.dtype), grad)
         zero = S.const(0, out.dtype)
         floating = is_float(x.dtype)
         stores = []
@@ -130,7 +148,7 @@ class PoolLowering:
             edges.append(For("y", oh * kh, [For("x", w - ow * kw, [
                 Store(out.storage, out.index([b, yy, iadd(xx, iconst(ow * kw))]), zero)])]))
         body = [For("i0", planes, [For("oy", oh, [For("ox", ow, stores)])] + edges, parallel=True)]
-        self.emit("max_pool_grad", body, x.size, [repr(x.storage), repr(g.storage)], [repr(out.storage)])
+        self.emit(name, body, x.size, [repr(x.storage), repr(g.storage)], [repr(out.storage)])
 
     def op_MaxPoolSelect(self, node, op):
         x = self._planes(self.view(node.inputs[0]))

@@ -1,0 +1,51 @@
+"""A max-pool gradient passed back through the ReLU that fed the pooling -> one
+``MaxPool2dGrad(relu=True)`` node.
+
+``sg.grad`` of ``max_pool2d(relu(s))`` builds ``where(0 >= s, 0, MaxPool2dGrad(relu(s), g))``:
+one kernel writes the routed gradient, a second reads it and ``s`` again to write the masked
+one (and a bias gradient's sum reads both once more).  The mask is a function of the pooled
+input: ``0 >= s`` exactly when ``0 >= relu(s)`` (both false for NaN), so the pooling gradient
+kernel can apply it to each element it writes.  Fires only when the routed gradient has no
+other use.
+"""
+
+from __future__ import annotations
+
+from ..graph.basic import Apply
+from ..ops.elemwise import (
+    Elemwise,
+    S,  # the scalar IR module (symgraph.scalar is also a function name)
+)
+from ..ops.nn import MaxPool2dGrad
+from .engine import RewriteContext, local_rewrite
+
+
+def _relu_expr(dtype: str) -> S.SExpr:
+    return S.apply("maximum", S.const(0, dtype), S.inp(0, dtype))
+
+
+def _relu_grad_expr(dtype: str) -> S.SExpr:
+    return S.apply("where", S.apply("ge", S.const(0, dtype), S.inp(0, dtype)), S.const(0, dtype),
+                   S.inp(1, dtype))
+
+
+@local_rewrite("specialize", tracks=(Elemwise,))
+def max_pool_relu_grad(node: Apply, ctx: RewriteContext):
+    """``where(0 >= s, 0, MaxPool2dGrad(relu(s), g))`` -> ``MaxPool2dGrad(relu=True)(relu(s), g)``."""
+    if node.op.nin != 2:
+        return None
+    s, routed = node.inputs
+    pool = routed.owner
+    if pool is None or not isinstance(pool.op, MaxPool2dGrad) or pool.op.relu:
+        return None
+    h = pool.inputs[0]
+    relu = h.owner
+    if relu is None or not isinstance(relu.op, Elemwise) or relu.op.nin != 1 or relu.inputs[0] is not s:
+        return None
+    if relu.op.expr is not _relu_expr(s.dtype) or node.op.expr is not _relu_grad_expr(s.dtype):
+        return None
+    if routed.type.shape != node.outputs[0].type.shape or routed.dtype != node.outputs[0].dtype:
+        return None
+    if ctx.is_output(routed) or len(ctx.clients(routed)) != 1:
+        return None
+    return MaxPool2dGrad(pool.op.size, pool.op.stride, relu=True)(h, pool.inputs[1])
