@@ -116,7 +116,7 @@ class CudaCodegen:
         from ..codegen.cuda_render import render_program
         try:
             prog = lower_generic(self.fgraph, self.roots, key, self.value_slots if by_value else (),
-                                 ints or ())
+                                 ints or (), target="cuda")
             with symdim.tracing() as guards:  # a renderer decision on a size narrows the guards
                 mod = render_program(prog, use_cublas=self.use_cublas,
                                      title=f"{self.name} CUDA module (shape-generic)")

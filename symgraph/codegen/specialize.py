@@ -267,13 +267,14 @@ def generic_shapes(roots: list, key: tuple, value_slots: list = (),
 
 
 def lower_generic(fgraph: FunctionGraph, roots: list, key: tuple, value_slots: list = (),
-                  ints: tuple = ()):
+                  ints: tuple = (), target: str = "cpu"):
     """The shape-generic kernel-IR program for calls like ``key`` (generic in the int inputs'
-    values too, given ``ints``), with its guards; raises when the lowering cannot make one."""
+    values too, given ``ints``) for ``target`` (``"cpu"`` or ``"cuda"``), with its guards;
+    raises when the lowering cannot make one."""
     from .lower import lower
     shapes, dims, leaves = generic_shapes(roots, key, value_slots, ints)
     with symdim.tracing() as guards:
-        prog = lower(fgraph, roots, shapes, dims, leaves)
+        prog = lower(fgraph, roots, shapes, dims, leaves, target=target)
     prog.guards = list(guards)
     return prog
 
