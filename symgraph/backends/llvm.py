@@ -38,6 +38,9 @@ from ..graph.types import is_int
 from . import KernelInfo, blas_threads, cache_store, llvm_elf, llvm_jit, llvm_warm
 
 ENTRY = "symgraph_entry"
+# fused ops this backend runs (rewrite/engine.py): the bias and activation after a convolution
+# go into the direct convolution's stores
+REWRITE_CAPABILITIES = {"conv_epilogue": True}
 FORMAT_VERSION = "3"  # bump when the generated code changes for the same kernel IR
 WARM_START = True  # ``build`` accepts a lazy graph and a ``graph_key`` (see llvm_warm)
 MAX_INSTANCES = 64  # instances of shape-generic code kept per function

@@ -111,6 +111,45 @@ class MatMulEpilogue(Op):
         return all_batched(self(*args))
 
 
+class Conv2dEpilogue(Op):
+    """``expr(conv2d(x, w), extra...)``: slot 0 of ``expr`` is the convolution, slots 1.. the
+    extras (a bias ``(1, C, 1, 1)``, ...), broadcast to the convolution's shape.  The llvm
+    backend's direct convolution applies ``expr`` as it stores each output element, so the
+    bias and activation after a convolution cost no pass over memory of their own."""
+
+    __props__ = ("expr", "nin", "stride", "padding")
+
+    def __init__(self, expr: S.SExpr, nin: int, stride=(1, 1), padding=(0, 0)):
+        self.expr, self.nin = expr, nin  # nin counts the convolution and the extras
+        self.stride, self.padding = tuple(stride), tuple(padding)
+
+    def __str__(self):
+        text = self.__dict__.get("_text")
+        if text is None:
+            text = self._text = (f"Conv2dEpilogue{{stride={self.stride}, padding={self.padding}, "
+                                 f"{_short_text(self.expr)}}}")
+        return text
+
+    def _conv(self):
+        from .nn import Conv2d
+        return Conv2d(self.stride, self.padding)
+
+    def make_node(self, x, w, *extras) -> Apply:
+        conv = self._conv().make_node(x, w).outputs[0]
+        extras = [as_variable(e) for e in extras]
+        shape = broadcast_shapes(conv.type.shape, *[e.type.shape for e in extras], what=str(self))
+        if len(shape) != 4 or any(e.ndim > 4 for e in extras):
+            raise ValueError(f"{self}: extras may not add dimensions to the convolution")
+        return Apply(self, list(conv.owner.inputs) + extras, [TensorType(self.expr.dtype, shape)])
+
+    def perform(self, node, inputs):
+        x, w, extras = inputs[0], inputs[1], inputs[2:]
+        (conv,) = self._conv().perform(None, [x, w])
+        (out,) = S.evaluate([self.expr], [conv, *extras])
+        shape = np.broadcast_shapes(conv.shape, *[np.shape(e) for e in extras])
+        return [np.array(np.broadcast_to(out, shape), order="C")]
+
+
 class SoftmaxCrossEntropyWithGrad(Op):
     """Per-row softmax cross-entropy and its logits gradient: ``(loss, dlogits)``.
 

@@ -136,7 +136,8 @@ def backend_capabilities(backend: str) -> dict:
     The reference backend runs every fused op; a backend module that can run
     ``MatMulEpilogue`` declares ``REWRITE_CAPABILITIES = {"matmul_epilogue": True}``.
     """
-    caps = {"matmul_epilogue": backend == "reference", "fused_reduce": True}
+    caps = {"matmul_epilogue": backend == "reference", "conv_epilogue": backend == "reference",
+            "fused_reduce": True}
     from ..compile import BACKENDS
     modname = BACKENDS.get(backend)
     if modname is not None and backend != "reference":

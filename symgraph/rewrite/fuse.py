@@ -23,9 +23,10 @@ from ..ops.elemwise import (
     Elemwise,
     S,  # the scalar IR module (symgraph.scalar is also a function name)
 )
-from ..ops.fused import FusedReduce, MatMulEpilogue
+from ..ops.fused import Conv2dEpilogue, FusedReduce, MatMulEpilogue
 from ..ops.linalg import MatMul
 from ..ops.reduce import Reduce
+from ..ops.shape import Shape
 from . import scalar_rules as R
 from .elemwise_util import compose, is_cheap, make_elemwise, tidy
 from .engine import RewriteContext, global_pass
@@ -115,6 +116,41 @@ def fuse_matmul_epilogue(ctx: RewriteContext) -> None:
             (expr,) = S.substitute([node.op.expr], mapping)
             new = MatMulEpilogue(expr, 1 + len(extras))(p.inputs[0], p.inputs[1], *extras)
             ctx.commit(node, [new], "fuse_matmul_epilogue")
+            break
+
+
+@global_pass("fuse", name="fuse_conv_epilogue")
+def fuse_conv_epilogue(ctx: RewriteContext) -> None:
+    """Elemwise(conv2d(x, w), extras...) -> Conv2dEpilogue (the bias and activation after a
+    convolution), where the backend can run it and nothing else reads the convolution."""
+    if not ctx.capabilities.get("conv_epilogue", False):
+        return
+    from ..ops.nn import Conv2d
+    fg = ctx.fgraph
+    for node in ctx.toposort():
+        if node not in fg.nodes or not isinstance(node.op, Elemwise):
+            continue
+        out = node.outputs[0]
+        for conv in dict.fromkeys(node.inputs):
+            c = conv.owner
+            if c is None or not isinstance(c.op, Conv2d) or ctx.is_output(conv):
+                continue
+            clients = [k for k, _ in fg.clients.get(conv, []) if k is not node]
+            if any(not isinstance(k.op, Shape) for k in clients):  # its shape is out's
+                continue
+            extras = [v for v in dict.fromkeys(node.inputs) if v is not conv]
+            if out.ndim != 4 or any(e.ndim > 4 for e in extras):
+                continue
+            if not ctx.shapes.same(out, conv) or out.dtype != node.op.expr.dtype:
+                continue
+            for k in clients:  # (the bias gradient's SumToShape reads the shape)
+                ctx.commit(k, [Shape()(out)], "fuse_conv_epilogue")
+            slot = {id(conv): 0} | {id(e): k + 1 for k, e in enumerate(extras)}
+            mapping = {i: S.inp(slot[id(v)], v.dtype) for i, v in enumerate(node.inputs)}
+            (expr,) = S.substitute([node.op.expr], mapping)
+            new = Conv2dEpilogue(expr, 1 + len(extras), c.op.stride, c.op.padding)(
+                c.inputs[0], c.inputs[1], *extras)
+            ctx.commit(node, [new], "fuse_conv_epilogue")
             break
 
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from ..graph.basic import Constant, Variable
 from ..ops.elemwise import Elemwise
-from ..ops.fused import FusedReduce, MatMulEpilogue, SoftmaxCrossEntropyWithGrad
+from ..ops.fused import Conv2dEpilogue, FusedReduce, MatMulEpilogue, SoftmaxCrossEntropyWithGrad
 from ..ops.indexing import IndexWrite, Subtensor
 from ..ops.linalg import MatMul
-from ..ops.nn import ARange, LogSoftmax, Softmax, SoftmaxCrossEntropy
+from ..ops.nn import ARange, Conv2d, LogSoftmax, Softmax, SoftmaxCrossEntropy
 from ..ops.reduce import Reduce
 from ..ops.shape import BroadcastTo, DimShuffle, MakeVector, Reshape, Shape, SumToShape
 
@@ -147,6 +147,10 @@ class ShapeInfo:
             batch = broadcast([a[:-2], b[:-2]], None)
             out = batch + (a[-2], b[-1])
             if isinstance(op, MatMulEpilogue):
+                out = broadcast([out] + [self.shape(e) for e in node.inputs[2:]], None)
+        elif isinstance(op, (Conv2d, Conv2dEpilogue)):  # (images, output channels, oh, ow)
+            out = (self.shape(node.inputs[0])[0], self.shape(node.inputs[1])[0]) + fresh[2:]
+            if isinstance(op, Conv2dEpilogue):
                 out = broadcast([out] + [self.shape(e) for e in node.inputs[2:]], None)
         elif isinstance(op, (Reshape, BroadcastTo, SumToShape)):
             val = self.vector_value(node.inputs[1])

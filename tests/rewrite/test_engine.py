@@ -17,7 +17,7 @@ def test_groups_are_ordered_and_every_rewrite_is_registered_in_one():
     assert "merge" in reg["merge"]
     assert "constant_fold" in reg["fold"]
     assert "log_softmax" in reg["stabilize"]
-    assert reg["fuse"][:3] == ["fuse_elemwise", "fuse_matmul_epilogue", "fuse_reduce"]
+    assert reg["fuse"][:4] == ["fuse_elemwise", "fuse_matmul_epilogue", "fuse_conv_epilogue", "fuse_reduce"]
     assert reg["memory"] == ["plan_memory"]
 
 

@@ -81,24 +81,38 @@ class ConvLowering(DirectConv):
         return self.contiguous(v.permute((1, 0, 2, 3)))
 
     def op_Conv2d(self, node, op):
+        self._conv_forward(node, op)
+
+    def op_Conv2dEpilogue(self, node, op):
+        """The convolution with ``op.expr`` applied to each output element: in the direct
+        kernel's stores, or as one map over the GEMM's result on the im2col path."""
+        self._conv_forward(node, op, (op.expr, [self.view(v) for v in node.inputs[2:]]))
+
+    def _conv_forward(self, node, op, epilogue: tuple | None = None) -> None:
         x = self.contiguous(self.view(node.inputs[0]))
         w = self.contiguous(self.view(node.inputs[1]))
         n, o, oh, ow = self.shape_of[id(node.outputs[0])]
         c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
         if conv_path("forward", c, o, kh, kw, (x.shape[2], x.shape[3], oh, ow), self.target) == "direct":
             out = self.out_view(node.outputs[0])
-            self._direct_forward(x, w, out, op.stride, op.padding)
+            self._direct_forward(x, w, out, op.stride, op.padding, epilogue)
             self.env[id(node.outputs[0])] = out
             return
         col = self._im2col(x, kh, kw, op.stride, op.padding, oh, ow)
         ckk, np_ = c * kh * kw, n * oh * ow
         # one GEMM for the batch: (o, ckk) @ (ckk, n*p) -> (o, n, oh, ow); the graph value is
         # that array seen through a transposed view, copied only when it is a program output
-        prod = self.temp(node.outputs[0].dtype, (o, n, oh, ow))
+        prod = self.temp(node.inputs[0].dtype, (o, n, oh, ow))
         g = Gemm(prod.dtype, False, False, o, np_, ckk, w.storage, iconst(w.offset), ckk,
                  col.storage, iconst(0), np_, prod.storage, iconst(0), np_)
         self.emit("conv_gemm", [g], o * np_ * ckk, [repr(col.storage)], [repr(prod.storage)])
-        self._publish_conv(node, prod.permute((1, 0, 2, 3)))
+        if epilogue is None:
+            self._publish_conv(node, prod.permute((1, 0, 2, 3)))
+            return
+        expr, extras = epilogue
+        out = self.out_view(node.outputs[0])
+        self.map_kernel("conv_epilogue", out, expr, [prod.permute((1, 0, 2, 3))] + extras)
+        self.env[id(node.outputs[0])] = out
 
     def _publish_conv(self, node, result: View) -> None:
         """Bind a convolution's result view, copied only when it is a program output."""

@@ -76,11 +76,13 @@ class DirectConv:
         self.emit("conv_pad", body, xp.size, [repr(x.storage)], [repr(xp.storage)])
         return xp
 
-    def _direct_forward(self, x: View, w: View, out: View, stride, padding) -> None:
+    def _direct_forward(self, x: View, w: View, out: View, stride, padding,
+                        epilogue: tuple | None = None) -> None:
         """``out = conv2d(x, w)`` (NCHW): a block of ``rows`` output rows is accumulated
         channels-last in ``acc[b]`` (``acc[y, x, :] += sum_j wT[c, i, j, :] *
         xp[c, y*sh+i, x*sw+j]``, in L1, each weight slice serving the whole block), then
-        stored transposed into ``out[b, :, y, :]``."""
+        stored transposed into ``out[b, :, y, :]``; with ``epilogue = (expr, extras)`` the
+        stored value is ``expr(acc, extras...)`` (extras broadcast to ``out``'s shape)."""
         (sh, sw), (ph, pw) = stride, padding
         n, c = x.shape[0], x.shape[1]
         o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
@@ -88,7 +90,7 @@ class DirectConv:
         xp = self._padded(x, ph, pw)
         wt = self.contiguous(w.permute((1, 2, 3, 0)))  # (c, kh, kw, o)
         rows = max(1, min(oh, ACC_BYTES // max(ow * o * out.storage.itemsize, 1)))
-        acc = self.temp(out.dtype, (n, rows, ow, o))
+        acc = self.temp(x.dtype, (n, rows, ow, o))  # the convolution's dtype (the epilogue may cast)
         b, ci, i, oo, r, px = var("i0"), var("c"), var("wi"), var("o"), var("r"), var("x")
 
         def row_block(y0: S.SExpr, nrows: int) -> list:
@@ -106,13 +108,21 @@ class DirectConv:
 
             body = _zero(acc, [b, r, px, oo], [("r", nrows), ("x", ow), ("o", o)])
             body.append(For("c", c, [For("wi", kh, [For("r", nrows, _blocks(ow, PIX, "xb", block))])]))
+            at = [b, oo, iadd(y0, r), px]
+            value = acc.load([b, r, px, oo])
+            if epilogue is not None:
+                expr, extras = epilogue
+                loads = [e.broadcast(out.shape).load(at) for e in extras]
+                (value,) = S.substitute([expr], dict(enumerate([value] + loads)))
+                value = S.cast(value, out.dtype)
             body.append(For("r", nrows, [For("o", o, [For("x", ow, [
-                Store(out.storage, out.index([b, oo, iadd(y0, r), px]), acc.load([b, r, px, oo]))])])]))
+                Store(out.storage, out.index(at), value)])])]))
             return body
 
         body = [For("i0", n, _blocks(oh, rows, "yb", row_block), parallel=True)]
+        extras = [repr(e.storage) for e in epilogue[1]] if epilogue is not None else []
         self.emit("conv_direct", body, out.size * c * kh * kw,
-                  [repr(xp.storage), repr(wt.storage)], [repr(out.storage)])
+                  [repr(xp.storage), repr(wt.storage)] + extras, [repr(out.storage)])
 
     def _direct_grad_weight(self, x: View, g: View, out: View, stride, padding) -> None:
         """``dW[o, c, i, j] = sum_{b,y,x} g[b, o, y, x] * xp[b, c, y*sh+i, x*sw+j]``: ``GROUPS``
