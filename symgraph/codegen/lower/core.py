@@ -87,7 +87,7 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
         self.deferred: dict[int, list] = {}  # variable id -> kernels to emit before its first use
         self.placed: dict[int, View] = {}  # variable id -> where its producer writes it (place())
         self.buffers: dict[int, View] = {}  # node id -> a buffer its op's place() set up
-        self.in_flight: list = []  # started collectives: progressed after every kernel (emit)
+        self.in_flight: list = []  # started collectives, oldest first: progressed after every kernel (emit)
         for node in self.nodes:
             if hasattr(node.op, "place"):  # e.g. AllReduce: gradients written into its buffer
                 node.op.place(self, node)
@@ -219,9 +219,11 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
         return k
 
     def _progress(self) -> None:
-        """A kernel testing every collective in flight: MPICH advances a non-blocking
-        collective only inside MPI calls, so without these the transfer waits for ``MPI_Wait``."""
-        self.emit("mpi_progress", list(self.in_flight), 0)
+        """A kernel testing the latest collective in flight: MPICH advances non-blocking
+        collectives only inside MPI calls (without these the transfer waits for ``MPI_Wait``),
+        and a test of an unfinished request advances all of them; the latest started is the
+        last to finish, and one call per kernel keeps the cost flat in the number of buckets."""
+        self.emit("mpi_progress", [self.in_flight[-1]], 0)
 
     # --- generic kernels -------------------------------------------------------------------
     def map_kernel(self, base: str, out: View, expr: S.SExpr, ins: list[View]) -> None:
