@@ -331,6 +331,132 @@ def test_buckets_start_during_the_backward_pass(tmp_path):
     assert max(starts) < min(waits)
 
 
+def test_buckets_start_in_backward_order_and_are_consumed_in_start_order(tmp_path):
+    """Each bucket starts right after the gradient it holds (in a chain of layers: two matrix
+    products, the input gradient and the weight gradient of the next layer down, between
+    consecutive starts), and the updates read the buckets in the order they started, so the
+    first reduction is consumed while the later ones are still in flight."""
+    _, outs = run_mpi(tmp_path, """
+        rng = np.random.default_rng(0)
+        x = sg.matrix("x")
+        params = [sg.shared(rng.normal(size=(8, 8)).astype("float32"), f"W{i}") for i in range(3)]
+        h = x
+        for W in params:
+            h = sg.tanh(h @ W)
+        loss = sg.sum(h)
+        grads = sg.grad(loss, params)
+        upd = dist.data_parallel([(p, p - 0.1 * g) for p, g in zip(params, grads)], grads, params,
+                                 bucket_bytes=256)  # one parameter per bucket
+        f = sg.compile([x], loss, updates=upd, backend="llvm")
+        f(np.ones((4, 8), np.float32))
+        save(names=np.array([k.name for k in f.kernels]), ir=np.array([k.ir for k in f.kernels]))
+    """)
+    names, ir = [str(n) for n in outs[0]["names"]], [str(t) for t in outs[0]["ir"]]
+    starts = [i for i, n in enumerate(names) if n.startswith("mpi_allreduce_start")]
+    waits = [i for i, n in enumerate(names) if n.startswith("mpi_allreduce_wait")]
+    gemms = [i for i, n in enumerate(names) if n.startswith(("matmul", "gemm"))]
+    assert len(starts) == len(waits) == 3 and len(gemms) == 3 + 5  # forward, backward
+    between = [sum(a < g < b for g in gemms) for a, b in zip(starts, starts[1:])]
+    assert between == [2, 2] and not any(g > starts[-1] for g in gemms)
+    started = [request_of(ir[i]) for i in starts]
+    assert len(set(started)) == 3
+    assert [request_of(ir[i]) for i in waits] == started  # consumed in start order
+    # the first bucket's update runs before the second bucket's wait
+    updates = [i for i, n in enumerate(names) if i > waits[0] and "mpi_" not in n]
+    assert updates and updates[0] < waits[1]
+
+
+def request_of(ir_text: str) -> str:
+    """The request storage a collective kernel's IR names (``request=s12[0]``)."""
+    return ir_text.split("request=")[1].split("[")[0]
+
+
+def test_reductions_progress_after_every_kernel_while_in_flight(tmp_path):
+    """MPICH moves a non-blocking collective's data only inside MPI calls: between a start and
+    its wait, every other kernel is followed by an MPI_Test of the latest reduction in flight
+    (testing an unfinished request progresses them all)."""
+    _, outs = run_mpi(tmp_path, """
+        rng = np.random.default_rng(0)
+        x = sg.matrix("x")
+        params = [sg.shared(rng.normal(size=(8, 8)).astype("float32"), f"W{i}") for i in range(3)]
+        h = x
+        for W in params:
+            h = sg.tanh(h @ W)
+        loss = sg.sum(h)
+        grads = sg.grad(loss, params)
+        upd = dist.data_parallel([(p, p - 0.1 * g) for p, g in zip(params, grads)], grads, params,
+                                 bucket_bytes=256)
+        f = sg.compile([x], loss, updates=upd, backend="llvm")
+        f(np.ones((4, 8), np.float32))
+        save(names=np.array([k.name for k in f.kernels]), ir=np.array([k.ir for k in f.kernels]))
+    """)
+    names, ir = [str(n) for n in outs[0]["names"]], [str(t) for t in outs[0]["ir"]]
+    in_flight: list[str] = []
+    tested = 0
+    for i, (name, text) in enumerate(zip(names, ir)):
+        if name.startswith("mpi_allreduce_start"):
+            in_flight.append(request_of(text))
+        elif name.startswith("mpi_allreduce_wait"):
+            in_flight.remove(request_of(text))
+        elif not name.startswith("mpi_progress") and in_flight:
+            follow = [line for line in ir[i + 1].splitlines() if "mpi_test" in line]
+            assert names[i + 1].startswith("mpi_progress"), (name, names[i + 1])
+            assert [request_of(line) for line in follow] == in_flight[-1:]
+            tested += 1
+    assert tested >= 4
+
+
+def test_gradients_are_written_into_the_bucket_and_reduced_in_place(tmp_path):
+    """The llvm step has each gradient's producer write it straight into its bucket, which is
+    reduced in place (one buffer, MPI_IN_PLACE): no packing copy, except for a gradient that
+    is also an output of the step (its own value must survive the reduction).  The updates
+    equal NumPy's (float64) and the reference backend's."""
+    _, outs = run_mpi(tmp_path, """
+        rng = np.random.default_rng(5)
+        W0 = rng.normal(size=(6, 4)).astype("float32")
+        b0 = rng.normal(size=4).astype("float32")
+        X = rng.normal(size=(3 * N, 6)).astype("float32")
+        x = sg.tensor("x", (3, 6))  # static shapes: gW is the product's own output
+        W, b = sg.shared(W0, "W"), sg.shared(b0, "b")
+        loss = sg.sum(sg.tanh(x @ W + b) ** 2)
+        gW, gb = sg.grad(loss, [W, b])
+        res = {}
+        for backend in ["llvm", "reference"]:
+            W.set_value(W0)
+            b.set_value(b0)
+            upd = dist.data_parallel([(W, W - 0.1 * gW), (b, b - 0.1 * gb)], [gW, gb], [W, b])
+            f = sg.compile([x], [loss, gb], updates=upd, backend=backend)  # gb is also an output
+            _, gb_out = f(X[3 * R:3 * (R + 1)])
+            res.update({f"{backend}_W": W.get_value(), f"{backend}_b": b.get_value(),
+                        f"{backend}_gb": gb_out})
+            if backend == "llvm":
+                res["ops"] = np.array([" ".join(k.ops) for k in f.kernels])
+                res["names"] = np.array([k.name for k in f.kernels])
+                res["ir"] = np.array([k.ir for k in f.kernels])
+        save(X=X, W0=W0, b0=b0, **res)
+    """)
+    o = outs[0]
+    X, W0, b0 = (o[k].astype(np.float64) for k in ("X", "W0", "b0"))
+    gWs, gbs = [], []
+    for r in range(2):
+        xr = X[3 * r:3 * (r + 1)]
+        t = np.tanh(xr @ W0 + b0)
+        dz = 2 * t * (1 - t * t)
+        gWs.append(xr.T @ dz)
+        gbs.append(dz.sum(0))
+    for r, out in enumerate(outs):
+        for backend in ["llvm", "reference"]:
+            np.testing.assert_allclose(out[f"{backend}_W"], W0 - 0.1 * np.mean(gWs, 0), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(out[f"{backend}_b"], b0 - 0.1 * np.mean(gbs, 0), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(out[f"{backend}_gb"], gbs[r], rtol=1e-5, atol=1e-5)  # not reduced
+    names, ops, ir = ([str(v) for v in o[k]] for k in ("names", "ops", "ir"))
+    packs = [n for n, op in zip(names, ops) if n.startswith("copy") and "AllReduce" in op]
+    assert len(packs) == 1  # gb's; gW was computed into the bucket
+    (start,) = [t for n, t in zip(names, ir) if n.startswith("mpi_allreduce_start")]
+    send, recv = start.split("send=")[1].split(",")[0], start.split("recv=")[1].split(",")[0]
+    assert send == recv  # MPI_IN_PLACE
+
+
 def test_distributed_example_trains(tmp_path):
     pytest.importorskip("sklearn")
     env = dict(os.environ, PYTHONPATH=ROOT, SYMGRAPH_CACHE_DIR="off", OMP_NUM_THREADS="1",

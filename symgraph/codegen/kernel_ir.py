@@ -271,10 +271,13 @@ class Gemm:
 class Collective:
     """A call into the MPI library (``sg.distributed``), on the calling thread.
 
-    ``kind="start"``: ``MPI_Iallreduce(send, recv, count, datatype, op, comm, &requests[slot])``;
+    ``kind="start"``: ``MPI_Iallreduce(send, recv, count, datatype, op, comm, &requests[slot])``
+    (``MPI_IN_PLACE`` as the send buffer when ``send is recv``: the buffer is reduced in place);
+    ``kind="test"``: ``MPI_Test(&requests[slot], &requests[slot + 1], MPI_STATUS_IGNORE)`` (lets
+    the library advance the reduction between kernels: MPICH progresses only inside MPI calls);
     ``kind="wait"``: ``MPI_Wait(&requests[slot], MPI_STATUS_IGNORE)``.  ``datatype``, ``op`` and
-    ``comm`` are the MPI library's handles (MPICH ABI: 32-bit ints).  A wait names the same
-    storages as its start, so the arena planner keeps them alive while the reduction runs."""
+    ``comm`` are the MPI library's handles (MPICH ABI: 32-bit ints).  A test or wait names the
+    same storages as its start, so the arena planner keeps them alive while the reduction runs."""
 
     kind: str
     send: Storage

@@ -654,18 +654,26 @@ class KernelEmitter:
                     bb, ld(g.ldb), ir.Constant(ft, g.beta), c, ld(g.ldc)])
 
     def collective(self, c: Collective) -> None:
-        """``MPI_Iallreduce`` / ``MPI_Wait`` (MPICH ABI: handles and requests are 32-bit ints,
-        ``MPI_STATUS_IGNORE`` is the address 1), resolved in the MPI library that
-        ``sg.distributed.init`` loaded into the process's global scope."""
+        """``MPI_Iallreduce`` / ``MPI_Test`` / ``MPI_Wait`` (MPICH ABI: handles and requests are
+        32-bit ints, ``MPI_STATUS_IGNORE`` is the address 1, ``MPI_IN_PLACE`` the address -1),
+        resolved in the MPI library that ``sg.distributed.init`` loaded into the process's
+        global scope."""
         b = self.b
         req = self.address(c.requests, ir.Constant(I64, c.slot))
+        status_ignore = ir.Constant(I64, 1).inttoptr(PTR)
         if c.kind == "start":
             fn = self.mb.declare("MPI_Iallreduce", I32, [PTR, PTR, I32, I32, I32, I32, PTR])
-            b.call(fn, [self.params[c.send.sid], self.params[c.recv.sid], ir.Constant(I32, c.count),
+            send = (ir.Constant(I64, -1).inttoptr(PTR) if c.send.sid == c.recv.sid
+                    else self.params[c.send.sid])
+            b.call(fn, [send, self.params[c.recv.sid], ir.Constant(I32, c.count),
                         ir.Constant(I32, c.datatype), ir.Constant(I32, c.op), ir.Constant(I32, c.comm), req])
+        elif c.kind == "test":
+            fn = self.mb.declare("MPI_Test", I32, [PTR, PTR, PTR])
+            flag = self.address(c.requests, ir.Constant(I64, c.slot + 1))
+            b.call(fn, [req, flag, status_ignore])
         else:
             fn = self.mb.declare("MPI_Wait", I32, [PTR, PTR])
-            b.call(fn, [req, ir.Constant(I64, 1).inttoptr(PTR)])
+            b.call(fn, [req, status_ignore])
 
     def _count(self, name: str, start, stop, step: int, body) -> None:
         """``for (v = start; v < stop; v += step) body(v)`` (``start``/``stop``: i64 values)."""

@@ -19,7 +19,9 @@ from . import _mpi
 from ._mpi import heartbeat
 from .ops import AllReduce
 
-DEFAULT_BUCKET_BYTES = 25 << 20  # as PyTorch DDP: big enough to amortise each call's latency
+# a message's latency (microseconds) is small against moving 4 MiB (a millisecond or more), and the
+# last layers' bucket starts while most of the backward pass is still to run
+DEFAULT_BUCKET_BYTES = 4 << 20
 
 
 def init(timeout: float | None = None, abort_on_error: bool = True):

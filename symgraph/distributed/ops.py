@@ -60,44 +60,68 @@ class AllReduce(Op):
         grads = AllReduce("sum")(*output_grads)
         return list(grads) if isinstance(grads, list) else [grads]
 
-    def lower(self, lw, node) -> None:
-        """Pack the inputs into a send buffer, start the reduction into a receive buffer (the
-        outputs are views of it), and defer the wait to the first reader."""
-        from ..codegen.kernel_ir import Collective, View, contiguous_strides
-        dtype = node.outputs[0].dtype
+    def _layout(self, lw, node) -> tuple[list[tuple], list[int], int]:
+        """The inputs' shapes, sizes and their total (the bucket's element count)."""
         shapes = [tuple(lw.shape_of[id(v)]) for v in node.inputs]
         sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
         total = sum(sizes)
         if total > MAX_COUNT:
             raise CompileError(f"allreduce: a bucket of {total} elements is over MPI's int count "
                                f"({MAX_COUNT}); split it (sg.distributed.reduce_gradients buckets)")
+        return shapes, sizes, total
+
+    def place(self, lw, node) -> None:
+        """Before anything is lowered: make the bucket's buffer and have each input that only
+        this node reads written straight into its part of it (no packing copy)."""
+        from ..codegen.kernel_ir import View, contiguous_strides
+        shapes, sizes, total = self._layout(lw, node)
+        bucket = lw.temp(node.outputs[0].dtype, (max(total, 1),))
+        lw.buffers[id(node)] = bucket
+        start, seen = 0, set()
+        for v, shape, size in zip(node.inputs, shapes, sizes):
+            if size and v.owner is not None and id(v) not in seen and lw.readers(v) == 1:
+                lw.place(v, View(bucket.storage, shape, contiguous_strides(shape), start))
+            seen.add(id(v))
+            start += size
+
+    def lower(self, lw, node) -> None:
+        """Copy into the bucket the inputs not already written there (see ``place``), start
+        the reduction in place (the outputs are views of the bucket), test it after every
+        following kernel (progress) and defer the wait to the first reader."""
+        from ..codegen.kernel_ir import Collective, View, contiguous_strides
+        dtype = node.outputs[0].dtype
+        shapes, sizes, total = self._layout(lw, node)
         try:
             datatype, op, comm = _mpi.native_handles(dtype, self.op)
         except NotImplementedError as e:
             raise CompileError(str(e)) from None
-        send = lw.temp(dtype, (max(total, 1),))
-        recv = lw.temp(dtype, (max(total, 1),))
+        bucket = lw.buffers.get(id(node)) or lw.temp(dtype, (max(total, 1),))
         start = 0
-        for v, shape, size in zip(node.inputs, shapes, sizes):
-            part = View(send.storage, shape, contiguous_strides(shape), start)
-            if size:
+        for v, o, shape, size in zip(node.inputs, node.outputs, shapes, sizes):
+            part = View(bucket.storage, shape, contiguous_strides(shape), start)
+            if size and not _is_at(lw.view(v), part):
                 lw.copy(lw.view(v), part)
-            start += size
-        start = 0
-        for o, shape, size in zip(node.outputs, shapes, sizes):
-            lw.env[id(o)] = View(recv.storage, shape, contiguous_strides(shape), start)
+            lw.env[id(o)] = part
             start += size
         if not total:
             return
-        requests = lw.temp("int32", (1,))
-        call = dict(send=send.storage, recv=recv.storage, count=total, datatype=datatype, op=op,
+        requests = lw.temp("int32", (2,))  # the request and MPI_Test's flag
+        call = dict(send=bucket.storage, recv=bucket.storage, count=total, datatype=datatype, op=op,
                     comm=comm, requests=requests.storage)
-        names = [repr(send.storage)]
-        lw.emit("mpi_allreduce_start", [Collective("start", **call)], total, names, [repr(recv.storage)])
+        names = [repr(bucket.storage)]
+        lw.emit("mpi_allreduce_start", [Collective("start", **call)], total, names, names)
+        progress = Collective("test", **call)
+        lw.in_flight.append(progress)
 
         def wait():
             current, lw.current = lw.current, node
-            lw.emit("mpi_allreduce_wait", [Collective("wait", **call)], total, names, [repr(recv.storage)])
+            lw.in_flight.remove(progress)
+            lw.emit("mpi_allreduce_wait", [Collective("wait", **call)], total, names, names)
             lw.current = current
 
         lw.defer(node.outputs, wait)
+
+
+def _is_at(view, part) -> bool:
+    """Whether ``view`` already holds its elements where ``part`` (contiguous) puts them."""
+    return view.storage is part.storage and view.offset == part.offset and view.is_contiguous

@@ -59,7 +59,7 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
         self.target = target  # "cpu" (llvm) or "cuda": where a lowering has per-target choices
         self.nodes, self.shape_of, self.value_of = specialize(fgraph, roots, shapes, values)
         if any(getattr(n.op, "overlaps", False) for n in self.nodes):
-            self.nodes = overlap_schedule(self.nodes)
+            self.nodes = overlap_schedule(self.nodes, self._traffic)
         self.storages: list[Storage] = []
         self.kernels: list[Kernel] = []
         self.env: dict[int, View] = {}
@@ -87,6 +87,21 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
         self._names: set[str] = set()
         self.checks: list[CheckSite] = []
         self.deferred: dict[int, list] = {}  # variable id -> kernels to emit before its first use
+        self.placed: dict[int, View] = {}  # variable id -> where its producer writes it (place())
+        self.buffers: dict[int, View] = {}  # node id -> a buffer its op's place() set up
+        self.in_flight: list = []  # started collectives, oldest first: progressed after every kernel (emit)
+        for node in self.nodes:
+            if hasattr(node.op, "place"):  # e.g. AllReduce: gradients written into its buffer
+                node.op.place(self, node)
+
+    def _traffic(self, node: Apply) -> int:
+        """Elements a node reads and writes (a symbolic size counts as 1): the scheduler's
+        estimate of its cost."""
+        total = 0
+        for v in list(node.inputs) + list(node.outputs):
+            n = size_prod(self.shape_of.get(id(v), ()))
+            total += n if isinstance(n, int) else 1
+        return total
 
     def new_storage(self, kind, dtype, shape, name="", value=None) -> Storage:
         size = size_prod(shape)
@@ -96,8 +111,12 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
         return st
 
     def out_view(self, v, shape=None, dtype=None) -> View:
-        """A fresh contiguous view for variable ``v``: its output storage if it is one."""
+        """A fresh contiguous view for variable ``v``: its output storage if it is one, the
+        place ``place`` gave it, or a new temp."""
         shape = tuple(self.shape_of[id(v)] if shape is None else shape)
+        spot = self.placed.get(id(v))
+        if spot is not None and dtype in (None, v.dtype) and tuple(spot.shape) == shape:
+            return spot
         st = self.out_storage.get(id(v))
         if st is not None and dtype in (None, v.dtype) and known_equal(st.size, size_prod(shape)):
             return View.full(st, shape)
@@ -105,6 +124,16 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
 
     def temp(self, dtype, shape) -> View:
         return View.full(self.new_storage("temp", dtype, shape), shape)
+
+    def readers(self, v) -> int:
+        """How many nodes read variable ``v`` (a graph output counts as one more)."""
+        n = sum(1 for node in self.nodes for x in node.inputs if x is v)
+        return n + (id(v) in self.out_storage)
+
+    def place(self, v, spot: View) -> None:
+        """Have the producer of ``v`` write it into ``spot`` (when its lowering takes a fresh
+        ``out_view``; otherwise ``v`` lives elsewhere and the reader copies it)."""
+        self.placed[id(v)] = spot
 
     def check_index(self, index: S.SExpr, lo: int, hi: int, kind: str = "index",
                     axis: int = 0, wrapped: bool = False) -> S.SExpr:
@@ -187,7 +216,16 @@ class Lowerer(ShapeLowering, IndexingLowering, SliceLowering, ElemwiseLowering, 
         self._names.add(name)
         k = Kernel(name, body, ops, list(inputs), list(outputs), as_size(work))
         self.kernels.append(k)
+        if self.in_flight and not base.startswith("mpi_"):
+            self._progress()
         return k
+
+    def _progress(self) -> None:
+        """A kernel testing the latest collective in flight: MPICH advances non-blocking
+        collectives only inside MPI calls (without these the transfer waits for ``MPI_Wait``),
+        and a test of an unfinished request advances all of them; the latest started is the
+        last to finish, and one call per kernel keeps the cost flat in the number of buckets."""
+        self.emit("mpi_progress", [self.in_flight[-1]], 0)
 
     # --- generic kernels -------------------------------------------------------------------
     def map_kernel(self, base: str, out: View, expr: S.SExpr, ins: list[View]) -> None:
