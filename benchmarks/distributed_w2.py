@@ -3,7 +3,7 @@ thread against N processes x 1 thread each, with the global batch fixed (512 / N
 process).  Reports steps/s, the throughput ratio and the time the step spends in
 communication (the MPI kernels of the compiled step, from ``compile(profile=True)``).
 
-    python benchmarks/distributed_w2.py [--procs 2] [--steps 30] [--backend llvm]
+    python benchmarks/distributed_w2.py [--procs 2] [--steps 30] [--rounds 1] [--backend llvm]
 
 The driver launches ``mpiexec -n 1`` and ``mpiexec -n N`` on this file (``--worker``); each
 worker prints one JSON line.  Nothing is asserted about speed.
@@ -90,6 +90,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate the 1-process and N-process runs this many times; the "
+                             "median ratio is reported (host noise drifts between launches)")
     parser.add_argument("--batch", type=int, default=512, help="global batch")
     parser.add_argument("--backend", default="llvm")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -97,19 +100,29 @@ def main(argv=None) -> dict:
     if args.worker:
         worker(args)
         return {}
-    one = launch(1, args)
-    many = launch(args.procs, args)
-    ratio = many["steps_per_s"] / one["steps_per_s"]
+    load = os.getloadavg()[0]
+    rounds = []
+    for _ in range(args.rounds):
+        one = launch(1, args)
+        many = launch(args.procs, args)
+        rounds.append((one, many, many["steps_per_s"] / one["steps_per_s"]))
     print(f"W2 MLP 784-1024-1024-10, SGD, global batch {args.batch}, {args.backend} backend, "
-          "1 thread per process")
-    print("| processes | rows per process | step (ms) | steps/s | in MPI kernels (ms, per rank) |")
-    print("| --- | --- | --- | --- | --- |")
-    for res in (one, many):
-        comm = ", ".join(f"{x['comm_s'] * 1e3:.2f}" for x in res["ranks"])
-        print(f"| {res['procs']} | {args.batch // res['procs']} | {res['step_s'] * 1e3:.1f} | "
-              f"{res['steps_per_s']:.2f} | {comm} |")
-    print(f"throughput ratio ({args.procs} processes / 1): {ratio:.2f}x")
-    return {"one": one, "many": many, "ratio": ratio}
+          f"1 thread per process; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print("| round | processes | rows per process | step (ms) | steps/s | in MPI kernels (ms, per rank) "
+          "| ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for k, (one, many, ratio) in enumerate(rounds, 1):
+        for res in (one, many):
+            comm = ", ".join(f"{x['comm_s'] * 1e3:.2f}" for x in res["ranks"])
+            shown = f"{ratio:.2f}x" if res is many else ""
+            print(f"| {k} | {res['procs']} | {args.batch // res['procs']} | {res['step_s'] * 1e3:.1f} | "
+                  f"{res['steps_per_s']:.2f} | {comm} | {shown} |")
+    ratios = sorted(r for _, _, r in rounds)
+    median = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1:][:2]) / 2
+    print(f"throughput ratio ({args.procs} processes / 1): median {median:.2f}x over {len(ratios)} "
+          f"round(s), range {ratios[0]:.2f}-{ratios[-1]:.2f}x")
+    one, many, _ = rounds[-1]
+    return {"one": one, "many": many, "ratio": median, "ratios": ratios}
 
 
 if __name__ == "__main__":

@@ -476,7 +476,7 @@ def test_distributed_example_trains(tmp_path):
 
 def test_benchmark_script_runs(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "distributed_w2.py"),
-                           "--steps", "1", "--batch", "16"],
+                           "--steps", "1", "--batch", "16", "--rounds", "2"],
                           capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, SYMGRAPH_CACHE_DIR="off"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
