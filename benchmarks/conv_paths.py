@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import symgraph as sg  # noqa: E402
+from benchmarks.timing import alternating_medians  # noqa: E402
 from symgraph.codegen.lower import conv as conv_lowering  # noqa: E402
 
 # name: (input NCHW, weights OIHW, padding)
@@ -86,14 +87,7 @@ def step_medians(threads: int, rounds: int) -> dict:
             conv_lowering.FORCE_PATH = None
         for _ in range(3):
             fns[name](data["x"], data["y"])
-    times = {name: ([], []) for name in fns}
-    for _ in range(rounds):
-        for name, f in fns.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            f(data["x"], data["y"])
-            times[name][0].append(time.perf_counter() - wall)
-            times[name][1].append(time.process_time() - cpu)
-    return {name: (float(np.median(w)), float(np.median(c))) for name, (w, c) in times.items()}
+    return alternating_medians(fns, (data["x"], data["y"]), rounds)
 
 
 def main() -> None:

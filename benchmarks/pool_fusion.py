@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.timing import alternating_medians  # noqa: E402
 from symgraph.rewrite import engine, load_all  # noqa: E402
 
 REWRITES = ("max_pool_relu_grad", "fuse_conv_epilogue")
@@ -55,14 +53,7 @@ def _variants(rewrite: str, threads: int, profile: bool) -> tuple[dict, dict]:
 def medians(rewrite: str, threads: int, rounds: int) -> dict:
     """Median (wall, CPU) seconds per step of each variant, timed alternately."""
     fns, data = _variants(rewrite, threads, False)
-    times = {name: ([], []) for name in fns}
-    for _ in range(rounds):
-        for name, f in fns.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            f(data["x"], data["y"])
-            times[name][0].append(time.perf_counter() - wall)
-            times[name][1].append(time.process_time() - cpu)
-    return {name: (float(np.median(w)), float(np.median(c))) for name, (w, c) in times.items()}
+    return alternating_medians(fns, (data["x"], data["y"]), rounds)
 
 
 def kernel_times(rewrite: str, threads: int, rounds: int) -> dict:

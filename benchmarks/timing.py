@@ -63,3 +63,17 @@ def check(ref: list, got: list, initial: list | None) -> float:
             g = np.asarray(g, np.float64) - initial[i - 1]
         worst = max(worst, rel_l2(r, g))
     return worst
+
+
+def alternating_medians(fns: dict, args: tuple, rounds: int) -> dict:
+    """Median (wall, process CPU) seconds per call of each function in ``fns`` (name ->
+    callable), called in turn ``rounds`` times with ``args`` (variants compared in one
+    process, so drifts of the machine hit them all alike)."""
+    times = {name: ([], []) for name in fns}
+    for _ in range(rounds):
+        for name, f in fns.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            f(*args)
+            times[name][0].append(time.perf_counter() - wall)
+            times[name][1].append(time.process_time() - cpu)
+    return {name: (float(np.median(w)), float(np.median(c))) for name, (w, c) in times.items()}

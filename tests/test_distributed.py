@@ -304,53 +304,31 @@ def test_shard_covers_each_global_batch(tmp_path):
     np.testing.assert_array_equal(np.concatenate(got), want)
 
 
-def test_buckets_start_during_the_backward_pass(tmp_path):
-    """With several buckets, each reduction starts as soon as its gradients exist (before the
-    rest of the backward pass) and is waited for only before the update that reads it."""
-    _, outs = run_mpi(tmp_path, """
-        rng = np.random.default_rng(0)
-        x = sg.matrix("x")
-        params = [sg.shared(rng.normal(size=(8, 8)).astype("float32"), f"W{i}") for i in range(3)]
-        h = x
-        for W in params:
-            h = sg.tanh(h @ W)
-        loss = sg.sum(h)
-        grads = sg.grad(loss, params)
-        upd = dist.data_parallel([(p, p - 0.1 * g) for p, g in zip(params, grads)], grads, params,
-                                 bucket_bytes=256)  # one parameter per bucket
-        f = sg.compile([x], loss, updates=upd, backend="llvm")
-        f(np.ones((4, 8), np.float32))
-        save(names=np.array([k.name for k in f.kernels]))
-    """)
-    names = [str(n) for n in outs[0]["names"]]
-    starts = [i for i, n in enumerate(names) if n.startswith("mpi_allreduce_start")]
-    waits = [i for i, n in enumerate(names) if n.startswith("mpi_allreduce_wait")]
-    gemms = [i for i, n in enumerate(names) if n.startswith(("matmul", "gemm"))]
-    assert len(starts) == len(waits) == 3
-    assert starts[0] < gemms[-1]  # the last layer's reduction overlaps the earlier layers' backward
-    assert max(starts) < min(waits)
+# three layers, one parameter per bucket: the kernels' names and IR of the compiled step
+THREE_BUCKETS = """
+    rng = np.random.default_rng(0)
+    x = sg.matrix("x")
+    params = [sg.shared(rng.normal(size=(8, 8)).astype("float32"), f"W{i}") for i in range(3)]
+    h = x
+    for W in params:
+        h = sg.tanh(h @ W)
+    loss = sg.sum(h)
+    grads = sg.grad(loss, params)
+    upd = dist.data_parallel([(p, p - 0.1 * g) for p, g in zip(params, grads)], grads, params,
+                             bucket_bytes=256)
+    f = sg.compile([x], loss, updates=upd, backend="llvm")
+    f(np.ones((4, 8), np.float32))
+    save(names=np.array([k.name for k in f.kernels]), ir=np.array([k.ir for k in f.kernels]))
+"""
 
 
 def test_buckets_start_in_backward_order_and_are_consumed_in_start_order(tmp_path):
-    """Each bucket starts right after the gradient it holds (in a chain of layers: two matrix
-    products, the input gradient and the weight gradient of the next layer down, between
-    consecutive starts), and the updates read the buckets in the order they started, so the
-    first reduction is consumed while the later ones are still in flight."""
-    _, outs = run_mpi(tmp_path, """
-        rng = np.random.default_rng(0)
-        x = sg.matrix("x")
-        params = [sg.shared(rng.normal(size=(8, 8)).astype("float32"), f"W{i}") for i in range(3)]
-        h = x
-        for W in params:
-            h = sg.tanh(h @ W)
-        loss = sg.sum(h)
-        grads = sg.grad(loss, params)
-        upd = dist.data_parallel([(p, p - 0.1 * g) for p, g in zip(params, grads)], grads, params,
-                                 bucket_bytes=256)  # one parameter per bucket
-        f = sg.compile([x], loss, updates=upd, backend="llvm")
-        f(np.ones((4, 8), np.float32))
-        save(names=np.array([k.name for k in f.kernels]), ir=np.array([k.ir for k in f.kernels]))
-    """)
+    """With several buckets, each reduction starts during the backward pass, right after the
+    gradient it holds (in a chain of layers: two matrix products, the input gradient and the
+    weight gradient of the next layer down, between consecutive starts), all before the first
+    wait; the updates read the buckets in the order they started, so the first reduction is
+    consumed while the later ones are still in flight."""
+    _, outs = run_mpi(tmp_path, THREE_BUCKETS)
     names, ir = [str(n) for n in outs[0]["names"]], [str(t) for t in outs[0]["ir"]]
     starts = [i for i, n in enumerate(names) if n.startswith("mpi_allreduce_start")]
     waits = [i for i, n in enumerate(names) if n.startswith("mpi_allreduce_wait")]
@@ -358,6 +336,7 @@ def test_buckets_start_in_backward_order_and_are_consumed_in_start_order(tmp_pat
     assert len(starts) == len(waits) == 3 and len(gemms) == 3 + 5  # forward, backward
     between = [sum(a < g < b for g in gemms) for a, b in zip(starts, starts[1:])]
     assert between == [2, 2] and not any(g > starts[-1] for g in gemms)
+    assert max(starts) < min(waits)  # every reduction is in flight before the first wait
     started = [request_of(ir[i]) for i in starts]
     assert len(set(started)) == 3
     assert [request_of(ir[i]) for i in waits] == started  # consumed in start order
@@ -375,21 +354,7 @@ def test_reductions_progress_after_every_kernel_while_in_flight(tmp_path):
     """MPICH moves a non-blocking collective's data only inside MPI calls: between a start and
     its wait, every other kernel is followed by an MPI_Test of the latest reduction in flight
     (testing an unfinished request progresses them all)."""
-    _, outs = run_mpi(tmp_path, """
-        rng = np.random.default_rng(0)
-        x = sg.matrix("x")
-        params = [sg.shared(rng.normal(size=(8, 8)).astype("float32"), f"W{i}") for i in range(3)]
-        h = x
-        for W in params:
-            h = sg.tanh(h @ W)
-        loss = sg.sum(h)
-        grads = sg.grad(loss, params)
-        upd = dist.data_parallel([(p, p - 0.1 * g) for p, g in zip(params, grads)], grads, params,
-                                 bucket_bytes=256)
-        f = sg.compile([x], loss, updates=upd, backend="llvm")
-        f(np.ones((4, 8), np.float32))
-        save(names=np.array([k.name for k in f.kernels]), ir=np.array([k.ir for k in f.kernels]))
-    """)
+    _, outs = run_mpi(tmp_path, THREE_BUCKETS)
     names, ir = [str(n) for n in outs[0]["names"]], [str(t) for t in outs[0]["ir"]]
     in_flight: list[str] = []
     tested = 0

@@ -29,6 +29,14 @@ def _short_text(expr: S.SExpr, limit: int = 24) -> str:
     return S.to_text(expr) if n <= limit else f"<{n} scalar ops>"
 
 
+def _cached_text(op: Op, build) -> str:
+    """``build()``, made once per op (a fused op's text is printed often: logs, kernel comments)."""
+    text = op.__dict__.get("_text")
+    if text is None:
+        text = op._text = build()
+    return text
+
+
 class FusedReduce(Op):
     """``kind`` over ``axes`` of ``expr(inputs...)`` (inputs broadcast together)."""
 
@@ -41,11 +49,8 @@ class FusedReduce(Op):
         self.slot_dtypes = _slot_dtypes(expr, nin)
 
     def __str__(self):
-        text = self.__dict__.get("_text")
-        if text is None:
-            text = self._text = (f"Fused{self.kind.capitalize()}{{axes={list(self.axes)}, "
-                                 f"{_short_text(self.expr)}}}")
-        return text
+        return _cached_text(self, lambda: f"Fused{self.kind.capitalize()}{{axes={list(self.axes)}, "
+                                          f"{_short_text(self.expr)}}}")
 
     def make_node(self, *inputs) -> Apply:
         inputs = [as_variable(x) for x in inputs]
@@ -82,10 +87,7 @@ class MatMulEpilogue(Op):
         self.expr, self.nin = expr, nin  # nin counts the product and the extras
 
     def __str__(self):
-        text = self.__dict__.get("_text")
-        if text is None:
-            text = self._text = f"MatMulEpilogue{{{_short_text(self.expr)}}}"
-        return text
+        return _cached_text(self, lambda: f"MatMulEpilogue{{{_short_text(self.expr)}}}")
 
     def make_node(self, a, b, *extras) -> Apply:
         from .linalg import MatMul
@@ -124,11 +126,8 @@ class Conv2dEpilogue(Op):
         self.stride, self.padding = tuple(stride), tuple(padding)
 
     def __str__(self):
-        text = self.__dict__.get("_text")
-        if text is None:
-            text = self._text = (f"Conv2dEpilogue{{stride={self.stride}, padding={self.padding}, "
-                                 f"{_short_text(self.expr)}}}")
-        return text
+        return _cached_text(self, lambda: f"Conv2dEpilogue{{stride={self.stride}, padding={self.padding}, "
+                                          f"{_short_text(self.expr)}}}")
 
     def _conv(self):
         from .nn import Conv2d

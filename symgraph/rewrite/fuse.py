@@ -90,11 +90,11 @@ def fuse_elemwise(ctx: RewriteContext) -> None:
         ctx.commit(root, [make_elemwise(expr, leaves)], "fuse_elemwise")
 
 
-@global_pass("fuse", name="fuse_matmul_epilogue")
-def fuse_matmul_epilogue(ctx: RewriteContext) -> None:
-    """Elemwise(a @ b, extras...) -> MatMulEpilogue, where the backend can run it."""
-    if not ctx.capabilities.get("matmul_epilogue", False):
-        return
+def _epilogue_candidates(ctx: RewriteContext, producer: type, shape_readers: bool):
+    """Each Elemwise node that is the only value reader of a ``producer`` node's output, with
+    that output, its other readers (``Shape`` nodes, allowed with ``shape_readers``: the
+    Elemwise result has the same shape), the Elemwise expression over ``[output, extras...]``
+    and the extras."""
     fg = ctx.fgraph
     for node in ctx.toposort():
         if node not in fg.nodes or not isinstance(node.op, Elemwise):
@@ -102,9 +102,10 @@ def fuse_matmul_epilogue(ctx: RewriteContext) -> None:
         out = node.outputs[0]
         for prod in dict.fromkeys(node.inputs):
             p = prod.owner
-            if p is None or not isinstance(p.op, MatMul) or ctx.is_output(prod):
+            if p is None or not isinstance(p.op, producer) or ctx.is_output(prod):
                 continue
-            if any(c is not node for c, _ in fg.clients.get(prod, [])):
+            others = [k for k, _ in fg.clients.get(prod, []) if k is not node]
+            if any(not (shape_readers and isinstance(k.op, Shape)) for k in others):
                 continue
             extras = [v for v in dict.fromkeys(node.inputs) if v is not prod]
             if out.ndim != prod.ndim or any(e.ndim > prod.ndim for e in extras):
@@ -114,44 +115,34 @@ def fuse_matmul_epilogue(ctx: RewriteContext) -> None:
             slot = {id(prod): 0} | {id(e): k + 1 for k, e in enumerate(extras)}
             mapping = {i: S.inp(slot[id(v)], v.dtype) for i, v in enumerate(node.inputs)}
             (expr,) = S.substitute([node.op.expr], mapping)
-            new = MatMulEpilogue(expr, 1 + len(extras))(p.inputs[0], p.inputs[1], *extras)
-            ctx.commit(node, [new], "fuse_matmul_epilogue")
+            yield node, prod, others, expr, extras
             break
+
+
+@global_pass("fuse", name="fuse_matmul_epilogue")
+def fuse_matmul_epilogue(ctx: RewriteContext) -> None:
+    """Elemwise(a @ b, extras...) -> MatMulEpilogue, where the backend can run it."""
+    if not ctx.capabilities.get("matmul_epilogue", False):
+        return
+    for node, prod, _, expr, extras in _epilogue_candidates(ctx, MatMul, shape_readers=False):
+        a, b = prod.owner.inputs
+        ctx.commit(node, [MatMulEpilogue(expr, 1 + len(extras))(a, b, *extras)], "fuse_matmul_epilogue")
 
 
 @global_pass("fuse", name="fuse_conv_epilogue")
 def fuse_conv_epilogue(ctx: RewriteContext) -> None:
     """Elemwise(conv2d(x, w), extras...) -> Conv2dEpilogue (the bias and activation after a
-    convolution), where the backend can run it and nothing else reads the convolution."""
+    convolution), where the backend can run it and nothing else reads the convolution's
+    values (a ``Shape`` of it, e.g. the bias gradient's, is rewired to the result)."""
     if not ctx.capabilities.get("conv_epilogue", False):
         return
     from ..ops.nn import Conv2d
-    fg = ctx.fgraph
-    for node in ctx.toposort():
-        if node not in fg.nodes or not isinstance(node.op, Elemwise):
-            continue
-        out = node.outputs[0]
-        for conv in dict.fromkeys(node.inputs):
-            c = conv.owner
-            if c is None or not isinstance(c.op, Conv2d) or ctx.is_output(conv):
-                continue
-            clients = [k for k, _ in fg.clients.get(conv, []) if k is not node]
-            if any(not isinstance(k.op, Shape) for k in clients):  # its shape is out's
-                continue
-            extras = [v for v in dict.fromkeys(node.inputs) if v is not conv]
-            if out.ndim != 4 or any(e.ndim > 4 for e in extras):
-                continue
-            if not ctx.shapes.same(out, conv) or out.dtype != node.op.expr.dtype:
-                continue
-            for k in clients:  # (the bias gradient's SumToShape reads the shape)
-                ctx.commit(k, [Shape()(out)], "fuse_conv_epilogue")
-            slot = {id(conv): 0} | {id(e): k + 1 for k, e in enumerate(extras)}
-            mapping = {i: S.inp(slot[id(v)], v.dtype) for i, v in enumerate(node.inputs)}
-            (expr,) = S.substitute([node.op.expr], mapping)
-            new = Conv2dEpilogue(expr, 1 + len(extras), c.op.stride, c.op.padding)(
-                c.inputs[0], c.inputs[1], *extras)
-            ctx.commit(node, [new], "fuse_conv_epilogue")
-            break
+    for node, conv, shape_readers, expr, extras in _epilogue_candidates(ctx, Conv2d, shape_readers=True):
+        for k in shape_readers:
+            ctx.commit(k, [Shape()(node.outputs[0])], "fuse_conv_epilogue")
+        c = conv.owner
+        op = Conv2dEpilogue(expr, 1 + len(extras), c.op.stride, c.op.padding)
+        ctx.commit(node, [op(c.inputs[0], c.inputs[1], *extras)], "fuse_conv_epilogue")
 
 
 @global_pass("fuse", name="fuse_reduce")
