@@ -33,11 +33,14 @@ _LAZY_FIELDS = ("storages", "kernels", "guards")
 
 
 def usable() -> bool:
-    """False when rewrites from outside symgraph are registered: the warm key cannot see
-    what they do, so such processes compile from the graph."""
+    """False when rewrites from outside symgraph are registered, or symgraph's own are
+    missing (a test or benchmark comparing a graph with and without one): the warm key
+    cannot see what they do, so such processes compile from the graph."""
     engine = sys.modules.get("symgraph.rewrite.engine")
     if engine is None:
         return True
+    if engine.LOCAL.missing or engine.GLOBAL.missing:
+        return False
     fns = [r.fn for r in engine.LOCAL.values()] + [p.fn for p in engine.GLOBAL.values()]
     return all(getattr(fn, "__module__", "").startswith("symgraph.") for fn in fns)
 

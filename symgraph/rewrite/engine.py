@@ -91,8 +91,32 @@ class GlobalPass:
     group: str
 
 
-LOCAL: dict[str, LocalRewrite] = {}
-GLOBAL: dict[str, GlobalPass] = {}
+class Registry(dict):
+    """A table of rewrites by name that knows which registered ones are missing now (removed
+    with ``pop`` or ``del`` and not put back): the warm-start cache's key sees the symgraph
+    sources, not this table, so a process running without one of its rewrites compiles from
+    the graph (``backends/llvm_warm.usable``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.missing: set[str] = set()
+
+    def __setitem__(self, name, value):
+        self.missing.discard(name)
+        super().__setitem__(name, value)
+
+    def __delitem__(self, name):
+        super().__delitem__(name)
+        self.missing.add(name)
+
+    def pop(self, name, *default):
+        if name in self:
+            self.missing.add(name)
+        return super().pop(name, *default)
+
+
+LOCAL: Registry = Registry()  # name -> LocalRewrite
+GLOBAL: Registry = Registry()  # name -> GlobalPass
 
 
 def local_rewrite(*groups: str, tracks: Sequence[type] | None = None, name: str | None = None):

@@ -140,6 +140,28 @@ def test_same_graph_hits_and_every_change_misses():
     assert _compile(_graph(), threads=2).program.warm_hits == 1
 
 
+def test_a_process_missing_one_of_the_rewrites_compiles_from_the_graph():
+    """Comparing a graph with and without a rewrite (tests, benchmarks/pool_fusion.py) must
+    not get the fused code back from a warm entry keyed by the sources alone."""
+    from symgraph.rewrite import engine, load_all
+    load_all()
+    x = sg.tensor("x", (3, 1, 6, 6))
+    w = sg.shared(np.ones((2, 1, 3, 3), "float32"), name="w")
+    out = sg.nn.max_pool2d(sg.relu(sg.nn.conv2d(x, w, padding=1)), 2)
+    loss = sg.sum(out * out)
+    fused = sg.compile([x], [loss, sg.grad(loss, w)])
+    assert any(k.name.startswith("max_pool_relu_grad") for k in fused.kernels)
+    saved = engine.LOCAL.pop("max_pool_relu_grad")
+    try:
+        apart = sg.compile([x], [loss, sg.grad(loss, w)])
+        assert apart.program.warm_hits == 0
+        assert not any(k.name.startswith("max_pool_relu_grad") for k in apart.kernels)
+    finally:
+        engine.LOCAL["max_pool_relu_grad"] = saved
+    assert not engine.LOCAL.missing
+    assert sg.compile([x], [loss, sg.grad(loss, w)]).program.warm_hits == 1  # all back: warm again
+
+
 def test_shared_values_are_inputs_not_part_of_the_key():
     def build(value):
         w = sg.shared(np.full((3,), value, "float32"), name="w")
