@@ -31,15 +31,12 @@ import numpy as np
 from ..codegen import symdim
 from ..codegen.checks import initial_words, raise_index_error
 from ..codegen.cuda_render import ERROR_PARAM
-from ..codegen.specialize import dim_values, lower_generic
+from ..codegen.specialize import dim_values, int_value_slots, lower_generic, shape_generic_allowed
 from ..errors import CompileError
 from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
-from ..graph.types import is_int
-from . import cuda_compiler
+from . import cuda_compiler, forget_old_instances
 from .cuda_export import export_module
-
-MAX_INSTANCES = 64  # specialisations of shape-generic modules kept per function (as llvm)
 
 
 @dataclass
@@ -55,7 +52,7 @@ class CudaCodegen:
     """Everything that needs no GPU: specialise, lower, render, compile to PTX / CUBIN."""
 
     def __init__(self, fgraph: FunctionGraph, roots: list, use_cublas: bool = False, name: str = "symgraph",
-                 built_outputs: list | None = None, shape_generic: bool = True):
+                 built_outputs: list | None = None, options: dict | None = None):
         self.fgraph = fgraph
         self.roots = roots
         self.built_outputs = built_outputs  # the graph as built: call-time errors in its terms
@@ -64,14 +61,11 @@ class CudaCodegen:
         self._modules: dict[tuple, object] = {}
         self.last = None
         self.last_shapes: tuple | None = None
-        self.shape_generic = shape_generic and os.environ.get("SYMGRAPH_SHAPE_GENERIC", "1") != "0" \
-            and any(d is None for v in roots for d in v.type.shape)
+        self.generic_allowed = shape_generic_allowed(options or {})
+        self.shape_generic = self.generic_allowed and any(d is None for v in roots for d in v.type.shape)
         self.families: list = []  # shape-generic modules, each serving the sizes its guards allow
         self.generations = 0  # modules rendered (code generated)
-        # int scalar inputs whose values may size things (the minibatch idiom's index): their
-        # values become run-time sizes when code generic in shapes alone cannot be made
-        self.value_slots = [i for i, v in enumerate(roots) if v.ndim == 0 and is_int(v.dtype)
-                            and not isinstance(v, SharedVariable)]
+        self.value_slots = int_value_slots(roots)
         self.uses_values = False
 
     def static_shapes(self) -> list[tuple] | None:
@@ -103,8 +97,7 @@ class CudaCodegen:
         (the caller then generates a module for exactly these shapes)."""
         key = tuple(tuple(int(d) for d in s) for s in shapes)
         by_value = ints is not None
-        if not (self.shape_generic or by_value and self.value_slots) or \
-                os.environ.get("SYMGRAPH_SHAPE_GENERIC", "1") == "0":
+        if not self.generic_allowed or not (self.shape_generic or by_value and self.value_slots):
             return None
         for mod in self.families:
             if any(axis < 0 for _, axis in mod.program.dims) and not by_value:
@@ -343,7 +336,7 @@ class CudaProgram:
                                    "(pip install nvidia-cublas, or a CUDA toolkit with cuBLAS)")
         self.built_outputs = options.get("built_outputs")  # the graph as built (export names outputs)
         self.codegen = CudaCodegen(fgraph, roots, bool(use_cublas), built_outputs=self.built_outputs,
-                                   shape_generic=bool(options.get("shape_generic", True)))
+                                   options=options)
         self._specs: dict[tuple, Specialization] = {}
         self._loaded: dict[int, LoadedModule] = {}  # id(module) -> the module on the device
         self._lock = threading.Lock()
@@ -401,7 +394,7 @@ class CudaProgram:
                 if spec is None:
                     spec = self._specialize(shapes, ints)
                     self._specs[key + (ints,) if self.codegen.uses_values else key] = spec
-                    self._forget_old_instances()
+                    forget_old_instances(self._specs)
                 else:
                     self.codegen.last, self.codegen.last_shapes = spec.mod, key
                 keep, ptrs = [], []
@@ -446,13 +439,6 @@ class CudaProgram:
         if loaded is None:
             loaded = self._loaded[id(mod)] = LoadedModule(mod, self.dev)
         return Specialization(loaded, self.dev, values)
-
-    def _forget_old_instances(self) -> None:
-        """Keep the newest ``MAX_INSTANCES`` specialisations of shape-generic modules (a
-        forgotten tuple of shapes gets a new specialisation, not new code, when it comes back)."""
-        keys = [k for k, sp in self._specs.items() if sp.dim_values]
-        for k in keys[:max(0, len(keys) - MAX_INSTANCES)]:
-            del self._specs[k]
 
     def _host_slots(self, spec) -> list[bool]:
         """Output storages that go back to the host: those of the user outputs (the update

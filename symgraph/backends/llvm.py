@@ -26,7 +26,7 @@ import numpy as np
 
 from ..codegen import symdim
 from ..codegen.checks import STATUS_INDEX_ERROR, WORDS_PER_SITE, raise_index_error
-from ..codegen.specialize import dim_values, lower_generic
+from ..codegen.specialize import dim_values, int_value_slots, lower_generic, shape_generic_allowed
 from ..codegen.symdim import evaluate
 from ..compile import update_shape_error
 from ..errors import CompileError
@@ -34,8 +34,15 @@ from ..fastcall import fastcall_module
 from ..forksafe import renew_locks_after_fork
 from ..graph.basic import SharedVariable
 from ..graph.fgraph import FunctionGraph
-from ..graph.types import is_int
-from . import KernelInfo, blas_threads, cache_store, llvm_elf, llvm_jit, llvm_warm
+from . import (
+    KernelInfo,
+    blas_threads,
+    cache_store,
+    forget_old_instances,
+    llvm_elf,
+    llvm_jit,
+    llvm_warm,
+)
 
 ENTRY = "symgraph_entry"
 # fused ops this backend runs (rewrite/engine.py): the bias and activation after a convolution
@@ -43,7 +50,6 @@ ENTRY = "symgraph_entry"
 REWRITE_CAPABILITIES = {"conv_epilogue": True}
 FORMAT_VERSION = "3"  # bump when the generated code changes for the same kernel IR
 WARM_START = True  # ``build`` accepts a lazy graph and a ``graph_key`` (see llvm_warm)
-MAX_INSTANCES = 64  # instances of shape-generic code kept per function
 
 
 def default_threads() -> int:
@@ -274,14 +280,10 @@ class LLVMProgram:
         self.compiles = 0
         self.generations = 0  # programs lowered (code generated, whatever the cache held)
         # shape-generic code: one program serves every call whose sizes pass its guards
-        self.generic_allowed = bool(options.get("shape_generic", True)) and \
-            os.environ.get("SYMGRAPH_SHAPE_GENERIC", "1") != "0"
+        self.generic_allowed = shape_generic_allowed(options)
         self.shape_generic = self.generic_allowed and any(d is None for v in roots for d in v.type.shape)
         self.families: list[GenericFamily] = []
-        # int scalar inputs whose values may size things (the minibatch idiom's index): their
-        # values become run-time sizes when code generic in shapes alone cannot be made
-        self.value_slots = [i for i, v in enumerate(roots) if v.ndim == 0 and is_int(v.dtype)
-                            and not isinstance(v, SharedVariable)]
+        self.value_slots = int_value_slots(roots)
         self.uses_values = False
         libs = llvm_jit.libraries()
         if libs["blas"] is None:
@@ -509,16 +511,8 @@ class LLVMProgram:
             self.specs[key + (values,) if self.uses_values else key] = spec
             self.last = spec
             if spec.dim_values:
-                self._forget_old_instances()
+                forget_old_instances(self.specs)
             return spec
-
-    def _forget_old_instances(self) -> None:
-        """Keep the newest ``MAX_INSTANCES`` instances of shape-generic code: each holds an
-        arena for its sizes, and inputs of ever new lengths would otherwise pile them up (a
-        forgotten tuple of shapes gets a new instance, not new code, when it comes back)."""
-        keys = [k for k, sp in self.specs.items() if sp.dim_values]
-        for k in keys[:max(0, len(keys) - MAX_INSTANCES)]:
-            del self.specs[k]
 
     def exact(self, spec: Specialization) -> Specialization:
         """``spec`` itself, or when it runs shape-generic code, code for exactly its shapes

@@ -152,16 +152,17 @@ def _cublas_able(k: Kernel) -> bool:
     return bool(gemms) and all(g.dtype in ("float32", "float64") for g in gemms)
 
 
-def eval_int(e, env: dict, dims: tuple = ()) -> int:
-    """Evaluate an int64 index / offset expression of the kernel IR on the host (``dims``:
-    the run-time sizes of shape-generic code)."""
+def eval_int(e, env: dict, dims=()):
+    """Evaluate an int64 index / offset expression of the kernel IR on the host: ``env`` maps
+    loop variables and ``dims`` run-time size numbers (shape-generic code) to their values,
+    ints, or ``symdim`` sizes for a polynomial result."""
     vals: dict[int, int] = {}
     for n in S.topo([e]):
         a = [vals[id(x)] for x in n.args]
         if n.op == "const":
             v = int(n.value)
         elif n.op == "dim":
-            v = int(dims[n.value])
+            v = dims[n.value]
         elif n.op == "var":
             v = env[n.value]
         elif n.op in ("add", "sub", "mul"):
@@ -293,25 +294,15 @@ def _loop_leaves(loops: list[For]) -> dict:
 
 def _poly(e, loops: list[For]):
     """An index expression as a polynomial in ``loops``' variables and the run-time sizes, or
-    None when it is not one (other variables, divisions)."""
-    env = _loop_leaves(loops)
-    vals: dict[int, object] = {}
-    for n in S.topo([e]):
-        a = [vals[id(x)] for x in n.args]
-        if n.op == "const" and not n.dtype.startswith("float"):
-            v = int(n.value)
-        elif n.op == "var" and n.value in env:
-            v = env[n.value]
-        elif n.op == "dim":
-            v = symdim.leaf(n.value, 0)
-        elif n.op in ("add", "sub", "mul"):
-            v = a[0] + a[1] if n.op == "add" else a[0] - a[1] if n.op == "sub" else a[0] * a[1]
-        elif n.op == "cast" and not n.dtype.startswith("float"):
-            v = a[0]
-        else:
-            return None
-        vals[id(n)] = v
-    return vals[id(e)]
+    None when it is not one (other variables, divisions, floats)."""
+    nodes = list(S.topo([e]))
+    if any(n.dtype.startswith("float") for n in nodes):
+        return None
+    dims = {n.value: symdim.leaf(n.value, 0) for n in nodes if n.op == "dim"}
+    try:
+        return eval_int(e, _loop_leaves(loops), dims)
+    except (KeyError, CompileError):
+        return None
 
 
 def _flat_position(loops: list[For]):

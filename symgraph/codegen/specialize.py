@@ -11,10 +11,12 @@ backend reports a call-time shape error with the same type and text.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..errors import CompileError
-from ..graph.basic import Apply, Constant, Variable, executing_graph
+from ..graph.basic import Apply, Constant, SharedVariable, Variable, executing_graph
 from ..graph.fgraph import FunctionGraph, toposort
 from ..graph.types import TensorType, is_int
 from . import symdim
@@ -244,6 +246,19 @@ def lower_for_call(fgraph: FunctionGraph, roots: list, shapes: list, built_outpu
 
 
 # --- shape-generic programs -------------------------------------------------------------------
+
+def shape_generic_allowed(options: dict) -> bool:
+    """Whether a native backend may generate shape-generic code: the ``shape_generic``
+    compile option and ``SYMGRAPH_SHAPE_GENERIC`` (``0`` turns it off)."""
+    return bool(options.get("shape_generic", True)) and os.environ.get("SYMGRAPH_SHAPE_GENERIC", "1") != "0"
+
+
+def int_value_slots(roots: list) -> list[int]:
+    """The int scalar inputs whose values may size things (the minibatch idiom's index):
+    their values become run-time sizes when code generic in shapes alone cannot be made."""
+    return [i for i, v in enumerate(roots) if v.ndim == 0 and is_int(v.dtype)
+            and not isinstance(v, SharedVariable)]
+
 
 def generic_shapes(roots: list, key: tuple, value_slots: list = (),
                    ints: tuple = ()) -> tuple[list, list, dict]:
