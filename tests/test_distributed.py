@@ -439,13 +439,15 @@ def test_distributed_example_trains(tmp_path):
     assert "trained on 2 processes" in proc.stdout and ckpt.exists()
 
 
-def test_benchmark_script_runs(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--separate"]], ids=["interleaved", "separate"])
+def test_benchmark_script_runs(tmp_path, mode):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "distributed_w2.py"),
-                           "--steps", "1", "--batch", "16", "--rounds", "2"],
+                           "--steps", "1", "--batch", "16", "--rounds", "2", *mode],
                           capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, SYMGRAPH_CACHE_DIR="off"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "throughput ratio (2 processes / 1)" in proc.stdout
+    assert proc.stdout.count("x |") == 2  # one ratio per round
 
 
 def test_cuda_rendering_refuses_an_allreduce(tmp_path):
