@@ -24,7 +24,19 @@
 #include <stdint.h>
 
 #define MAX_SPECS 64 /* as many as the llvm backend keeps instances of shape-generic code */
+/* When the table is full, a new shape replaces the least recently used entry if that entry
+ * has not run for this many calls.  A fresher one means the shapes in use are more than the
+ * table holds (an epoch cycling through 100 batch sizes, say): replacing would then evict
+ * each entry just before its next use, so the table is kept and the newcomer takes the
+ * Python path. */
+#define STALE_CALLS 1024
 #define STACK_SLOTS 64
+#if defined(__GNUC__)
+#define ALWAYS_INLINE static inline __attribute__((always_inline)) /* kept out of line, the
+                                        call path measured 5 % slower on a small function */
+#else
+#define ALWAYS_INLINE static inline
+#endif
 
 /* ---------------------------------------------------------------------------------------
  * ArenaLock: a lock the Python path uses with `with` and the C path takes with the GIL
@@ -141,6 +153,9 @@ typedef struct {
     PyObject **recycled; /* owned: per output, the arrays of the last two calls (newest
                             first); one only this table holds is written again instead of
                             allocating (two, so `y = f(x)` in a loop recycles too) */
+    uint64_t used;       /* the caller's tick at this specialisation's latest call */
+    int busy;            /* calls using it now (another thread may run while the GIL is
+                            released): never replaced while busy */
 } Spec;
 
 typedef struct {
@@ -165,6 +180,8 @@ typedef struct {
     Spec specs[MAX_SPECS];
     int n_specs;
     int last_hit;                /* the specialisation the previous call matched: tried first */
+    uint64_t tick;               /* counts calls (the clock of `Spec.used`) */
+    Py_ssize_t replaced;         /* specialisations dropped for newer shapes (for tests) */
     Py_ssize_t fast_calls;       /* calls completed on the C path (for tests) */
     ArenaLock *fn_lock;          /* owned, or NULL: held from reading the shared values to
                                     installing the updates (functions with updates) */
@@ -437,18 +454,49 @@ fail:
     return NULL;
 }
 
+/* The registered specialisation for these input dims, or NULL. */
+static Spec *find_spec(Caller *self, const npy_intp *in_dims) {
+    for (int k = 0; k < self->n_specs; k++) {
+        int ok = 1;
+        for (Py_ssize_t i = 0; i < self->in_total && ok; i++) ok = self->specs[k].in_dims[i] == in_dims[i];
+        if (ok) return &self->specs[k];
+    }
+    return NULL;
+}
+
+/* The slot a new specialisation takes: a free one, else the least recently used one if no
+ * call is using it and it has not run for STALE_CALLS calls (-1: keep the table as it is). */
+static int free_slot(Caller *self) {
+    if (self->n_specs < MAX_SPECS) return self->n_specs;
+    int victim = -1;
+    for (int k = 0; k < self->n_specs; k++)
+        if (!self->specs[k].busy && (victim < 0 || self->specs[k].used < self->specs[victim].used))
+            victim = k;
+    if (victim >= 0 && self->tick - self->specs[victim].used < STALE_CALLS) return -1;
+    return victim;
+}
+
 /* caller.add(in_shapes, out_shapes, entry_address, arena_address, lock, keep) -> bool:
- * register one specialisation (False when the table is full). */
+ * register one specialisation (True when those input shapes already have one; False when
+ * the table is full of entries in recent use, see free_slot). */
 static PyObject *Caller_add(Caller *self, PyObject *args) {
     PyObject *in_shapes, *out_shapes, *lock, *keep;
     unsigned long long entry, arena;
     if (!PyArg_ParseTuple(args, "OOKKO!O", &in_shapes, &out_shapes, &entry, &arena, &ArenaLockType,
                           &lock, &keep))
         return NULL;
-    if (self->n_specs >= MAX_SPECS) Py_RETURN_FALSE;
     Spec s = {0};
     if (!(s.in_dims = dims_list(in_shapes, self->n_in, self->in_ndim, self->in_total)))
         return NULL;
+    if (find_spec(self, s.in_dims) != NULL) {
+        PyMem_Free(s.in_dims);
+        Py_RETURN_TRUE;
+    }
+    int slot = free_slot(self);
+    if (slot < 0) {
+        PyMem_Free(s.in_dims);
+        Py_RETURN_FALSE;
+    }
     if (!(s.out_dims = dims_list(out_shapes, self->n_out, self->out_ndim, self->out_total))) {
         PyMem_Free(s.in_dims);
         return NULL;
@@ -464,12 +512,24 @@ static PyObject *Caller_add(Caller *self, PyObject *args) {
     s.lock = (ArenaLock *)lock;
     Py_INCREF(keep);
     s.keep = keep;
-    self->specs[self->n_specs++] = s;
+    s.used = self->tick;
+    if (slot < self->n_specs) { /* replace: free the old one last (dropping `keep` may run Python code) */
+        Spec old = self->specs[slot];
+        self->specs[slot] = s;
+        self->replaced++;
+        spec_clear(&old, self->n_out);
+    } else {
+        self->specs[self->n_specs++] = s;
+    }
     Py_RETURN_TRUE;
 }
 
 static PyObject *Caller_get_fast_calls(Caller *self, void *closure) {
     return PyLong_FromSsize_t(self->fast_calls);
+}
+
+static PyObject *Caller_get_replaced(Caller *self, void *closure) {
+    return PyLong_FromSsize_t(self->replaced);
 }
 
 static PyObject *Caller_get_n_specs(Caller *self, void *closure) {
@@ -571,9 +631,12 @@ static PyObject *fall_back(Caller *self, PyObject *argtuple) {
     return PyObject_CallOneArg(self->fallback, argtuple);
 }
 
+ALWAYS_INLINE PyObject *run_spec(Caller *self, PyObject *argtuple, Spec *spec);
+
 /* One call with the arguments in a tuple. */
 static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
-    const Py_ssize_t ni = self->n_in, ns = self->n_shared, no = self->n_out;
+    const Py_ssize_t ni = self->n_in;
+    self->tick++;
     if (PyTuple_GET_SIZE(argtuple) != ni || self->n_specs == 0) return fall_back(self, argtuple);
     PyObject *const *items = &PyTuple_GET_ITEM(argtuple, 0);
     for (Py_ssize_t i = 0; i < ni; i++)
@@ -597,7 +660,17 @@ static PyObject *Caller_run(Caller *self, PyObject *argtuple) {
         }
     }
     if (spec == NULL) return fall_back(self, argtuple);
+    spec->used = self->tick;
+    spec->busy++;
+    PyObject *result = run_spec(self, argtuple, spec);
+    spec->busy--;
+    return result;
+}
 
+/* The call on the C path, once `spec` matched the input shapes. */
+ALWAYS_INLINE PyObject *run_spec(Caller *self, PyObject *argtuple, Spec *spec) {
+    const Py_ssize_t ni = self->n_in, ns = self->n_shared, no = self->n_out;
+    PyObject *const *items = &PyTuple_GET_ITEM(argtuple, 0);
     void *slots[STACK_SLOTS];
     PyObject *held[STACK_SLOTS]; /* owned: shared values, then outputs */
     Py_ssize_t nheld = 0;
@@ -740,6 +813,7 @@ static PyMethodDef Caller_methods[] = {
 static PyGetSetDef Caller_getset[] = {
     {"fast_calls", (getter)Caller_get_fast_calls, NULL, "calls completed on the C path", NULL},
     {"n_specs", (getter)Caller_get_n_specs, NULL, "registered specialisations", NULL},
+    {"replaced", (getter)Caller_get_replaced, NULL, "specialisations replaced by newer shapes", NULL},
     {NULL}};
 
 static PyTypeObject CallerType = {
@@ -856,6 +930,7 @@ PyMODINIT_FUNC PyInit__fastcall(void) {
         PyModule_AddObject(m, "Caller", (PyObject *)&CallerType) < 0 ||
         PyModule_AddObject(m, "FunctionBase", (PyObject *)&FunctionBaseType) < 0 ||
         PyModule_AddIntConstant(m, "MAX_SPECS", MAX_SPECS) < 0 ||
+        PyModule_AddIntConstant(m, "STALE_CALLS", STALE_CALLS) < 0 ||
         PyModule_AddIntConstant(m, "MAX_ARRAYS", STACK_SLOTS - 1) < 0) {
         Py_DECREF(m);
         return NULL;

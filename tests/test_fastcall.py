@@ -153,7 +153,53 @@ def test_more_shapes_than_the_c_table_holds(path):
     if path == "fast":
         assert f._caller.n_specs == FAST.MAX_SPECS
         # the second round of the shapes the table holds; the others stay on the Python path
+        # (all are in recent use: replacing would evict each entry just before its next call)
         assert f._caller.fast_calls == FAST.MAX_SPECS
+        assert f._caller.replaced == 0
+
+
+@needs_fast
+def test_shapes_no_longer_called_make_room_for_new_ones():
+    """The table is full of shapes an earlier phase used (a training set's batch sizes); a new
+    phase calls other shapes (a test set's): once the old ones have not run for a while, the
+    new ones replace them and take the C path too, least recently used first."""
+    x = sg.vector("x")
+    f = sg.compile([x], x * 2, threads=1)
+    for n in range(1, FAST.MAX_SPECS + 1):
+        f(np.arange(n, dtype=np.float32))
+    for n in range(1, 9):
+        f(np.arange(n, dtype=np.float32))  # these 8 stay in recent use
+    new = range(1000, 1016)
+    for _ in range(FAST.STALE_CALLS // len(new) + 2):
+        for n in new:
+            v = np.arange(n, dtype=np.float32)
+            np.testing.assert_array_equal(f(v), v * 2)
+    assert f._caller.replaced == len(new) and f._caller.n_specs == FAST.MAX_SPECS
+    before = f._caller.fast_calls
+    for n in list(new) + [1, 2]:
+        f(np.arange(n, dtype=np.float32))
+    assert f._caller.fast_calls - before == len(new) + 2
+    assert f._caller.replaced == len(new)  # shapes 1 and 2 ran after 9-64: those went first
+
+
+@needs_fast
+def test_replacing_entries_while_other_threads_call(monkeypatch):
+    """Entries are replaced while other threads run calls with the GIL released: a running
+    call's entry is never the one replaced, and every result stays right."""
+    x = sg.tensor("x", (None, 64))
+    f = sg.compile([x], sg.tanh(x) * 2 + x, threads=1)
+    for n in range(1, FAST.MAX_SPECS + 1):
+        f(np.ones((n, 64), np.float32))
+
+    def work(k):
+        rng = np.random.default_rng(k)
+        for i in range(700):
+            n = int(rng.integers(100, 300))
+            v = rng.standard_normal((n, 64)).astype(np.float32)
+            np.testing.assert_allclose(f(v), np.tanh(v) * 2 + v, rtol=1e-5, atol=1e-6)
+
+    assert run_in_threads(work, 4) == []
+    assert f._caller.replaced > 0 and f._caller.n_specs == FAST.MAX_SPECS
 
 
 def test_calls_rotating_through_many_batch_sizes_stay_on_the_c_path(path):

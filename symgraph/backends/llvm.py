@@ -342,7 +342,8 @@ class LLVMProgram:
             fn_lock = module.ArenaLock() if module is not None else threading.Lock()
         self.update_lock = fn_lock  # visible for inspection (fork tests hold it)
         fast = None  # the C caller, once made (below)
-        checked: set[tuple] = set()  # input shapes whose updates fit (registered with `fast`)
+        checked: set[tuple] = set()  # input shapes whose updates fit
+        registered: list = [0, set()]  # (fast.replaced then, the input shapes `fast` then held)
         value_slots = self.value_slots
 
         def call(args):
@@ -376,8 +377,12 @@ class LLVMProgram:
             if lookup not in checked:  # before the native call: nothing runs, nothing changes
                 program._check_update_shapes(spec, targets, n_out, cf.compiled_at)
                 checked.add(lookup)
-                if fast is not None and not program.uses_values:
-                    program._register(module, fast, spec, key, targets, n_out, output_map)
+            if fast is not None and not program.uses_values:
+                if fast.replaced != registered[0]:  # the C table dropped entries for newer shapes
+                    registered[:] = [fast.replaced, set()]
+                if lookup not in registered[1] and \
+                        program._register(module, fast, spec, key, targets, n_out, output_map):
+                    registered[1].add(lookup)
             if not targets:
                 values.extend([s._value for s in shared])
                 results = spec.run(values)
@@ -441,17 +446,17 @@ class LLVMProgram:
 
     @staticmethod
     def _register(module, fast, spec: Specialization, key: tuple, targets: list, n_out: int,
-                  output_map: list[int]) -> None:
+                  output_map: list[int]) -> bool:
         """Let the C caller run ``spec`` for input shapes ``key`` when its outputs are numbered
         as the caller expects and every update has its target's shape (else calls with those
-        shapes stay on the Python path)."""
+        shapes stay on the Python path).  False when it did not take them (now)."""
         if list(spec.output_map) != output_map or not isinstance(spec.lock, module.ArenaLock):
-            return
+            return False
         shapes = [s for s, _ in spec.out_specs]
         for t, m in zip(targets, spec.output_map[n_out:]):
             if shapes[m] != tuple(t.type.shape):
-                return
-        fast.add(key, shapes, spec.loaded.address, spec.args[spec.ni + spec.no], spec.lock, spec)
+                return False
+        return fast.add(key, shapes, spec.loaded.address, spec.args[spec.ni + spec.no], spec.lock, spec)
 
     # --- building ----------------------------------------------------------------------------
     def _builder(self, prog):
