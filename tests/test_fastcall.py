@@ -193,7 +193,7 @@ def test_replacing_entries_while_other_threads_call(monkeypatch):
 
     def work(k):
         rng = np.random.default_rng(k)
-        for i in range(700):
+        for _ in range(700):
             n = int(rng.integers(100, 300))
             v = rng.standard_normal((n, 64)).astype(np.float32)
             np.testing.assert_allclose(f(v), np.tanh(v) * 2 + v, rtol=1e-5, atol=1e-6)

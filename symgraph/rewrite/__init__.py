@@ -27,6 +27,7 @@ def load_all() -> None:
         memory,
         merge,
         pool_grad,
+        relu_grad,
         softmax_ce,
         specialize,
         stabilize,

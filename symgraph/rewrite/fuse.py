@@ -5,8 +5,9 @@ Duplication policy: an elementwise producer is inlined into a consumer's kernel 
 user of its result is in that kernel, or when it is cheap (at most 3 scalar operations and
 none of exp / log / tanh / sigmoid / softplus / erf / sin / cos / pow / sqrt / division) and
 then recomputed in each kernel that reads it.  An expensive result read by several kernels is
-stored once.  A cheap producer that reads a matmul result is not duplicated either, so that it
-can become that matmul's epilogue.
+stored once.  A cheap producer that reads a matmul's or convolution's result, directly or
+through elementwise nodes only it reads (``relu(x @ w + b)``, whose output the ReLU gradient
+also reads), is not duplicated either, so that it can become that product's epilogue.
 
 Size limit: a fused region stops growing at ``MAX_FUSED_OPS`` scalar operations.  LLVM's
 optimiser is superlinear in the size of one loop body (a 5,000-op chain fused into one kernel
@@ -34,8 +35,27 @@ from .engine import RewriteContext, global_pass
 MAX_FUSED_OPS = 128
 
 
-def _reads_matmul(node: Apply) -> bool:
-    return any(v.owner is not None and isinstance(v.owner.op, MatMul) for v in node.inputs)
+def _epilogue_producers(ctx: RewriteContext) -> tuple[type, ...]:
+    """The ops whose elementwise epilogue the backend can fuse."""
+    from ..ops.nn import Conv2d
+    return ((MatMul,) if ctx.capabilities.get("matmul_epilogue", False) else ()) + \
+        ((Conv2d,) if ctx.capabilities.get("conv_epilogue", False) else ())
+
+
+def _in_epilogue_chain(node: Apply, ctx: RewriteContext, producers: tuple[type, ...]) -> bool:
+    """Whether ``node`` reads a matmul's or convolution's result, directly or through
+    elementwise nodes read only by the next (``relu(x @ w + b)``): it may become part of
+    that product's epilogue, which a copy of it in another kernel would prevent."""
+    for v in node.inputs:
+        p = v.owner
+        if p is None:
+            continue
+        if isinstance(p.op, producers):
+            return True
+        if isinstance(p.op, Elemwise) and len(ctx.clients(v)) == 1 and \
+                _in_epilogue_chain(p, ctx, producers):
+            return True
+    return False
 
 
 def _grow_region(root: Apply, ctx: RewriteContext, index: dict[int, int]) -> list[Apply]:
@@ -45,7 +65,7 @@ def _grow_region(root: Apply, ctx: RewriteContext, index: dict[int, int]) -> lis
     region: list[Apply] = []
     heap: list[tuple[int, int, Apply]] = []
     visited: set[int] = set()
-    epilogue = ctx.capabilities.get("matmul_epilogue", False)
+    producers = _epilogue_producers(ctx)
 
     def push(node: Apply) -> None:
         for v in node.inputs:
@@ -61,7 +81,7 @@ def _grow_region(root: Apply, ctx: RewriteContext, index: dict[int, int]) -> lis
         _, _, p = heapq.heappop(heap)
         clients = fg.clients.get(p.outputs[0], [])
         all_inside = all(c != "output" and id(c) in inside for c, _ in clients)
-        cheap = is_cheap(p.op.expr) and not (epilogue and _reads_matmul(p))
+        cheap = is_cheap(p.op.expr) and not (producers and _in_epilogue_chain(p, ctx, producers))
         cost = S.count_ops([p.op.expr])
         if (all_inside or cheap) and size + cost <= MAX_FUSED_OPS:
             size += cost

@@ -12,26 +12,16 @@ other use.
 from __future__ import annotations
 
 from ..graph.basic import Apply
-from ..ops.elemwise import (
-    Elemwise,
-    S,  # the scalar IR module (symgraph.scalar is also a function name)
-)
+from ..ops.elemwise import Elemwise
 from ..ops.nn import MaxPool2dGrad
 from .engine import RewriteContext, local_rewrite
-
-
-def _relu_expr(dtype: str) -> S.SExpr:
-    return S.apply("maximum", S.const(0, dtype), S.inp(0, dtype))
-
-
-def _relu_grad_expr(dtype: str) -> S.SExpr:
-    return S.apply("where", S.apply("ge", S.const(0, dtype), S.inp(0, dtype)), S.const(0, dtype),
-                   S.inp(1, dtype))
+from .relu_grad import is_relu, relu_grad_expr
 
 
 @local_rewrite("specialize", tracks=(Elemwise,))
 def max_pool_relu_grad(node: Apply, ctx: RewriteContext):
-    """``where(0 >= s, 0, MaxPool2dGrad(relu(s), g))`` -> ``MaxPool2dGrad(relu=True)(relu(s), g)``."""
+    """``where(0 >= s, 0, MaxPool2dGrad(relu(s), g))`` -> ``MaxPool2dGrad(relu=True)(relu(s), g)``
+    (also with the mask already read from ``relu(s)``, see ``relu_grad_from_output``)."""
     if node.op.nin != 2:
         return None
     s, routed = node.inputs
@@ -39,10 +29,7 @@ def max_pool_relu_grad(node: Apply, ctx: RewriteContext):
     if pool is None or not isinstance(pool.op, MaxPool2dGrad) or pool.op.relu:
         return None
     h = pool.inputs[0]
-    relu = h.owner
-    if relu is None or not isinstance(relu.op, Elemwise) or relu.op.nin != 1 or relu.inputs[0] is not s:
-        return None
-    if relu.op.expr is not _relu_expr(s.dtype) or node.op.expr is not _relu_grad_expr(s.dtype):
+    if not (is_relu(h, of=s) or (s is h and is_relu(h))) or node.op.expr is not relu_grad_expr(s.dtype):
         return None
     if routed.type.shape != node.outputs[0].type.shape or routed.dtype != node.outputs[0].dtype:
         return None
