@@ -38,6 +38,10 @@ from ..graph.fgraph import FunctionGraph
 from . import cuda_compiler, forget_old_instances
 from .cuda_export import export_module
 
+# the renderer runs a MatMulEpilogue inside the generated GEMM's stores (after a cuBLAS call,
+# as the next kernel) and a Conv2dEpilogue as the map over the im2col GEMM's result
+REWRITE_CAPABILITIES = {"matmul_epilogue": True, "conv_epilogue": True}
+
 
 @dataclass
 class DeviceValue:

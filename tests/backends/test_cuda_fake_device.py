@@ -33,6 +33,8 @@ def test_training_steps_on_the_fake_device_match_the_reference(fake_device, make
     ref_case, _, ref_losses = _train(make, "reference")
     case, f, losses = _train(make, "cuda")
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    if make is mlp_step:  # bias + ReLU and the SGD updates run in the generated GEMMs' stores
+        assert any("fused into its stores" in k.source for k in f.kernels)
     targets = [t for t, _ in case.updates]
     assert all("cuda" in t.device_state and t.__dict__["_pull"] is not None for t in targets)
     for t, (rt, _) in zip(targets, ref_case.updates):
@@ -40,10 +42,12 @@ def test_training_steps_on_the_fake_device_match_the_reference(fake_device, make
     assert all(t.__dict__["_pull"] is None for t in targets)  # pulled once, now on the host too
 
 
-def test_cublas_path_matches_the_generated_gemm(fake_device):
+@pytest.mark.parametrize("make", [mlp_step, convnet_step])
+def test_cublas_path_matches_the_generated_gemm(fake_device, make):
+    """With cuBLAS, a matmul's bias + ReLU or SGD-update epilogue is the kernel after the call."""
     fake_device.cublas = NumpyCublas()
-    ref_case, _, ref_losses = _train(convnet_step, "reference")
-    case, f, losses = _train(convnet_step, "cuda")
+    ref_case, _, ref_losses = _train(make, "reference")
+    case, f, losses = _train(make, "cuda")
     assert f.program.codegen.use_cublas and fake_device.cublas.calls > 0
     assert any(k.mode == "cublas" for k in f.kernels)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
