@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 import symgraph as sg
@@ -148,3 +150,16 @@ def fd_jacobian(fn, x, eps=1e-6):
         e[k] = eps
         cols.append((fn(x + e.reshape(x.shape)) - fn(x - e.reshape(x.shape))) / (2 * eps))
     return np.stack(cols, axis=-1).reshape(np.shape(fn(x)) + x.shape)
+
+
+@contextlib.contextmanager
+def rewrite_disabled(name: str):
+    """Compile without the registered rewrite ``name`` (put back afterwards)."""
+    from symgraph.rewrite import engine, load_all
+    load_all()
+    table = engine.LOCAL if name in engine.LOCAL else engine.GLOBAL
+    saved = table.pop(name)
+    try:
+        yield
+    finally:
+        table[name] = saved

@@ -6,14 +6,12 @@ cuda), when the rewrite must not fire, and the fused op's own derivatives."""
 
 from __future__ import annotations
 
-import contextlib
-
+import helpers
 import numpy as np
 import pytest
 
 import symgraph as sg
 from symgraph.ops.nn import MaxPool2dGrad
-from symgraph.rewrite import engine, load_all
 
 REWRITE = "max_pool_relu_grad"
 
@@ -27,15 +25,9 @@ CASES = [
 ]
 
 
-@contextlib.contextmanager
 def rewrite_disabled():
-    """Compile without the fusion (the graph ``sg.grad`` builds, pooling and ReLU apart)."""
-    load_all()
-    saved = engine.LOCAL.pop(REWRITE)
-    try:
-        yield
-    finally:
-        engine.LOCAL[REWRITE] = saved
+    """Compile without the rewrite."""
+    return helpers.rewrite_disabled(REWRITE)
 
 
 def _net(case, dtype="float64"):

@@ -5,27 +5,19 @@ keeping their bias + ReLU epilogue, and when the rewrite must not fire."""
 
 from __future__ import annotations
 
-import contextlib
-
+import helpers
 import numpy as np
 import pytest
 
 import symgraph as sg
 from symgraph.ops.fused import Conv2dEpilogue
-from symgraph.rewrite import engine, load_all
 
 REWRITE = "relu_grad_from_output"
 
 
-@contextlib.contextmanager
 def rewrite_disabled():
-    """Compile without the rewrite (the mask reads the ReLU's input, as ``sg.grad`` built it)."""
-    load_all()
-    saved = engine.LOCAL.pop(REWRITE)
-    try:
-        yield
-    finally:
-        engine.LOCAL[REWRITE] = saved
+    """Compile without the rewrite."""
+    return helpers.rewrite_disabled(REWRITE)
 
 
 def _fired(f) -> bool:
