@@ -103,3 +103,20 @@ def test_not_fired_without_a_relu_of_the_same_input():
     assert not _fired(f)
     vals = [np.array([-1.0, 0.0, 2.0, np.nan], np.float32), np.ones(4, np.float32)]
     np.testing.assert_array_equal(f(*vals)[0], [0.0, 0.0, 1.0, 1.0])
+
+
+def test_pre_activation_that_is_also_an_output():
+    """``s`` is returned too: its readers include the graph's output list (listed before the
+    ReLU when merging two copies of ``x @ w`` rewired the ReLU to the returned one)."""
+    x, w = sg.matrix("x"), sg.matrix("w")
+    s = x @ w
+    h = sg.relu(x @ w)
+    f = sg.compile([x, w], [s, h, sg.grad(sg.sum(h * h), w)])
+    assert _fired(f)
+    rng = np.random.default_rng(3)
+    xv, wv = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((3, 5)).astype(np.float32)
+    sv = xv @ wv
+    want = xv.T @ (2 * np.maximum(sv, 0) * (sv > 0))
+    got = f(xv, wv)
+    np.testing.assert_allclose(got[0], sv, rtol=1e-6)
+    np.testing.assert_allclose(got[2], want, rtol=1e-5, atol=1e-6)

@@ -47,7 +47,7 @@ def relu_grad_from_output(node: Apply, ctx: RewriteContext):
     if node.op.expr is not relu_grad_expr(s.dtype) or is_relu(s):
         return None
     for client, _ in ctx.clients(s):
-        if client is not node and is_relu(client.outputs[0], of=s):
+        if isinstance(client, Apply) and client is not node and is_relu(client.outputs[0], of=s):
             h = client.outputs[0]
             if h.type.shape == s.type.shape:
                 return node.op(h, g)
