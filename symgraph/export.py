@@ -613,12 +613,20 @@ def export_functions(path, functions: dict, kind: str = "shared", name: str | No
     return result
 
 
+def _refuse_collectives(cf) -> None:
+    from .distributed.ops import AllReduce
+    if any(isinstance(n.op, AllReduce) for n in cf.fgraph.toposort()):
+        raise CompileError("export: a step with an all-reduce (sg.distributed) cannot be exported: "
+                           "the library would have no MPI to call")
+
+
 def export_function(cf, path, kind: str = "shared", example_inputs=None, name: str | None = None,
                     target="x86-64-v3", threads: int = 1, dynamic: bool | None = None) -> dict:
     """``f.export``: one function as ``<name>_create / _run / _destroy``.  With ``dynamic``
     (the default when no ``example_inputs`` fix the shapes and the code is shape-generic) its
     dims declared unknown are run-time arguments of ``<name>_run``: one library for every
     batch size."""
+    _refuse_collectives(cf)
     return export_functions(path, {"": (cf, _spec_for(cf, example_inputs, dynamic))}, kind=kind,
                             name=name, target=target, threads=threads)
 
@@ -638,5 +646,6 @@ def export_library(path, functions: dict, kind: str = "shared", name: str | None
         if getattr(cf, "backend", None) != "llvm":
             raise CompileError(f"export_library: function {key!r} uses the "
                                f"{getattr(cf, 'backend', '?')} backend; only llvm functions export")
+        _refuse_collectives(cf)
         specs[key] = (cf, _spec_for(cf, example_inputs.get(key), dynamic))
     return export_functions(path, specs, kind=kind, name=name, target=target, threads=threads)

@@ -130,6 +130,10 @@ def test_allreduce_every_dtype_shape_and_op(tmp_path):
 EQUIVALENCE = """
 MODEL, BACKEND = sys.argv[2], sys.argv[3]
 B, STEPS = 16, 20
+if BACKEND == "cuda":  # no GPU here: the stand-in device runs the generated CUDA C on the host
+    import pytest
+    from tests.gpu.fake_device import install
+    install(pytest.MonkeyPatch())
 
 def build(distributed):
     rng = np.random.default_rng(1234)  # same start on both runs (broadcast checks it below)
@@ -192,10 +196,14 @@ save(**trace)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model,backend", [("mlp", "llvm"), ("mlp", "reference"), ("convnet", "llvm"),
-                                           ("convnet", "reference")])
+                                           ("convnet", "reference"), ("mlp", "cuda"), ("convnet", "cuda")])
 def test_two_processes_match_one_process_with_adam(tmp_path, model, backend):
     """20 Adam steps on 2 processes with batches of B/2 give the parameters of 1 process with
-    batches of B, step after step."""
+    batches of B, step after step (cuda: on the stand-in device, reductions through the host)."""
+    if backend == "cuda":
+        from tests.gpu.host_emulation import CXX
+        if CXX is None:
+            pytest.skip("no host C++ compiler for the stand-in cuda device")
     script = tmp_path / "script.py"
     script.write_text(PRELUDE + EQUIVALENCE)
     env = dict(os.environ, PYTHONPATH=ROOT, SYMGRAPH_CACHE_DIR="off", OMP_NUM_THREADS="1",
@@ -450,22 +458,58 @@ def test_benchmark_script_runs(tmp_path, mode):
     assert proc.stdout.count("x |") == 2  # one ratio per round
 
 
-def test_cuda_rendering_refuses_an_allreduce(tmp_path):
+def test_cuda_allreduce_runs_through_the_host(tmp_path):
+    """On the cuda backend an all-reduce's start, progress tests and wait are host steps of the
+    runtime (mode "mpi"), shown in the module as comments; every dtype and op reduces as the
+    reference backend does (stand-in device), and the step cannot be exported."""
+    from tests.gpu.host_emulation import CXX
+    if CXX is None:
+        pytest.skip("no host C++ compiler for the stand-in cuda device")
     _, outs = run_mpi(tmp_path, """
-        from symgraph.codegen.cuda_render import render_program
-        from symgraph.codegen.lower import lower
-        from symgraph.graph.fgraph import FunctionGraph
-        x = sg.vector("x")
-        fg = FunctionGraph([x], [dist.allreduce(x, "sum")])
-        prog = lower(fg, [x], [(4,)])
+        import pytest
+        from tests.gpu.fake_device import install
+        install(pytest.MonkeyPatch())
+        got = {}
+        for dtype, op in [("float32", "mean"), ("float64", "sum"), ("int32", "max"), ("int64", "min")]:
+            x = sg.vector("x", dtype)
+            y = dist.allreduce(sg.exp(x) if dtype.startswith("float") else x * 2, op)
+            f = sg.compile([x], y * 3 if dtype.startswith("float") else y, backend="cuda")
+            v = (np.arange(7) * (R + 1) - 3).astype(dtype)
+            got[f"{dtype}_{op}"] = f(v)
+            steps = [k for k in f.kernels if k.name.startswith("mpi_allreduce_")]
+            assert len(steps) == 2 and all(k.mode == "mpi" for k in steps), f.kernels
+            assert "MPI calls issued by the runtime" in f.source()
         try:
-            render_program(prog)
+            f.export(os.path.join(OUT, f"lib{R}"))
             message = ""
         except sg.CompileError as e:
             message = str(e)
-        save(message=message)
+        save(message=message, **got)
     """)
-    assert "cuda backend has no all-reduce" in str(outs[0]["message"])
+    v = [(np.arange(7) * (r + 1) - 3) for r in range(2)]
+    for o in outs:
+        np.testing.assert_allclose(o["float32_mean"], 3 * (np.exp(v[0]) + np.exp(v[1])) / 2, rtol=1e-6)
+        np.testing.assert_allclose(o["float64_sum"], 3 * (np.exp(v[0]) + np.exp(v[1])), rtol=1e-12)
+        np.testing.assert_array_equal(o["int32_max"], np.maximum(2 * v[0], 2 * v[1]))
+        np.testing.assert_array_equal(o["int64_min"], np.minimum(2 * v[0], 2 * v[1]))
+        assert "cannot be exported" in str(o["message"])
+
+
+def test_exporting_a_step_with_an_allreduce_is_refused(tmp_path):
+    _, outs = run_mpi(tmp_path, """
+        w = sg.shared(np.ones(3, np.float32), "w")
+        x = sg.vector("x")
+        g = sg.grad(sg.sum(x * w), w)
+        f = sg.compile([x], [], updates=dist.data_parallel([(w, w - g)], [g], [w]))
+        try:
+            f.export(os.path.join(OUT, f"lib{R}"))
+            message = ""
+        except sg.CompileError as e:
+            message = str(e)
+        save(message=message, written=np.array(os.path.exists(os.path.join(OUT, f"lib{R}.h"))))
+    """)
+    for o in outs:
+        assert "cannot be exported" in str(o["message"]) and not o["written"]
 
 
 def test_cached_steps_are_shared_between_ranks_and_job_sizes(tmp_path):

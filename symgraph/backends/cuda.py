@@ -38,6 +38,8 @@ from ..graph.fgraph import FunctionGraph
 from . import cuda_compiler, forget_old_instances
 from .cuda_export import export_module
 
+HOST_MODES = ("cublas", "mpi")  # kernels the runtime carries out with library calls from the host
+
 # the renderer runs a MatMulEpilogue inside the generated GEMM's stores (after a cuBLAS call,
 # as the next kernel) and a Conv2dEpilogue as the map over the im2col GEMM's result
 REWRITE_CAPABILITIES = {"matmul_epilogue": True, "conv_epilogue": True}
@@ -158,7 +160,7 @@ class LoadedModule:
         self.module = load_module(dev, binary, kind)
         self.funcs = {}
         for k in mod.kernels:
-            if k.mode != "cublas":
+            if k.mode not in HOST_MODES:
                 f = self.module.get_function(k.name)
                 f.prepare("P" * len(k.params) + "q" * k.dims)  # run-time sizes by value
                 self.funcs[k.name] = f
@@ -225,10 +227,13 @@ class Specialization:
             drv.memcpy_htod(errors, self.errors_init)
             ptr[ERROR_PARAM] = int(errors)
         stream = dev.stream
+        reductions: dict = {}  # all-reduces in flight: requests storage -> (request, host buffer)
         for k, grid in zip(self.mod.kernels, self.grids):
             t0 = time.perf_counter() if profile_kernels is not None else 0.0
             if k.mode == "cublas":
                 run_cublas(dev.cublas, k.ir, ptr, self.dim_values)
+            elif k.mode == "mpi":
+                run_collective(dev, k.ir.body[0], ptr, reductions)
             elif grid[0] > 0:
                 args = [ptr[s] for s in k.params] + list(self.dim_values[:k.dims])
                 self.funcs[k.name].prepared_async_call(grid, (k.block, 1, 1), stream, *args)
@@ -270,6 +275,27 @@ def load_module(dev, binary: bytes, kind: str):
                            "newer than the driver produces images it cannot load: update the driver, "
                            "or point SYMGRAPH_NVCC at an older toolkit (SYMGRAPH_CUDA_NVRTC=0 to skip "
                            "the NVRTC library)") from None
+
+
+def run_collective(dev, c, ptr: dict, reductions: dict) -> None:
+    """An all-reduce step through host memory (``sg.distributed``; NCCL on the device is the
+    plan in docs/distributed.md): the start waits for the kernels before it, copies the
+    bucket to the host and starts ``MPI_Iallreduce`` there; a test lets MPI progress; the wait
+    finishes the reduction and copies the result back before the kernels after it run."""
+    from ..distributed import _mpi
+    if c.kind == "start":
+        dev.stream.synchronize()
+        send = np.empty(c.count, dtype=c.send.dtype)
+        dev.drv.memcpy_dtoh(send, ptr[c.send.sid])
+        recv = send if c.send.sid == c.recv.sid else np.empty_like(send)
+        reductions[c.requests.sid] = (_mpi.start_allreduce(send, recv, c.op), recv)
+    elif c.kind == "test":
+        if c.requests.sid in reductions:
+            reductions[c.requests.sid][0].Test()
+    else:
+        request, recv = reductions.pop(c.requests.sid)
+        request.Wait()
+        dev.drv.memcpy_htod(ptr[c.recv.sid], recv)
 
 
 def run_cublas(cublas, kernel, ptr: dict, dims: tuple = ()) -> None:
@@ -488,6 +514,9 @@ class CudaProgram:
                                                                       self.roots[len(example_inputs):]]
             self.codegen.module(shapes)
         mod = self.codegen.exact()  # an exported library has fixed shapes
+        if any(k.mode == "mpi" for k in mod.kernels):
+            raise CompileError("f.export: a step with an all-reduce (sg.distributed) cannot be "
+                               "exported: the library would have no MPI to call")
         if any(k.mode == "cublas" for k in mod.kernels):
             gen = CudaCodegen(self.fgraph, self.roots, use_cublas=False)
             key = next(k for k, m in self.codegen._modules.items() if m is mod)

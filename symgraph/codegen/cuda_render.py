@@ -76,7 +76,7 @@ class CudaKernel:
     ops: list[str]
     inputs: list[str]
     outputs: list[str]
-    mode: str  # grid, block, promoted, serial, gemm, cublas
+    mode: str  # grid, block, promoted, serial, gemm, cublas, mpi
     grid: tuple[int, int, int]
     block: int
     params: list[int]  # storage ids passed as arguments, in order
@@ -127,12 +127,14 @@ def module_source(kernels: list[CudaKernel], title: str = "symgraph CUDA module"
 def render_program(prog: Program, use_cublas: bool = False,
                    title: str = "symgraph CUDA module") -> CudaModule:
     """Render every kernel of ``prog``; ``use_cublas`` sends matrix products to cuBLAS."""
-    if any(isinstance(st, Collective) for k in prog.kernels for st in walk(k.body)):
-        raise CompileError("sg.distributed: the cuda backend has no all-reduce yet (an NCCL design is "
-                           "in docs/distributed.md); use backend='llvm' or 'reference'")
     kernels, i, ks = [], 0, prog.kernels
     while i < len(ks):
         nxt = ks[i + 1] if i + 1 < len(ks) else None
+        if is_collective(ks[i]):
+            kernels.append(KernelWriter(ks[i], prog).host_calls("mpi", "MPI calls issued by the runtime, "
+                                                                "through host memory"))
+            i += 1
+            continue
         if nxt is not None and not (use_cublas and _cublas_able(ks[i])) and _fusable_epilogue(ks[i], nxt):
             kernels.append(KernelWriter(ks[i], prog, epilogue=nxt).render(False))
             i += 2
@@ -775,12 +777,21 @@ class KernelWriter:
         lines.append(f"{indent}    }});")
 
     def _cublas(self) -> CudaKernel:
-        text = kernel_text(self.k).splitlines()
-        src = "\n".join([f"// {self.k.name}: cuBLAS calls issued by the runtime from {', '.join(self.k.ops)}",
-                         *(f"//   {ln}" for ln in text), ""])
+        return self.host_calls("cublas", "cuBLAS calls issued by the runtime")
+
+    def host_calls(self, mode: str, what: str) -> CudaKernel:
+        """A kernel the runtime carries out with library calls from the host (``mode``), shown
+        as a comment holding its kernel IR."""
         k = self.k
-        return CudaKernel(k.name, src, list(k.ops), list(k.inputs), list(k.outputs), "cublas",
+        text = kernel_text(k).splitlines()
+        src = "\n".join([f"// {k.name}: {what} from {', '.join(k.ops)}", *(f"//   {ln}" for ln in text), ""])
+        return CudaKernel(k.name, src, list(k.ops), list(k.inputs), list(k.outputs), mode,
                           (0, 0, 0), 0, list(self.params), k, dims=self.ndims)
+
+
+def is_collective(k: Kernel) -> bool:
+    """Whether ``k`` is an all-reduce's start, progress test or wait (``sg.distributed``)."""
+    return any(isinstance(st, Collective) for st in walk(k.body))
 
 
 def _interchange(body: list) -> list | None:

@@ -184,6 +184,17 @@ def native_handles(dtype: str, op: str) -> tuple[int, int, int]:
             MPI._handleof(comm()))
 
 
+def start_allreduce(send: np.ndarray, recv: np.ndarray, op_handle: int):
+    """``MPI_Iallreduce`` of ``send`` into ``recv`` (in place when they are the same array) with
+    the reduction whose native handle is ``op_handle``; returns the request."""
+    MPI = mpi()
+    op = next(o for o in (MPI.SUM, MPI.MAX, MPI.MIN, MPI.LAND, MPI.LOR) if MPI._handleof(o) == op_handle)
+    datatype = mpi_datatype(send.dtype.name)
+    if send is recv:
+        return comm().Iallreduce(MPI.IN_PLACE, [recv, datatype], op=op)
+    return comm().Iallreduce([send, datatype], [recv, datatype], op=op)
+
+
 def allreduce_array(x: np.ndarray, op: str) -> np.ndarray:
     """``x`` reduced over all ranks with ``op`` (sum / max / min), through mpi4py."""
     shape = np.shape(x)
