@@ -134,6 +134,7 @@ if BACKEND == "cuda":  # no GPU here: the stand-in device runs the generated CUD
     import pytest
     from tests.gpu.fake_device import install
     install(pytest.MonkeyPatch())
+BACKEND = "cuda" if BACKEND == "gpu" else BACKEND  # the real device
 
 def build(distributed):
     rng = np.random.default_rng(1234)  # same start on both runs (broadcast checks it below)
@@ -194,16 +195,27 @@ save(**trace)
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model,backend", [("mlp", "llvm"), ("mlp", "reference"), ("convnet", "llvm"),
-                                           ("convnet", "reference"), ("mlp", "cuda"), ("convnet", "cuda")])
-def test_two_processes_match_one_process_with_adam(tmp_path, model, backend):
-    """20 Adam steps on 2 processes with batches of B/2 give the parameters of 1 process with
-    batches of B, step after step (cuda: on the stand-in device, reductions through the host)."""
+def _skip_without(backend: str) -> None:
     if backend == "cuda":
         from tests.gpu.host_emulation import CXX
         if CXX is None:
             pytest.skip("no host C++ compiler for the stand-in cuda device")
+    if backend == "gpu":
+        from symgraph.backends.cuda_runtime import gpu_available
+        if not gpu_available():
+            pytest.skip("needs pycuda, the NVIDIA driver and a GPU")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,backend", [
+    ("mlp", "llvm"), ("mlp", "reference"), ("convnet", "llvm"), ("convnet", "reference"),
+    ("mlp", "cuda"), ("convnet", "cuda"),
+    pytest.param("mlp", "gpu", marks=pytest.mark.gpu), pytest.param("convnet", "gpu", marks=pytest.mark.gpu)])
+def test_two_processes_match_one_process_with_adam(tmp_path, model, backend):
+    """20 Adam steps on 2 processes with batches of B/2 give the parameters of 1 process with
+    batches of B, step after step (cuda: on the stand-in device, gpu: on the real one, both
+    ranks sharing it; reductions through the host)."""
+    _skip_without(backend)
     script = tmp_path / "script.py"
     script.write_text(PRELUDE + EQUIVALENCE)
     env = dict(os.environ, PYTHONPATH=ROOT, SYMGRAPH_CACHE_DIR="off", OMP_NUM_THREADS="1",
@@ -462,9 +474,7 @@ def test_cuda_allreduce_runs_through_the_host(tmp_path):
     """On the cuda backend an all-reduce's start, progress tests and wait are host steps of the
     runtime (mode "mpi"), shown in the module as comments; every dtype and op reduces as the
     reference backend does (stand-in device), and the step cannot be exported."""
-    from tests.gpu.host_emulation import CXX
-    if CXX is None:
-        pytest.skip("no host C++ compiler for the stand-in cuda device")
+    _skip_without("cuda")
     _, outs = run_mpi(tmp_path, """
         import pytest
         from tests.gpu.fake_device import install
