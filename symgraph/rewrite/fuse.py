@@ -42,19 +42,25 @@ def _epilogue_producers(ctx: RewriteContext) -> tuple[type, ...]:
         ((Conv2d,) if ctx.capabilities.get("conv_epilogue", False) else ())
 
 
+EPILOGUE_DEPTH = 4  # elementwise nodes between a product and an epilogue node: bias, activation...
+
+
 def _in_epilogue_chain(node: Apply, ctx: RewriteContext, producers: tuple[type, ...]) -> bool:
-    """Whether ``node`` reads a matmul's or convolution's result, directly or through
-    elementwise nodes read only by the next (``relu(x @ w + b)``): it may become part of
-    that product's epilogue, which a copy of it in another kernel would prevent."""
-    for v in node.inputs:
-        p = v.owner
-        if p is None:
-            continue
-        if isinstance(p.op, producers):
-            return True
-        if isinstance(p.op, Elemwise) and len(ctx.clients(v)) == 1 and \
-                _in_epilogue_chain(p, ctx, producers):
-            return True
+    """Whether ``node`` reads a matmul's or convolution's result, directly or through up to
+    ``EPILOGUE_DEPTH`` elementwise nodes each read only by the next (``relu(x @ w + b)``): it
+    may become part of that product's epilogue, which a copy of it in another kernel would
+    prevent."""
+    stack = [(node, 0)]
+    while stack:
+        n, depth = stack.pop()
+        for v in n.inputs:
+            p = v.owner
+            if p is None:
+                continue
+            if isinstance(p.op, producers):
+                return True
+            if depth + 1 < EPILOGUE_DEPTH and isinstance(p.op, Elemwise) and len(ctx.clients(v)) == 1:
+                stack.append((p, depth + 1))
     return False
 
 

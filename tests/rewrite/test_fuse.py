@@ -1,6 +1,7 @@
 """Fusion: elementwise chains, reductions, softmax paths and matmul epilogues."""
 
 import numpy as np
+import pytest
 
 import symgraph as sg
 from symgraph.ops.fused import FusedReduce, MatMulEpilogue
@@ -184,3 +185,21 @@ def test_long_chains_are_cut_into_bounded_kernels():
     assert len(sizes) > 1 and max(sizes) <= MAX_FUSED_OPS
     a = np.linspace(-2, 2, 7)
     np.testing.assert_allclose(fused(a), plain(a), rtol=1e-12)
+
+
+@pytest.mark.parametrize("after_conv", [False, True])
+def test_chains_longer_than_the_recursion_limit_fuse(after_conv):
+    """Whether a node may be copied into several kernels looks a few nodes back for a matmul or
+    convolution it could be the epilogue of, never down the whole chain (a 3000-op chain
+    once exceeded Python's recursion limit)."""
+    import sys
+    x = sg.tensor4("x") if after_conv else sg.vector("x")
+    y = sg.nn.conv2d(x, np.ones((1, 1, 1, 1), np.float32)) if after_conv else x
+    for i in range(max(3000, sys.getrecursionlimit() + 100)):
+        y = y * 1.0001 + 0.5 if i % 2 else sg.maximum(y, -1e30)
+    f = sg.compile([x], y)
+    v = np.linspace(-1, 1, 6, dtype=np.float32).reshape((1, 1, 2, 3) if after_conv else (6,))
+    want = v.astype(np.float64)
+    for i in range(max(3000, sys.getrecursionlimit() + 100)):
+        want = want * 1.0001 + 0.5 if i % 2 else np.maximum(want, -1e30)
+    np.testing.assert_allclose(f(v), want, rtol=1e-4)
