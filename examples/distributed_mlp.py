@@ -25,7 +25,8 @@ from symgraph import distributed as dist  # noqa: E402
 
 def main(argv=None) -> float:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--backend", default="llvm", help="llvm (default), reference or cuda (one GPU per process)")
+    parser.add_argument("--backend", default="llvm",
+                        help="llvm (default), reference or cuda (one GPU per process)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch", type=int, default=64, help="global batch (all processes)")
     parser.add_argument("--lr", type=float, default=0.1)

@@ -16,6 +16,7 @@ user trace (``Apply.trace``) is copied onto every new node, so errors still name
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import warnings
 from collections import deque
@@ -117,6 +118,23 @@ class Registry(dict):
 
 LOCAL: Registry = Registry()  # name -> LocalRewrite
 GLOBAL: Registry = Registry()  # name -> GlobalPass
+
+
+@contextlib.contextmanager
+def disabled(name: str):
+    """Compile without the registered rewrite ``name`` inside the ``with`` block (to compare a
+    graph with and without it); afterwards it is back in its place in the run order, so the
+    rewrites that follow it still see the graph it left them."""
+    table = LOCAL if name in LOCAL else GLOBAL
+    names = list(table)
+    saved = table.pop(name)
+    try:
+        yield
+    finally:
+        later = {n: table.pop(n) for n in names[names.index(name) + 1:] if n in table}
+        table[name] = saved
+        for n, rewrite in later.items():
+            table[n] = rewrite
 
 
 def local_rewrite(*groups: str, tracks: Sequence[type] | None = None, name: str | None = None):

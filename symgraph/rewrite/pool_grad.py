@@ -29,7 +29,10 @@ def max_pool_relu_grad(node: Apply, ctx: RewriteContext):
     if pool is None or not isinstance(pool.op, MaxPool2dGrad) or pool.op.relu:
         return None
     h = pool.inputs[0]
-    if not (is_relu(h, of=s) or (s is h and is_relu(h))) or node.op.expr is not relu_grad_expr(s.dtype):
+    if not is_relu(h) or node.op.expr is not relu_grad_expr(s.dtype):
+        return None
+    pre = h.owner.inputs[0]
+    if not (s is pre or s is h or is_relu(s, of=pre)):  # the mask on relu's input or on a relu of it
         return None
     if routed.type.shape != node.outputs[0].type.shape or routed.dtype != node.outputs[0].dtype:
         return None

@@ -121,3 +121,20 @@ def test_rewrite_false_keeps_the_graph():
     f = sg.compile([x], x * 1.0, backend="reference", rewrite=False)
     assert f.rewrite_log == [] and len(f.fgraph.toposort()) == 1
     assert fired(sg.compile([x], x * 1.0, backend="reference"), "elemwise_simplify")
+
+
+def test_a_disabled_rewrite_comes_back_in_its_place():
+    """Comparing a graph with and without a rewrite must not reorder the others: with
+    ``relu_grad_from_output`` put back last, ``max_pool_relu_grad`` would take the ReLU mask
+    first and it would never fire again in that process."""
+    from symgraph.rewrite import engine, load_all
+    load_all()
+    before = list(engine.LOCAL)
+    with engine.disabled("relu_grad_from_output"):
+        assert "relu_grad_from_output" not in engine.LOCAL
+        assert engine.LOCAL.missing == {"relu_grad_from_output"}
+    assert list(engine.LOCAL) == before and not engine.LOCAL.missing
+    before = list(engine.GLOBAL)
+    with engine.disabled("fuse_conv_epilogue"):
+        assert "fuse_conv_epilogue" not in engine.GLOBAL
+    assert list(engine.GLOBAL) == before and not engine.GLOBAL.missing
