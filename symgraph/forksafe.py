@@ -4,9 +4,10 @@ A lock another thread of the parent held when the process forked stays locked in
 where that thread does not exist, so the child's first call through it would wait forever.
 Objects register their lock attributes with ``renew_locks_after_fork``; in a child made by
 ``os.fork`` or ``multiprocessing`` (fork start method) each of them is replaced by a new,
-unlocked lock before any other code of the child runs.  The C call path's ``ArenaLock``s do the
-same on their own (``_fastcall.c``), and the module-level locks of ``backends/llvm_jit.py`` and
-``backends/blas_threads.py`` are renewed by their own fork hooks.
+unlocked lock before any other code of the child runs (a module registers itself for its
+module-level lock: ``distributed/_mpi.py``, ``backends/cuda_runtime.py``).  The C call path's
+``ArenaLock``s do the same on their own (``_fastcall.c``), and the module-level locks of
+``backends/llvm_jit.py`` and ``backends/blas_threads.py`` are renewed by their own fork hooks.
 """
 
 from __future__ import annotations

@@ -15,13 +15,16 @@ import ctypes.util
 import functools
 import glob
 import os
+import sys
 import threading
 
 import numpy as np
 
 from ..errors import CompileError
+from ..forksafe import renew_locks_after_fork
 
 _lock = threading.Lock()
+renew_locks_after_fork(sys.modules[__name__], "_lock")  # a fork while another thread holds it
 _device = None
 
 

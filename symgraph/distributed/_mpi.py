@@ -11,8 +11,11 @@ import time
 
 import numpy as np
 
+from ..forksafe import renew_locks_after_fork
+
 _state: dict = {}
 _lock = threading.Lock()
+renew_locks_after_fork(sys.modules[__name__], "_lock")  # a fork while another thread holds it
 
 NATIVE_OPS = ("sum", "max", "min")
 

@@ -212,3 +212,32 @@ def test_child_of_a_fork_made_while_other_threads_held_every_lock(tmp_path):
         print("ok")
     """)
     assert out.split() == ["ok"]
+
+
+def test_child_of_a_fork_made_while_a_thread_held_the_mpi_and_cuda_module_locks(tmp_path):
+    """The module locks of ``sg.distributed`` and the cuda runtime (taken while loading MPI or
+    finding the device) are new in a child, not left held by a thread that is gone."""
+    out = _run(tmp_path, """
+        import threading
+        from symgraph.backends import cuda_runtime
+        from symgraph.distributed import _mpi
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with _mpi._lock, cuda_runtime._lock:
+                held.set()
+                release.wait()
+        t = threading.Thread(target=hold, daemon=True)  # a failing child must not hang the script
+        t.start()
+        held.wait()
+
+        def child():
+            for lock in (_mpi._lock, cuda_runtime._lock):
+                assert lock.acquire(timeout=5), lock
+                lock.release()
+        in_child(child)
+        release.set()
+        t.join()
+        print("ok")
+    """)
+    assert out.split() == ["ok"]
