@@ -613,7 +613,8 @@ def export_functions(path, functions: dict, kind: str = "shared", name: str | No
     return result
 
 
-def _refuse_collectives(cf) -> None:
+def refuse_collectives(cf) -> None:
+    """Raise ``CompileError`` when ``cf`` reduces over MPI ranks (an exported library has no MPI)."""
     from .distributed.ops import AllReduce
     if any(isinstance(n.op, AllReduce) for n in cf.fgraph.toposort()):
         raise CompileError("export: a step with an all-reduce (sg.distributed) cannot be exported: "
@@ -626,7 +627,7 @@ def export_function(cf, path, kind: str = "shared", example_inputs=None, name: s
     (the default when no ``example_inputs`` fix the shapes and the code is shape-generic) its
     dims declared unknown are run-time arguments of ``<name>_run``: one library for every
     batch size."""
-    _refuse_collectives(cf)
+    refuse_collectives(cf)
     return export_functions(path, {"": (cf, _spec_for(cf, example_inputs, dynamic))}, kind=kind,
                             name=name, target=target, threads=threads)
 
@@ -646,6 +647,6 @@ def export_library(path, functions: dict, kind: str = "shared", name: str | None
         if getattr(cf, "backend", None) != "llvm":
             raise CompileError(f"export_library: function {key!r} uses the "
                                f"{getattr(cf, 'backend', '?')} backend; only llvm functions export")
-        _refuse_collectives(cf)
+        refuse_collectives(cf)
         specs[key] = (cf, _spec_for(cf, example_inputs.get(key), dynamic))
     return export_functions(path, specs, kind=kind, name=name, target=target, threads=threads)

@@ -509,14 +509,13 @@ class CudaProgram:
         with the llvm export's C API; ``name`` is the prefix of the C functions (default: the
         file name); ``kind`` is ignored (the cuda backend always writes source, PTX and header).
         Returns the paths (``source``, ``header``, ``ptx``)."""
+        from ..export import refuse_collectives
+        refuse_collectives(cf)
         if example_inputs is not None:
             shapes = [tuple(np.shape(v)) for v in example_inputs] + [tuple(s.shape) for s in
                                                                       self.roots[len(example_inputs):]]
             self.codegen.module(shapes)
         mod = self.codegen.exact()  # an exported library has fixed shapes
-        if any(k.mode == "mpi" for k in mod.kernels):
-            raise CompileError("f.export: a step with an all-reduce (sg.distributed) cannot be "
-                               "exported: the library would have no MPI to call")
         if any(k.mode == "cublas" for k in mod.kernels):
             gen = CudaCodegen(self.fgraph, self.roots, use_cublas=False)
             key = next(k for k, m in self.codegen._modules.items() if m is mod)

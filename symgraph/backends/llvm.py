@@ -343,10 +343,12 @@ class LLVMProgram:
         self.update_lock = fn_lock  # visible for inspection (fork tests hold it)
         fast = None  # the C caller, once made (below)
         checked: set[tuple] = set()  # input shapes whose updates fit
-        registered: list = [0, set()]  # (fast.replaced then, the input shapes `fast` then held)
+        registered: set[tuple] = set()  # input shapes `fast` holds, as of `replaced_seen`
+        replaced_seen = 0  # `fast.replaced` when `registered` was last valid
         value_slots = self.value_slots
 
         def call(args):
+            nonlocal replaced_seen
             if len(args) != nspec:
                 cf._convert(args)  # raises the TypeError naming the inputs
             values = []
@@ -378,11 +380,12 @@ class LLVMProgram:
                 program._check_update_shapes(spec, targets, n_out, cf.compiled_at)
                 checked.add(lookup)
             if fast is not None and not program.uses_values:
-                if fast.replaced != registered[0]:  # the C table dropped entries for newer shapes
-                    registered[:] = [fast.replaced, set()]
-                if lookup not in registered[1] and \
+                if fast.replaced != replaced_seen:  # the C table dropped entries for newer shapes
+                    replaced_seen = fast.replaced
+                    registered.clear()
+                if lookup not in registered and \
                         program._register(module, fast, spec, key, targets, n_out, output_map):
-                    registered[1].add(lookup)
+                    registered.add(lookup)
             if not targets:
                 values.extend([s._value for s in shared])
                 results = spec.run(values)

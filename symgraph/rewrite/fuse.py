@@ -26,6 +26,7 @@ from ..ops.elemwise import (
 )
 from ..ops.fused import Conv2dEpilogue, FusedReduce, MatMulEpilogue
 from ..ops.linalg import MatMul
+from ..ops.nn import Conv2d
 from ..ops.reduce import Reduce
 from ..ops.shape import Shape
 from . import scalar_rules as R
@@ -37,7 +38,6 @@ MAX_FUSED_OPS = 128
 
 def _epilogue_producers(ctx: RewriteContext) -> tuple[type, ...]:
     """The ops whose elementwise epilogue the backend can fuse."""
-    from ..ops.nn import Conv2d
     return ((MatMul,) if ctx.capabilities.get("matmul_epilogue", False) else ()) + \
         ((Conv2d,) if ctx.capabilities.get("conv_epilogue", False) else ())
 
@@ -162,7 +162,6 @@ def fuse_conv_epilogue(ctx: RewriteContext) -> None:
     values (a ``Shape`` of it, e.g. the bias gradient's, is rewired to the result)."""
     if not ctx.capabilities.get("conv_epilogue", False):
         return
-    from ..ops.nn import Conv2d
     for node, conv, shape_readers, expr, extras in _epilogue_candidates(ctx, Conv2d, shape_readers=True):
         for k in shape_readers:
             ctx.commit(k, [Shape()(node.outputs[0])], "fuse_conv_epilogue")
